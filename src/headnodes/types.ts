@@ -1,0 +1,63 @@
+/** A user's virtual headnode: a long-lived VM the user is root in. */
+export type Accel = 'kvm' | 'tcg';
+export type HeadnodeState = 'stopped' | 'starting' | 'running' | 'crashed';
+
+export interface HeadnodeSpec {
+  name: string;
+  owner: string;
+  group: string;
+  memMiB: number;
+  vcpus: number;
+  diskGiB: number;
+  /** A user-supplied qcow2 image; default: the project-built Debian image. */
+  image?: string;
+  /** Kernel and initrd for images that do not carry their own boot loader. */
+  kernel?: string;
+  initrd?: string;
+}
+
+export interface HeadnodeInfo extends HeadnodeSpec {
+  state: HeadnodeState;
+  accel: Accel;
+  pid?: number;
+  createdAt: number;
+  startedAt?: number;
+  /** Why the headnode is crashed or failed to start. */
+  reason?: string;
+}
+
+/** Who is speaking on a guest channel, known from the channel itself, never from the guest. */
+export interface GuestIdentity {
+  /** The VM the channel belongs to: a headnode name or a clone id. */
+  vmId: string;
+  kind: 'headnode' | 'clone';
+  headnode: string;
+  owner: string;
+  group: string;
+}
+
+/**
+ * Per-VM API channels. gcd listens on one Unix socket per VM; QEMU forwards the guest's
+ * connections to 10.0.2.100:80 there (user networking guestfwd), so the socket a request
+ * arrives on says which VM sent it.
+ */
+export interface GuestChannels {
+  /** Start listening for this VM; returns the host socket path QEMU must forward to. Idempotent. */
+  open(identity: GuestIdentity): Promise<string>;
+  close(vmId: string): Promise<void>;
+}
+
+export interface HeadnodeManager {
+  create(spec: HeadnodeSpec): Promise<HeadnodeInfo>;
+  start(name: string): Promise<HeadnodeInfo>;
+  stop(name: string): Promise<HeadnodeInfo>;
+  destroy(name: string): Promise<void>;
+  list(): Promise<HeadnodeInfo[]>;
+  get(name: string): Promise<HeadnodeInfo>;
+  /** After a gcd restart: reconnect to headnodes still running, mark dead ones crashed. */
+  reattach(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The guest-side address of the gcd API (QEMU user networking forwards it per VM). */
+export const GUEST_API_ADDR = { host: '10.0.2.100', port: 80 } as const;

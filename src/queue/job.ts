@@ -1,0 +1,83 @@
+/**
+ * The job record: what was asked (spec), what it runs from (snapshot) and what happened.
+ * States follow PBS: Q queued, H held, W waiting for its start time, R running,
+ * E exiting (output being delivered, clone being destroyed), F finished.
+ */
+export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F';
+
+/** -j: join stderr into stdout (oe), stdout into stderr (eo), or keep both (n). */
+export type JoinMode = 'oe' | 'eo' | 'n';
+
+export interface Resources {
+  ncpus: number;
+  /** Memory per job in MiB; 0 means "the headnode's RAM" (a clone's RAM is the headnode's). */
+  memMiB: number;
+}
+
+export interface JobSpec {
+  /** The command as argv, never re-parsed by a shell. Empty when `script` is set. */
+  argv: string[];
+  /** A job script's text, copied at submission as PBS does; run with its #! or /bin/sh. */
+  script?: string;
+  /** Arguments passed to the script. */
+  scriptArgs?: string[];
+  name: string;
+  /** PBS_O_WORKDIR: the submitter's working directory inside the headnode. */
+  cwd: string;
+  /** Environment exported to the job (-v, -V) on top of the PBS variables. */
+  env: Record<string, string>;
+  user: string;
+  group: string;
+  headnode: string;
+  queue: string;
+  /** PBS priority -1024..1023, higher runs first. */
+  priority: number;
+  walltimeSec?: number;
+  /** Paths inside the headnode; default `<cwd>/<name>.o<seq>` / `.e<seq>`. */
+  stdoutPath?: string;
+  stderrPath?: string;
+  join: JoinMode;
+  /** -r y|n: may the job be run again after gcd lost it (crash, restart). */
+  rerunnable: boolean;
+  resources: Resources;
+  /** The submitting host (PBS_O_HOST). */
+  submitHost: string;
+}
+
+export interface JobRecord {
+  id: string;
+  seq: number;
+  spec: JobSpec;
+  state: JobState;
+  /** Why a job waits or how it ended, shown by gcqstat -s / -f (PBS "comment"). */
+  comment?: string;
+  snapshotId?: string;
+  queuedAt: number;
+  startedAt?: number;
+  endedAt?: number;
+  /** PBS Exit_status: the command's code; 256+N when killed by signal N; negative for scheduler-side ends. */
+  exitStatus?: number;
+  /** Where the output went (paths inside the headnode). */
+  outputPath?: string;
+  errorPath?: string;
+  /** How many times the job was started (for -r and crash recovery). */
+  runCount: number;
+  cloneId?: string;
+}
+
+/** Scheduler-side exit statuses, as PBS numbers them. */
+export const EXIT = {
+  /** Walltime exceeded (PBS JOB_EXEC_KILL_WALLTIME). */
+  WALLTIME: -29,
+  /** The job could not start: snapshot missing, clone failed (PBS JOB_EXEC_FAIL1). */
+  START_FAILED: -1,
+  /** Lost when gcd died and not rerunnable (PBS JOB_EXEC_RERUN family). */
+  LOST: -3,
+  /** Deleted by gcqdel while running. */
+  DELETED: 271,
+} as const;
+
+/** PBS exit status for a process ended by a signal. */
+export function signalExitStatus(signal: number): number {
+  return 256 + signal;
+}
