@@ -1,0 +1,42 @@
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+import { UsageError } from '../../errors.js';
+import type { Accel } from '../../headnodes/types.js';
+
+/**
+ * Choose the QEMU accelerator.
+ *
+ * A usable /dev/kvm is not enough: some hosts expose a paravirtual KVM (e.g. kvm_pvm) on
+ * which a stock guest kernel hangs right after "Booting from ROM". Those hosts show no
+ * vmx/svm CPU flag, so KVM is used only when /dev/kvm opens read-write AND the flag is there.
+ * `GC_ACCEL=kvm|tcg` forces the choice either way.
+ */
+export function detectAccel(env: NodeJS.ProcessEnv = process.env): Accel {
+  const forced = env.GC_ACCEL;
+  if (forced !== undefined && forced !== '') {
+    if (forced === 'kvm' || forced === 'tcg') return forced;
+    throw new UsageError(`GC_ACCEL must be 'kvm' or 'tcg', not '${forced}'`);
+  }
+  return kvmDeviceUsable() && cpuHasVirtFlag() ? 'kvm' : 'tcg';
+}
+
+function kvmDeviceUsable(path = '/dev/kvm'): boolean {
+  try {
+    closeSync(openSync(path, constants.O_RDWR));
+    return true;
+  } catch {
+    return false; // absent or no permission: both mean "no KVM for us"
+  }
+}
+
+/** True when /proc/cpuinfo lists vmx (Intel) or svm (AMD) among the CPU flags. */
+export function cpuHasVirtFlag(cpuinfo?: string): boolean {
+  let text = cpuinfo;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/cpuinfo', 'utf8');
+    } catch {
+      return false;
+    }
+  }
+  return /^flags\s*:.*\b(vmx|svm)\b/m.test(text);
+}
