@@ -12,6 +12,9 @@ export interface SnapshotInfo {
   createdAt: number;
   /** How long the headnode was paused to take it. */
   pauseMs: number;
+  /** The frozen VM's RAM and vCPUs: a clone has exactly these (migration needs the same layout). */
+  memMiB?: number;
+  vcpus?: number;
 }
 
 export interface CloneOptions {

@@ -1,0 +1,134 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { copyFile, mkdir, open, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { NotFoundError } from '../../errors.js';
+import type {
+  CloneHandle,
+  CloneOptions,
+  Driver,
+  ExecResult,
+  ExecSpec,
+  KillSignal,
+  RunningCommand,
+  SnapshotInfo,
+} from '../driver.js';
+import { constants } from 'node:os';
+
+/**
+ * TEST DOUBLE for scheduler unit tests. It snapshots nothing and runs commands as host
+ * processes; "delivering" a file copies it under `deliverRoot/<headnode>/`. It exists so
+ * scheduler logic (walltime, signals, quotas, crash recovery) is tested fast; the product
+ * driver is drivers/qemu and every feature is also tested with it.
+ */
+export interface FakeDriverOptions {
+  deliverRoot: string;
+  /** Headnodes that "exist"; snapshot of any other name fails like a missing headnode. */
+  headnodes: Set<string>;
+  snapshotDelayMs?: number;
+  cloneDelayMs?: number;
+}
+
+export class FakeDriver implements Driver {
+  readonly name = 'fake';
+  readonly snapshots = new Set<string>();
+  readonly clones = new Map<string, CloneHandle>();
+  private readonly procs = new Map<string, ChildProcess>();
+
+  constructor(private readonly opts: FakeDriverOptions) {}
+
+  async snapshot(headnode: string): Promise<SnapshotInfo> {
+    if (!this.opts.headnodes.has(headnode)) throw new NotFoundError(`unknown headnode ${headnode}`);
+    if (this.opts.snapshotDelayMs) await new Promise((r) => setTimeout(r, this.opts.snapshotDelayMs));
+    const id = `fake-${randomUUID()}`;
+    this.snapshots.add(id);
+    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1 };
+  }
+
+  async releaseSnapshot(snapshotId: string): Promise<void> {
+    this.snapshots.delete(snapshotId);
+  }
+
+  async clone(o: CloneOptions): Promise<CloneHandle> {
+    if (!this.snapshots.has(o.snapshotId)) throw new NotFoundError(`snapshot ${o.snapshotId} is gone`);
+    if (this.opts.cloneDelayMs) await new Promise((r) => setTimeout(r, this.opts.cloneDelayMs));
+    const h: CloneHandle = { cloneId: o.cloneId, snapshotId: o.snapshotId, headnode: 'fake' };
+    this.clones.set(o.cloneId, h);
+    return h;
+  }
+
+  async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
+    const out = await open(spec.stdoutFile, 'a');
+    const err = spec.stderrFile === spec.stdoutFile ? out : await open(spec.stderrFile, 'a');
+    const argv = spec.script !== undefined ? ['/bin/sh', '-c', spec.script, 'job', ...(spec.scriptArgs ?? [])] : spec.argv;
+    const child = spawn(argv[0]!, argv.slice(1), {
+      cwd: spec.cwd,
+      env: spec.env,
+      stdio: ['ignore', out.fd, err.fd],
+      detached: true, // own process group, like the guest wrapper, so kill reaches children
+    });
+    this.procs.set(clone.cloneId, child);
+    const done = new Promise<ExecResult>((resolve) => {
+      const finish = (r: ExecResult): void => {
+        void out.close().catch(() => undefined);
+        if (err !== out) void err.close().catch(() => undefined);
+        resolve(r);
+      };
+      child.on('error', (e) => {
+        void out.write(`${e.message}\n`).finally(() => finish({ exitCode: 127, signal: null }));
+      });
+      child.on('exit', (code, sig) => {
+        finish({ exitCode: code, signal: sig ? constants.signals[sig] : null });
+      });
+    });
+    return {
+      done,
+      kill: async (s: KillSignal) => {
+        if (child.pid) {
+          try {
+            process.kill(-child.pid, s === 'TERM' ? 'SIGTERM' : 'SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      },
+    };
+  }
+
+  async destroy(cloneId: string): Promise<void> {
+    const p = this.procs.get(cloneId);
+    if (p?.pid && p.exitCode === null) {
+      try {
+        process.kill(-p.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    this.procs.delete(cloneId);
+    this.clones.delete(cloneId);
+  }
+
+  async deliverFile(headnode: string, guestPath: string, hostFile: string): Promise<void> {
+    const dest = join(this.opts.deliverRoot, headnode, guestPath);
+    await mkdir(dirname(dest), { recursive: true });
+    await copyFile(hostFile, dest);
+  }
+
+  async sweep(keep: ReadonlySet<string>): Promise<string[]> {
+    const gone = [...this.clones.keys()].filter((c) => !keep.has(c));
+    for (const c of gone) await this.destroy(c);
+    return gone;
+  }
+
+  async listSnapshots(): Promise<string[]> {
+    return [...this.snapshots];
+  }
+
+  async close(): Promise<void> {
+    for (const c of [...this.clones.keys()]) await this.destroy(c);
+  }
+}
+
+export async function removeQuietly(path: string): Promise<void> {
+  await rm(path, { recursive: true, force: true });
+}

@@ -1,0 +1,23 @@
+/** Every Redis key Copper owns, in one place, so nothing is written that cannot be found and removed. */
+export interface Keys {
+  seq: string;
+  /** Sorted set of all job ids, scored by sequence number. */
+  jobs: string;
+  job(id: string): string;
+  /** Reference count of a snapshot: jobs (queued or running) that still need it. */
+  snapshotRefs: string;
+  /** BullMQ's own keys live under `<prefix>:bull:<queue>:*`. */
+  bullPrefix: string;
+}
+
+export const QUEUE_NAME = 'jobs';
+
+export function keysFor(prefix: string): Keys {
+  return {
+    seq: `${prefix}:seq`,
+    jobs: `${prefix}:jobs`,
+    job: (id) => `${prefix}:job:${id}`,
+    snapshotRefs: `${prefix}:snaprefs`,
+    bullPrefix: `${prefix}:bull`,
+  };
+}

@@ -1,0 +1,60 @@
+import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import type { JobRecord } from './job.js';
+import { QUEUE_NAME, type Keys } from './keys.js';
+
+/** What a BullMQ job carries: enough for any BullMQ client to see what it is. */
+export interface RunQueueData {
+  id: string;
+  user: string;
+  headnode: string;
+  name: string;
+  argv: string[];
+}
+
+/** PBS priority (-1024..1023, higher first) onto BullMQ's (1..2^21, lower first). Every job gets one, so none jumps the line unprioritised. */
+export function bullPriority(pbsPriority: number): number {
+  return 1024 - pbsPriority;
+}
+
+/** The BullMQ queue jobs wait in until the dispatcher takes them. */
+export class RunQueue {
+  readonly queue: Queue<RunQueueData>;
+  constructor(connection: ConnectionOptions, keys: Keys) {
+    this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection, prefix: keys.bullPrefix });
+  }
+
+  private entry(r: JobRecord, delayMs: number): { name: string; data: RunQueueData; opts: JobsOptions } {
+    return {
+      name: r.spec.name,
+      data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv },
+      opts: {
+        jobId: r.id, // BullMQ refuses integer ids; the PBS id is unique and readable
+        priority: bullPriority(r.spec.priority),
+        delay: delayMs > 0 ? delayMs : undefined,
+        removeOnComplete: true,
+        removeOnFail: true,
+        attempts: 1,
+      },
+    };
+  }
+
+  async add(records: JobRecord[], delayMs = 0): Promise<void> {
+    if (records.length === 0) return;
+    await this.queue.addBulk(records.map((r) => this.entry(r, delayMs)));
+  }
+
+  /** Remove a job that is waiting or delayed. False if BullMQ holds it active (locked). */
+  async remove(id: string): Promise<boolean> {
+    const j = await this.queue.getJob(id);
+    if (!j) return true;
+    return (await this.queue.remove(id)) === 1;
+  }
+
+  async has(id: string): Promise<boolean> {
+    return (await this.queue.getJob(id)) !== undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}

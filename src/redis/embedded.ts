@@ -1,0 +1,138 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+import { UnavailableError } from '../errors.js';
+import type { RedisTarget } from './connection.js';
+
+/**
+ * The Redis that gcd owns when no GC_REDIS_URL is given. It listens only on a Unix socket
+ * (mode 0700 directory) with a password: guests on QEMU user networking reach the host's
+ * loopback TCP ports, so Redis must not be on one. AOF on, noeviction, as BullMQ needs.
+ */
+export interface EmbeddedRedis {
+  target: RedisTarget;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export function redisServerPath(): string {
+  for (const p of ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/usr/sbin/redis-server']) {
+    if (existsSync(p)) return p;
+  }
+  const which = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const found = which.stdout.trim();
+  if (which.status === 0 && found) return found;
+  throw new UnavailableError('redis-server not found: install it with `apt-get install redis-server` or set GC_REDIS_URL');
+}
+
+function passwordFor(dir: string): string {
+  const file = join(dir, 'password');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const pw = randomBytes(24).toString('hex');
+  writeFileSync(file, pw + '\n', { mode: 0o600 });
+  return pw;
+}
+
+async function ping(target: RedisTarget, timeoutMs: number): Promise<boolean> {
+  const client = new Redis({
+    path: target.path,
+    password: target.password,
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: timeoutMs,
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/**
+ * Start (or adopt, after a gcd crash left it running) the embedded redis-server for
+ * `stateDir`. The server gets SIGTERM when gcd dies (setpriv --pdeathsig), and a SIGTERM'd
+ * redis flushes its AOF, so nothing acknowledged is lost.
+ */
+export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedis> {
+  const dir = join(stateDir, 'redis');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const sock = join(dir, 'redis.sock');
+  const target: RedisTarget = { path: sock, password: passwordFor(dir) };
+  const pidFile = join(dir, 'redis.pid');
+
+  if (existsSync(sock) && (await ping(target, 500))) {
+    const pid = Number(readFileSync(pidFile, 'utf8').trim()) || 0;
+    return { target, pid, stop: () => stopServer(target, pid) };
+  }
+
+  const server = redisServerPath();
+  const conf = [
+    `port 0`,
+    `unixsocket ${sock}`,
+    `unixsocketperm 700`,
+    `dir ${dir}`,
+    `pidfile ${pidFile}`,
+    `requirepass ${target.password}`,
+    `appendonly yes`,
+    `appendfsync everysec`,
+    `maxmemory-policy noeviction`,
+    `save ""`,
+    `daemonize no`,
+    `logfile ${join(dir, 'redis.log')}`,
+  ].join('\n');
+  writeFileSync(join(dir, 'redis.conf'), conf + '\n', { mode: 0o600 });
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', server, join(dir, 'redis.conf')], {
+    stdio: 'ignore',
+    detached: false,
+  });
+  let exited: string | undefined;
+  child.on('exit', (code, sig) => {
+    exited = `exit ${code ?? sig}`;
+  });
+  child.on('error', (e) => {
+    exited = e.message;
+  });
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (exited) {
+      throw new UnavailableError(`embedded redis-server failed to start (${exited}); see ${join(dir, 'redis.log')}`);
+    }
+    if (existsSync(sock) && (await ping(target, 300))) {
+      const pid = child.pid ?? 0;
+      return { target, pid, stop: () => stopServer(target, pid) };
+    }
+    await sleep(30);
+  }
+  child.kill('SIGKILL');
+  throw new UnavailableError(`embedded redis-server did not answer within 10 s; see ${join(dir, 'redis.log')}`);
+}
+
+async function stopServer(target: RedisTarget, pid: number): Promise<void> {
+  const client = new Redis({ path: target.path, password: target.password, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.call('SHUTDOWN');
+  } catch {
+    // SHUTDOWN closes the connection under us; that is the success case.
+  } finally {
+    client.disconnect();
+  }
+  const deadline = Date.now() + 5000;
+  while (pid > 0 && Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await sleep(20);
+  }
+}

@@ -1,0 +1,50 @@
+import { cpus, totalmem } from 'node:os';
+
+/**
+ * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM
+ * (the headnode's RAM: a clone cannot have another size) until its clone is destroyed.
+ */
+export interface CapacityLimits {
+  ncpus: number;
+  memMiB: number;
+}
+
+export function defaultCapacity(env: NodeJS.ProcessEnv = process.env): CapacityLimits {
+  return {
+    ncpus: Number(env.GC_CAPACITY_NCPUS ?? cpus().length * 4),
+    memMiB: Number(env.GC_CAPACITY_MEM_MIB ?? Math.floor((totalmem() / 1048576) * 0.75)),
+  };
+}
+
+export class Capacity {
+  private usedCpus = 0;
+  private usedMem = 0;
+  constructor(public limits: CapacityLimits) {}
+
+  /** Why a job of this size cannot start now, or undefined if it can (and is then reserved). */
+  tryReserve(ncpus: number, memMiB: number): string | undefined {
+    if (ncpus > this.limits.ncpus) return `Resources: job asks ${ncpus} cpus, the host gives at most ${this.limits.ncpus}`;
+    if (memMiB > this.limits.memMiB) return `Resources: job needs ${memMiB} MiB, the host gives at most ${this.limits.memMiB}`;
+    if (this.usedCpus + ncpus > this.limits.ncpus) return `Resources: waiting for ${ncpus} cpus (${this.usedCpus}/${this.limits.ncpus} in use)`;
+    if (this.usedMem + memMiB > this.limits.memMiB) return `Resources: waiting for ${memMiB} MiB (${this.usedMem}/${this.limits.memMiB} in use)`;
+    this.usedCpus += ncpus;
+    this.usedMem += memMiB;
+    return undefined;
+  }
+
+  release(ncpus: number, memMiB: number): void {
+    this.usedCpus = Math.max(0, this.usedCpus - ncpus);
+    this.usedMem = Math.max(0, this.usedMem - memMiB);
+  }
+
+  get used(): CapacityLimits {
+    return { ncpus: this.usedCpus, memMiB: this.usedMem };
+  }
+}
+
+/** A job that can never fit must fail at once rather than wait forever. */
+export function neverFits(limits: CapacityLimits, ncpus: number, memMiB: number): string | undefined {
+  if (ncpus > limits.ncpus) return `job asks ncpus=${ncpus}, more than this host's capacity of ${limits.ncpus}`;
+  if (memMiB > limits.memMiB) return `job needs ${memMiB} MiB, more than this host's capacity of ${limits.memMiB} MiB`;
+  return undefined;
+}

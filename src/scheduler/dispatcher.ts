@@ -1,0 +1,107 @@
+import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import { EXIT } from '../queue/job.js';
+import type { JobStore } from '../queue/job-store.js';
+import { QUEUE_NAME, type Keys } from '../queue/keys.js';
+import type { RunQueueData } from '../queue/run-queue.js';
+import type { Capacity } from './capacity.js';
+import type { JobRunner, StopReason } from './runner.js';
+
+export interface DispatcherOptions {
+  connection: ConnectionOptions;
+  keys: Keys;
+  store: JobStore;
+  runner: JobRunner;
+  capacity: Capacity;
+  /** Most jobs running at once in this gcd (a job holds a slot for its whole run). */
+  concurrency: number;
+  /** BullMQ lock: renewed every half of it while the job runs, so hours-long jobs never stall. */
+  lockDurationMs: number;
+  /** How long a job that does not fit waits before it is looked at again. */
+  retryDelayMs: number;
+}
+
+/**
+ * Takes jobs from the BullMQ queue and runs them. Admission (capacity now; quotas later)
+ * happens here: a job that cannot start goes back to the queue delayed, with its reason
+ * recorded for gcqstat, and keeps its place by priority.
+ */
+export class Dispatcher {
+  private worker: Worker<RunQueueData> | undefined;
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(private readonly o: DispatcherOptions) {}
+
+  start(): void {
+    this.worker = new Worker<RunQueueData>(QUEUE_NAME, (job, token) => this.process(job, token), {
+      connection: this.o.connection,
+      prefix: this.o.keys.bullPrefix,
+      concurrency: this.o.concurrency,
+      lockDuration: this.o.lockDurationMs,
+      stalledInterval: Math.max(1000, Math.floor(this.o.lockDurationMs / 2)),
+      // Lost runs are judged by our own run counter and -r y|n, not by BullMQ's stall limit.
+      maxStalledCount: 1000,
+      autorun: true,
+    });
+    this.worker.on('error', (e) => log.error('worker error', { error: errorMessage(e) }));
+  }
+
+  /** Stop a job running in this gcd. False if it is not running here. */
+  cancel(id: string, reason: StopReason): boolean {
+    const c = this.running.get(id);
+    if (!c) return false;
+    c.abort(reason);
+    return true;
+  }
+
+  isRunning(id: string): boolean {
+    return this.running.has(id);
+  }
+
+  private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
+    const { store, capacity, runner } = this.o;
+    const rec = await store.tryGet(bull.data.id);
+    if (!rec || !['Q', 'W', 'R'].includes(rec.state)) return; // deleted or finished meanwhile
+    const mem = rec.spec.resources.memMiB;
+    const ncpus = rec.spec.resources.ncpus;
+    const why = capacity.tryReserve(ncpus, mem);
+    if (why) {
+      if (rec.comment !== why) await store.update(rec.id, { comment: why, state: 'Q' });
+      await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
+      throw new DelayedError();
+    }
+    try {
+      const runCount = await store.incrRunCount(rec.id);
+      rec.runCount = runCount;
+      if (rec.state === 'R' || runCount > 1) {
+        // gcd died while this job ran: its clone is gone with it.
+        if (!rec.spec.rerunnable) {
+          await runner.finish(rec, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+          return;
+        }
+      }
+      const t = await store.transition(rec.id, ['Q', 'W', 'R'], { state: 'R' });
+      if (!t.ok) return;
+      const ctl = new AbortController();
+      this.running.set(rec.id, ctl);
+      try {
+        const out = await runner.run({ ...rec, state: 'R' }, ctl.signal);
+        if (out.requeue) {
+          await bull.moveToDelayed(Date.now(), token);
+          throw new DelayedError();
+        }
+      } finally {
+        this.running.delete(rec.id);
+      }
+    } finally {
+      capacity.release(ncpus, mem);
+    }
+  }
+
+  /** Graceful stop: running jobs are stopped, their clones destroyed, rerunnable ones requeued. */
+  async close(): Promise<void> {
+    for (const c of this.running.values()) c.abort('shutdown');
+    await this.worker?.close();
+  }
+}

@@ -1,0 +1,14 @@
+import { posix } from 'node:path';
+import type { JobRecord } from '../queue/job.js';
+
+/** PBS default output paths: `<workdir>/<name>.o<seq>` and `.e<seq>`; a directory -o gets the default name inside it. */
+export function defaultOutputPaths(job: JobRecord): { out: string; err: string } {
+  const s = job.spec;
+  const resolve = (p: string | undefined, kind: 'o' | 'e'): string => {
+    const name = `${s.name}.${kind}${job.seq}`;
+    if (!p) return posix.join(s.cwd, name);
+    const abs = posix.isAbsolute(p) ? p : posix.join(s.cwd, p);
+    return p.endsWith('/') ? posix.join(abs, name) : abs;
+  };
+  return { out: resolve(s.stdoutPath, 'o'), err: resolve(s.stderrPath, 'e') };
+}

@@ -1,0 +1,188 @@
+import { expect } from 'chai';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
+import { EXIT, type JobSpec } from '../../src/queue/job.js';
+import { keysFor } from '../../src/queue/keys.js';
+import { ADMIN } from '../../src/scheduler/actor.js';
+import { Scheduler } from '../../src/scheduler/scheduler.js';
+import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+
+function spec(over: Partial<JobSpec> = {}): JobSpec {
+  return {
+    argv: ['sh', '-c', 'echo hello; echo oops >&2'],
+    name: 'STDIN',
+    cwd: '/tmp',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    user: 'alice',
+    group: 'users',
+    headnode: 'hn1',
+    queue: 'workq',
+    priority: 0,
+    join: 'n',
+    rerunnable: true,
+    resources: { ncpus: 1, memMiB: 0 },
+    submitHost: 'hn1',
+    ...over,
+  };
+}
+
+describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', function () {
+  let r: TestRedis;
+  let driver: FakeDriver;
+  let sched: Scheduler;
+  let deliverRoot: string;
+
+  beforeEach(async function () {
+    r = await startTestRedis();
+    deliverRoot = join(r.dir, 'headnodes');
+    mkdirSync(deliverRoot);
+    driver = new FakeDriver({ deliverRoot, headnodes: new Set(['hn1']) });
+    sched = new Scheduler({
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 4, memMiB: 4096 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
+    });
+    await sched.start();
+  });
+
+  afterEach(async function () {
+    await sched.close();
+    await driver.close();
+    await r.stop();
+  });
+
+  it('runs a job and delivers PBS output files, exit status and timestamps', async function () {
+    const [job] = await sched.submit([spec()]);
+    expect(job!.id).to.equal('1.srv');
+    const done = await sched.waitFor(job!.id);
+    expect(done.state).to.equal('F');
+    expect(done.exitStatus).to.equal(0);
+    expect(done.startedAt).to.be.at.least(done.queuedAt);
+    expect(done.endedAt).to.be.at.least(done.startedAt!);
+    expect(readFileSync(join(deliverRoot, 'hn1', '/tmp/STDIN.o1'), 'utf8')).to.equal('hello\n');
+    expect(readFileSync(join(deliverRoot, 'hn1', '/tmp/STDIN.e1'), 'utf8')).to.equal('oops\n');
+    expect(driver.clones.size).to.equal(0);
+    expect(driver.snapshots.size).to.equal(0, 'snapshot released with its last job');
+  });
+
+  it('gives the job the PBS environment', async function () {
+    const [job] = await sched.submit([spec({ argv: ['sh', '-c', 'echo $PBS_JOBID $PBS_JOBNAME $PBS_O_WORKDIR $PBS_QUEUE $PBS_ENVIRONMENT $NCPUS'], name: 'envjob', resources: { ncpus: 2, memMiB: 0 } })]);
+    await sched.waitFor(job!.id);
+    expect(readFileSync(join(deliverRoot, 'hn1', '/tmp/envjob.o1'), 'utf8')).to.equal('1.srv envjob /tmp workq PBS_BATCH 2\n');
+  });
+
+  it('joins stderr into stdout with -j oe', async function () {
+    const [job] = await sched.submit([spec({ join: 'oe', name: 'j' })]);
+    await sched.waitFor(job!.id);
+    const out = readFileSync(join(deliverRoot, 'hn1', '/tmp/j.o1'), 'utf8');
+    expect(out).to.contain('hello').and.to.contain('oops');
+    expect(existsSync(join(deliverRoot, 'hn1', '/tmp/j.e1'))).to.equal(false);
+  });
+
+  it('records a non-zero exit and a signal as PBS does (256+N)', async function () {
+    const [a, b] = await sched.submit([spec({ argv: ['sh', '-c', 'exit 3'] }), spec({ argv: ['sh', '-c', 'kill -KILL $$'] })]);
+    expect((await sched.waitFor(a!.id)).exitStatus).to.equal(3);
+    expect((await sched.waitFor(b!.id)).exitStatus).to.equal(256 + 9);
+    expect(a!.snapshotId).to.equal(b!.snapshotId, 'one submission, one snapshot');
+  });
+
+  it('kills a job over its walltime: SIGTERM, kill delay, SIGKILL; Exit_status -29', async function () {
+    const [job] = await sched.submit([spec({ argv: ['sh', '-c', "trap '' TERM; sleep 30"], walltimeSec: 1 })]);
+    const t0 = Date.now();
+    const done = await sched.waitFor(job!.id);
+    expect(done.exitStatus).to.equal(EXIT.WALLTIME);
+    expect(done.comment).to.match(/walltime/);
+    expect(Date.now() - t0).to.be.below(10_000);
+    expect(driver.clones.size).to.equal(0);
+  });
+
+  it('gcqdel removes a queued job and stops a running one, destroying its clone', async function () {
+    const [run] = await sched.submit([spec({ argv: ['sleep', '30'] })]);
+    for (let i = 0; i < 100 && (await sched.get(ADMIN, run!.id)).state !== 'R'; i++) await new Promise((res) => setTimeout(res, 50));
+    expect((await sched.get(ADMIN, run!.id)).state).to.equal('R');
+    await sched.delete(ADMIN, run!.id);
+    const done = await sched.waitFor(run!.id);
+    expect(done.exitStatus).to.equal(256 + 15);
+    expect(done.comment).to.match(/deleted/);
+    expect(driver.clones.size).to.equal(0);
+
+    const [held] = await sched.submit([spec()], { hold: true });
+    await sched.delete(ADMIN, held!.id);
+    const gone = await sched.get(ADMIN, held!.id);
+    expect(gone.state).to.equal('F');
+    expect(gone.exitStatus).to.equal(undefined);
+  });
+
+  it('refuses an unknown job id and another user\'s job', async function () {
+    let err: unknown;
+    try {
+      await sched.get(ADMIN, '999.srv');
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).to.match(/Unknown Job Id 999.srv/);
+    const [job] = await sched.submit([spec()]);
+    const bob = { kind: 'guest' as const, identity: { vmId: 'hn2', kind: 'headnode' as const, headnode: 'hn2', owner: 'bob', group: 'users' } };
+    err = undefined;
+    try {
+      await sched.delete(bob, job!.id);
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).to.match(/Unknown Job Id/);
+    expect((await sched.list(bob)).length).to.equal(0);
+  });
+
+  it('fails a submission for a missing headnode and leaves nothing queued', async function () {
+    let err: unknown;
+    try {
+      await sched.submit([spec({ headnode: 'nope' })]);
+    } catch (e) {
+      err = e;
+    }
+    expect(String(err)).to.match(/unknown headnode nope/);
+    expect(await sched.list(ADMIN, { includeFinished: true })).to.have.length(0);
+  });
+
+  it('keeps jobs queued with a Resources reason when capacity is short', async function () {
+    const jobs = await sched.submit([
+      spec({ argv: ['sleep', '1'], resources: { ncpus: 3, memMiB: 0 } }),
+      spec({ argv: ['true'], resources: { ncpus: 3, memMiB: 0 } }),
+    ]);
+    let saw = '';
+    for (let i = 0; i < 60 && !saw; i++) {
+      const b = await sched.get(ADMIN, jobs[1]!.id);
+      if (b.state === 'Q' && b.comment?.startsWith('Resources')) saw = b.comment;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    expect(saw).to.match(/Resources: waiting for 3 cpus/);
+    expect((await sched.waitFor(jobs[1]!.id)).exitStatus).to.equal(0);
+  });
+
+  it('runs higher PBS priority first', async function () {
+    await sched.close();
+    sched = new Scheduler({
+      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
+      stateDir: r.dir, capacity: { ncpus: 1, memMiB: 4096 }, concurrency: 1, killDelayMs: 300, dispatch: false,
+    });
+    const order = join(r.dir, 'order');
+    const [lo] = await sched.submit([spec({ argv: ['sh', '-c', `echo lo >> ${order}`], priority: -100 })]);
+    const [hi] = await sched.submit([spec({ argv: ['sh', '-c', `echo hi >> ${order}`], priority: 500 })]);
+    await sched.close();
+    sched = new Scheduler({
+      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
+      stateDir: r.dir, capacity: { ncpus: 1, memMiB: 4096 }, concurrency: 1, killDelayMs: 300,
+    });
+    await sched.start();
+    await sched.waitFor(lo!.id);
+    await sched.waitFor(hi!.id);
+    expect(readFileSync(order, 'utf8')).to.equal('hi\nlo\n');
+  });
+});
