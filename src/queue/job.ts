@@ -26,9 +26,12 @@ export interface JobSpec {
   cwd: string;
   /** Environment exported to the job (-v, -V) on top of the PBS variables. */
   env: Record<string, string>;
+  /** The Copper user (the headnode's owner): quotas, gcqstat and permissions go by this. */
   user: string;
   group: string;
   headnode: string;
+  /** Account inside the headnode that runs the job and owns its output (default root). */
+  account?: string;
   queue: string;
   /** PBS priority -1024..1023, higher runs first. */
   priority: number;

@@ -60,7 +60,7 @@ export class JobRunner {
         argv: job.spec.argv,
         cwd: job.spec.cwd,
         env: pbsEnvironment(job),
-        user: job.spec.user,
+        user: job.spec.account ?? 'root',
         stdoutFile: job.spec.join === 'eo' ? errFile : outFile,
         stderrFile: errFile,
       };
@@ -156,7 +156,7 @@ export class JobRunner {
       const exists = await stat(host).then(() => true, () => false);
       if (!exists) continue;
       try {
-        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.user);
+        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');
       } catch (e) {
         const keep = join(this.o.spoolDir, '..', 'undelivered', job.id);
         await mkdir(keep, { recursive: true });

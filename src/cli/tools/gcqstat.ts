@@ -1,0 +1,69 @@
+import { formatQstatAlternate, formatQstatFull, formatQstatJson, formatQstatTable, type QstatJob } from '../../pbs/qstat-format.js';
+import { UsageError } from '../../errors.js';
+import type { JobRecord } from '../../queue/job.js';
+import type { Tool } from '../tool.js';
+import { parseArgs } from './args.js';
+
+interface QstatArgs {
+  f?: boolean;
+  F?: string;
+  x?: boolean;
+  u?: string;
+  s?: boolean;
+  a?: boolean;
+  w?: boolean;
+  _: Array<string | number>;
+}
+
+function withUsage(j: JobRecord, now: number): QstatJob {
+  const q: QstatJob = { ...j };
+  if (j.startedAt) q.usage = { walltimeSec: Math.round(((j.endedAt ?? now) - j.startedAt) / 1000) };
+  if (j.state !== 'F' && j.comment) q.reason = j.comment;
+  return q;
+}
+
+/** gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [ID...]: the queue as PBS's qstat shows it. */
+export const gcqstat: Tool = async (req, s) => {
+  const p = await parseArgs<QstatArgs>('gcqstat', req.argv, (y) =>
+    y
+      .usage('gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [job_id...]')
+      .option('f', { type: 'boolean', describe: 'full attributes' })
+      .option('F', { type: 'string', describe: 'with -f: output format (json)' })
+      .option('x', { type: 'boolean', describe: 'include finished jobs' })
+      .option('u', { type: 'string', describe: 'only this user\'s jobs' })
+      .option('s', { type: 'boolean', describe: 'show each job\'s comment' })
+      .option('a', { type: 'boolean', describe: 'alternate layout' })
+      .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' }),
+    true,
+  );
+  if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
+  const a = p.args;
+  if (a.F !== undefined && a.F !== 'json') throw new UsageError(`-F ${a.F}: only -F json is supported`);
+  if (a.F !== undefined && !a.f) throw new UsageError('-F json goes with -f');
+  const now = Date.now();
+  const ids = a._.map(String);
+  let jobs: JobRecord[];
+  let stderr = '';
+  let exitCode = 0;
+  if (ids.length) {
+    jobs = [];
+    for (const id of ids) {
+      try {
+        jobs.push(await s.scheduler.get(req.actor, id));
+      } catch (e) {
+        stderr += `gcqstat: ${(e as Error).message}\n`;
+        exitCode = 153;
+      }
+    }
+  } else {
+    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true, user: a.u });
+  }
+  const shown = jobs.map((j) => withUsage(j, now));
+  const opts = { server: s.serverName, now, wide: a.w === true };
+  let out: string;
+  if (a.f && a.F === 'json') out = formatQstatJson(shown, { ...opts, now });
+  else if (a.f) out = formatQstatFull(shown, opts);
+  else if (a.a || a.s) out = formatQstatAlternate(shown, { ...opts, comments: a.s === true });
+  else out = formatQstatTable(shown, opts);
+  return { stdout: out && !out.endsWith('\n') ? out + '\n' : out, stderr, exitCode };
+};

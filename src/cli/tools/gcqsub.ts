@@ -1,0 +1,52 @@
+import { hostname } from 'node:os';
+import { UsageError } from '../../errors.js';
+import { parseQsub } from '../../pbs/qsub-options.js';
+import type { Tool } from '../tool.js';
+
+/** PBS's qsub exit status for -W block=true: the job's own status, as a shell sees it. */
+function blockExit(exitStatus: number | undefined): number {
+  if (exitStatus === undefined) return 1;
+  if (exitStatus < 0) return 1;
+  return exitStatus > 255 ? exitStatus - 256 + 128 : exitStatus;
+}
+
+/**
+ * gcqsub: parse as PBS qsub does, snapshot the caller's headnode now, queue the job, print
+ * its id (and nothing else) on stdout. In a guest, user and headnode come from the channel.
+ */
+export const gcqsub: Tool = async (req, s) => {
+  const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
+  const r = parseQsub(req.argv, {
+    cwd: req.cwd,
+    env: req.env,
+    user: guest?.owner ?? 'root',
+    group: guest?.group ?? 'root',
+    headnode: guest?.headnode ?? req.env.GC_HEADNODE ?? '',
+    submitHost: guest ? guest.vmId : hostname(),
+    now: Date.now(),
+    defaultQueue: 'workq',
+    readFile: (p) => req.files[p],
+    hostSide: !guest,
+  });
+  if (r.kind === 'needFile') return { stdout: '', stderr: '', exitCode: 0, needFile: r.needFile };
+  if (r.kind === 'help') return { stdout: r.help, stderr: '', exitCode: 0 };
+  const spec = { ...r.spec, account: req.account };
+  if (guest) {
+    // Identity by construction: whatever the request said, the channel decides.
+    Object.assign(spec, { user: guest.owner, group: guest.group, headnode: guest.headnode });
+  } else {
+    if (!spec.headnode) throw new UsageError('on the host, name the headnode: gcqsub --headnode NAME ... (or set GC_HEADNODE)');
+    const hn = await s.headnodes.get(spec.headnode);
+    Object.assign(spec, { user: hn.owner, group: hn.group });
+  }
+  if (r.outputDirs?.stdout) spec.stdoutPath = r.outputDirs.stdout.replace(/\/?$/, '/');
+  if (r.outputDirs?.stderr) spec.stderrPath = r.outputDirs.stderr.replace(/\/?$/, '/');
+  if (r.array) throw new UsageError('-J/-t job arrays are not supported yet');
+  if (r.depend?.length) throw new UsageError('-W depend is not supported yet');
+  if (r.cron) throw new UsageError('--cron recurring jobs are not supported yet');
+  const [job] = await s.scheduler.submit([spec], { hold: r.hold, beginAt: r.beginAt });
+  const warn = r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join('');
+  if (!r.block) return { stdout: `${job!.id}\n`, stderr: warn, exitCode: 0 };
+  const done = await s.scheduler.waitFor(job!.id);
+  return { stdout: `${job!.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };
+};

@@ -1,0 +1,23 @@
+import type { Settings } from '../config/settings.js';
+import type { Driver } from '../drivers/driver.js';
+import type { ChannelServer } from '../api/channels.js';
+import type { ToolServices } from '../cli/tool.js';
+import { fakeBackend } from './fake-backend.js';
+
+/** The virtualization side gcd runs with: QEMU by default; the test double only when asked. */
+export interface Backend {
+  driver: Driver;
+  headnodes: ToolServices['headnodes'];
+  gc?: ToolServices['gc'];
+  close(): Promise<void>;
+}
+
+export async function createBackend(settings: Settings, channels: ChannelServer): Promise<Backend> {
+  const kind = process.env.GC_DRIVER ?? 'qemu';
+  if (kind === 'fake') {
+    const f = fakeBackend(settings.stateDir, process.env.GC_FAKE_HEADNODES);
+    return { driver: f.driver, headnodes: f.headnodes, close: () => f.driver.close() };
+  }
+  const { qemuBackend } = await import('./qemu-backend.js');
+  return qemuBackend(settings, channels);
+}

@@ -1,0 +1,35 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { FakeDriver } from '../drivers/fake/fake-driver.js';
+import { NotFoundError, UsageError } from '../errors.js';
+import type { HeadnodeInfo, HeadnodeManager } from '../headnodes/types.js';
+
+/**
+ * TEST-ONLY backend (GC_DRIVER=fake): the test double driver plus a fixed list of
+ * headnodes from GC_FAKE_HEADNODES="name:owner:group,...". Lets the CLI and crash tests
+ * exercise gcd as a process quickly; the product backend is QEMU and is the default.
+ */
+export function fakeBackend(stateDir: string, spec: string | undefined): { driver: FakeDriver; headnodes: Pick<HeadnodeManager, 'get' | 'list'> } {
+  const infos = new Map<string, HeadnodeInfo>();
+  for (const item of (spec ?? '').split(',').filter(Boolean)) {
+    const [name, owner, group] = item.split(':');
+    if (!name || !owner) throw new UsageError(`GC_FAKE_HEADNODES: bad entry '${item}' (want name:owner[:group])`);
+    infos.set(name, { name, owner, group: group ?? owner, memMiB: 512, vcpus: 1, diskGiB: 1, state: 'running', accel: 'tcg', createdAt: Date.now() });
+  }
+  const deliverRoot = join(stateDir, 'fake-headnodes');
+  mkdirSync(deliverRoot, { recursive: true });
+  const driver = new FakeDriver({ deliverRoot, headnodes: new Set(infos.keys()) });
+  return {
+    driver,
+    headnodes: {
+      async get(name: string) {
+        const i = infos.get(name);
+        if (!i) throw new NotFoundError(`unknown headnode ${name}`);
+        return i;
+      },
+      async list() {
+        return [...infos.values()];
+      },
+    },
+  };
+}
