@@ -18,7 +18,7 @@ export function fakeBackend(stateDir: string, spec: string | undefined): { drive
   }
   const deliverRoot = join(stateDir, 'fake-headnodes');
   mkdirSync(deliverRoot, { recursive: true });
-  const driver = new FakeDriver({ deliverRoot, headnodes: new Set(infos.keys()) });
+  const driver = new FakeDriver({ deliverRoot, headnodes: new Set(infos.keys()), snapshotDir: join(stateDir, 'fake-snapshots') });
   return {
     driver,
     headnodes: {

@@ -14,6 +14,7 @@ import type {
   SnapshotInfo,
 } from '../driver.js';
 import { constants } from 'node:os';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 
 /**
  * TEST DOUBLE for scheduler unit tests. It snapshots nothing and runs commands as host
@@ -25,6 +26,8 @@ export interface FakeDriverOptions {
   deliverRoot: string;
   /** Headnodes that "exist"; snapshot of any other name fails like a missing headnode. */
   headnodes: Set<string>;
+  /** Snapshots persist here as marker files, as the QEMU driver's do, so they survive a gcd restart. */
+  snapshotDir?: string;
   snapshotDelayMs?: number;
   cloneDelayMs?: number;
 }
@@ -35,18 +38,25 @@ export class FakeDriver implements Driver {
   readonly clones = new Map<string, CloneHandle>();
   private readonly procs = new Map<string, ChildProcess>();
 
-  constructor(private readonly opts: FakeDriverOptions) {}
+  constructor(private readonly opts: FakeDriverOptions) {
+    if (opts.snapshotDir) {
+      mkdirSync(opts.snapshotDir, { recursive: true });
+      for (const f of readdirSync(opts.snapshotDir)) this.snapshots.add(f);
+    }
+  }
 
   async snapshot(headnode: string): Promise<SnapshotInfo> {
     if (!this.opts.headnodes.has(headnode)) throw new NotFoundError(`unknown headnode ${headnode}`);
     if (this.opts.snapshotDelayMs) await new Promise((r) => setTimeout(r, this.opts.snapshotDelayMs));
     const id = `fake-${randomUUID()}`;
     this.snapshots.add(id);
+    if (this.opts.snapshotDir) writeFileSync(join(this.opts.snapshotDir, id), headnode);
     return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1 };
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {
     this.snapshots.delete(snapshotId);
+    if (this.opts.snapshotDir) rmSync(join(this.opts.snapshotDir, snapshotId), { force: true });
   }
 
   async clone(o: CloneOptions): Promise<CloneHandle> {
@@ -61,7 +71,8 @@ export class FakeDriver implements Driver {
     const out = await open(spec.stdoutFile, 'a');
     const err = spec.stderrFile === spec.stdoutFile ? out : await open(spec.stderrFile, 'a');
     const argv = spec.script !== undefined ? ['/bin/sh', '-c', spec.script, 'job', ...(spec.scriptArgs ?? [])] : spec.argv;
-    const child = spawn(argv[0]!, argv.slice(1), {
+    // Like job clones, commands die with gcd (pdeathsig), so a killed gcd leaves nothing running.
+    const child = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', ...argv], {
       cwd: spec.cwd,
       env: spec.env,
       stdio: ['ignore', out.fd, err.fd],
