@@ -1,0 +1,553 @@
+/**
+ * gcqsub's command line and a script's #PBS directives -> a job submission. Pure: files
+ * come through ctx.readFile, and when the script is not there yet the answer is
+ * `{ kind: 'needFile' }` so the server can ask the client for it (docs/PROTOCOL.md).
+ */
+import { posix } from 'node:path';
+import yargs from 'yargs';
+import type { Options } from 'yargs';
+import { UsageError, errorMessage } from '../errors.js';
+import type { JobSpec, JoinMode } from '../queue/job.js';
+import { DEFAULT_DIRECTIVE_PREFIX, directiveError, extractDirectives } from './directives.js';
+import type { Directive } from './directives.js';
+import {
+  MAX_JOB_NAME,
+  parseHeadnodeName,
+  parseJoin,
+  parseMailPoints,
+  parseMailUsers,
+  parsePriority,
+  parseQueue,
+  parseShell,
+  parseVariableList,
+  parseWAttributes,
+  parseYesNo,
+  validateCron,
+  validateJobName,
+} from './option-values.js';
+import type { Dependency } from './option-values.js';
+import { mergeResources, parseResourceList, resolveResources } from './resources.js';
+import type { ChunkRequest, ResourceRequest } from './resources.js';
+import { parseArrayList, parseArrayRange, parsePbsDateTime } from './units.js';
+import type { ArraySpec } from './units.js';
+
+export type { Dependency, DependencyType } from './option-values.js';
+export type { ChunkRequest } from './resources.js';
+export type { ArraySpec } from './units.js';
+
+export interface QsubContext {
+  /** The submitter's working directory (absolute, inside the headnode). */
+  cwd: string;
+  /** The submitter's environment (for -V and bare -v names). */
+  env: Record<string, string>;
+  user: string;
+  group: string;
+  /** The calling headnode; empty on the host, where --headnode names it. */
+  headnode: string;
+  submitHost: string;
+  /** Epoch ms, for -a and --cron. */
+  now: number;
+  defaultQueue: string;
+  /** The script's text by the path as typed (relative to cwd); undefined when not available. */
+  readFile?: (path: string) => string | undefined;
+  /** Is this absolute path a directory? Lets -o/-e name a directory without a trailing "/". */
+  isDirectory?: (path: string) => boolean;
+  /** The caller is the host administrator (gcd's Unix socket): --headnode is accepted there only. */
+  hostSide?: boolean;
+}
+
+export interface MailOptions {
+  points?: string;
+  users?: string[];
+}
+
+/** A parsed submission. `spec` leaves seq-dependent defaults (output paths) to the server. */
+export interface QsubJob {
+  kind: 'job';
+  spec: JobSpec;
+  /** -W block=true: the client waits for the job and exits with its status. */
+  block: boolean;
+  /** -h: submitted held. */
+  hold: boolean;
+  /** -a: not before this epoch ms. */
+  beginAt?: number;
+  array?: ArraySpec;
+  depend?: Dependency[];
+  cron?: string;
+  warnings: string[];
+  /** select / nodes chunks as asked (spec.resources holds their sum). */
+  chunks?: ChunkRequest[];
+  /** -o/-e named a directory: the default file name `<name>.o<seq>` goes inside it. */
+  outputDirs?: { stdout?: string; stderr?: string };
+  /** -m/-M: recorded only. */
+  mail?: MailOptions;
+  /** -A: recorded only. */
+  account?: string;
+  /** -S: the shell that runs the script. */
+  shell?: string;
+}
+
+/** The script named on the command line must be sent by the client first. */
+export interface QsubNeedFile {
+  kind: 'needFile';
+  needFile: string;
+}
+
+export interface QsubHelp {
+  kind: 'help';
+  help: string;
+}
+
+export type QsubResult = QsubJob | QsubNeedFile | QsubHelp;
+
+// ------------------------------------------------------------ option table
+
+interface OptionDef {
+  name: string;
+  takesValue: boolean;
+  describe: string;
+}
+
+const OPTIONS: readonly OptionDef[] = [
+  { name: 'N', takesValue: true, describe: 'job name (default: the script or command name)' },
+  { name: 'o', takesValue: true, describe: 'stdout file, relative to the working directory; a directory gets <name>.o<seq>' },
+  { name: 'e', takesValue: true, describe: 'stderr file, as -o' },
+  { name: 'j', takesValue: true, describe: 'join streams: oe, eo or n' },
+  { name: 'l', takesValue: true, describe: 'resources: walltime=HH:MM:SS, ncpus=N, mem=8gb, select=N:ncpus=C:mem=M, nodes=N:ppn=C' },
+  { name: 'v', takesValue: true, describe: 'export VAR[=value],... to the job' },
+  { name: 'V', takesValue: false, describe: 'export your whole environment to the job' },
+  { name: 'q', takesValue: true, describe: 'queue' },
+  { name: 'p', takesValue: true, describe: 'priority, -1024..1023; higher runs first' },
+  { name: 'W', takesValue: true, describe: 'depend=afterok:ID[:ID][,afternotok:..,afterany:..] or block=true' },
+  { name: 'J', takesValue: true, describe: 'array job: X-Y[:Z][%max]' },
+  { name: 't', takesValue: true, describe: 'array job, Torque style: 1-10%6 or 1,3,5-7' },
+  { name: 'h', takesValue: false, describe: 'submit the job held' },
+  { name: 'a', takesValue: true, describe: 'start no earlier than [[[[CC]YY]MM]DD]hhmm[.SS]' },
+  { name: 'r', takesValue: true, describe: 'rerunnable after a gcd restart: y or n' },
+  { name: 'm', takesValue: true, describe: 'mail points a, b, e, n (recorded; no mail is sent)' },
+  { name: 'M', takesValue: true, describe: 'mail addresses (recorded; no mail is sent)' },
+  { name: 'I', takesValue: false, describe: 'interactive job (not supported)' },
+  { name: 'S', takesValue: true, describe: 'shell that runs the script' },
+  { name: 'C', takesValue: true, describe: 'directive prefix (default #PBS; "" ignores directives)' },
+  { name: 'A', takesValue: true, describe: 'account (recorded)' },
+  { name: 'cron', takesValue: true, describe: 'recurring job: "minute hour day month weekday" or @daily, @hourly...' },
+  { name: 'headnode', takesValue: true, describe: 'headnode that runs the job (on the host only)' },
+  { name: 'help', takesValue: false, describe: 'show this help' },
+];
+
+const BY_NAME = new Map(OPTIONS.map((o) => [o.name, o]));
+
+// --------------------------------------------------------- argv scanning
+
+interface ScannedArgs {
+  /** Options normalised to `-X=value` / `--name=value` / `-X` for yargs. */
+  tokens: string[];
+  operands: string[];
+  /** The operands followed an explicit `--` (a command, not a script). */
+  dashDash: boolean;
+  /** --help was given (handled here: yargs's own help would print and exit). */
+  help: boolean;
+}
+
+/**
+ * getopt-style scan: `-Nname` and `-hVNname` work as in PBS's qsub, a value is taken
+ * verbatim even when it starts with "-" (`-p -10`), and scanning stops at the first
+ * operand or `--`. Values are handed to yargs attached (`-N=-x`) so it never guesses.
+ */
+function scanArgv(argv: readonly string[]): ScannedArgs {
+  const tokens: string[] = [];
+  let i = 0;
+  while (i < argv.length) {
+    const arg = argv[i] as string;
+    if (arg === '--') return { tokens, operands: argv.slice(i + 1), dashDash: true, help: tokens.includes('--help') };
+    if (!arg.startsWith('-') || arg === '-') break;
+    i = arg.startsWith('--') ? scanLong(argv, i, tokens) : scanShort(argv, i, tokens);
+  }
+  return { tokens, operands: argv.slice(i), dashDash: false, help: tokens.includes('--help') };
+}
+
+function scanLong(argv: readonly string[], i: number, tokens: string[]): number {
+  const arg = argv[i] as string;
+  const eq = arg.indexOf('=');
+  const name = arg.slice(2, eq < 0 ? undefined : eq);
+  const def = BY_NAME.get(name);
+  if (!def || name.length === 1) throw new UsageError(`unknown option ${arg.slice(0, eq < 0 ? undefined : eq)}`);
+  if (!def.takesValue) {
+    if (eq >= 0) throw new UsageError(`option --${name} takes no value`);
+    tokens.push(`--${name}`);
+    return i + 1;
+  }
+  if (eq >= 0) {
+    tokens.push(arg);
+    return i + 1;
+  }
+  if (i + 1 >= argv.length) throw new UsageError(`option --${name} needs a value`);
+  tokens.push(`--${name}=${argv[i + 1] as string}`);
+  return i + 2;
+}
+
+function scanShort(argv: readonly string[], i: number, tokens: string[]): number {
+  const arg = argv[i] as string;
+  for (let k = 1; k < arg.length; k++) {
+    const letter = arg[k] as string;
+    const def = BY_NAME.get(letter);
+    if (!def) throw new UsageError(`unknown option -${letter}`);
+    if (!def.takesValue) {
+      tokens.push(`-${letter}`);
+      continue;
+    }
+    if (k + 1 < arg.length) {
+      tokens.push(`-${letter}=${arg.slice(k + 1)}`);
+      return i + 1;
+    }
+    if (i + 1 >= argv.length) throw new UsageError(`option -${letter} needs a value`);
+    tokens.push(`-${letter}=${argv[i + 1] as string}`);
+    return i + 2;
+  }
+  return i + 1;
+}
+
+// ------------------------------------------------------------------ yargs
+
+const USAGE = [
+  'gcqsub [options] script [script-args...]',
+  'gcqsub [options] -- command [args...]',
+  '',
+  'Options may also be given as #PBS lines at the top of the script; the command line wins.',
+].join('\n');
+
+function buildParser() {
+  const options: Record<string, Options> = {};
+  for (const o of OPTIONS) {
+    if (o.name !== 'help') options[o.name] = { type: o.takesValue ? 'string' : 'boolean', describe: o.describe };
+  }
+  return yargs([])
+    .scriptName('gcqsub')
+    .usage(USAGE)
+    .options(options)
+    .parserConfiguration({
+      'halt-at-non-option': true,
+      'short-option-groups': false,
+      'camel-case-expansion': false,
+      'dot-notation': false,
+      'parse-numbers': false,
+      'parse-positional-numbers': false,
+      'boolean-negation': false,
+      'duplicate-arguments-array': true,
+      'flatten-duplicate-arrays': true,
+      'strip-aliased': true,
+    })
+    .locale('en')
+    .help(false)
+    .version(false)
+    .strictOptions(true)
+    .wrap(100)
+    .exitProcess(false)
+    .fail((msg, err) => {
+      throw err instanceof UsageError ? err : new UsageError(msg || errorMessage(err));
+    });
+}
+
+/**
+ * One parser for every call: a yargs instance costs about a millisecond and a package.json
+ * lookup to build, and parseSync(tokens) leaves no state behind (failures included).
+ */
+let parser: ReturnType<typeof buildParser> | undefined;
+
+function getParser(): ReturnType<typeof buildParser> {
+  parser ??= buildParser();
+  return parser;
+}
+
+/** gcqsub's help text. */
+export function qsubHelp(): string {
+  let text = '';
+  getParser().showHelp((s: string) => {
+    text = s;
+  });
+  return text;
+}
+
+interface RawOptions {
+  values: Map<string, string[]>;
+  flags: Set<string>;
+}
+
+function parseTokens(tokens: string[]): RawOptions {
+  const parsed = getParser().parseSync(tokens.filter((t) => t !== '--help')) as Record<string, unknown>;
+  const raw: RawOptions = { values: new Map(), flags: new Set() };
+  for (const o of OPTIONS) {
+    const v = parsed[o.name];
+    if (v === undefined || v === false) continue;
+    if (o.takesValue) raw.values.set(o.name, (Array.isArray(v) ? v : [v]).map(String));
+    else raw.flags.add(o.name);
+  }
+  const rest = parsed['_'];
+  if (Array.isArray(rest) && rest.length > 0) throw new UsageError(`unexpected argument "${String(rest[0])}"`);
+  return raw;
+}
+
+// ------------------------------------------------------------ interpretation
+
+/** What one source (the command line, or one directive line) asked for. */
+interface OptionSet {
+  name?: string;
+  stdout?: string;
+  stderr?: string;
+  join?: JoinMode;
+  resources: ResourceRequest;
+  vars: Record<string, string>;
+  exportAll?: boolean;
+  queue?: string;
+  priority?: number;
+  block?: boolean;
+  depend?: Dependency[];
+  array?: ArraySpec;
+  hold?: boolean;
+  beginAt?: number;
+  rerunnable?: boolean;
+  mailPoints?: string;
+  mailUsers?: string[];
+  shell?: string;
+  prefix?: string;
+  account?: string;
+  cron?: string;
+  headnode?: string;
+  warnings: string[];
+}
+
+type Source = 'command line' | 'directive';
+
+function lastValue(raw: RawOptions, name: string): string | undefined {
+  const v = raw.values.get(name);
+  return v === undefined ? undefined : v[v.length - 1];
+}
+
+function interpretSimple(raw: RawOptions, set: OptionSet, source: Source): void {
+  const get = (n: string): string | undefined => lastValue(raw, n);
+  let v: string | undefined;
+  if ((v = get('N')) !== undefined) set.name = validateJobName(v);
+  if ((v = get('o')) !== undefined) set.stdout = v;
+  if ((v = get('e')) !== undefined) set.stderr = v;
+  if ((v = get('j')) !== undefined) set.join = parseJoin(v);
+  if ((v = get('q')) !== undefined) set.queue = parseQueue(v);
+  if ((v = get('p')) !== undefined) set.priority = parsePriority(v);
+  if ((v = get('r')) !== undefined) set.rerunnable = parseYesNo(v, '-r');
+  if ((v = get('m')) !== undefined) set.mailPoints = parseMailPoints(v);
+  if ((v = get('M')) !== undefined) set.mailUsers = parseMailUsers(v);
+  if ((v = get('S')) !== undefined) set.shell = parseShell(v);
+  if ((v = get('A')) !== undefined) {
+    if (v.trim() === '') throw new UsageError('-A: the account is empty');
+    set.account = v;
+  }
+  if ((v = get('C')) !== undefined) {
+    if (source === 'directive') throw new UsageError('-C can only be given on the command line');
+    set.prefix = v;
+  }
+  if ((v = get('headnode')) !== undefined) set.headnode = parseHeadnodeName(v);
+  if (raw.flags.has('V')) set.exportAll = true;
+  if (raw.flags.has('h')) set.hold = true;
+}
+
+function interpretLists(raw: RawOptions, set: OptionSet, ctx: QsubContext): void {
+  for (const l of raw.values.get('l') ?? []) set.resources = parseResourceList(l, set.resources);
+  for (const v of raw.values.get('v') ?? []) {
+    const parsed = parseVariableList(v, ctx.env);
+    Object.assign(set.vars, parsed.vars);
+    set.warnings.push(...parsed.warnings);
+  }
+  for (const w of raw.values.get('W') ?? []) {
+    const attrs = parseWAttributes(w);
+    if (attrs.block !== undefined) set.block = attrs.block;
+    if (attrs.depend !== undefined) set.depend = attrs.depend;
+  }
+}
+
+function interpretTiming(raw: RawOptions, set: OptionSet, ctx: QsubContext): void {
+  const J = lastValue(raw, 'J');
+  const t = lastValue(raw, 't');
+  if (J !== undefined && t !== undefined) throw new UsageError('-J and -t both ask for an array job; give one of them');
+  if (J !== undefined) set.array = parseArrayRange(J, '-J');
+  if (t !== undefined) set.array = parseArrayList(t, '-t');
+  const a = lastValue(raw, 'a');
+  if (a !== undefined) set.beginAt = parsePbsDateTime(a, ctx.now, '-a');
+  const cron = lastValue(raw, 'cron');
+  if (cron !== undefined) set.cron = validateCron(cron, ctx.now);
+}
+
+function interpret(raw: RawOptions, ctx: QsubContext, source: Source): OptionSet {
+  if (raw.flags.has('I')) {
+    throw new UsageError('-I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command');
+  }
+  const set: OptionSet = { resources: {}, vars: {}, warnings: [] };
+  interpretSimple(raw, set, source);
+  interpretLists(raw, set, ctx);
+  interpretTiming(raw, set, ctx);
+  return set;
+}
+
+/** `over` wins key by key; resources and -v variables merge per entry, warnings add up. */
+function mergeSets(base: OptionSet, over: OptionSet): OptionSet {
+  const out: OptionSet = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v !== undefined) (out as unknown as Record<string, unknown>)[k] = v;
+  }
+  out.resources = mergeResources(base.resources, over.resources);
+  out.vars = { ...base.vars, ...over.vars };
+  out.warnings = [...base.warnings, ...over.warnings];
+  return out;
+}
+
+// ---------------------------------------------------------------- scripts
+
+function applyDirective(d: Directive, fileName: string, ctx: QsubContext): OptionSet {
+  try {
+    const scanned = scanArgv(d.args);
+    if (scanned.dashDash || scanned.operands.length > 0) {
+      throw new UsageError(`unexpected argument "${scanned.dashDash ? '--' : (scanned.operands[0] as string)}"`);
+    }
+    if (scanned.help) throw new UsageError('unknown option --help');
+    return interpret(parseTokens(scanned.tokens), ctx, 'directive');
+  } catch (err) {
+    if (err instanceof UsageError) throw directiveError(fileName, d, err.message);
+    throw err;
+  }
+}
+
+/** The script's directive options merged in file order (a later line overrides an earlier one). */
+function scriptOptions(path: string, text: string, prefix: string, ctx: QsubContext): OptionSet {
+  const scan = extractDirectives(text, { prefix, fileName: path });
+  let set: OptionSet = { resources: {}, vars: {}, warnings: [] };
+  for (const d of scan.directives) set = mergeSets(set, applyDirective(d, path, ctx));
+  for (const d of scan.ignored) {
+    set.warnings.push(`${path}:${d.line}: ${d.text}: ignored, directives after the first command (line ${scan.firstCommandLine}) do not count`);
+  }
+  if (text.includes('\r\n')) {
+    set.warnings.push(`${path} has DOS line endings (\\r\\n); the shell will choke on them: convert it with dos2unix`);
+  }
+  return set;
+}
+
+// --------------------------------------------------------------- results
+
+type JobForm = { kind: 'argv'; argv: string[] } | { kind: 'script'; path: string; text: string; args: string[] };
+
+interface OutputTarget {
+  path?: string;
+  dir?: string;
+}
+
+/** -o/-e: `[host:]path`, relative to cwd; a trailing "/" or an existing directory means a directory. */
+function resolveOutput(value: string, option: string, ctx: QsubContext, warnings: string[]): OutputTarget {
+  let p = value;
+  const host = /^([A-Za-z0-9][A-Za-z0-9.-]*):(.*)$/s.exec(value);
+  if (host) {
+    p = host[2] as string;
+    if (host[1] !== ctx.headnode && host[1] !== ctx.submitHost) {
+      warnings.push(`${option} ${value}: host ${host[1]} ignored; output is written inside the headnode`);
+    }
+  }
+  if (p === '') throw new UsageError(`${option}: the path is empty`);
+  const abs = posix.normalize(p.startsWith('/') ? p : posix.join(ctx.cwd, p));
+  const trimmed = abs.length > 1 ? abs.replace(/\/+$/, '') : abs;
+  if (p.endsWith('/') || ctx.isDirectory?.(trimmed) === true) return { dir: trimmed };
+  return { path: trimmed };
+}
+
+function chooseHeadnode(asked: string | undefined, ctx: QsubContext): string {
+  if (asked !== undefined) {
+    if (!ctx.hostSide) throw new UsageError('--headnode: only accepted on the host; inside a headnode, jobs run on that headnode');
+    return asked;
+  }
+  if (ctx.headnode === '') throw new UsageError('--headnode NAME is required when submitting from the host');
+  return ctx.headnode;
+}
+
+function checkCombinations(o: OptionSet): void {
+  if (o.cron !== undefined && o.beginAt !== undefined) throw new UsageError('--cron and -a both set a start time; give one of them');
+  if (o.cron !== undefined && o.block === true) throw new UsageError('--cron cannot be combined with -W block=true: a recurring job never finishes');
+}
+
+function defaultName(form: JobForm): string {
+  const base = posix.basename(form.kind === 'script' ? form.path : (form.argv[0] as string));
+  return base.slice(0, MAX_JOB_NAME);
+}
+
+function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: string[]): { spec: JobSpec; dirs: OutputTarget[] } {
+  const res = resolveResources(o.resources);
+  warnings.push(...res.warnings);
+  const out = o.stdout === undefined ? {} : resolveOutput(o.stdout, '-o', ctx, warnings);
+  const err = o.stderr === undefined ? {} : resolveOutput(o.stderr, '-e', ctx, warnings);
+  const spec: JobSpec = {
+    argv: form.kind === 'argv' ? form.argv : [],
+    ...(form.kind === 'script' ? { script: form.text, scriptArgs: form.args } : {}),
+    name: o.name ?? defaultName(form),
+    cwd: ctx.cwd,
+    env: o.exportAll ? { ...ctx.env, ...o.vars } : { ...o.vars },
+    user: ctx.user,
+    group: ctx.group,
+    headnode: chooseHeadnode(o.headnode, ctx),
+    queue: o.queue ?? ctx.defaultQueue,
+    priority: o.priority ?? 0,
+    ...(res.walltimeSec !== undefined ? { walltimeSec: res.walltimeSec } : {}),
+    ...(out.path !== undefined ? { stdoutPath: out.path } : {}),
+    ...(err.path !== undefined ? { stderrPath: err.path } : {}),
+    join: o.join ?? 'n',
+    rerunnable: o.rerunnable ?? true,
+    resources: res.resources,
+    submitHost: ctx.submitHost,
+  };
+  return { spec, dirs: [out, err] };
+}
+
+function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
+  checkCombinations(o);
+  const warnings = [...o.warnings];
+  const { spec, dirs } = buildSpec(o, form, ctx, warnings);
+  const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, warnings };
+  if (o.beginAt !== undefined) job.beginAt = o.beginAt;
+  if (o.array !== undefined) job.array = o.array;
+  if (o.depend !== undefined) job.depend = o.depend;
+  if (o.cron !== undefined) job.cron = o.cron;
+  if (o.resources.chunks !== undefined) job.chunks = o.resources.chunks;
+  const [out, err] = dirs as [OutputTarget, OutputTarget];
+  if (out.dir !== undefined || err.dir !== undefined) {
+    job.outputDirs = { ...(out.dir !== undefined ? { stdout: out.dir } : {}), ...(err.dir !== undefined ? { stderr: err.dir } : {}) };
+  }
+  if (o.mailPoints !== undefined || o.mailUsers !== undefined) {
+    job.mail = { ...(o.mailPoints !== undefined ? { points: o.mailPoints } : {}), ...(o.mailUsers !== undefined ? { users: o.mailUsers } : {}) };
+    if (o.mailPoints !== 'n') warnings.push('-m/-M recorded, but Copper sends no mail; follow the job with gcqstat');
+  }
+  if (o.account !== undefined) job.account = o.account;
+  if (o.shell !== undefined) job.shell = o.shell;
+  return job;
+}
+
+// ------------------------------------------------------------------ entry
+
+/**
+ * Parses `gcqsub [options] script [args]` or `gcqsub [options] -- command [args]`. A lone
+ * operand without `--` is a script, as in PBS. Throws UsageError on any malformed input.
+ */
+export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
+  if (!ctx.cwd.startsWith('/')) throw new UsageError(`the working directory "${ctx.cwd}" is not an absolute path`);
+  const scanned = scanArgv(argv);
+  if (scanned.help) return { kind: 'help', help: qsubHelp() };
+  const cmdline = interpret(parseTokens(scanned.tokens), ctx, 'command line');
+
+  if (scanned.dashDash) {
+    if (scanned.operands.length === 0) throw new UsageError('-- must be followed by a command');
+    return buildJob(cmdline, { kind: 'argv', argv: scanned.operands }, ctx);
+  }
+  const [path, ...args] = scanned.operands;
+  if (path === undefined) {
+    throw new UsageError('no job script given: use gcqsub [options] script, or gcqsub [options] -- command [args]');
+  }
+  if (path === '-') throw new UsageError('reading the job script from standard input is not supported; give a file name');
+  const text = ctx.readFile?.(path);
+  if (text === undefined) return { kind: 'needFile', needFile: path };
+
+  const prefix = cmdline.prefix ?? ctx.env['PBS_DPREFIX'] ?? DEFAULT_DIRECTIVE_PREFIX;
+  const fromScript = scriptOptions(path, text, prefix, ctx);
+  return buildJob(mergeSets(fromScript, cmdline), { kind: 'script', path, text, args }, ctx);
+}
