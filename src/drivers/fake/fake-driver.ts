@@ -29,6 +29,8 @@ export interface FakeDriverOptions {
   /** Snapshots persist here as marker files, as the QEMU driver's do, so they survive a gcd restart. */
   snapshotDir?: string;
   snapshotDelayMs?: number;
+  /** Commands "run" without a process and exit 0 at once (dispatch benchmarks). */
+  instant?: boolean;
   cloneDelayMs?: number;
 }
 
@@ -68,6 +70,7 @@ export class FakeDriver implements Driver {
   }
 
   async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
+    if (this.opts.instant) return { done: Promise.resolve({ exitCode: 0, signal: null }), kill: async () => undefined };
     const out = await open(spec.stdoutFile, 'a');
     const err = spec.stderrFile === spec.stdoutFile ? out : await open(spec.stderrFile, 'a');
     const argv = spec.script !== undefined ? ['/bin/sh', '-c', spec.script, 'job', ...(spec.scriptArgs ?? [])] : spec.argv;
