@@ -36,7 +36,8 @@ export function redisOptions(t: RedisTarget): RedisOptions {
 }
 
 export async function connectRedis(t: RedisTarget, timeoutMs = 3000): Promise<Redis> {
-  const client = new Redis({ ...redisOptions(t), lazyConnect: true, connectTimeout: timeoutMs });
+  // Commands fail after a couple of retries instead of queueing forever: a tool must say "Redis down", not hang.
+  const client = new Redis({ ...redisOptions(t), maxRetriesPerRequest: 2, lazyConnect: true, connectTimeout: timeoutMs });
   let lastError = '';
   client.on('error', (e: Error) => {
     lastError = e.message;
