@@ -1,3 +1,4 @@
 #!/usr/bin/env node
 import { main } from '../dist/src/cli/gcd.js';
-process.exitCode = await main(process.argv.slice(2));
+// gcd has released everything it owns when main returns; stray library timers must not keep it alive.
+process.exit(await main(process.argv.slice(2)));

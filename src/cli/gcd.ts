@@ -50,7 +50,11 @@ async function run(settings: Settings): Promise<number> {
   const unlock = acquireLock(join(settings.stateDir, 'gcd.pid'), settings.stateDir);
   const cleanups: Array<() => Promise<void> | void> = [unlock];
   const cleanup = async (): Promise<void> => {
-    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch((e) => log.error('shutdown step failed', { error: errorMessage(e) }));
+    for (const c of cleanups.reverse()) {
+      const t0 = Date.now();
+      await Promise.resolve(c()).catch((e) => log.error('shutdown step failed', { error: errorMessage(e) }));
+      log.debug('shutdown step', { step: c.toString().slice(0, 60), ms: Date.now() - t0 });
+    }
   };
   try {
     let target: RedisTarget;
