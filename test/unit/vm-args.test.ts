@@ -87,7 +87,7 @@ describe('buildVmArgs', () => {
     expect(chr).to.include('socket,id=con0,path=/run/copper/alice-hn.console,server=on,wait=off');
     expect(values(a, '-serial')).to.deep.equal(['chardev:con0']);
     expect(values(a, '-netdev')).to.deep.equal([
-      'user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:socat - UNIX-CONNECT:/var/lib/copper/run/channels/alice-hn.sock',
+      'user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:socat -lf /dev/null - UNIX-CONNECT:/var/lib/copper/run/channels/alice-hn.sock',
     ]);
     expect(dev).to.include('vmgenid,guid=auto');
     expect(a.join(' ')).not.to.match(/balloon|virtio-mem|vhost/);

@@ -68,7 +68,7 @@ export interface VmConfig {
   consoleSocket: string;
   /** Optional host file that also receives everything the serial console prints. */
   consoleLog?: string;
-  /** gcd's per-VM API socket; QEMU runs `socat - UNIX-CONNECT:<apiSocket>` per guest connection. */
+  /** gcd's per-VM API socket; QEMU runs `socat -lf /dev/null - UNIX-CONNECT:<apiSocket>` per guest connection. */
   apiSocket: string;
   /** Start paused, waiting for QMP `migrate-incoming` (a clone). */
   incoming?: boolean;
@@ -129,10 +129,12 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     '-serial', 'chardev:con0',
   );
 
-  // User networking + the guest's channel to gcd
+  // User networking + the guest's channel to gcd. libslirp connects the command's stderr to
+  // the guest's TCP stream too, so socat must log elsewhere: its error messages would otherwise
+  // reach the guest as a corrupt HTTP answer (and show host paths).
   const socat = cfg.socat ?? 'socat';
   args.push(
-    '-netdev', `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} - UNIX-CONNECT:${cfg.apiSocket}`,
+    '-netdev', `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}`,
     '-device', `virtio-net-pci,netdev=net0,id=nic0,mac=${NIC_MAC},bus=pci.0,addr=0x3`,
   );
 

@@ -1,0 +1,178 @@
+import { expect } from 'chai';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AgentClient, type ExecStatus } from '../../src/drivers/qemu/agent.js';
+import { detectAccel } from '../../src/drivers/qemu/accel.js';
+import { buildVmArgs } from '../../src/drivers/qemu/vm-args.js';
+import { buildImage, guestKernelCmdline, GUEST_CLONE_INIT, GUEST_RUN_JOB, type ImageInfo } from '../../src/headnodes/image.js';
+
+/**
+ * Boots the default image the way a headnode boots (shared RAM file on /dev/shm, overlay on
+ * the base qcow2) and checks what the rest of Copper relies on inside the guest: the agent,
+ * python3, the guestfwd API channel with the guest CLI, run-job and clone-init.
+ * The image is cached in $GC_STATE_DIR (default /var/tmp/copper-test): the first run builds it.
+ */
+describe('headnode image boots under QEMU @vm', function () {
+  this.timeout(180_000);
+  const stateDir = process.env.GC_STATE_DIR ?? '/var/tmp/copper-test';
+  let image: ImageInfo;
+  let dir = '';
+  let ramFile = '';
+  let qemu: ChildProcess | undefined;
+  let agent: AgentClient | undefined;
+  let api: Server | undefined;
+  const requests: Record<string, unknown>[] = [];
+  let bootMs = 0;
+
+  const run = async (path: string, args: string[], input?: Buffer): Promise<ExecStatus> => {
+    if (!agent) throw new Error('no agent');
+    return agent.run(path, args, { timeoutMs: 60_000, ...(input ? { input } : {}) });
+  };
+  const text = (b: Buffer | null): string => (b ?? Buffer.alloc(0)).toString('utf8');
+
+  before(async function () {
+    this.timeout(900_000); // a first build runs debootstrap
+    image = await buildImage({ stateDir, log: (l) => process.stderr.write(`      image: ${l}\n`) });
+    dir = await mkdtemp(join(tmpdir(), 'gc-boot-'));
+    ramFile = `/dev/shm/gc-boot-test-${process.pid}.ram`;
+    const disk = join(dir, 'disk.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', image.disk, '-F', 'qcow2', disk]);
+
+    const apiSocket = join(dir, 'api.sock');
+    api = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        const parsed = JSON.parse(body) as Record<string, unknown>;
+        requests.push(parsed);
+        res.setHeader('content-type', 'application/json');
+        if (parsed.tool === 'gcqsub' && parsed.files === undefined) {
+          res.end(JSON.stringify({ needFile: 'job.sh' }));
+          return;
+        }
+        const files = parsed.files === undefined ? '' : JSON.stringify(parsed.files);
+        res.end(JSON.stringify({ stdout: `fake ${String(parsed.tool)} ${JSON.stringify(parsed.argv)}${files}\n`, stderr: 'note\n', exitCode: 7 }));
+      });
+    });
+    await new Promise<void>((resolve) => api!.listen(apiSocket, resolve));
+
+    const args = buildVmArgs({
+      vmId: 'boottest',
+      accel: detectAccel(),
+      memMiB: 512,
+      vcpus: 1,
+      ramFile,
+      ramShare: true,
+      disk,
+      kernel: image.kernel,
+      initrd: image.initrd,
+      append: guestKernelCmdline({ hostname: 'boottest' }),
+      qmpSocket: join(dir, 'qmp.sock'),
+      qgaSocket: join(dir, 'qga.sock'),
+      consoleSocket: join(dir, 'console.sock'),
+      consoleLog: join(dir, 'console.log'),
+      apiSocket,
+    });
+    const logFd = openSync(join(dir, 'qemu.log'), 'w');
+    const started = Date.now();
+    qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', logFd, logFd] });
+    closeSync(logFd);
+    const alive = (): boolean => qemu?.exitCode === null && qemu.signalCode === null;
+    try {
+      agent = await AgentClient.connect(join(dir, 'qga.sock'), { deadline: Date.now() + 30_000, isAlive: alive });
+      await agent.waitReady(Date.now() + 150_000);
+    } catch (err) {
+      const qlog = await readFile(join(dir, 'qemu.log'), 'utf8').catch(() => '');
+      const con = await readFile(join(dir, 'console.log'), 'utf8').catch(() => '');
+      throw new Error(`guest agent never answered: ${String(err)}\nqemu.log:\n${qlog}\nconsole tail:\n${con.slice(-3000)}`);
+    }
+    bootMs = Date.now() - started;
+    process.stderr.write(`      boot to guest agent: ${(bootMs / 1000).toFixed(1)} s (${detectAccel()})\n`);
+  });
+
+  after(async () => {
+    agent?.destroy();
+    if (qemu && qemu.exitCode === null && qemu.signalCode === null) {
+      const exited = new Promise((resolve) => qemu!.once('exit', resolve));
+      qemu.kill('SIGKILL');
+      await exited;
+    }
+    await new Promise<void>((resolve) => (api ? api.close(() => resolve()) : resolve()));
+    if (ramFile) await rm(ramFile, { force: true });
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('runs python3 through guest-exec', async () => {
+    const st = await run('/usr/bin/python3', ['--version']);
+    expect(st.exitCode).to.equal(0);
+    expect(text(st.out) + text(st.err)).to.match(/^Python 3\.11/);
+  });
+
+  it('reaches gcd through guestfwd with the guest CLI', async () => {
+    const st = await run('/usr/local/bin/gcqstat', ['-a', 'x y']);
+    expect(text(st.err)).to.equal('note\n');
+    expect(text(st.out)).to.equal('fake gcqstat ["-a","x y"]\n');
+    expect(st.exitCode).to.equal(7);
+    const req = requests.at(-1)!;
+    expect(req.tool).to.equal('gcqstat');
+    expect(req.account).to.equal('root');
+    expect(req.cwd).to.be.a('string');
+  });
+
+  it('the guest CLI sends a file gcd asks for', async () => {
+    const st = await run('/bin/sh', ['-c', 'mkdir -p /root/w && cd /root/w && printf "echo hi\\n" > job.sh && gcqsub job.sh']);
+    expect(text(st.out)).to.equal('fake gcqsub ["job.sh"]{"job.sh":"echo hi\\n"}\n');
+    expect(st.exitCode).to.equal(7);
+    expect(requests.at(-1)!.cwd).to.equal('/root/w');
+  });
+
+  it('run-job runs as another user in its own process group', async () => {
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j3', '--user', 'nobody', '--join', '--', 'sh', '-c', 'id -u; ps -o pgid= -p $$; echo e >&2']);
+    expect(st.exitCode, text(st.err)).to.equal(0);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j3/stdout; cat /run/copper/j3/pgid; test ! -e /run/copper/j3/stderr']);
+    const [uid, pgid, e, pgidFile] = text(out.out).trim().split('\n').map((l) => l.trim());
+    expect(uid).to.equal('65534');
+    expect(pgid).to.equal(pgidFile);
+    expect(e).to.equal('e');
+    expect(out.exitCode).to.equal(0);
+  });
+
+  it('run-job captures output to files, reports the status and falls back to $HOME', async () => {
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j1', '--cwd', '/no/such/dir', '--', 'sh', '-c', 'pwd; echo err >&2; exit 3']);
+    expect(st.exitCode, text(st.err)).to.equal(3);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j1/stdout; echo ---; cat /run/copper/j1/stderr; echo ---; cat /run/copper/j1/exit; test -s /run/copper/j1/pgid']);
+    expect(out.exitCode).to.equal(0);
+    expect(text(out.out)).to.match(/^\/root\n---\nrun-job: directory '\/no\/such\/dir' does not exist.*\nerr\n---\nexit 3\n$/);
+  });
+
+  it('run-job re-raises the signal that killed the command', async () => {
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j2', '--', 'sh', '-c', 'kill -TERM $$']);
+    expect(st.signal).to.equal(15);
+    const ex = await run('/bin/cat', ['/run/copper/j2/exit']);
+    expect(text(ex.out)).to.equal('signal 15\n');
+  });
+
+  it('clone-init sets hostname, machine-id and clock', async () => {
+    const now = (Date.now() / 1000).toFixed(3);
+    const st = await run(GUEST_CLONE_INIT, ['boottest-j9', '0123456789abcdef0123456789abcdef', now], Buffer.from('seed'));
+    expect(st.exitCode, text(st.err)).to.equal(0);
+    const chk = await run('/bin/sh', ['-c', 'hostname; cat /etc/machine-id; date +%s']);
+    const [host, mid, t] = text(chk.out).trim().split('\n');
+    expect(host).to.equal('boottest-j9');
+    expect(mid).to.equal('0123456789abcdef0123456789abcdef');
+    expect(Math.abs(Number(t) - Date.now() / 1000)).to.be.lessThan(30);
+  });
+
+  it('the guest CLI says so in one line when gcd is unreachable', async () => {
+    await new Promise<void>((resolve) => api!.close(() => resolve()));
+    api = undefined;
+    const st = await run('/usr/local/bin/gcqstat', []);
+    expect(st.exitCode).to.equal(3);
+    expect(text(st.err), text(st.err)).to.match(/^gcqstat: cannot reach gcd at 10\.0\.2\.100:80: .+\n$/);
+    expect(text(st.err), 'socat must not talk to the guest').not.to.contain('socat');
+  });
+});
