@@ -28,7 +28,7 @@ export interface ToolServices {
   headnodes: Pick<HeadnodeManager, 'get'> & Partial<HeadnodeManager>;
   serverName: string;
   /** Extra `gc` subcommands (clones, images) registered by the daemon. */
-  gc?: (req: ToolRequest) => Promise<ToolResult>;
+  gc?: Tool;
 }
 
 export type Tool = (req: ToolRequest, s: ToolServices) => Promise<ToolResult>;

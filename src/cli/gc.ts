@@ -1,0 +1,27 @@
+import { loadSettings } from '../config/settings.js';
+import { main as client } from './client.js';
+import { consoleCommand } from './console.js';
+import { imageCommand } from './image-cmd.js';
+
+/**
+ * `gc`: the headnode and cluster tool. `gc image ...` and `gc console` act on this host
+ * directly; everything else (headnode create/start/stop/destroy/list, ...) goes to gcd.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === 'image') return imageCommand(rest);
+  if (sub === 'console' || sub === 'ssh') return consoleCommand(loadSettings(), rest[0]);
+  if (sub === undefined || sub === '--help' || sub === 'help') {
+    process.stdout.write(
+      [
+        'gc image build [--force] | gc image path        build / locate the default headnode image',
+        'gc headnode create NAME --owner U [--group G] [--mem MiB] [--vcpus N] [--disk GiB] [--image F]',
+        'gc headnode start|stop|destroy NAME | gc headnode list',
+        'gc console NAME (or gc ssh NAME)                 a root shell on the headnode\'s console',
+        '',
+      ].join('\n'),
+    );
+    return 0;
+  }
+  return client('gc', argv);
+}

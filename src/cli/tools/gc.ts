@@ -1,0 +1,81 @@
+import { PermissionError, UsageError } from '../../errors.js';
+import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
+import type { ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import { parseArgs } from './args.js';
+
+function table(rows: HeadnodeInfo[]): string {
+  const head = ['NAME', 'OWNER', 'GROUP', 'STATE', 'ACCEL', 'MEM', 'VCPUS', 'DISK', 'NOTE'];
+  const body = rows.map((h) => [h.name, h.owner, h.group, h.state, h.accel, `${h.memMiB}M`, String(h.vcpus), `${h.diskGiB}G`, h.reason ?? '']);
+  const all = [head, ...body];
+  const w = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
+  return all.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+interface CreateArgs {
+  owner?: string;
+  group?: string;
+  mem: number;
+  vcpus: number;
+  disk: number;
+  image?: string;
+  kernel?: string;
+  initrd?: string;
+}
+
+/**
+ * `gc headnode create|start|stop|destroy|list`, run by gcd for a thin client. Creating,
+ * starting, stopping and destroying headnodes is the administrator's (host socket); a
+ * guest may list its own headnode.
+ */
+export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: HeadnodeManager): Promise<ToolResult> {
+  const [group, verb, ...rest] = req.argv;
+  if (group !== 'headnode' && group !== 'headnodes') {
+    throw new UsageError(`unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc image build, gc console NAME`);
+  }
+  const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
+  if (verb === 'list' || verb === undefined) {
+    const all = await headnodes.list();
+    return { stdout: table(guest ? all.filter((h) => h.owner === guest.owner) : all), stderr: '', exitCode: 0 };
+  }
+  if (guest) throw new PermissionError(`gc headnode ${verb}: only the administrator (on the host) may do that`);
+  if (verb === 'create') {
+    const p = await parseArgs<CreateArgs>('gc headnode create', rest, (y) =>
+      y
+        .usage('gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]')
+        .option('owner', { type: 'string', describe: 'the user the headnode belongs to' })
+        .option('group', { type: 'string', describe: 'the owner\'s group (quotas); default: the owner' })
+        .option('mem', { type: 'number', default: 512, describe: 'RAM in MiB (clones get the same)' })
+        .option('vcpus', { type: 'number', default: 1 })
+        .option('disk', { type: 'number', default: 4, describe: 'disk size in GiB' })
+        .option('image', { type: 'string', describe: 'bring your own qcow2 image' })
+        .option('kernel', { type: 'string' })
+        .option('initrd', { type: 'string' }),
+    );
+    if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
+    const a = p.args;
+    const name = String(a._[0] ?? '');
+    if (!name) throw new UsageError('gc headnode create: a NAME is required');
+    if (!a.owner) throw new UsageError('gc headnode create: --owner USER is required');
+    for (const [k, v] of [['mem', a.mem], ['vcpus', a.vcpus], ['disk', a.disk]] as const) {
+      if (!Number.isInteger(v)) throw new UsageError(`--${k} must be a whole number, got ${String(v)}`);
+    }
+    const info = await headnodes.create({
+      name, owner: a.owner, group: a.group ?? a.owner, memMiB: a.mem, vcpus: a.vcpus, diskGiB: a.disk,
+      ...(a.image ? { image: a.image } : {}), ...(a.kernel ? { kernel: a.kernel } : {}), ...(a.initrd ? { initrd: a.initrd } : {}),
+    });
+    return { stdout: table([info]), stderr: '', exitCode: 0 };
+  }
+  const name = rest[0];
+  if (!name) throw new UsageError(`gc headnode ${verb}: a NAME is required`);
+  switch (verb) {
+    case 'start':
+      return { stdout: table([await headnodes.start(name)]), stderr: '', exitCode: 0 };
+    case 'stop':
+      return { stdout: table([await headnodes.stop(name)]), stderr: '', exitCode: 0 };
+    case 'destroy':
+      await headnodes.destroy(name);
+      return { stdout: '', stderr: '', exitCode: 0 };
+    default:
+      throw new UsageError(`gc headnode: unknown verb '${verb}' (create, start, stop, destroy, list)`);
+  }
+}
