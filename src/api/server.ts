@@ -40,6 +40,7 @@ export class ApiServer {
           env: asStringMap(body.env, 'env'),
           account: typeof body.account === 'string' && /^[a-z_][a-z0-9_-]{0,31}$/i.test(body.account) ? body.account : 'root',
           files: asStringMap(body.files, 'files'),
+          missing: body.missing === undefined ? [] : asStringArray(body.missing, 'missing'),
         },
         this.services,
       );

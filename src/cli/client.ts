@@ -41,8 +41,9 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   const files: Record<string, string> = {};
+  const missing: string[] = [];
   for (let attempt = 0; attempt < 3; attempt++) {
-    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files });
+    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing });
     let answer: CliAnswer;
     try {
       const r = await post(settings.socketPath, body);
@@ -63,6 +64,10 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
         if (statSync(p).size > MAX_SCRIPT) throw new Error(`larger than ${MAX_SCRIPT} bytes`);
         files[answer.needFile] = readFileSync(p, 'utf8');
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !missing.includes(answer.needFile)) {
+          missing.push(answer.needFile); // gcd decides: a command name, or a missing script
+          continue;
+        }
         process.stderr.write(`${tool}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
         return 2;
       }

@@ -12,6 +12,8 @@ export interface ToolRequest {
   account: string;
   /** Files the client sent after a needFile answer, by the path it was asked for. */
   files: Record<string, string>;
+  /** Paths the client was asked for and found not to exist. */
+  missing: string[];
 }
 
 export interface ToolResult {

@@ -50,6 +50,8 @@ export interface QsubContext {
   defaultQueue: string;
   /** The script's text by the path as typed (relative to cwd); undefined when not available. */
   readFile?: (path: string) => string | undefined;
+  /** The client looked for this path and it does not exist (see parseQsub's operand rule). */
+  isMissing?: (path: string) => boolean;
   /** Is this absolute path a directory? Lets -o/-e name a directory without a trailing "/". */
   isDirectory?: (path: string) => boolean;
   /** The caller is the host administrator (gcd's Unix socket): --headnode is accepted there only. */
@@ -525,9 +527,17 @@ function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
 
 // ------------------------------------------------------------------ entry
 
+const SCRIPT_SUFFIX = /\.(sh|bash|csh|tcsh|ksh|zsh|pbs|qsub|job)$/i;
+
+/** A bare program name (`python3`, `hostname`), not a path and not a script's file name. */
+function looksLikeCommand(operand: string): boolean {
+  return !operand.includes('/') && !SCRIPT_SUFFIX.test(operand) && /^[A-Za-z0-9_+.-]+$/.test(operand);
+}
+
 /**
- * Parses `gcqsub [options] script [args]` or `gcqsub [options] -- command [args]`. A lone
- * operand without `--` is a script, as in PBS. Throws UsageError on any malformed input.
+ * Parses `gcqsub [options] script [args]` or `gcqsub [options] -- command [args]`. An operand
+ * without `--` is a script, as in PBS, when such a file exists; a bare program name that is
+ * no file (`gcqsub python3 prog.py`) is a command. Throws UsageError on any malformed input.
  */
 export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
   if (!ctx.cwd.startsWith('/')) throw new UsageError(`the working directory "${ctx.cwd}" is not an absolute path`);
@@ -545,7 +555,13 @@ export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
   }
   if (path === '-') throw new UsageError('reading the job script from standard input is not supported; give a file name');
   const text = ctx.readFile?.(path);
-  if (text === undefined) return { kind: 'needFile', needFile: path };
+  if (text === undefined) {
+    if (!ctx.isMissing?.(path)) return { kind: 'needFile', needFile: path };
+    // Copper's own form, `gcqsub python3 prog.py`: an operand that is no file in the working
+    // directory and does not look like a script path is a command, as if after `--`.
+    if (looksLikeCommand(path)) return buildJob(cmdline, { kind: 'argv', argv: scanned.operands }, ctx);
+    throw new UsageError(`script file ${path}: no such file`);
+  }
 
   const prefix = cmdline.prefix ?? ctx.env['PBS_DPREFIX'] ?? DEFAULT_DIRECTIVE_PREFIX;
   const fromScript = scriptOptions(path, text, prefix, ctx);

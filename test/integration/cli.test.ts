@@ -47,6 +47,12 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     expect(j.Exit_status).to.equal(7);
   });
 
+  it('runs `gcqsub prog args` as a command when prog is no file (the product\'s own form)', async function () {
+    const r = g.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '-N', 'bare', 'echo', 'hello', 'world'], { cwd: '/tmp' });
+    expect(r.status).to.equal(0, r.stderr);
+    expect(readFileSync(join(hn(), 'tmp', 'bare.o1'), 'utf8')).to.equal('hello world\n');
+  });
+
   it('reads #PBS directives from a script; the command line wins', async function () {
     const dir = g.stateDir;
     writeFileSync(join(dir, 'job.sh'), '#!/bin/sh\n#PBS -N fromscript\n#PBS -j oe\n#PBS -l walltime=00:05:00\necho "args:$1 name:$PBS_JOBNAME"\necho to-stderr >&2\n');

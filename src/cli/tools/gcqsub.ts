@@ -26,6 +26,7 @@ export const gcqsub: Tool = async (req, s) => {
     now: Date.now(),
     defaultQueue: 'workq',
     readFile: (p) => req.files[p],
+    isMissing: (p) => req.missing.includes(p),
     hostSide: !guest,
   });
   if (r.kind === 'needFile') return { stdout: '', stderr: '', exitCode: 0, needFile: r.needFile };

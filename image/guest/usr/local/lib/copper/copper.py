@@ -94,6 +94,7 @@ def call(tool, argv, cwd=None, env=None):
         "account": _account(),
     }
     files = {}
+    missing = []
     for _ in range(MAX_FILE_ROUNDS):
         answer = _post(body)
         need = answer.get("needFile")
@@ -102,10 +103,15 @@ def call(tool, argv, cwd=None, env=None):
             if not isinstance(code, int):
                 raise CopperError("gcd's answer has no exitCode")
             return Result(str(answer.get("stdout", "")), str(answer.get("stderr", "")), code)
-        if not isinstance(need, str) or need in files:
+        if not isinstance(need, str) or need in files or need in missing:
             raise CopperError("gcd asked for file %r again" % (need,))
         try:
             files[need] = _read_file(cwd, need)
+        except FileNotFoundError:
+            # gcd decides: `gcqsub python3 prog.py` names a command, not a script file.
+            missing.append(need)
+            body["missing"] = missing
+            continue
         except OSError as e:
             raise CopperError("cannot read %s: %s" % (need, e.strerror or e)) from e
         body["files"] = files
