@@ -87,7 +87,7 @@ export class VmProcess {
     const deadline = started + (opts.startTimeoutMs ?? 30_000);
     try {
       const qmp = await Promise.race([
-        QmpClient.connect(opts.qmpSocket, { deadline, isAlive: () => !exited && child.pid !== undefined }),
+        QmpClient.connect(opts.qmpSocket, { deadline, retryMs: 5, isAlive: () => !exited && child.pid !== undefined }),
         spawnError.then((e) => {
           throw new DriverError(`cannot run ${QEMU_BINARY}: ${e.message}`, { cause: e });
         }),
@@ -156,6 +156,8 @@ export class VmProcess {
    */
   async kill(signal: NodeJS.Signals = 'SIGKILL', graceMs = 5000): Promise<void> {
     this.qmp.destroy();
+    // A detached child is unref'd; while we wait for its exit it must keep the event loop alive.
+    this.child?.ref();
     if (this.isAlive()) {
       this.signal(signal);
       if (signal !== 'SIGKILL') {

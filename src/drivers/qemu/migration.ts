@@ -1,0 +1,74 @@
+/**
+ * Device-state save and restore over QMP migration with x-ignore-shared: RAM that lives in a
+ * shared file is not sent (a clone maps the frozen RAM file instead), so the stream is only
+ * the devices' state, a few hundred KB.
+ */
+import { DriverError } from '../../errors.js';
+import type { QmpClient } from './qmp.js';
+
+interface MigrationInfo {
+  status?: string;
+  'error-desc'?: string;
+}
+
+/** exec: runs through /bin/sh; paths come from Layout, quoted anyway. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** x-ignore-shared, plus MIGRATION events so completion is noticed at once, not at the next poll. */
+export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [
+      { capability: 'x-ignore-shared', state: true },
+      { capability: 'events', state: true },
+    ],
+  });
+}
+
+const END_STATES = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * Wait until the migration has completed; DriverError when it failed or took too long.
+ * Driven by MIGRATION events, with a slow poll as a safety net (an event can be missed if
+ * the migration ended before we subscribed).
+ */
+export async function waitMigration(qmp: QmpClient, what: string, timeoutMs: number, started?: Promise<unknown>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let wake: (() => void) | undefined;
+  const off = qmp.on('MIGRATION', (ev) => {
+    if (END_STATES.has(String(ev.data.status))) wake?.();
+  });
+  try {
+    await started;
+    for (;;) {
+      const info = await qmp.execute<MigrationInfo>('query-migrate');
+      if (info.status === 'completed') return;
+      if (info.status === 'failed' || info.status === 'cancelled') {
+        throw new DriverError(`${what}: migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+      }
+      if (Date.now() > deadline) throw new DriverError(`${what}: migration did not complete within ${timeoutMs} ms (${info.status ?? '?'})`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 20);
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    off();
+  }
+}
+
+/** Write the (paused) VM's device state to a file. */
+export async function saveDeviceState(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
+  // Subscribe before starting: a small state can be written before the reply arrives.
+  await waitMigration(qmp, 'saving device state', timeoutMs, qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(stateFile)}` }));
+}
+
+/** Load device state into a QEMU started with `-incoming defer`. */
+export async function loadDeviceState(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
+  await waitMigration(qmp, 'restoring device state', timeoutMs, qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stateFile)}` }));
+}

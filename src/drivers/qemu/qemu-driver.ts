@@ -1,0 +1,553 @@
+/**
+ * QemuDriver: snapshot a running headnode (RAM + disk) and fork the snapshot into clone VMs.
+ *
+ * Snapshot (headnode paused only for the middle part):
+ *   stop; blockdev-snapshot-sync (the headnode goes on writing a new overlay; the old one is
+ *   frozen); migrate with x-ignore-shared to a state file (devices only, RAM is the file);
+ *   copy the RAM file sparsely to the frozen snapshot RAM file; cont.
+ *   Then, with the headnode running: hard-link the frozen overlay into the snapshot folder and
+ *   block-stream it into the new overlay in the background, so the snapshot owns its layer.
+ * Clone: qcow2 overlay on the frozen layer; QEMU with the same machine, the frozen RAM file
+ *   mapped private (copy-on-write), -incoming defer; load the device state; cont; resync the
+ *   guest agent; clone-init gives it its own hostname, machine-id, entropy and clock.
+ */
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { appendFile, link, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Settings } from '../../config/settings.js';
+import { CopperError, DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../../errors.js';
+import { log } from '../../log.js';
+import { GUEST_CLONE_INIT, GUEST_RUN_JOB } from '../../headnodes/image.js';
+import { KeyedLock } from '../../headnodes/keyed-lock.js';
+import { pruneGenerations, type LiveHeadnode } from '../../headnodes/manager.js';
+import { writeJsonAtomic } from '../../headnodes/record.js';
+import type { GuestChannels, HeadnodeSpec } from '../../headnodes/types.js';
+import type {
+  CloneHandle, CloneOptions, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand, SnapshotInfo,
+} from '../driver.js';
+import { AgentClient } from './agent.js';
+import { activeNode, backingOf, nodeForFile, streamDown } from './disk-chain.js';
+import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
+import { assertId, Layout, type ClonePaths } from './layout.js';
+import { enableIgnoreShared, loadDeviceState, saveDeviceState } from './migration.js';
+import { backingChain, createOverlay } from './qemu-img.js';
+import { buildVmArgs, type VmConfig } from './vm-args.js';
+import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
+
+/** What the driver needs from the headnode manager (QemuHeadnodeManager provides it). */
+export interface HeadnodeAccess {
+  /** Run fn with the running headnode under its lock; NotFoundError / StateError otherwise. */
+  withRunning<T>(name: string, fn: (h: LiveHeadnode) => Promise<T>): Promise<T>;
+  spec(name: string): Promise<HeadnodeSpec>;
+}
+
+export interface QemuDriverOptions {
+  settings: Pick<Settings, 'stateDir' | 'ramDir'>;
+  channels: GuestChannels;
+  headnodes: HeadnodeAccess;
+  /** 'job' (default): clones die with gcd. 'detached': they survive it. */
+  cloneLifetime?: VmLifetime;
+  /** Spawn until the clone's agent answers. */
+  cloneReadyTimeoutMs?: number;
+  /** TCG translation cache per clone, MiB (default: the headnode's setting). */
+  cloneTcgTbMiB?: number;
+}
+
+/** The VM layout a snapshot was taken with: a clone must be started with exactly this. */
+type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB'>;
+
+interface SnapshotMeta {
+  version: 1;
+  id: string;
+  headnode: string;
+  owner: string;
+  group: string;
+  createdAt: number;
+  pauseMs: number;
+  vm: FrozenVm;
+}
+
+interface CloneRecord {
+  cloneId: string;
+  snapshotId: string;
+  headnode: string;
+  createdAt: number;
+}
+
+interface LiveClone {
+  handle: CloneHandle;
+  paths: ClonePaths;
+  vm: VmProcess;
+  agent: AgentClient;
+  execs: number;
+  destroyed: boolean;
+}
+
+export class QemuDriver implements Driver {
+  readonly name = 'qemu';
+  readonly layout: Layout;
+  private readonly clones = new Map<string, LiveClone>();
+  private readonly cloneLock = new KeyedLock();
+  /** Background block-streams per headnode; the next snapshot waits for it. */
+  private readonly streams = new Map<string, Promise<void>>();
+  /** Snapshots being written (their folder exists but has no meta.json yet). */
+  private readonly inProgress = new Set<string>();
+  private readonly cloneLifetime: VmLifetime;
+  private readonly cloneReadyTimeoutMs: number;
+  private closed = false;
+
+  constructor(private readonly opts: QemuDriverOptions) {
+    this.layout = new Layout(opts.settings);
+    this.cloneLifetime = opts.cloneLifetime ?? 'job';
+    this.cloneReadyTimeoutMs = opts.cloneReadyTimeoutMs ?? 60_000;
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  async snapshot(headnode: string): Promise<SnapshotInfo> {
+    assertId('headnode', headnode);
+    await this.streams.get(headnode);
+    return this.opts.headnodes.withRunning(headnode, async (h) => {
+      // A stream may have been started by the previous snapshot while we queued for the lock.
+      await this.streams.get(headnode);
+      await this.shortenChain(h);
+      const id = `${headnode}.${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+      const sp = this.layout.snapshot(id);
+      this.inProgress.add(id);
+      try {
+        await mkdir(sp.dir, { recursive: true, mode: 0o700 });
+        await mkdir(this.layout.ramSnapshotsDir, { recursive: true, mode: 0o700 });
+        const qmp = h.vm.qmp;
+        const frozenGen = h.diskGen;
+        const frozenDisk = h.paths.disk(frozenGen);
+        const nextGen = frozenGen + 1;
+        const nextDisk = h.paths.disk(nextGen);
+        await rm(nextDisk, { force: true }); // left by a failed attempt
+        const { node: frozenNode } = await activeNode(qmp);
+        await enableIgnoreShared(qmp); // before the pause: it costs nothing while running
+
+        let switched = false;
+        let failure: unknown;
+        const marks: Record<string, number> = {};
+        const t0 = performance.now();
+        const mark = (what: string): void => {
+          marks[what] = Math.round(performance.now() - t0);
+        };
+        await qmp.execute('stop');
+        mark('stop');
+        try {
+          await qmp.execute('blockdev-snapshot-sync', {
+            'node-name': frozenNode,
+            'snapshot-file': nextDisk,
+            'snapshot-node-name': `ov${nextGen}`,
+            format: 'qcow2',
+          });
+          switched = true;
+          mark('disk');
+          await saveDeviceState(qmp, sp.state);
+          mark('state');
+          await copySparse(h.paths.ramFile, sp.ramFile);
+          mark('ram');
+        } catch (err) {
+          failure = err;
+        } finally {
+          // Whatever happened, the headnode must run again.
+          try {
+            await qmp.execute('cont');
+          } catch (err) {
+            failure ??= new DriverError(`headnode '${headnode}' could not be resumed: ${errorMessage(err)}`, { cause: err });
+          }
+        }
+        const pauseMs = Math.round((performance.now() - t0) * 10) / 10;
+        if (switched) await h.setDiskGen(nextGen);
+        if (failure !== undefined) {
+          if (switched) this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
+          throw failure instanceof CopperError ? failure : new DriverError(`snapshot of '${headnode}' failed: ${errorMessage(failure)}`, { cause: failure });
+        }
+
+        // The frozen overlay's second name: the snapshot's own, kept after the headnode drops it.
+        await link(frozenDisk, sp.disk);
+        const meta: SnapshotMeta = {
+          version: 1,
+          id,
+          headnode,
+          owner: h.spec.owner,
+          group: h.spec.group,
+          createdAt: Date.now(),
+          pauseMs,
+          vm: frozenVm(h.config),
+        };
+        await writeJsonAtomic(sp.meta, meta);
+        this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
+        log.info(`snapshot ${id} of ${headnode}: paused ${pauseMs} ms`, { at: marks });
+        return { id, headnode, createdAt: meta.createdAt, pauseMs, memMiB: meta.vm.memMiB, vcpus: meta.vm.vcpus };
+      } catch (err) {
+        await this.removeSnapshotFiles(id);
+        throw err instanceof CopperError ? err : new DriverError(`snapshot of '${headnode}' failed: ${errorMessage(err)}`, { cause: err });
+      } finally {
+        this.inProgress.delete(id);
+      }
+    });
+  }
+
+  async releaseSnapshot(snapshotId: string): Promise<void> {
+    assertId('snapshot', snapshotId);
+    await this.removeSnapshotFiles(snapshotId);
+  }
+
+  async listSnapshots(): Promise<string[]> {
+    const out: string[] = [];
+    for (const id of await readdirSafe(this.layout.snapshotsDir)) {
+      try {
+        await stat(this.layout.snapshot(id).meta);
+        out.push(id);
+      } catch {
+        // no meta.json: unfinished, not a snapshot
+      }
+    }
+    return out.sort();
+  }
+
+  /** Snapshot metadata, or NotFoundError. */
+  async snapshotInfo(snapshotId: string): Promise<SnapshotInfo & { owner: string; group: string }> {
+    const m = await this.readMeta(snapshotId);
+    return { id: m.id, headnode: m.headnode, createdAt: m.createdAt, pauseMs: m.pauseMs, memMiB: m.vm.memMiB, vcpus: m.vm.vcpus, owner: m.owner, group: m.group };
+  }
+
+  private async readMeta(snapshotId: string): Promise<SnapshotMeta> {
+    const sp = this.layout.snapshot(snapshotId);
+    try {
+      return JSON.parse(await readFile(sp.meta, 'utf8')) as SnapshotMeta;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no snapshot '${snapshotId}'`);
+      throw new DriverError(`snapshot '${snapshotId}' metadata unreadable: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private async removeSnapshotFiles(id: string): Promise<void> {
+    const sp = this.layout.snapshot(id);
+    await rm(sp.ramFile, { force: true });
+    await rm(sp.dir, { recursive: true, force: true });
+  }
+
+  /**
+   * If the headnode's chain is longer than [active, base] (a stream was interrupted by a
+   * stop or failed), stream now, before pausing: a snapshot's frozen layer must depend on
+   * the base only.
+   */
+  private async shortenChain(h: LiveHeadnode): Promise<void> {
+    const active = h.paths.disk(h.diskGen);
+    const chain = await backingChain(active);
+    if (chain.length <= 2) return;
+    const baseIdx = chain.findIndex((c, i) => i > 0 && !c.filename.startsWith(h.paths.stateDir + '/'));
+    if (baseIdx <= 1) return; // the rest of the chain is the (user's) base image itself
+    const bottomFile = chain[baseIdx - 1]!.filename;
+    const qmp = h.vm.qmp;
+    const { node: top } = await activeNode(qmp);
+    const bottom = await nodeForFile(qmp, bottomFile);
+    log.info(`headnode ${h.name}: collapsing its disk chain (${chain.length} layers) before a snapshot`);
+    await streamDown(qmp, top, bottom, `collapse-${h.diskGen}`);
+    if ((await backingChain(active)).length > 2 && (await backingChain(active))[1]!.filename.startsWith(h.paths.stateDir + '/')) {
+      throw new DriverError(`headnode '${h.name}': could not shorten its disk chain`);
+    }
+    await pruneGenerations(h.paths, h.diskGen);
+  }
+
+  private startStream(h: LiveHeadnode, top: string, bottom: string, frozenDisk: string): void {
+    const qmp = h.vm.qmp;
+    const active = h.paths.disk(h.diskGen);
+    const run = (async () => {
+      try {
+        await streamDown(qmp, top, bottom, `stream-${h.diskGen}`);
+        const backing = await backingOf(qmp, active);
+        if (backing === frozenDisk) throw new DriverError('block-stream ended without removing the frozen layer');
+        // The headnode no longer needs its name for the frozen layer; the snapshot keeps its link.
+        await rm(frozenDisk, { force: true });
+      } catch (err) {
+        if (!qmp.isClosed) log.warn(`headnode ${h.name}: background block-stream failed: ${errorMessage(err)}`);
+      }
+    })();
+    const tracked = run.finally(() => {
+      if (this.streams.get(h.name) === tracked) this.streams.delete(h.name);
+    });
+    this.streams.set(h.name, tracked);
+  }
+
+  // ---------------------------------------------------------------- clones
+
+  async clone(opts: CloneOptions): Promise<CloneHandle> {
+    assertId('clone', opts.cloneId);
+    if (this.closed) throw new StateError('the driver is closed');
+    if (!/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(opts.hostname)) throw new UsageError(`invalid hostname '${opts.hostname}'`);
+    const meta = await this.readMeta(opts.snapshotId);
+    const sp = this.layout.snapshot(opts.snapshotId);
+    const cp = this.layout.clone(opts.cloneId);
+    return this.cloneLock.run(opts.cloneId, async () => {
+      await mkdir(this.layout.clonesDir, { recursive: true });
+      try {
+        await mkdir(cp.stateDir, { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new StateError(`clone '${opts.cloneId}' already exists`);
+        throw err;
+      }
+      const handle: CloneHandle = { cloneId: opts.cloneId, snapshotId: opts.snapshotId, headnode: meta.headnode };
+      try {
+        await mkdir(cp.dir, { recursive: true, mode: 0o700 });
+        const rec: CloneRecord = { ...handle, createdAt: Date.now() };
+        await writeJsonAtomic(cp.record, rec);
+        await createOverlay(cp.disk, sp.disk);
+        const apiSocket = await this.opts.channels.open({
+          vmId: opts.cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group,
+        });
+        const cfg: VmConfig = {
+          ...meta.vm,
+          vmId: opts.cloneId,
+          ramFile: sp.ramFile,
+          ramShare: false, // MAP_PRIVATE: the frozen file is never written
+          disk: cp.disk,
+          qmpSocket: cp.qmp,
+          qgaSocket: cp.qga,
+          consoleSocket: cp.console,
+          consoleLog: cp.consoleLog,
+          apiSocket,
+          incoming: true,
+        };
+        if (cfg.accel === 'tcg' && this.opts.cloneTcgTbMiB !== undefined) cfg.tcgTbMiB = this.opts.cloneTcgTbMiB;
+        const t0 = performance.now();
+        const marks: Record<string, number> = {};
+        const mark = (what: string): void => {
+          marks[what] = Math.round(performance.now() - t0);
+        };
+        const vm = await VmProcess.spawn({
+          vmId: opts.cloneId, args: buildVmArgs(cfg), lifetime: this.cloneLifetime,
+          qmpSocket: cp.qmp, logFile: cp.qemuLog, pidFile: cp.pidFile,
+        });
+        // Connect while the state loads; the catch keeps an early failure from being "unhandled".
+        const agentP = AgentClient.connect(cp.qga, { deadline: Date.now() + 10_000, isAlive: () => vm.isAlive() });
+        agentP.catch(() => undefined);
+        let agent: AgentClient | undefined;
+        try {
+          mark('qmp');
+          await enableIgnoreShared(vm.qmp);
+          await loadDeviceState(vm.qmp, sp.state);
+          mark('loaded');
+          await vm.qmp.execute('cont');
+          mark('cont');
+          agent = await agentP;
+          const live: LiveClone = { handle, paths: cp, vm, agent, execs: 0, destroyed: false };
+          this.clones.set(opts.cloneId, live);
+          await agent.waitReady(Date.now() + this.cloneReadyTimeoutMs);
+          mark('agent');
+          await this.cloneInit(agent, opts.hostname);
+          mark('init');
+          log.debug(`clone ${opts.cloneId} ready`, { at: marks });
+        } catch (err) {
+          agentP.then((a) => a.destroy(), () => undefined);
+          if (!this.clones.has(opts.cloneId)) {
+            await vm.kill();
+          }
+          throw err;
+        }
+        return handle;
+      } catch (err) {
+        await this.destroyNow(opts.cloneId);
+        throw err instanceof CopperError ? err : new DriverError(`clone '${opts.cloneId}' failed: ${errorMessage(err)}`, { cause: err });
+      }
+    });
+  }
+
+  /** Give the clone its own identity before anything runs in it. */
+  private async cloneInit(agent: AgentClient, hostname: string): Promise<void> {
+    const machineId = randomBytes(16).toString('hex');
+    const epoch = (Date.now() / 1000).toFixed(3);
+    // The seed goes in as stdin (also keeps clone-init from reading the guest console).
+    const st = await agent.run(GUEST_CLONE_INIT, [hostname, machineId, epoch], { input: randomBytes(64), timeoutMs: 30_000 });
+    if (st.exitCode !== 0) {
+      throw new DriverError(`clone-init failed (${st.signal ? `signal ${st.signal}` : `status ${st.exitCode}`}): ${st.err?.toString().trim() ?? ''}`);
+    }
+  }
+
+  async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
+    const c = this.liveClone(clone.cloneId);
+    if (spec.argv.length === 0 && spec.script === undefined) throw new UsageError('nothing to run: empty argv and no script');
+    const key = `${clone.cloneId}.${++c.execs}`;
+    const dir = `/run/copper/${key}`;
+    const join = spec.stdoutFile === spec.stderrFile;
+    const args = ['--job', key, '--cwd', spec.cwd, '--user', spec.user];
+    if (join) args.push('--join');
+    if (spec.script !== undefined) {
+      const scriptPath = `/run/copper/${key}.script`;
+      await writeGuestFile(c.agent, scriptPath, Buffer.from(spec.script));
+      args.push('--script', scriptPath, '--', ...(spec.scriptArgs ?? []));
+    } else {
+      args.push('--', ...spec.argv);
+    }
+    const pid = await c.agent.exec(GUEST_RUN_JOB, args, spec.env, null, true);
+
+    const done = (async (): Promise<ExecResult> => {
+      let wait = 20;
+      for (;;) {
+        if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
+        const st = await c.agent.execStatus(pid);
+        if (st.exited) {
+          await copyFromGuest(c.agent, `${dir}/stdout`, spec.stdoutFile);
+          if (!join) await copyFromGuest(c.agent, `${dir}/stderr`, spec.stderrFile);
+          // run-job's own complaints (misuse, exit 2) are on its stderr, not in the job's files.
+          if (st.err && st.err.length) {
+            await appendFile(spec.stderrFile, st.err);
+          }
+          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+        }
+        await sleep(wait);
+        wait = Math.min(wait * 2, 500);
+      }
+    })();
+    done.catch(() => undefined); // the caller may never await it (clone destroyed)
+
+    const kill = async (signal: KillSignal): Promise<void> => {
+      const pgid = (await readGuestFile(c.agent, `${dir}/pgid`))?.toString().trim();
+      // Before run-job wrote the pgid, signal run-job itself: it passes TERM on to the job.
+      const target = pgid && /^\d+$/.test(pgid) ? `-${pgid}` : String(pid);
+      await c.agent.run('/bin/kill', ['-s', signal, '--', target], { timeoutMs: 10_000 });
+    };
+    return { done, kill };
+  }
+
+  async destroy(cloneId: string): Promise<void> {
+    assertId('clone', cloneId);
+    await this.cloneLock.run(cloneId, () => this.destroyNow(cloneId));
+  }
+
+  /** Kill the clone's QEMU and delete all its files; idempotent. Caller holds the clone lock. */
+  private async destroyNow(cloneId: string): Promise<void> {
+    const cp = this.layout.clone(cloneId);
+    const c = this.clones.get(cloneId);
+    if (c) {
+      c.destroyed = true;
+      c.agent.destroy();
+      await c.vm.kill('SIGKILL');
+      this.clones.delete(cloneId);
+    } else {
+      await killByPidFile(cp.pidFile, cloneId);
+    }
+    await this.opts.channels.close(cloneId).catch((err: unknown) => log.warn(`closing channel of clone ${cloneId}: ${errorMessage(err)}`));
+    await rm(cp.dir, { recursive: true, force: true });
+    await rm(cp.stateDir, { recursive: true, force: true });
+  }
+
+  async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
+    if (!guestPath.startsWith('/') || guestPath.includes('\0')) throw new UsageError(`guest path must be absolute: '${guestPath}'`);
+    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(owner)) throw new UsageError(`invalid owner '${owner}'`);
+    await stat(hostFile).catch(() => {
+      throw new NotFoundError(`no such file on the host: ${hostFile}`);
+    });
+    // Take the agent under the lock, copy outside it: a big file must not hold up snapshots.
+    const agent = await this.opts.headnodes.withRunning(headnode, async (h) => h.agent);
+    const tmp = `${guestPath}.copper-${randomBytes(4).toString('hex')}`;
+    try {
+      await copyToGuest(agent, hostFile, tmp);
+      // chown before the rename: the file appears under its name with its final owner.
+      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
+      if (st.exitCode !== 0) {
+        throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
+      }
+    } catch (err) {
+      await agent.run('/bin/rm', ['-f', '--', tmp], { timeoutMs: 10_000 }).catch(() => undefined);
+      throw err instanceof CopperError ? err : new DriverError(`delivering ${guestPath} to ${headnode}: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  async sweep(keep: ReadonlySet<string>): Promise<string[]> {
+    const ids = new Set<string>([...this.clones.keys()]);
+    for (const id of await readdirSafe(this.layout.clonesDir)) ids.add(id);
+    for (const id of await readdirSafe(`${this.layout.runDir}/c`)) ids.add(id);
+    const swept: string[] = [];
+    for (const id of [...ids].sort()) {
+      if (keep.has(id)) continue;
+      try {
+        assertId('clone', id);
+      } catch {
+        continue; // not a name we create
+      }
+      await this.destroy(id);
+      swept.push(id);
+    }
+    // Half-written snapshots (no meta.json) left by a crash in the middle of snapshot().
+    for (const id of await readdirSafe(this.layout.snapshotsDir)) {
+      if (this.inProgress.has(id)) continue;
+      try {
+        await stat(this.layout.snapshot(id).meta);
+      } catch {
+        await this.removeSnapshotFiles(id).catch(() => undefined);
+      }
+    }
+    return swept;
+  }
+
+  /** Destroys every clone this driver runs. Headnodes are the manager's. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const id of [...this.clones.keys()]) await this.destroy(id);
+    await Promise.allSettled([...this.streams.values()]);
+  }
+
+  /** The running clone (for tests and diagnostics). */
+  clonePid(cloneId: string): number | undefined {
+    return this.clones.get(cloneId)?.vm.pid;
+  }
+
+  private liveClone(cloneId: string): LiveClone {
+    const c = this.clones.get(cloneId);
+    if (!c || c.destroyed) throw new NotFoundError(`no running clone '${cloneId}'`);
+    return c;
+  }
+}
+
+function frozenVm(cfg: VmConfig): FrozenVm {
+  const f: FrozenVm = { accel: cfg.accel, memMiB: cfg.memMiB, vcpus: cfg.vcpus };
+  if (cfg.machine !== undefined) f.machine = cfg.machine;
+  if (cfg.cpu !== undefined) f.cpu = cfg.cpu;
+  if (cfg.kernel !== undefined) f.kernel = cfg.kernel;
+  if (cfg.initrd !== undefined) f.initrd = cfg.initrd;
+  if (cfg.append !== undefined) f.append = cfg.append;
+  if (cfg.tcgTbMiB !== undefined) f.tcgTbMiB = cfg.tcgTbMiB;
+  return f;
+}
+
+/** cp --sparse=always: on tmpfs only the guest's touched pages are copied. */
+function copySparse(from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('cp', ['--sparse=always', '--', from, to], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new DriverError(`copying guest RAM failed: ${err.trim() || `cp status ${code}`}`))));
+  });
+}
+
+async function readdirSafe(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Kill a clone QEMU that is not (or no longer) ours, e.g. after a gcd restart. */
+async function killByPidFile(pidFile: string, vmId: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number.parseInt(await readFile(pidFile, 'utf8'), 10);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || !pidAlive(pid, vmId)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 100 && pidAlive(pid, vmId); i++) await sleep(50);
+}

@@ -1,0 +1,508 @@
+/**
+ * QemuHeadnodeManager: the lifecycle of users' headnodes (create, start, stop, destroy,
+ * list, reattach after a gcd restart). Headnode QEMUs are detached processes: they outlive
+ * gcd, and `reattach()` finds them again through their pid files.
+ *
+ * The QemuDriver borrows running headnodes through `withRunning()` (under the same
+ * per-headnode lock, so a snapshot never overlaps a stop or destroy).
+ */
+import { access, mkdir, readFile, readdir, rm, truncate } from 'node:fs/promises';
+import { basename } from 'node:path';
+import type { Settings } from '../config/settings.js';
+import { DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import { detectAccel } from '../drivers/qemu/accel.js';
+import { AgentClient } from '../drivers/qemu/agent.js';
+import { Layout, type HeadnodePaths } from '../drivers/qemu/layout.js';
+import { backingChain, createOverlay, imageInfo } from '../drivers/qemu/qemu-img.js';
+import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
+import { VmProcess } from '../drivers/qemu/vm-process.js';
+import { KeyedLock } from './keyed-lock.js';
+import { readRecord, writeJsonAtomic, type BootFiles, type HeadnodeRecord } from './record.js';
+import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
+
+/** Where the default (project-built) image comes from; built and cached on first use. */
+export interface ImageSource {
+  /** Base disk, kernel, initrd and the full kernel command line for a headnode of that hostname. */
+  defaultBoot(hostname: string): Promise<BootFiles>;
+}
+
+export interface ManagerOptions {
+  settings: Settings;
+  channels: GuestChannels;
+  images: ImageSource;
+  /** Which accelerator to start with; default detectAccel(). */
+  accel?: () => Accel;
+  /** Time from spawn until the guest agent must answer (a TCG boot takes ~20 s). */
+  bootTimeoutMs?: number;
+  /** Time a guest gets to power off before it is killed. */
+  stopTimeoutMs?: number;
+  /** TCG translation cache per VM (QEMU's default reserves 1 GiB). */
+  tcgTbMiB?: number;
+}
+
+/** A running headnode as the driver sees it. */
+export interface LiveHeadnode {
+  readonly name: string;
+  readonly spec: HeadnodeSpec;
+  readonly paths: HeadnodePaths;
+  readonly vm: VmProcess;
+  readonly agent: AgentClient;
+  /** The exact VM configuration it runs with (a clone must match it). */
+  readonly config: VmConfig;
+  /** Current active overlay generation. */
+  readonly diskGen: number;
+  /** Record that the headnode now writes to disk-<gen>.qcow2 (after blockdev-snapshot-sync). */
+  setDiskGen(gen: number): Promise<void>;
+}
+
+interface Live {
+  state: 'starting' | 'running';
+  vm: VmProcess;
+  agent: AgentClient | undefined;
+  config: VmConfig;
+  /** Set while gcd itself stops the VM: its exit is then not a crash. */
+  stopping: boolean;
+}
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+const ACCOUNT_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
+const LIMITS = { memMiB: [128, 262_144], vcpus: [1, 64], diskGiB: [1, 16_384] } as const;
+
+export class QemuHeadnodeManager implements HeadnodeManager {
+  readonly layout: Layout;
+  private readonly live = new Map<string, Live>();
+  private readonly lock = new KeyedLock();
+  private readonly accel: () => Accel;
+  private readonly bootTimeoutMs: number;
+  private readonly stopTimeoutMs: number;
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.layout = new Layout(opts.settings);
+    this.accel = opts.accel ?? (() => detectAccel());
+    this.bootTimeoutMs = opts.bootTimeoutMs ?? 180_000;
+    this.stopTimeoutMs = opts.stopTimeoutMs ?? 30_000;
+  }
+
+  async create(spec: HeadnodeSpec): Promise<HeadnodeInfo> {
+    validateSpec(spec);
+    return this.lock.run(spec.name, async () => {
+      const paths = this.layout.headnode(spec.name);
+      await mkdir(this.layout.headnodesDir, { recursive: true });
+      try {
+        await mkdir(paths.stateDir, { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new StateError(`headnode '${spec.name}' already exists`);
+        throw err;
+      }
+      try {
+        const boot = await this.bootFiles(spec);
+        const base = await imageInfo(boot.base);
+        if (base.format !== 'qcow2') throw new UsageError(`image ${boot.base} is ${base.format}, not qcow2`);
+        const size = spec.diskGiB * 1024 ** 3;
+        if (size < base.virtualSize) {
+          throw new UsageError(`diskGiB ${spec.diskGiB} is smaller than the image (${(base.virtualSize / 1024 ** 3).toFixed(1)} GiB)`);
+        }
+        await createOverlay(paths.disk(0), boot.base, size);
+        const rec: HeadnodeRecord = { version: 1, spec: { ...spec }, createdAt: Date.now(), boot, diskGen: 0, want: 'stopped' };
+        // The record is written last: a folder without one is a create that did not finish.
+        await writeJsonAtomic(paths.record, rec);
+        return this.info(rec);
+      } catch (err) {
+        await rm(paths.stateDir, { recursive: true, force: true });
+        throw err;
+      }
+    });
+  }
+
+  async start(name: string): Promise<HeadnodeInfo> {
+    const paths = this.layout.headnode(name);
+    return this.lock.run(name, async () => {
+      const rec = await readRecord(paths.record, name);
+      if (this.live.has(name)) return this.info(rec);
+      await this.boot(rec, paths);
+      return this.info(await readRecord(paths.record, name));
+    });
+  }
+
+  async stop(name: string): Promise<HeadnodeInfo> {
+    const paths = this.layout.headnode(name);
+    return this.lock.run(name, async () => {
+      const rec = await readRecord(paths.record, name);
+      await this.halt(name, paths, true);
+      rec.want = 'stopped';
+      delete rec.startedAt;
+      delete rec.crash;
+      await writeJsonAtomic(paths.record, rec);
+      return this.info(rec);
+    });
+  }
+
+  async destroy(name: string): Promise<void> {
+    const paths = this.layout.headnode(name);
+    await this.lock.run(name, async () => {
+      await readRecord(paths.record, name); // NotFoundError for unknown names
+      await this.halt(name, paths, false);
+      await rm(paths.stateDir, { recursive: true, force: true });
+    });
+  }
+
+  async list(): Promise<HeadnodeInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.layout.headnodesDir);
+    } catch {
+      return [];
+    }
+    const out: HeadnodeInfo[] = [];
+    for (const name of names.sort()) {
+      if (!NAME_RE.test(name)) continue;
+      try {
+        out.push(this.info(await readRecord(this.layout.headnode(name).record, name)));
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) log.warn(`headnode ${name}: ${errorMessage(err)}`);
+      }
+    }
+    return out;
+  }
+
+  async get(name: string): Promise<HeadnodeInfo> {
+    return this.info(await readRecord(this.layout.headnode(name).record, name));
+  }
+
+  /** Find headnodes that kept running while gcd was down; mark the dead ones crashed. */
+  async reattach(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(this.layout.headnodesDir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!NAME_RE.test(name)) continue;
+      const paths = this.layout.headnode(name);
+      await this.lock.run(name, async () => {
+        let rec: HeadnodeRecord;
+        try {
+          rec = await readRecord(paths.record, name);
+        } catch {
+          return;
+        }
+        if (rec.want !== 'running' || this.live.has(name)) return;
+        const found = await VmProcess.reattach(name, paths.pidFile, paths.qmp);
+        if (!found.ok) {
+          if (found.pid !== undefined) {
+            // Alive but deaf: gcd cannot drive it, and it holds RAM. Kill it, say so.
+            try {
+              process.kill(found.pid, 'SIGKILL');
+            } catch {
+              // gone meanwhile
+            }
+          }
+          rec.crash = { reason: `found dead after a gcd restart: ${found.reason}`, at: Date.now() };
+          await writeJsonAtomic(paths.record, rec);
+          await this.removeRuntimeFiles(paths);
+          log.warn(`headnode ${name} crashed: ${rec.crash.reason}`);
+          return;
+        }
+        const vm = found.vm;
+        const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
+        const config = this.vmConfig(rec, paths, rec.accel ?? this.accel(), apiSocket);
+        const live: Live = { state: 'running', vm, agent: undefined, config, stopping: false };
+        this.live.set(name, live);
+        this.watchExit(name, paths, live);
+        try {
+          live.agent = await AgentClient.connect(paths.qga, { deadline: Date.now() + 5000, isAlive: () => vm.isAlive() });
+        } catch (err) {
+          log.warn(`headnode ${name}: guest agent channel not reopened: ${errorMessage(err)}`);
+        }
+        log.info(`headnode ${name} reattached (pid ${vm.pid})`);
+      });
+    }
+  }
+
+  /** Let go of the headnodes without stopping them (they survive gcd). */
+  async close(): Promise<void> {
+    for (const [, l] of this.live) {
+      l.stopping = true; // our QMP/agent connections close; that is not a crash
+      l.agent?.destroy();
+      await l.vm.qmp.close().catch(() => undefined);
+    }
+    this.live.clear();
+  }
+
+  /**
+   * Run fn with a running headnode, holding its lock (no start/stop/destroy/snapshot overlaps).
+   * NotFoundError for an unknown name, StateError when it is not running.
+   */
+  async withRunning<T>(name: string, fn: (h: LiveHeadnode) => Promise<T>): Promise<T> {
+    const paths = this.layout.headnode(name);
+    return this.lock.run(name, async () => {
+      const rec = await readRecord(paths.record, name);
+      const l = this.live.get(name);
+      if (!l || l.state !== 'running' || !l.vm.isAlive()) {
+        throw new StateError(`headnode '${name}' is ${this.info(rec).state}, not running`);
+      }
+      if (!l.agent || l.agent.isClosed) {
+        l.agent = await AgentClient.connect(paths.qga, { deadline: Date.now() + 5000, isAlive: () => l.vm.isAlive() });
+      }
+      const agent = l.agent;
+      const h: LiveHeadnode = {
+        name,
+        spec: rec.spec,
+        paths,
+        vm: l.vm,
+        agent,
+        config: l.config,
+        diskGen: rec.diskGen,
+        setDiskGen: async (gen: number) => {
+          rec.diskGen = gen;
+          l.config = { ...l.config, disk: paths.disk(gen) };
+          await writeJsonAtomic(paths.record, rec);
+        },
+      };
+      return fn(h);
+    });
+  }
+
+  /** The spec of a headnode (owner, group) without requiring it to run. */
+  async spec(name: string): Promise<HeadnodeSpec> {
+    return (await readRecord(this.layout.headnode(name).record, name)).spec;
+  }
+
+  private async bootFiles(spec: HeadnodeSpec): Promise<BootFiles> {
+    if (spec.image === undefined) return this.opts.images.defaultBoot(spec.name);
+    for (const f of [spec.image, spec.kernel, spec.initrd]) {
+      if (f === undefined) continue;
+      if (!f.startsWith('/')) throw new UsageError(`'${f}' must be an absolute path`);
+      await access(f).catch(() => {
+        throw new UsageError(`'${f}' does not exist`);
+      });
+    }
+    const boot: BootFiles = { base: spec.image };
+    if (spec.kernel !== undefined) {
+      boot.kernel = spec.kernel;
+      boot.append = 'root=/dev/vda rw console=ttyS0';
+      if (spec.initrd !== undefined) boot.initrd = spec.initrd;
+    } else if (spec.initrd !== undefined) {
+      throw new UsageError('an initrd needs a kernel');
+    }
+    return boot;
+  }
+
+  private identity(spec: HeadnodeSpec): GuestIdentity {
+    return { vmId: spec.name, kind: 'headnode', headnode: spec.name, owner: spec.owner, group: spec.group };
+  }
+
+  private vmConfig(rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string): VmConfig {
+    const cfg: VmConfig = {
+      vmId: rec.spec.name,
+      accel,
+      memMiB: rec.spec.memMiB,
+      vcpus: rec.spec.vcpus,
+      ramFile: paths.ramFile,
+      ramShare: true,
+      disk: paths.disk(rec.diskGen),
+      qmpSocket: paths.qmp,
+      qgaSocket: paths.qga,
+      consoleSocket: paths.console,
+      consoleLog: paths.consoleLog,
+      apiSocket,
+    };
+    if (rec.boot.kernel !== undefined) {
+      cfg.kernel = rec.boot.kernel;
+      if (rec.boot.initrd !== undefined) cfg.initrd = rec.boot.initrd;
+      if (rec.boot.append !== undefined) cfg.append = rec.boot.append;
+    }
+    if (accel === 'tcg' && this.opts.tcgTbMiB !== undefined) cfg.tcgTbMiB = this.opts.tcgTbMiB;
+    return cfg;
+  }
+
+  private async boot(rec: HeadnodeRecord, paths: HeadnodePaths): Promise<void> {
+    const name = rec.spec.name;
+    await access(rec.boot.base).catch(() => {
+      throw new DriverError(`headnode '${name}': its base image ${rec.boot.base} is missing`);
+    });
+    await access(paths.disk(rec.diskGen)).catch(() => {
+      throw new DriverError(`headnode '${name}': its disk ${paths.disk(rec.diskGen)} is missing`);
+    });
+    await pruneGenerations(paths, rec.diskGen);
+    await this.removeRuntimeFiles(paths);
+    await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+    await mkdir(this.layout.ramHeadnodesDir, { recursive: true, mode: 0o700 });
+    await truncate(paths.consoleLog).catch(() => undefined);
+
+    const accel = this.accel();
+    const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
+    const config = this.vmConfig(rec, paths, accel, apiSocket);
+    let vm: VmProcess | undefined;
+    try {
+      vm = await VmProcess.spawn({
+        vmId: name,
+        args: buildVmArgs(config),
+        lifetime: 'detached',
+        qmpSocket: paths.qmp,
+        logFile: paths.qemuLog,
+        pidFile: paths.pidFile,
+      });
+      const live: Live = { state: 'starting', vm, agent: undefined, config, stopping: false };
+      this.live.set(name, live);
+      rec.want = 'running';
+      rec.accel = accel;
+      rec.startedAt = Date.now();
+      delete rec.crash;
+      await writeJsonAtomic(paths.record, rec);
+      this.watchExit(name, paths, live);
+      const running = vm;
+      live.agent = await AgentClient.connect(paths.qga, { deadline: Date.now() + 10_000, isAlive: () => running.isAlive() });
+      await Promise.race([
+        live.agent.waitReady(Date.now() + this.bootTimeoutMs),
+        running.exited.then(() => {
+          throw new DriverError(`QEMU ${running.describeExit()} during boot`);
+        }),
+      ]);
+      live.state = 'running';
+    } catch (err) {
+      const live = this.live.get(name);
+      if (live) live.stopping = true;
+      this.live.delete(name);
+      live?.agent?.destroy();
+      await vm?.kill('SIGKILL');
+      await this.opts.channels.close(name).catch(() => undefined);
+      await this.removeRuntimeFiles(paths);
+      const console = await tail(paths.consoleLog);
+      const reason = `failed to start: ${errorMessage(err)}`;
+      rec.want = 'stopped';
+      delete rec.startedAt;
+      rec.crash = { reason, at: Date.now() };
+      await writeJsonAtomic(paths.record, rec).catch(() => undefined);
+      throw new DriverError(`headnode '${name}' ${reason}${console ? ` — console: ${console}` : ''}`, { cause: err });
+    }
+  }
+
+  /** Stop the VM if it runs (gracefully when asked), then remove its runtime files. */
+  private async halt(name: string, paths: HeadnodePaths, graceful: boolean): Promise<void> {
+    const l = this.live.get(name);
+    if (l) {
+      l.stopping = true;
+      if (graceful && l.vm.isAlive()) await this.powerOff(name, l);
+      l.agent?.destroy();
+      await l.vm.kill('SIGTERM', 5000);
+      this.live.delete(name);
+    } else {
+      // Not ours (gcd restarted and reattach did not run) but maybe alive: never leave it behind.
+      const found = await VmProcess.reattach(name, paths.pidFile, paths.qmp, 2000);
+      if (found.ok) await found.vm.kill('SIGTERM', 5000);
+      else if (found.pid !== undefined) {
+        try {
+          process.kill(found.pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+    await this.opts.channels.close(name).catch((err: unknown) => log.warn(`closing channel of ${name}: ${errorMessage(err)}`));
+    await this.removeRuntimeFiles(paths);
+  }
+
+  /** Ask the guest to power off (its init syncs and unmounts) and wait for QEMU to exit. */
+  private async powerOff(name: string, l: Live): Promise<void> {
+    try {
+      if (l.agent && !l.agent.isClosed) {
+        // guest-shutdown sends no reply on success: do not wait for one.
+        l.agent.request('guest-shutdown', { mode: 'powerdown' }, 2000).catch(() => undefined);
+      } else {
+        await l.vm.qmp.execute('system_powerdown');
+      }
+    } catch (err) {
+      log.warn(`headnode ${name}: power-off request failed: ${errorMessage(err)}`);
+    }
+    const exited = await Promise.race([
+      l.vm.exited.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), this.stopTimeoutMs).unref()),
+    ]);
+    if (!exited) log.warn(`headnode ${name} did not power off within ${this.stopTimeoutMs} ms; killing it`);
+  }
+
+  private watchExit(name: string, paths: HeadnodePaths, live: Live): void {
+    void live.vm.exited.then(async () => {
+      if (live.stopping || this.live.get(name) !== live) return;
+      this.live.delete(name);
+      live.agent?.destroy();
+      const reason = `QEMU ${live.vm.describeExit()}${await live.vm.logTail().then((t) => (t ? `: ${t}` : ''))}`;
+      log.warn(`headnode ${name} crashed: ${reason}`);
+      await this.lock.run(name, async () => {
+        try {
+          const rec = await readRecord(paths.record, name);
+          rec.crash = { reason, at: Date.now() };
+          await writeJsonAtomic(paths.record, rec);
+        } catch {
+          // destroyed meanwhile
+        }
+        await this.opts.channels.close(name).catch(() => undefined);
+        await this.removeRuntimeFiles(paths);
+      });
+    });
+  }
+
+  private async removeRuntimeFiles(paths: HeadnodePaths): Promise<void> {
+    await rm(paths.ramFile, { force: true });
+    await rm(paths.dir, { recursive: true, force: true });
+    await rm(paths.pidFile, { force: true });
+  }
+
+  private info(rec: HeadnodeRecord): HeadnodeInfo {
+    const l = this.live.get(rec.spec.name);
+    let state: HeadnodeState;
+    if (l) state = l.state;
+    else state = rec.want === 'running' ? 'crashed' : 'stopped';
+    const info: HeadnodeInfo = {
+      ...rec.spec,
+      state,
+      accel: l?.config.accel ?? rec.accel ?? this.accel(),
+      createdAt: rec.createdAt,
+    };
+    if (l) info.pid = l.vm.pid;
+    if (l && rec.startedAt !== undefined) info.startedAt = rec.startedAt;
+    if (rec.crash && !l) info.reason = rec.crash.reason;
+    return info;
+  }
+}
+
+/**
+ * Delete overlay generations the active disk no longer depends on (left when a block-stream
+ * finished while gcd was down, or a snapshot failed half-way).
+ */
+export async function pruneGenerations(paths: HeadnodePaths, activeGen: number): Promise<void> {
+  const active = paths.disk(activeGen);
+  const chain = new Set((await backingChain(active)).map((i) => i.filename));
+  for (const f of await readdir(paths.stateDir)) {
+    const full = `${paths.stateDir}/${f}`;
+    if (/^disk-\d+\.qcow2$/.test(f) && full !== active && !chain.has(full)) {
+      await rm(full, { force: true });
+      log.info(`headnode ${basename(paths.stateDir)}: removed unused overlay ${f}`);
+    }
+  }
+}
+
+function validateSpec(spec: HeadnodeSpec): void {
+  if (!NAME_RE.test(spec.name)) {
+    throw new UsageError(`invalid headnode name '${spec.name}': 1-32 lowercase letters, digits or '-' (a hostname)`);
+  }
+  if (!ACCOUNT_RE.test(spec.owner)) throw new UsageError(`invalid owner '${spec.owner}'`);
+  if (!ACCOUNT_RE.test(spec.group)) throw new UsageError(`invalid group '${spec.group}'`);
+  for (const key of ['memMiB', 'vcpus', 'diskGiB'] as const) {
+    const v = spec[key];
+    const [lo, hi] = LIMITS[key];
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`${key} must be an integer from ${lo} to ${hi}, not ${v}`);
+  }
+}
+
+async function tail(path: string, max = 800): Promise<string> {
+  try {
+    const t = (await readFile(path, 'utf8')).trim();
+    return t.length > max ? '…' + t.slice(-max) : t;
+  } catch {
+    return '';
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The durable record of a headnode: `<stateDir>/headnodes/<name>/headnode.json`.
+ * Written atomically (temp file + rename) so a crash never leaves half a record.
+ */
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { DriverError, NotFoundError } from '../errors.js';
+import type { Accel, HeadnodeSpec } from './types.js';
+
+export interface BootFiles {
+  /** The qcow2 the headnode's first overlay sits on. */
+  base: string;
+  kernel?: string;
+  initrd?: string;
+  /** The full kernel command line (a clone boots nothing, but must match the headnode's). */
+  append?: string;
+}
+
+export interface HeadnodeRecord {
+  version: 1;
+  spec: HeadnodeSpec;
+  createdAt: number;
+  boot: BootFiles;
+  /** Generation of the active overlay disk-<gen>.qcow2; a snapshot moves the headnode to gen+1. */
+  diskGen: number;
+  /** What the administrator asked for last; a dead QEMU with want=running is a crash. */
+  want: 'running' | 'stopped';
+  /** Accelerator of the last start. */
+  accel?: Accel;
+  startedAt?: number;
+  crash?: { reason: string; at: number };
+}
+
+export async function readRecord(path: string, name: string): Promise<HeadnodeRecord> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no headnode named '${name}'`);
+    throw new DriverError(`cannot read the record of headnode '${name}': ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const rec = JSON.parse(text) as HeadnodeRecord;
+    if (rec.version !== 1 || typeof rec.diskGen !== 'number' || !rec.spec || !rec.boot) throw new Error('unknown format');
+    return rec;
+  } catch (err) {
+    throw new DriverError(`the record of headnode '${name}' (${path}) is corrupt: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+  await rename(tmp, path);
+}
