@@ -4,7 +4,8 @@ import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
 import { defaultImageSource } from '../headnodes/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
 import { log } from '../log.js';
-import { gcTool } from '../cli/tools/gc.js';
+import { gcTool, type HeadnodeExec } from '../cli/tools/gc.js';
+import type { ToolResult } from '../cli/tool.js';
 import type { Backend } from './backend.js';
 
 /** The product backend: QEMU headnodes, snapshots and clones. */
@@ -17,10 +18,21 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer): 
   // Headnodes outlive gcd: find the ones still running, and say which died meanwhile.
   await headnodes.reattach();
   const driver = new QemuDriver({ settings, channels, headnodes });
+  const exec: HeadnodeExec = async (name, argv, timeoutMs): Promise<ToolResult> => {
+    // Take the agent under the headnode's lock but run outside it: the command may itself
+    // submit a job, whose snapshot needs that lock.
+    const agent = await headnodes.withRunning(name, async (h) => h.agent);
+    const st = await agent.run(argv[0]!, argv.slice(1), { timeoutMs });
+    return {
+      stdout: st.out?.toString('utf8') ?? '',
+      stderr: st.err?.toString('utf8') ?? '',
+      exitCode: st.signal !== null ? 128 + st.signal : (st.exitCode ?? 1),
+    };
+  };
   return {
     driver,
     headnodes,
-    gc: (req, s) => gcTool(req, s, headnodes),
+    gc: (req, s) => gcTool(req, s, headnodes, exec),
     async close() {
       await driver.close();
       await headnodes.close();

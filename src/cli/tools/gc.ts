@@ -1,5 +1,8 @@
 import { PermissionError, UsageError } from '../../errors.js';
 import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
+
+/** An admin's command in a running headnode, as root (gc headnode exec). */
+export type HeadnodeExec = (name: string, argv: string[], timeoutMs: number) => Promise<ToolResult>;
 import type { ToolRequest, ToolResult, ToolServices } from '../tool.js';
 import { parseArgs } from './args.js';
 
@@ -27,7 +30,7 @@ interface CreateArgs {
  * starting, stopping and destroying headnodes is the administrator's (host socket); a
  * guest may list its own headnode.
  */
-export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: HeadnodeManager): Promise<ToolResult> {
+export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: HeadnodeManager, exec: HeadnodeExec): Promise<ToolResult> {
   const [group, verb, ...rest] = req.argv;
   if (group !== 'headnode' && group !== 'headnodes') {
     throw new UsageError(`unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc image build, gc console NAME`);
@@ -67,6 +70,20 @@ export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: Head
   }
   const name = rest[0];
   if (!name) throw new UsageError(`gc headnode ${verb}: a NAME is required`);
+  if (verb === 'exec') {
+    // gc headnode exec NAME [--timeout SEC] -- command args: run as root through the guest agent.
+    let i = 1;
+    let timeoutSec = 600;
+    if (rest[i] === '--timeout') {
+      timeoutSec = Number(rest[i + 1]);
+      if (!Number.isFinite(timeoutSec) || timeoutSec <= 0) throw new UsageError(`--timeout must be a positive number of seconds`);
+      i += 2;
+    }
+    if (rest[i] === '--') i++;
+    const argv = rest.slice(i);
+    if (argv.length === 0) throw new UsageError('gc headnode exec NAME -- command [args]: a command is required');
+    return exec(name, argv, timeoutSec * 1000);
+  }
   switch (verb) {
     case 'start':
       return { stdout: table([await headnodes.start(name)]), stderr: '', exitCode: 0 };
@@ -76,6 +93,6 @@ export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: Head
       await headnodes.destroy(name);
       return { stdout: '', stderr: '', exitCode: 0 };
     default:
-      throw new UsageError(`gc headnode: unknown verb '${verb}' (create, start, stop, destroy, list)`);
+      throw new UsageError(`gc headnode: unknown verb '${verb}' (create, start, stop, destroy, list, exec)`);
   }
 }
