@@ -14,7 +14,10 @@ import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModu
  * guest files, booted with the host's Debian kernel and a small initramfs of our own.
  *
  * Why our own initramfs: the host's Debian initrd (MODULES=most, 30 MB zstd) takes about 6 s
- * to unpack under TCG and does not fit in a 256 MiB guest; ours is busybox + 10 modules.
+ * to unpack under TCG and does not fit in a 256 MiB guest; ours is static busybox + the ~20
+ * modules the guest needs, loaded there because every exec of a dynamically linked tool costs
+ * 0.1-0.3 s under TCG. Why an uncompressed PVH kernel: it skips the in-guest xz decompression.
+ * Together: guest agent answering ~9 s after QEMU starts instead of ~35 s.
  *
  * Cached in <stateDir>/images/debian-bookworm-<recipeHash>/; the hash covers the recipe
  * version, the package list, every file under image/ and the kernel, so an unchanged recipe is

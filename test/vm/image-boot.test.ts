@@ -149,6 +149,15 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(text(out.out)).to.match(/^\/root\n---\nrun-job: directory '\/no\/such\/dir' does not exist.*\nerr\n---\nexit 3\n$/);
   });
 
+  it('run-job runs a script file with arguments', async () => {
+    const put = await run('/bin/sh', ['-c', 'printf \'echo "args:$*"; echo "shell:$0"\\n\' > /tmp/job.sh']);
+    expect(put.exitCode).to.equal(0);
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j4', '--script', '/tmp/job.sh', '--', 'a', 'b c']);
+    expect(st.exitCode, text(st.err)).to.equal(0);
+    const out = await run('/bin/cat', ['/run/copper/j4/stdout']);
+    expect(text(out.out)).to.equal('args:a b c\nshell:/tmp/job.sh\n');
+  });
+
   it('run-job re-raises the signal that killed the command', async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j2', '--', 'sh', '-c', 'kill -TERM $$']);
     expect(st.signal).to.equal(15);
@@ -174,5 +183,12 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(st.exitCode).to.equal(3);
     expect(text(st.err), text(st.err)).to.match(/^gcqstat: cannot reach gcd at 10\.0\.2\.100:80: .+\n$/);
     expect(text(st.err), 'socat must not talk to the guest').not.to.contain('socat');
+  });
+
+  it('powers off when shutdown is run the way guest-shutdown runs it', async () => {
+    const exited = new Promise<number | null>((resolve) => qemu!.once('exit', (code) => resolve(code)));
+    await agent!.exec('/sbin/shutdown', ['-h', '-P', '+0', 'hypervisor initiated shutdown'], null, null, false);
+    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 30_000).unref());
+    expect(await Promise.race([exited, timeout])).to.equal(0);
   });
 });
