@@ -28,7 +28,7 @@ export interface ImageSource {
 }
 
 export interface ManagerOptions {
-  settings: Settings;
+  settings: Pick<Settings, 'stateDir' | 'ramDir'>;
   channels: GuestChannels;
   images: ImageSource;
   /** Which accelerator to start with; default detectAccel(). */

@@ -378,7 +378,8 @@ export class QemuDriver implements Driver {
     const args = ['--job', key, '--cwd', spec.cwd, '--user', spec.user];
     if (join) args.push('--join');
     if (spec.script !== undefined) {
-      const scriptPath = `/run/copper/${key}.script`;
+      // Not under /run/copper (mode 0700): a non-root job user must be able to read it.
+      const scriptPath = `/tmp/.copper-job-${key}.sh`;
       await writeGuestFile(c.agent, scriptPath, Buffer.from(spec.script));
       args.push('--script', scriptPath, '--', ...(spec.scriptArgs ?? []));
     } else {
@@ -449,7 +450,7 @@ export class QemuDriver implements Driver {
     try {
       await copyToGuest(agent, hostFile, tmp);
       // chown before the rename: the file appears under its name with its final owner.
-      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
+      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
       if (st.exitCode !== 0) {
         throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
       }
