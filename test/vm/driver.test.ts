@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { access, cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { CloneHandle, ExecResult, ExecSpec } from '../../src/drivers/driver.js';
 import { QemuDriver } from '../../src/drivers/qemu/qemu-driver.js';
@@ -27,6 +29,8 @@ class FakeChannels implements GuestChannels {
     this.open_.delete(vmId);
   }
 }
+
+const execFileP = promisify(execFile);
 
 async function exists(p: string): Promise<boolean> {
   return access(p).then(
@@ -297,5 +301,39 @@ describe('QemuDriver end to end under TCG @vm', function () {
     expect(await exists(join(settings.stateDir, 'run', 'c', 'broken'))).to.equal(false);
     expect(channels.open_.has('broken')).to.equal(false);
     await drv.releaseSnapshot(bad);
+  });
+
+  it('survives a full disk while snapshotting: DriverError, headnode resumed, nothing left', async function () {
+    // A 1 MiB tmpfs over the snapshot RAM folder: the RAM copy runs out of space mid-pause.
+    const ramSnaps = join(settings.ramDir, 'snapshots');
+    const mounted = await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', ramSnaps]).then(
+      () => true,
+      () => false,
+    );
+    if (!mounted) this.skip();
+    const before = await drv.listSnapshots();
+    const snapDirsBefore = await readdir(join(settings.stateDir, 'snapshots'));
+    try {
+      const e = await drv.snapshot(hn).then(
+        () => expect.fail('snapshot succeeded on a full disk'),
+        (x: unknown) => x,
+      );
+      expect(e).to.be.instanceOf(DriverError);
+      expect(String(e)).to.match(/No space left/);
+      const status = await mgr.withRunning(hn, (h) => h.vm.qmp.execute<{ status: string }>('query-status'));
+      expect(status.status).to.equal('running');
+      expect(await inHeadnode('echo alive')).to.equal('alive\n');
+      expect(await drv.listSnapshots()).to.deep.equal(before);
+      expect(await readdir(join(settings.stateDir, 'snapshots'))).to.deep.equal(snapDirsBefore);
+      expect(await readdir(ramSnaps)).to.deep.equal([]);
+    } finally {
+      await execFileP('umount', [ramSnaps]);
+    }
+    // With space again, snapshots work (after the background stream of the failed attempt).
+    const ok = await drv.snapshot(hn);
+    const c = await newClone(ok.id);
+    expect((await run(c, ['/bin/cat', '/root/after.txt'])).out).to.equal('after\n');
+    await drv.destroy(c.cloneId);
+    await drv.releaseSnapshot(ok.id);
   });
 });

@@ -172,13 +172,14 @@ export class AgentClient {
   async run(path: string, args: string[], opts: { input?: Buffer; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<ExecStatus> {
     const pid = await this.exec(path, args, opts.env ?? null, opts.input ?? null, true);
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+    // Gentle growth: doubling would overshoot a 250 ms command by as much again.
     let wait = 5;
     for (;;) {
       const st = await this.execStatus(pid);
       if (st.exited) return st;
       if (Date.now() > deadline) throw new DriverError(`guest command ${path} ${args.join(' ')} did not finish in time`);
       await sleep(wait);
-      wait = Math.min(wait * 2, 200);
+      wait = Math.min(wait * 1.5, 100);
     }
   }
 

@@ -83,6 +83,23 @@ interface LiveClone {
   agent: AgentClient;
   execs: number;
   destroyed: boolean;
+  timings: CloneTimings;
+}
+
+/** Milliseconds from the start of clone() to each step (for benchmarks and diagnostics). */
+export interface CloneTimings {
+  /** qcow2 overlay made, channel opened. */
+  overlay?: number;
+  /** QEMU spawned and its QMP answering. */
+  qmp?: number;
+  /** Device state loaded. */
+  restored?: number;
+  /** vCPUs running. */
+  running?: number;
+  /** Guest agent answered a sync. */
+  agent?: number;
+  /** clone-init done: the clone is returned to the caller. */
+  ready?: number;
 }
 
 export class QemuDriver implements Driver {
@@ -293,6 +310,11 @@ export class QemuDriver implements Driver {
         throw err;
       }
       const handle: CloneHandle = { cloneId: opts.cloneId, snapshotId: opts.snapshotId, headnode: meta.headnode };
+      const t0 = performance.now();
+      const marks: CloneTimings = {};
+      const mark = (what: keyof CloneTimings): void => {
+        marks[what] = Math.round((performance.now() - t0) * 10) / 10;
+      };
       try {
         await mkdir(cp.dir, { recursive: true, mode: 0o700 });
         const rec: CloneRecord = { ...handle, createdAt: Date.now() };
@@ -315,11 +337,7 @@ export class QemuDriver implements Driver {
           incoming: true,
         };
         if (cfg.accel === 'tcg' && this.opts.cloneTcgTbMiB !== undefined) cfg.tcgTbMiB = this.opts.cloneTcgTbMiB;
-        const t0 = performance.now();
-        const marks: Record<string, number> = {};
-        const mark = (what: string): void => {
-          marks[what] = Math.round(performance.now() - t0);
-        };
+        mark('overlay');
         const vm = await VmProcess.spawn({
           vmId: opts.cloneId, args: buildVmArgs(cfg), lifetime: this.cloneLifetime,
           qmpSocket: cp.qmp, logFile: cp.qemuLog, pidFile: cp.pidFile,
@@ -332,16 +350,16 @@ export class QemuDriver implements Driver {
           mark('qmp');
           await enableIgnoreShared(vm.qmp);
           await loadDeviceState(vm.qmp, sp.state);
-          mark('loaded');
+          mark('restored');
           await vm.qmp.execute('cont');
-          mark('cont');
+          mark('running');
           agent = await agentP;
-          const live: LiveClone = { handle, paths: cp, vm, agent, execs: 0, destroyed: false };
+          const live: LiveClone = { handle, paths: cp, vm, agent, execs: 0, destroyed: false, timings: marks };
           this.clones.set(opts.cloneId, live);
           await agent.waitReady(Date.now() + this.cloneReadyTimeoutMs);
           mark('agent');
           await this.cloneInit(agent, opts.hostname);
-          mark('init');
+          mark('ready');
           log.debug(`clone ${opts.cloneId} ready`, { at: marks });
         } catch (err) {
           agentP.then((a) => a.destroy(), () => undefined);
@@ -401,8 +419,9 @@ export class QemuDriver implements Driver {
           }
           return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
         }
+        // Each poll is a guest-agent round trip (guest CPU): grow the interval, but slowly.
         await sleep(wait);
-        wait = Math.min(wait * 2, 500);
+        wait = Math.min(wait * 1.5, 250);
       }
     })();
     done.catch(() => undefined); // the caller may never await it (clone destroyed)
@@ -494,9 +513,14 @@ export class QemuDriver implements Driver {
     await Promise.allSettled([...this.streams.values()]);
   }
 
-  /** The running clone (for tests and diagnostics). */
+  /** The running clone's QEMU pid (for tests and diagnostics). */
   clonePid(cloneId: string): number | undefined {
     return this.clones.get(cloneId)?.vm.pid;
+  }
+
+  /** How long each step of the clone's start took. */
+  cloneTimings(cloneId: string): Readonly<CloneTimings> | undefined {
+    return this.clones.get(cloneId)?.timings;
   }
 
   private liveClone(cloneId: string): LiveClone {
