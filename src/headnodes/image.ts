@@ -106,8 +106,9 @@ export function guestKernelCmdline(opts: CmdlineOptions): string {
   return parts.join(' ');
 }
 
-export function imagesDir(stateDir: string): string {
-  return join(stateDir, 'images');
+/** Images are cached per state folder, or in GC_IMAGE_DIR when several state folders share one cache (tests, CI). */
+export function imagesDir(stateDir: string, env: NodeJS.ProcessEnv = process.env): string {
+  return env.GC_IMAGE_DIR ? resolve(env.GC_IMAGE_DIR) : join(stateDir, 'images');
 }
 
 /** The image for the current recipe if it is built, without building it. */

@@ -22,7 +22,8 @@ end
 return 1
 `;
 
-type Field = Exclude<keyof JobRecord, 'spec' | 'id'>;
+type Field = Exclude<keyof JobRecord, 'spec' | 'id' | 'depend' | 'array'>;
+
 export type JobPatch = Partial<Pick<JobRecord, Field>>;
 
 export type TransitionResult = { ok: true } | { ok: false; state: JobState | undefined };
@@ -56,6 +57,14 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (ended !== undefined) rec.endedAt = ended;
   const exit = num('exitStatus');
   if (exit !== undefined) rec.exitStatus = exit;
+  const begin = num('beginAt');
+  if (begin !== undefined) rec.beginAt = begin;
+  if (h.holds) rec.holds = h.holds;
+  if (h.depend) rec.depend = JSON.parse(h.depend) as JobRecord['depend'];
+  if (h.array) rec.array = JSON.parse(h.array) as JobRecord['array'];
+  if (h.arrayParent) rec.arrayParent = h.arrayParent;
+  const idx = num('arrayIndex');
+  if (idx !== undefined) rec.arrayIndex = idx;
   return rec;
 }
 
@@ -77,19 +86,35 @@ export class JobStore {
     return `${seq}.${this.serverName}`;
   }
 
-  /** Accepts `123`, `123.server` (any server part of ours). */
+  /** Accepts `123`, `123.server`, `123[]`, `123[7].server` (any server part of ours). */
   parseId(text: string): string {
-    const m = /^(\d+)(?:\.(.+))?$/.exec(text.trim());
-    if (!m || (m[2] !== undefined && m[2] !== this.serverName)) throw new UnknownJobError(text);
-    return this.idFor(Number(m[1]));
+    const m = /^(\d+)(\[\d*\])?(?:\.(.+))?$/.exec(text.trim());
+    if (!m || (m[3] !== undefined && m[3] !== this.serverName)) throw new UnknownJobError(text);
+    return `${m[1]}${m[2] ?? ''}.${this.serverName}`;
+  }
+
+  /** Children waiting on `parentId` (-W depend), so its end can release or cancel them. */
+  async addDependents(parentIds: string[], childId: string): Promise<void> {
+    const m = this.redis.multi();
+    for (const p of parentIds) m.sadd(this.keys.dependents(p), childId);
+    await m.exec();
+  }
+
+  async takeDependents(parentId: string): Promise<string[]> {
+    const key = this.keys.dependents(parentId);
+    const [[, ids]] = (await this.redis.multi().smembers(key).del(key).exec()) as [[Error | null, string[]], unknown];
+    return ids;
   }
 
   /** Write new records (one MULTI, so a batch is all there or not at all). */
   async create(records: JobRecord[]): Promise<void> {
     const m = this.redis.multi();
     for (const r of records) {
-      const { id, spec, ...rest } = r;
-      m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...encode(rest as JobPatch));
+      const { id, spec, depend, array, ...rest } = r;
+      const json: string[] = [];
+      if (depend) json.push('depend', JSON.stringify(depend));
+      if (array) json.push('array', JSON.stringify(array));
+      m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest as JobPatch));
       m.zadd(this.keys.jobs, r.seq, id);
       if (r.snapshotId) m.hincrby(this.keys.snapshotRefs, r.snapshotId, 1);
     }
@@ -138,6 +163,16 @@ export class JobStore {
     )) as number | string;
     if (r === 1) return { ok: true };
     return { ok: false, state: r === -1 ? undefined : (r as JobState) };
+  }
+
+  async setArray(id: string, array: NonNullable<JobRecord['array']>): Promise<void> {
+    await this.redis.hset(this.keys.job(id), 'array', JSON.stringify(array));
+  }
+
+  /** Replace a job's spec (gcqalter) only while its state is one of `from`. */
+  async replaceIfState(id: string, from: JobState[], spec: JobSpec, patch: JobPatch): Promise<boolean> {
+    const r = await this.transition(id, from, { ...patch, spec: JSON.stringify(spec) } as unknown as JobPatch);
+    return r.ok;
   }
 
   async incrRunCount(id: string): Promise<number> {

@@ -1,9 +1,10 @@
 /**
  * The job record: what was asked (spec), what it runs from (snapshot) and what happened.
  * States follow PBS: Q queued, H held, W waiting for its start time, R running,
- * E exiting (output being delivered, clone being destroyed), F finished.
+ * E exiting (output being delivered, clone being destroyed), F finished; B an array job
+ * whose tasks have begun.
  */
-export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F';
+export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F' | 'B';
 
 /** -j: join stderr into stdout (oe), stdout into stderr (eo), or keep both (n). */
 export type JoinMode = 'oe' | 'eo' | 'n';
@@ -66,6 +67,25 @@ export interface JobRecord {
   /** How many times the job was started (for -r and crash recovery). */
   runCount: number;
   cloneId?: string;
+  /** -a: not before this time (state W until then). */
+  beginAt?: number;
+  /** PBS Hold_Types: 'u' user hold (-h, gcqhold), 's' system hold (waiting on dependencies). */
+  holds?: string;
+  /** -W depend: what must happen to other jobs first. */
+  depend?: JobDependency[];
+  /** An array job's parent record (`123[].srv`): its tasks and throttle. */
+  array?: { indices: number[]; max?: number };
+  /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
+  arrayParent?: string;
+  arrayIndex?: number;
+}
+
+export type DependencyType = 'afterok' | 'afternotok' | 'afterany';
+
+export interface JobDependency {
+  type: DependencyType;
+  /** Full job ids (`12.srv`, `13[].srv`). */
+  jobIds: string[];
 }
 
 /** Scheduler-side exit statuses, as PBS numbers them. */

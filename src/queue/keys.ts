@@ -4,6 +4,8 @@ export interface Keys {
   /** Sorted set of all job ids, scored by sequence number. */
   jobs: string;
   job(id: string): string;
+  /** Set of jobs whose -W depend names this job. */
+  dependents(id: string): string;
   /** Reference count of a snapshot: jobs (queued or running) that still need it. */
   snapshotRefs: string;
   /** BullMQ's own keys live under `<prefix>:bull:<queue>:*`. */
@@ -17,6 +19,7 @@ export function keysFor(prefix: string): Keys {
     seq: `${prefix}:seq`,
     jobs: `${prefix}:jobs`,
     job: (id) => `${prefix}:job:${id}`,
+    dependents: (id) => `${prefix}:deps:${id}`,
     snapshotRefs: `${prefix}:snaprefs`,
     bullPrefix: `${prefix}:bull`,
   };

@@ -23,7 +23,8 @@ export class RunQueue {
     this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection, prefix: keys.bullPrefix });
   }
 
-  private entry(r: JobRecord, delayMs: number): { name: string; data: RunQueueData; opts: JobsOptions } {
+  private entry(r: JobRecord, now: number): { name: string; data: RunQueueData; opts: JobsOptions } {
+    const delayMs = r.state === 'W' && r.beginAt !== undefined ? r.beginAt - now : 0;
     return {
       name: r.spec.name,
       data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv },
@@ -38,9 +39,11 @@ export class RunQueue {
     };
   }
 
-  async add(records: JobRecord[], delayMs = 0): Promise<void> {
+  /** Hand jobs to BullMQ; a W job is delayed until its start time. */
+  async add(records: JobRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await this.queue.addBulk(records.map((r) => this.entry(r, delayMs)));
+    const now = Date.now();
+    await this.queue.addBulk(records.map((r) => this.entry(r, now)));
   }
 
   /** Remove a job that is waiting or delayed. False if BullMQ holds it active (locked). */

@@ -30,6 +30,8 @@ export interface DispatcherOptions {
 export class Dispatcher {
   private worker: Worker<RunQueueData> | undefined;
   private readonly running = new Map<string, AbortController>();
+  /** Running tasks per array, for the %max throttle (every running job is in this process). */
+  private readonly arrayRunning = new Map<string, number>();
 
   constructor(private readonly o: DispatcherOptions) {}
 
@@ -65,13 +67,16 @@ export class Dispatcher {
     if (!rec || !['Q', 'W', 'R'].includes(rec.state)) return; // deleted or finished meanwhile
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
-    const why = capacity.tryReserve(ncpus, mem);
+    const why = (await this.throttled(rec.arrayParent)) ?? capacity.tryReserve(ncpus, mem);
     if (why) {
-      if (rec.comment !== why) await store.update(rec.id, { comment: why, state: 'Q' });
+      if (rec.comment !== why || rec.state !== 'Q') await store.update(rec.id, { comment: why, state: 'Q' });
       await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
       throw new DelayedError();
     }
+    const parent = rec.arrayParent;
+    if (parent) this.arrayRunning.set(parent, (this.arrayRunning.get(parent) ?? 0) + 1);
     try {
+      if (parent) await store.transition(parent, ['Q', 'W'], { state: 'B', comment: undefined });
       const runCount = await store.incrRunCount(rec.id);
       rec.runCount = runCount;
       if (rec.state === 'R' || runCount > 1) {
@@ -96,7 +101,22 @@ export class Dispatcher {
       }
     } finally {
       capacity.release(ncpus, mem);
+      if (parent) {
+        const n = (this.arrayRunning.get(parent) ?? 1) - 1;
+        if (n > 0) this.arrayRunning.set(parent, n);
+        else this.arrayRunning.delete(parent);
+      }
     }
+  }
+
+  /** Slurm's JobArrayTaskLimit: an array may run at most its %max tasks at once. */
+  private async throttled(parentId: string | undefined): Promise<string | undefined> {
+    if (!parentId) return undefined;
+    const parent = await this.o.store.tryGet(parentId);
+    const max = parent?.array?.max;
+    const now = this.arrayRunning.get(parentId) ?? 0;
+    if (max !== undefined && now >= max) return `JobArrayTaskLimit: ${now} of %${max} tasks of ${parentId} running`;
+    return undefined;
   }
 
   /** Graceful stop: running jobs are stopped, their clones destroyed, rerunnable ones requeued. */

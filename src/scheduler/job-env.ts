@@ -4,9 +4,10 @@ import type { JobRecord } from '../queue/job.js';
 export function pbsEnvironment(job: JobRecord): Record<string, string> {
   const s = job.spec;
   const o = (k: string): string | undefined => s.env[k];
+  const account = s.account ?? 'root';
   const env: Record<string, string> = {
     PATH: o('PATH') ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    HOME: o('HOME') ?? (s.user === 'root' ? '/root' : `/home/${s.user}`),
+    HOME: o('HOME') ?? (account === 'root' ? '/root' : `/home/${account}`),
     ...s.env,
     PBS_JOBID: job.id,
     PBS_JOBNAME: s.name,
@@ -16,14 +17,17 @@ export function pbsEnvironment(job: JobRecord): Record<string, string> {
     PBS_O_WORKDIR: s.cwd,
     PBS_O_HOST: s.submitHost,
     PBS_O_LOGNAME: s.user,
-    PBS_O_HOME: o('HOME') ?? (s.user === 'root' ? '/root' : `/home/${s.user}`),
+    PBS_O_HOME: o('HOME') ?? (account === 'root' ? '/root' : `/home/${account}`),
     PBS_O_PATH: o('PATH') ?? '',
     PBS_O_SHELL: o('SHELL') ?? '/bin/sh',
     NCPUS: String(s.resources.ncpus),
     OMP_NUM_THREADS: String(s.resources.ncpus),
     TMPDIR: '/tmp',
-    USER: s.user,
-    LOGNAME: s.user,
+    ...(job.arrayIndex !== undefined
+      ? { PBS_ARRAY_INDEX: String(job.arrayIndex), PBS_ARRAYID: String(job.arrayIndex), PBS_ARRAY_ID: job.arrayParent ?? '' }
+      : {}),
+    USER: account,
+    LOGNAME: account,
   };
   return env;
 }

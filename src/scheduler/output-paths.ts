@@ -5,7 +5,8 @@ import type { JobRecord } from '../queue/job.js';
 export function defaultOutputPaths(job: JobRecord): { out: string; err: string } {
   const s = job.spec;
   const resolve = (p: string | undefined, kind: 'o' | 'e'): string => {
-    const name = `${s.name}.${kind}${job.seq}`;
+    // Array tasks: `<name>.o<seq>.<index>`, as PBS names them.
+    const name = `${s.name}.${kind}${job.seq}${job.arrayIndex !== undefined ? `.${job.arrayIndex}` : ''}`;
     if (!p) return posix.join(s.cwd, name);
     const abs = posix.isAbsolute(p) ? p : posix.join(s.cwd, p);
     return p.endsWith('/') ? posix.join(abs, name) : abs;

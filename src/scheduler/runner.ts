@@ -20,6 +20,8 @@ export interface RunnerOptions {
   killDelayMs: number;
   /** How long finished jobs stay visible to gcqstat -x. */
   historyTtlSec: number;
+  /** Called once a job is F: releases its dependents, completes its array. */
+  onFinished?: (job: JobRecord) => Promise<void>;
 }
 
 export interface RunOutcome {
@@ -99,14 +101,19 @@ export class JobRunner {
     return { requeue: false };
   }
 
-  /** Mark a job F, release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: { exitStatus: number; comment: string }): Promise<void> {
+  /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
+  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<void> {
     const { store, driver } = this.o;
-    await store.update(job.id, { state: 'F', endedAt: Date.now(), exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined });
+    const endedAt = Date.now();
+    await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
     await store.expire(job.id, this.o.historyTtlSec);
     if (job.snapshotId && (await store.releaseSnapshotRef(job.snapshotId))) {
       await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
     }
+    const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
+    if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
+    else delete done.exitStatus;
+    await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
   }
 
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */

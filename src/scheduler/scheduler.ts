@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Driver } from '../drivers/driver.js';
-import { PermissionError, StateError, UnknownJobError } from '../errors.js';
+import { StateError, UnknownJobError } from '../errors.js';
 import { log } from '../log.js';
 import type { JobRecord, JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
@@ -11,7 +11,9 @@ import type { Keys } from '../queue/keys.js';
 import { RunQueue } from '../queue/run-queue.js';
 import { mayActOn, type Actor } from './actor.js';
 import { Capacity, type CapacityLimits } from './capacity.js';
+import { arrayExitStatus, judgeDependencies } from './dependencies.js';
 import { Dispatcher } from './dispatcher.js';
+import { JobControl, type JobChanges } from './job-control.js';
 import { JobRunner } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 
@@ -35,11 +37,13 @@ export interface SchedulerOptions {
 export interface ListFilter {
   includeFinished?: boolean;
   user?: string;
+  /** Array tasks too (gcqstat -t); otherwise only the array's own line. */
+  tasks?: boolean;
 }
 
 /**
- * The job pipeline as one object: submit, look, delete, wait; it owns the dispatcher that
- * runs jobs. gcd's API and the library entry both call this; nothing else touches the queue.
+ * The job pipeline as one object: submit, look, hold, alter, delete, wait; it owns the
+ * dispatcher that runs jobs. gcd's API and the library entry both call this.
  */
 export class Scheduler {
   readonly store: JobStore;
@@ -47,6 +51,7 @@ export class Scheduler {
   readonly capacity: Capacity;
   private readonly submitter: Submitter;
   private readonly runner: JobRunner;
+  private readonly control: JobControl;
   private readonly dispatcher: Dispatcher | undefined;
   private readonly spoolDir: string;
 
@@ -55,13 +60,15 @@ export class Scheduler {
     this.queue = new RunQueue(o.connection, o.keys);
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
-    this.submitter = new Submitter(o.driver, this.store, this.queue, () => this.capacity.limits);
+    this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
+    this.control = new JobControl(this.store, this.queue);
     this.runner = new JobRunner({
       driver: o.driver,
       store: this.store,
       spoolDir: this.spoolDir,
       killDelayMs: o.killDelayMs ?? 10_000,
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
+      onFinished: (job) => this.afterFinish(job),
     });
     if (o.dispatch !== false) {
       this.dispatcher = new Dispatcher({
@@ -83,40 +90,66 @@ export class Scheduler {
     this.dispatcher?.start();
   }
 
-  submit(specs: JobSpec[], opts?: SubmitOptions): Promise<JobRecord[]> {
-    return this.submitter.submit(specs, opts);
+  /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
+  async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
+    const s = await this.submitter.submit(specs, opts);
+    for (const w of s.waiting) await this.store.addDependents(w.on, w.child);
+    await this.queue.add(s.runnable);
+    // A parent may have ended between the check and the registration: look again.
+    for (const w of s.waiting) await this.reviewDependent(w.child);
+    return s.records;
   }
 
   async list(actor: Actor, f: ListFilter = {}): Promise<JobRecord[]> {
     const all = await this.store.list();
     return all.filter(
-      (j) => mayActOn(actor, j.spec.user) && (f.includeFinished || j.state !== 'F') && (!f.user || j.spec.user === f.user),
+      (j) =>
+        mayActOn(actor, j.spec.user) &&
+        (f.includeFinished || j.state !== 'F') &&
+        (!f.user || j.spec.user === f.user) &&
+        (f.tasks || j.arrayParent === undefined),
     );
   }
 
   async get(actor: Actor, idText: string): Promise<JobRecord> {
     const id = this.store.parseId(idText);
-    const j = await this.store.get(id);
+    const j = await this.store.tryGet(id);
     // Another user's job is reported unknown, so ids do not leak across users.
-    if (!mayActOn(actor, j.spec.user)) throw new UnknownJobError(idText);
+    if (!j || !mayActOn(actor, j.spec.user)) throw new UnknownJobError(idText);
     return j;
   }
 
-  /** gcqdel: remove a waiting job; stop a running one (its clone is destroyed). */
-  async delete(actor: Actor, idText: string): Promise<JobRecord> {
-    const j = await this.get(actor, idText);
-    if (j.state === 'F' || j.state === 'E') throw new StateError(`Request invalid for state of job ${j.id} (${j.state})`);
-    const t = await this.store.transition(j.id, ['Q', 'H', 'W'], { state: 'F', endedAt: Date.now(), comment: 'deleted by gcqdel before it ran' });
-    if (t.ok) {
-      await this.queue.remove(j.id);
-      await this.runner.finish(j, { exitStatus: -1, comment: 'deleted by gcqdel before it ran' }).catch(() => undefined);
-      // finish() sets exitStatus; PBS shows none for a job that never ran.
-      await this.store.update(j.id, { exitStatus: undefined });
-      return this.store.get(j.id);
+  /** gcqdel: remove waiting jobs; stop running ones (their clones are destroyed). */
+  async delete(actor: Actor, idText: string): Promise<void> {
+    const rec = await this.get(actor, idText);
+    if (rec.state === 'F') throw new StateError(`Request invalid for state of job ${rec.id} (F)`);
+    let acted = false;
+    for (const t of await this.control.targets(rec)) {
+      if (t.array) continue; // the array's record ends with its last task
+      const r = await this.store.transition(t.id, ['Q', 'H', 'W'], { state: 'F' });
+      if (r.ok) {
+        await this.queue.remove(t.id);
+        await this.runner.finish(t, { comment: 'deleted by gcqdel before it ran' });
+        acted = true;
+      } else if (r.state === 'R' && this.dispatcher?.cancel(t.id, 'deleted')) acted = true;
     }
-    if (t.state === 'R' && this.dispatcher?.cancel(j.id, 'deleted')) return this.store.get(j.id);
-    if (!mayActOn(actor, j.spec.user)) throw new PermissionError(`not your job: ${j.id}`);
-    throw new StateError(`job ${j.id} is ${t.state ?? 'gone'} and cannot be deleted now`);
+    if (rec.array && !acted) {
+      await this.completeArray(rec.id);
+      acted = true;
+    }
+    if (!acted) throw new StateError(`job ${rec.id} is ${rec.state} and cannot be deleted now`);
+  }
+
+  async hold(actor: Actor, idText: string): Promise<void> {
+    await this.control.hold(await this.get(actor, idText), 'u');
+  }
+
+  async release(actor: Actor, idText: string): Promise<void> {
+    await this.control.release(await this.get(actor, idText), 'u');
+  }
+
+  async alter(actor: Actor, idText: string, changes: JobChanges): Promise<void> {
+    await this.control.alter(await this.get(actor, idText), changes);
   }
 
   /** Resolve when the job has finished (for -W block=true). */
@@ -126,6 +159,47 @@ export class Scheduler {
       if (!j) throw new UnknownJobError(id);
       if (j.state === 'F') return j;
       await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+
+  /** A job ended: complete its array, then release or cancel the jobs that depended on it. */
+  private async afterFinish(job: JobRecord): Promise<void> {
+    if (job.arrayParent) await this.completeArray(job.arrayParent);
+    for (const child of await this.store.takeDependents(job.id)) await this.reviewDependent(child);
+  }
+
+  /** An array's record is F once every task is. */
+  private async completeArray(parentId: string): Promise<void> {
+    const parent = await this.store.tryGet(parentId);
+    if (!parent || parent.state === 'F') return;
+    const tasks = (await this.control.targets(parent)).filter((t) => t.id !== parentId);
+    if (tasks.some((t) => t.state !== 'F')) return;
+    const r = await this.store.transition(parentId, ['Q', 'B', 'H', 'W'], { state: 'F' });
+    if (!r.ok) return;
+    const status = arrayExitStatus(tasks);
+    await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` });
+  }
+
+  private async reviewDependent(childId: string): Promise<void> {
+    const child = await this.store.tryGet(childId);
+    if (!child?.depend || !(child.holds ?? '').includes('s')) return;
+    const parents = new Map<string, JobRecord | undefined>();
+    for (const d of child.depend) for (const id of d.jobIds) parents.set(id, await this.store.tryGet(id));
+    const v = judgeDependencies(child.depend, parents);
+    if (v.kind === 'met') {
+      await this.control.release(child, 's');
+    } else if (v.kind === 'never') {
+      // PBS deletes a job whose dependency can no longer be met; its history says why.
+      log.info('dependency can never be met; job deleted', { job: child.id, reason: v.reason });
+      for (const t of await this.control.targets(child)) {
+        if (t.array) continue;
+        const r = await this.store.transition(t.id, ['H', 'Q', 'W'], { state: 'F' });
+        if (r.ok) await this.runner.finish(t, { comment: `deleted: dependency ${v.reason}` });
+      }
+      if (child.array) {
+        await this.completeArray(child.id);
+        await this.store.update(child.id, { comment: `deleted: dependency ${v.reason}` });
+      }
     }
   }
 
@@ -139,6 +213,7 @@ export class Scheduler {
     const all = await this.store.list();
     const lost = [];
     for (const j of all) {
+      if (j.array) continue;
       if (['Q', 'W', 'R'].includes(j.state) && !(await this.queue.has(j.id))) lost.push(j);
     }
     if (lost.length) {

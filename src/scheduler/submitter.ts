@@ -1,32 +1,72 @@
 import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
-import type { JobRecord, JobSpec, JobState } from '../queue/job.js';
+import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
-import type { RunQueue } from '../queue/run-queue.js';
 import { neverFits, type CapacityLimits } from './capacity.js';
+import { describeDependencies, judgeDependencies } from './dependencies.js';
 
 export interface SubmitOptions {
   /** -h: keep the job held (state H) until gcqrls. */
   hold?: boolean;
   /** -a: do not start before this time (state W until then). */
   beginAt?: number;
+  /** -W depend: full job ids. */
+  depend?: JobDependency[];
+  /** -J / -t: one record per task plus the array's own record; one snapshot for all. */
+  array?: { indices: number[]; max?: number };
+}
+
+/** What the caller must do after the records exist: enqueue these, register those dependents. */
+export interface Submitted {
+  records: JobRecord[];
+  /** Records BullMQ must get now (state Q or W). */
+  runnable: JobRecord[];
+  /** Jobs that wait on others: child id -> parents still pending. */
+  waiting: Array<{ child: string; on: string[] }>;
+}
+
+/** The state a new job starts in and why, in PBS and Slurm terms. */
+function initialState(opts: SubmitOptions, now: number, dependsOn: string[]): { state: JobState; holds?: string; comment?: string } {
+  const holds = (opts.hold ? 'u' : '') + (dependsOn.length ? 's' : '');
+  if (holds) {
+    const why = opts.hold ? 'Held: submitted with -h' : `Dependency: waiting for ${describeDependencies(opts.depend ?? [])}`;
+    return { state: 'H', holds, comment: why };
+  }
+  if (opts.beginAt !== undefined && opts.beginAt > now) return { state: 'W', comment: `BeginTime: not before ${new Date(opts.beginAt).toISOString()}` };
+  return { state: 'Q' };
 }
 
 /**
  * Accepts jobs: snapshot the headnode now (the job runs in the state the headnode had at
- * gcqsub time), write the records, then hand them to BullMQ. One snapshot serves every job
- * of one submission. If anything fails before BullMQ has the jobs, nothing is left behind.
+ * gcqsub time), then write the records. One snapshot serves every job of one submission,
+ * array tasks included. If anything fails before the records exist, nothing is left behind.
  */
 export class Submitter {
   constructor(
     private readonly driver: Driver,
     private readonly store: JobStore,
-    private readonly queue: RunQueue,
     private readonly capacity: () => CapacityLimits,
   ) {}
 
-  async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
-    if (specs.length === 0) return [];
+  private async checkDependencies(depend: JobDependency[] | undefined): Promise<string[]> {
+    if (!depend?.length) return [];
+    const parents = new Map<string, JobRecord | undefined>();
+    for (const d of depend) {
+      for (const id of d.jobIds) {
+        const p = await this.store.tryGet(id);
+        if (!p) throw new UsageError(`-W depend: unknown job ${id}`);
+        parents.set(id, p);
+      }
+    }
+    const v = judgeDependencies(depend, parents);
+    if (v.kind === 'never') throw new UsageError(`-W depend: ${v.reason}`);
+    return v.kind === 'pending' ? v.on : [];
+  }
+
+  async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<Submitted> {
+    if (specs.length === 0) return { records: [], runnable: [], waiting: [] };
+    if (opts.array && specs.length !== 1) throw new UsageError('an array job is one submission of one spec');
+    const dependsOn = await this.checkDependencies(opts.depend);
     const byHeadnode = new Map<string, SnapshotInfo>();
     try {
       for (const s of specs) {
@@ -34,33 +74,38 @@ export class Submitter {
       }
       const first = await this.store.nextSeqs(specs.length);
       const now = Date.now();
-      const deferred = opts.beginAt !== undefined && opts.beginAt > now;
-      const state: JobState = opts.hold ? 'H' : deferred ? 'W' : 'Q';
-      const records = specs.map((spec, i): JobRecord => {
+      const init = initialState(opts, now, dependsOn);
+      const records: JobRecord[] = [];
+      const runnable: JobRecord[] = [];
+      const waiting: Submitted['waiting'] = [];
+      specs.forEach((spec, i) => {
         const snap = byHeadnode.get(spec.headnode)!;
-        const cloneMem = snap.memMiB ?? spec.resources.memMiB;
-        if (spec.resources.memMiB > 0 && snap.memMiB !== undefined && spec.resources.memMiB > snap.memMiB) {
-          throw new UsageError(
-            `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
-          );
-        }
-        const resources = { ncpus: spec.resources.ncpus, memMiB: cloneMem };
-        const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
-        if (never) throw new UsageError(never);
-        return {
-          id: this.store.idFor(first + i),
-          seq: first + i,
-          spec: { ...spec, resources },
-          state,
-          queuedAt: now,
-          runCount: 0,
-          snapshotId: snap.id,
-          ...(opts.hold ? { comment: 'Held: submitted with -h' } : deferred ? { comment: `BeginTime: not before ${new Date(opts.beginAt!).toISOString()}` } : {}),
+        const resolved = this.resolveSpec(spec, snap);
+        const seq = first + i;
+        const common = {
+          seq, spec: resolved, state: init.state, queuedAt: now, runCount: 0,
+          ...(init.holds ? { holds: init.holds } : {}), ...(init.comment ? { comment: init.comment } : {}),
+          ...(opts.beginAt !== undefined ? { beginAt: opts.beginAt } : {}), ...(opts.depend?.length ? { depend: opts.depend } : {}),
         };
+        if (!opts.array) {
+          const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };
+          records.push(r);
+          if (init.state === 'Q' || init.state === 'W') runnable.push(r);
+          if (dependsOn.length) waiting.push({ child: r.id, on: dependsOn });
+          return;
+        }
+        const parent: JobRecord = { id: `${seq}[].${this.store.serverName}`, ...common, array: opts.array };
+        records.push(parent);
+        if (dependsOn.length) waiting.push({ child: parent.id, on: dependsOn });
+        for (const index of opts.array.indices) {
+          const t: JobRecord = { ...common, id: `${seq}[${index}].${this.store.serverName}`, snapshotId: snap.id, arrayParent: parent.id, arrayIndex: index };
+          delete t.depend; // the array's record carries the dependency for all its tasks
+          records.push(t);
+          if (init.state === 'Q' || init.state === 'W') runnable.push(t);
+        }
       });
       await this.store.create(records);
-      if (!opts.hold) await this.queue.add(records, deferred ? opts.beginAt! - now : 0);
-      return records;
+      return { records, runnable, waiting };
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.
       const refs = await this.store.snapshotRefs().catch(() => new Map<string, number>());
@@ -69,5 +114,18 @@ export class Submitter {
       }
       throw e;
     }
+  }
+
+  /** A clone's RAM is its headnode's: fix memMiB to it, and refuse what can never fit. */
+  private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
+    if (spec.resources.memMiB > 0 && snap.memMiB !== undefined && spec.resources.memMiB > snap.memMiB) {
+      throw new UsageError(
+        `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
+      );
+    }
+    const resources = { ncpus: spec.resources.ncpus, memMiB: snap.memMiB ?? spec.resources.memMiB };
+    const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
+    if (never) throw new UsageError(never);
+    return { ...spec, resources };
   }
 }

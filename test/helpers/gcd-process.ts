@@ -46,7 +46,7 @@ export class GcdProcess {
       env: { ...this.env, ...opts.env },
       cwd: opts.cwd ?? this.stateDir,
       encoding: 'utf8',
-      timeout: 60_000,
+      timeout: 900_000,
     });
     return { stdout: r.stdout, stderr: r.stderr, status: r.status ?? -1 };
   }

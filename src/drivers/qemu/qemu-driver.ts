@@ -266,8 +266,9 @@ export class QemuDriver implements Driver {
     const bottom = await nodeForFile(qmp, bottomFile);
     log.info(`headnode ${h.name}: collapsing its disk chain (${chain.length} layers) before a snapshot`);
     await streamDown(qmp, top, bottom, `collapse-${h.diskGen}`);
-    if ((await backingChain(active)).length > 2 && (await backingChain(active))[1]!.filename.startsWith(h.paths.stateDir + '/')) {
-      throw new DriverError(`headnode '${h.name}': could not shorten its disk chain`);
+    const after = await backingChain(active);
+    if (after[1]?.filename.startsWith(h.paths.stateDir + '/')) {
+      throw new DriverError(`headnode '${h.name}': could not shorten its disk chain (${after.length} layers)`);
     }
     await pruneGenerations(h.paths, h.diskGen);
   }
@@ -405,14 +406,14 @@ export class QemuDriver implements Driver {
     }
     const pid = await c.agent.exec(GUEST_RUN_JOB, args, spec.env, null, true);
 
-    const done = (async (): Promise<ExecResult> => {
+    const polled = (async (): Promise<ExecResult> => {
       let wait = 20;
       for (;;) {
         if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
         const st = await c.agent.execStatus(pid);
         if (st.exited) {
-          await copyFromGuest(c.agent, `${dir}/stdout`, spec.stdoutFile);
-          if (!join) await copyFromGuest(c.agent, `${dir}/stderr`, spec.stderrFile);
+          await copyFromGuest(c.agent, `${dir}/stdout`, spec.stdoutFile, { missingOk: true });
+          if (!join) await copyFromGuest(c.agent, `${dir}/stderr`, spec.stderrFile, { missingOk: true });
           // run-job's own complaints (misuse, exit 2) are on its stderr, not in the job's files.
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
@@ -424,6 +425,9 @@ export class QemuDriver implements Driver {
         wait = Math.min(wait * 1.5, 250);
       }
     })();
+    const done = polled.catch((err: unknown) => {
+      throw err instanceof CopperError ? err : new DriverError(`command in clone '${clone.cloneId}': ${errorMessage(err)}`, { cause: err });
+    });
     done.catch(() => undefined); // the caller may never await it (clone destroyed)
 
     const kill = async (signal: KillSignal): Promise<void> => {

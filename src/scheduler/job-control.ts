@@ -1,0 +1,113 @@
+import { StateError, UsageError } from '../errors.js';
+import type { JobRecord, JobState } from '../queue/job.js';
+import type { JobPatch, JobStore } from '../queue/job-store.js';
+import type { RunQueue } from '../queue/run-queue.js';
+
+/** What gcqalter may change on a job that is not running. */
+export interface JobChanges {
+  name?: string;
+  priority?: number;
+  walltimeSec?: number;
+  /** 'u' to hold, '' to release a user hold. */
+  hold?: 'u' | '';
+  /** New start time (epoch ms); 0 clears it. */
+  beginAt?: number;
+  /** Array throttle (%max); 0 removes it. */
+  throttle?: number;
+}
+
+const NOT_STARTED: JobState[] = ['Q', 'W', 'H'];
+
+/**
+ * Holds, releases and alterations of jobs that have not started. A job leaves BullMQ while
+ * held and comes back when its last hold goes; every change is compare-and-set on the
+ * record, so a job the dispatcher has just taken is never altered behind its back.
+ */
+export class JobControl {
+  constructor(
+    private readonly store: JobStore,
+    private readonly queue: RunQueue,
+  ) {}
+
+  /** The records an operation on `rec` acts on: an array's tasks, or the job itself. */
+  async targets(rec: JobRecord): Promise<JobRecord[]> {
+    if (!rec.array) return [rec];
+    const seq = rec.seq;
+    const out: JobRecord[] = [rec];
+    for (const i of rec.array.indices) {
+      const t = await this.store.tryGet(`${seq}[${i}].${this.store.serverName}`);
+      if (t) out.push(t);
+    }
+    return out;
+  }
+
+  async hold(rec: JobRecord, type: 'u' | 's'): Promise<number> {
+    let n = 0;
+    for (const t of await this.targets(rec)) {
+      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) continue;
+      const holds = [...new Set((t.holds ?? '') + type)].sort().join('');
+      const patch: JobPatch = { state: t.array && t.state === 'B' ? 'B' : 'H', holds, comment: type === 'u' ? 'Held: gcqhold' : t.comment };
+      const r = await this.store.transition(t.id, [t.state], patch);
+      if (!r.ok) continue;
+      if (!t.array) await this.queue.remove(t.id);
+      n++;
+    }
+    if (n === 0) throw new StateError(`job ${rec.id} is ${rec.state}: only jobs that have not started can be held`);
+    return n;
+  }
+
+  /** Drop a hold; jobs with no hold left go back to BullMQ (W if their start time is ahead). */
+  async release(rec: JobRecord, type: 'u' | 's'): Promise<number> {
+    let n = 0;
+    const now = Date.now();
+    for (const t of await this.targets(rec)) {
+      if (t.state !== 'H' || !(t.holds ?? '').includes(type)) continue;
+      const holds = (t.holds ?? '').replace(type, '');
+      const waitBegin = t.beginAt !== undefined && t.beginAt > now;
+      const state: JobState = holds ? 'H' : waitBegin ? 'W' : 'Q';
+      const comment = holds ? t.comment : waitBegin ? `BeginTime: not before ${new Date(t.beginAt!).toISOString()}` : undefined;
+      const r = await this.store.transition(t.id, ['H'], { state, holds: holds || undefined, comment });
+      if (!r.ok) continue;
+      if (!holds && !t.array) await this.queue.add([{ ...t, state }]);
+      n++;
+    }
+    if (n === 0 && type === 'u') throw new StateError(`job ${rec.id} has no user hold to release`);
+    return n;
+  }
+
+  async alter(rec: JobRecord, c: JobChanges): Promise<void> {
+    if (c.throttle !== undefined) {
+      if (!rec.array) throw new UsageError(`--throttle applies to array jobs (${rec.id} is not one)`);
+      await this.store.setArray(rec.id, { ...rec.array, ...(c.throttle > 0 ? { max: c.throttle } : { max: undefined }) });
+    }
+    const specChange = c.name !== undefined || c.priority !== undefined || c.walltimeSec !== undefined;
+    const timing = c.beginAt !== undefined;
+    if (!specChange && !timing && c.hold === undefined) return;
+    for (const t of await this.targets(rec)) {
+      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) {
+        if (t.id === rec.id) throw new StateError(`job ${rec.id} is ${t.state}: only jobs that have not started can be altered`);
+        continue;
+      }
+      const spec = { ...t.spec };
+      if (c.name !== undefined) spec.name = c.name;
+      if (c.priority !== undefined) spec.priority = c.priority;
+      if (c.walltimeSec !== undefined) spec.walltimeSec = c.walltimeSec;
+      const now = Date.now();
+      let state = t.state;
+      let beginAt = t.beginAt;
+      if (timing) {
+        beginAt = c.beginAt ? c.beginAt : undefined;
+        if (state !== 'H' && !t.array) state = beginAt !== undefined && beginAt > now ? 'W' : 'Q';
+      }
+      const ok = await this.store.replaceIfState(t.id, [t.state], spec, { state, beginAt });
+      if (!ok) continue;
+      if (!t.array && state !== 'H') {
+        // BullMQ keeps priority and delay per job: put it back with the new ones.
+        await this.queue.remove(t.id);
+        await this.queue.add([{ ...t, spec, state, ...(beginAt !== undefined ? { beginAt } : {}) }]);
+      }
+    }
+    if (c.hold === 'u') await this.hold(await this.store.get(rec.id), 'u');
+    if (c.hold === '') await this.release(await this.store.get(rec.id), 'u');
+  }
+}
