@@ -37,7 +37,7 @@ export interface ManagerOptions {
   bootTimeoutMs?: number;
   /** Time a guest gets to power off before it is killed. */
   stopTimeoutMs?: number;
-  /** TCG translation cache per VM (QEMU's default reserves 1 GiB). */
+  /** TCG translation cache of a headnode, MiB (QEMU's default reserves 1 GiB). Default 256; 0: QEMU's. */
   tcgTbMiB?: number;
 }
 
@@ -314,7 +314,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
       if (rec.boot.initrd !== undefined) cfg.initrd = rec.boot.initrd;
       if (rec.boot.append !== undefined) cfg.append = rec.boot.append;
     }
-    if (accel === 'tcg' && this.opts.tcgTbMiB !== undefined) cfg.tcgTbMiB = this.opts.tcgTbMiB;
+    const tb = this.opts.tcgTbMiB ?? 256;
+    if (accel === 'tcg' && tb > 0) cfg.tcgTbMiB = tb;
     return cfg;
   }
 
@@ -417,10 +418,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     } catch (err) {
       log.warn(`headnode ${name}: power-off request failed: ${errorMessage(err)}`);
     }
-    const exited = await Promise.race([
-      l.vm.exited.then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), this.stopTimeoutMs).unref()),
-    ]);
+    const exited = await l.vm.waitExit(this.stopTimeoutMs);
     if (!exited) log.warn(`headnode ${name} did not power off within ${this.stopTimeoutMs} ms; killing it`);
   }
 

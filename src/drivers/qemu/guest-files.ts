@@ -8,9 +8,25 @@ import { AgentError, type AgentClient } from './agent.js';
 /** Bytes per guest-file-read/write; base64 makes each message a third larger. */
 export const DEFAULT_CHUNK = 4 * 1024 * 1024;
 
-/** Copy a guest file to a host file (created or truncated). Returns the bytes copied. */
-export async function copyFromGuest(agent: AgentClient, guestPath: string, hostPath: string, chunk = DEFAULT_CHUNK): Promise<number> {
-  const handle = await agent.fileOpen(guestPath, 'rb');
+/**
+ * Copy a guest file to a host file (created or truncated). Returns the bytes copied.
+ * With missingOk, a guest file that cannot be opened gives an empty host file.
+ */
+export async function copyFromGuest(
+  agent: AgentClient,
+  guestPath: string,
+  hostPath: string,
+  opts: { chunk?: number; missingOk?: boolean } = {},
+): Promise<number> {
+  const chunk = opts.chunk ?? DEFAULT_CHUNK;
+  let handle: number;
+  try {
+    handle = await agent.fileOpen(guestPath, 'rb');
+  } catch (err) {
+    if (!(opts.missingOk === true && err instanceof AgentError)) throw err;
+    await (await open(hostPath, 'w')).close();
+    return 0;
+  }
   const out = await open(hostPath, 'w');
   let total = 0;
   try {

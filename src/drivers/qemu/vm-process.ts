@@ -44,6 +44,7 @@ export class VmProcess {
     readonly qmp: QmpClient,
     private readonly child: ChildProcess | undefined,
     private readonly logFile: string | undefined,
+    private readonly lifetime: VmLifetime | undefined,
   ) {
     if (child) {
       this.exitPromise = new Promise((resolve) => {
@@ -95,7 +96,7 @@ export class VmProcess {
       if (child.pid === undefined) throw new DriverError(`QEMU for ${opts.vmId} has no pid`);
       // gcd writes the pid file itself (not QEMU's -pidfile): it exists exactly when spawn succeeded.
       await writePid(opts.pidFile, child.pid);
-      return new VmProcess(opts.vmId, child.pid, qmp, child, opts.logFile);
+      return new VmProcess(opts.vmId, child.pid, qmp, child, opts.logFile, opts.lifetime);
     } catch (err) {
       if (!exited) child.kill('SIGKILL');
       await new Promise<void>((r) => (exited || child.exitCode !== null ? r() : child.once('exit', () => r())));
@@ -123,7 +124,7 @@ export class VmProcess {
     if (!pidAlive(pid, vmId)) return { ok: false, reason: `QEMU (pid ${pid}) is no longer running` };
     try {
       const qmp = await QmpClient.connect(qmpSocket, { deadline: Date.now() + timeoutMs, isAlive: () => pidAlive(pid, vmId) });
-      return { ok: true, vm: new VmProcess(vmId, pid, qmp, undefined, undefined) };
+      return { ok: true, vm: new VmProcess(vmId, pid, qmp, undefined, undefined, undefined) };
     } catch (err) {
       return { ok: false, reason: `QEMU (pid ${pid}) is running but its QMP socket does not answer: ${errorMessage(err)}`, pid };
     }
@@ -133,9 +134,31 @@ export class VmProcess {
     return this.exitInfo === undefined && (this.child ? true : pidAlive(this.pid, this.vmId));
   }
 
-  /** Resolves once the process has exited (and, for our child, been reaped). */
+  /**
+   * Resolves once the process has exited (and, for our child, been reaped). Passive: does not
+   * keep the event loop alive for a detached child; use waitExit() to wait actively.
+   */
   get exited(): Promise<void> {
     return this.exitPromise;
+  }
+
+  /** Wait up to timeoutMs for the exit, keeping the event loop alive meanwhile; true if it exited. */
+  async waitExit(timeoutMs: number): Promise<boolean> {
+    if (this.exitInfo) return true;
+    const detached = this.child !== undefined && this.lifetime === 'detached';
+    this.child?.ref();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.exitPromise.then(() => true),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(false), timeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      if (detached && !this.exitInfo) this.child?.unref();
+    }
   }
 
   /** How the process ended, for messages. */
@@ -156,15 +179,12 @@ export class VmProcess {
    */
   async kill(signal: NodeJS.Signals = 'SIGKILL', graceMs = 5000): Promise<void> {
     this.qmp.destroy();
-    // A detached child is unref'd; while we wait for its exit it must keep the event loop alive.
-    this.child?.ref();
     if (this.isAlive()) {
       this.signal(signal);
-      if (signal !== 'SIGKILL') {
-        const t = await Promise.race([this.exitPromise.then(() => 'exited'), sleep(graceMs).then(() => 'timeout')]);
-        if (t === 'timeout') this.signal('SIGKILL');
-      }
+      if (signal !== 'SIGKILL' && !(await this.waitExit(graceMs))) this.signal('SIGKILL');
     }
+    // A detached child is unref'd; while we wait for its exit it must keep the event loop alive.
+    this.child?.ref();
     await this.exitPromise;
   }
 
