@@ -13,6 +13,7 @@ import { DriverError, NotFoundError, StateError, UsageError, errorMessage } from
 import { log } from '../log.js';
 import { detectAccel } from '../drivers/qemu/accel.js';
 import { AgentClient } from '../drivers/qemu/agent.js';
+import { activeNode } from '../drivers/qemu/disk-chain.js';
 import { Layout, type HeadnodePaths } from '../drivers/qemu/layout.js';
 import { backingChain, createOverlay, imageInfo } from '../drivers/qemu/qemu-img.js';
 import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
@@ -206,6 +207,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
           return;
         }
         const vm = found.vm;
+        await this.repairAfterCrash(name, rec, paths, vm);
         const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
         const config = this.vmConfig(rec, paths, rec.accel ?? this.accel(), apiSocket);
         const live: Live = { state: 'running', vm, agent: undefined, config, stopping: false };
@@ -218,6 +220,32 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         }
         log.info(`headnode ${name} reattached (pid ${vm.pid})`);
       });
+    }
+  }
+
+  /**
+   * gcd may have died in the middle of a snapshot: the headnode can be left paused (or in a
+   * migration), and writing to an overlay generation the record does not know yet. QEMU is
+   * the truth for both.
+   */
+  private async repairAfterCrash(name: string, rec: HeadnodeRecord, paths: HeadnodePaths, vm: VmProcess): Promise<void> {
+    try {
+      const { file } = await activeNode(vm.qmp);
+      const m = /\/disk-(\d+)\.qcow2$/.exec(file);
+      if (m && Number(m[1]) !== rec.diskGen) {
+        log.warn(`headnode ${name}: QEMU writes to ${file}, the record said disk-${rec.diskGen}; record fixed`);
+        rec.diskGen = Number(m[1]);
+        await writeJsonAtomic(paths.record, rec);
+      }
+      const mig = await vm.qmp.execute<{ status?: string }>('query-migrate');
+      if (mig.status === 'active' || mig.status === 'setup') await vm.qmp.execute('migrate_cancel');
+      const st = await vm.qmp.execute<{ running: boolean; status: string }>('query-status');
+      if (!st.running && ['paused', 'postmigrate', 'finish-migrate'].includes(st.status)) {
+        log.warn(`headnode ${name} was left ${st.status} by an interrupted snapshot; resuming it`);
+        await vm.qmp.execute('cont');
+      }
+    } catch (err) {
+      log.warn(`headnode ${name}: checking its state after a restart failed: ${errorMessage(err)}`);
     }
   }
 
@@ -324,6 +352,12 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await access(rec.boot.base).catch(() => {
       throw new DriverError(`headnode '${name}': its base image ${rec.boot.base} is missing`);
     });
+    const latest = await latestGeneration(paths, rec.diskGen);
+    if (latest !== rec.diskGen) {
+      log.warn(`headnode ${name}: record says disk-${rec.diskGen}, but disk-${latest} is newer (gcd died mid-snapshot); using it`);
+      rec.diskGen = latest;
+      await writeJsonAtomic(paths.record, rec);
+    }
     await access(paths.disk(rec.diskGen)).catch(() => {
       throw new DriverError(`headnode '${name}': its disk ${paths.disk(rec.diskGen)} is missing`);
     });
@@ -481,6 +515,27 @@ export async function pruneGenerations(paths: HeadnodePaths, activeGen: number):
       log.info(`headnode ${basename(paths.stateDir)}: removed unused overlay ${f}`);
     }
   }
+}
+
+/**
+ * The newest overlay generation on disk. Generations only grow, and a file newer than the
+ * record exists only if gcd died around blockdev-snapshot-sync: either QEMU switched to it
+ * (it holds the newest writes) or it is an unused empty overlay of the recorded one (adopting
+ * it loses nothing). Only qcow2 overlays whose whole chain opens are candidates.
+ */
+export async function latestGeneration(paths: HeadnodePaths, recorded: number): Promise<number> {
+  let best = recorded;
+  for (const f of await readdir(paths.stateDir)) {
+    const m = /^disk-(\d+)\.qcow2$/.exec(f);
+    if (!m || Number(m[1]) <= best) continue;
+    try {
+      const chain = await backingChain(paths.disk(Number(m[1])));
+      if (chain.length >= 2 && chain.every((c) => c.format === 'qcow2' || c === chain[chain.length - 1])) best = Number(m[1]);
+    } catch {
+      // unreadable: not a candidate
+    }
+  }
+  return best;
 }
 
 function validateSpec(spec: HeadnodeSpec): void {

@@ -6,7 +6,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pidAlive } from '../../src/drivers/qemu/vm-process.js';
 import { NotFoundError, StateError, UsageError } from '../../src/errors.js';
 import { defaultImageSource } from '../../src/headnodes/default-image.js';
-import { QemuHeadnodeManager, type ImageSource } from '../../src/headnodes/manager.js';
+import { QemuHeadnodeManager, latestGeneration, pruneGenerations, type ImageSource } from '../../src/headnodes/manager.js';
+import { Layout } from '../../src/drivers/qemu/layout.js';
+import { createOverlay } from '../../src/drivers/qemu/qemu-img.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import type { GuestChannels, GuestIdentity, HeadnodeSpec } from '../../src/headnodes/types.js';
 
 class FakeChannels implements GuestChannels {
@@ -100,7 +105,9 @@ describe('QemuHeadnodeManager @vm', function () {
     const rec = JSON.parse(await readFile(join(settings.stateDir, 'headnodes', 'h1', 'headnode.json'), 'utf8')) as { want: string };
     expect(rec.want).to.equal('running');
 
-    // gcd restarts: the old manager lets go, a new one finds the same QEMU.
+    // gcd dies in the middle of a snapshot (headnode paused), restarts: the old manager lets go,
+    // a new one finds the same QEMU and resumes it.
+    await m1.withRunning('h1', (h) => h.vm.qmp.execute('stop'));
     await m1.close();
     expect(pidAlive(pid, 'h1')).to.equal(true);
     const m2 = manager();
@@ -109,6 +116,8 @@ describe('QemuHeadnodeManager @vm', function () {
     const again = await m2.get('h1');
     expect(again.state).to.equal('running');
     expect(again.pid).to.equal(pid);
+    const st = await m2.withRunning('h1', (h) => h.vm.qmp.execute<{ status: string }>('query-status'));
+    expect(st.status).to.equal('running');
     const hostname = await m2.withRunning('h1', async (h) => (await h.agent.run('/bin/hostname', [])).out?.toString().trim());
     expect(hostname).to.equal('h1');
 
@@ -139,5 +148,20 @@ describe('QemuHeadnodeManager @vm', function () {
 
     await m3.destroy('h1');
     expect(await exists(join(settings.stateDir, 'headnodes', 'h1'))).to.equal(false);
+  });
+
+  it('after a crash mid-snapshot, boots from the newest overlay and prunes only unused ones', async () => {
+    const paths = new Layout(settings).headnode('gen');
+    await mkdir(paths.stateDir, { recursive: true });
+    const base = join(root, 'base.qcow2');
+    await promisify(execFile)('qemu-img', ['create', '-q', '-f', 'qcow2', base, '64M']);
+    await createOverlay(paths.disk(0), base);
+    await createOverlay(paths.disk(1), paths.disk(0)); // QEMU switched; the record still says 0
+    await writeFile(paths.disk(2), 'not a qcow2'); // junk is never adopted
+    expect(await latestGeneration(paths, 0)).to.equal(1);
+    await pruneGenerations(paths, 1);
+    // disk-0 is still in disk-1's chain; disk-2 is not in it and goes.
+    expect((await readdir(paths.stateDir)).sort()).to.deep.equal(['disk-0.qcow2', 'disk-1.qcow2']);
+    await rm(paths.stateDir, { recursive: true, force: true });
   });
 });

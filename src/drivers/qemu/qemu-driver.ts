@@ -294,6 +294,8 @@ export class QemuDriver implements Driver {
 
   private async removeSnapshotFiles(id: string): Promise<void> {
     const sp = this.layout.snapshot(id);
+    // meta.json first: from then on the snapshot no longer exists for listSnapshots and clone.
+    await rm(sp.meta, { force: true });
     await rm(sp.ramFile, { force: true });
     await rm(sp.dir, { recursive: true, force: true });
   }
@@ -350,6 +352,12 @@ export class QemuDriver implements Driver {
     if (!/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})$/.test(opts.hostname)) throw new UsageError(`invalid hostname '${opts.hostname}'`);
     const meta = await this.readMeta(opts.snapshotId);
     const sp = this.layout.snapshot(opts.snapshotId);
+    // QEMU would silently create a missing RAM file (zeroed memory): check all three first.
+    for (const f of [sp.ramFile, sp.state, sp.disk]) {
+      await stat(f).catch(() => {
+        throw new NotFoundError(`snapshot '${opts.snapshotId}' is incomplete: ${f} is missing`);
+      });
+    }
     const cp = this.layout.clone(opts.cloneId);
     return this.cloneLock.run(opts.cloneId, async () => {
       await mkdir(this.layout.clonesDir, { recursive: true });
@@ -615,6 +623,16 @@ export class QemuDriver implements Driver {
       }
       await this.destroy(id);
       swept.push(id);
+    }
+    // Snapshot RAM files whose snapshot folder is gone (a crash between the two deletions).
+    for (const f of await readdirSafe(this.layout.ramSnapshotsDir)) {
+      const id = f.replace(/\.ram$/, '');
+      if (!f.endsWith('.ram') || this.inProgress.has(id)) continue;
+      try {
+        await stat(this.layout.snapshot(id).dir);
+      } catch {
+        await rm(`${this.layout.ramSnapshotsDir}/${f}`, { force: true });
+      }
     }
     // Half-written snapshots (no meta.json) left by a crash in the middle of snapshot().
     for (const id of await readdirSafe(this.layout.snapshotsDir)) {
