@@ -14,6 +14,7 @@ import { startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { defaultCapacity } from '../scheduler/capacity.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { parseArgs } from './tools/args.js';
+import { QuotaWatcher } from '../config/quotas.js';
 
 /**
  * gcd: owns Redis (unless GC_REDIS_URL), the scheduler, the headnodes and the API. One per
@@ -71,6 +72,14 @@ async function run(settings: Settings): Promise<number> {
     let api: ApiServer | undefined;
     const channels = new ChannelServer(settings.stateDir, (req, res, actor) => api!.handle(req, res, actor));
     cleanups.push(() => channels.closeAll());
+    // Admin limits: a broken file at start stops gcd; later a broken edit keeps the old settings.
+    const quotas = new QuotaWatcher({
+      dir: settings.configDir,
+      onReload: (c) => log.info('quota settings reloaded', { source: c.source }),
+      onError: (e) => log.error(`quota settings not reloaded, previous ones stay: ${e.message}`),
+    });
+    const initial = quotas.start();
+    cleanups.push(() => quotas.close());
     const backend = await createBackend(settings, channels);
     cleanups.push(() => backend.close());
 
@@ -84,6 +93,8 @@ async function run(settings: Settings): Promise<number> {
       capacity: defaultCapacity(),
       killDelayMs: Number(process.env.GC_KILL_DELAY_MS ?? 10_000),
       lockDurationMs: Number(process.env.GC_LOCK_MS ?? 30_000),
+      historyTtlSec: initial.historyTtlSec,
+      quotas: () => quotas.current(),
     });
     api = new ApiServer({ scheduler, headnodes: backend.headnodes, serverName: settings.serverName, gc: backend.gc });
     await scheduler.start();

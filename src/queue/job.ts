@@ -4,7 +4,8 @@
  * E exiting (output being delivered, clone being destroyed), F finished; B an array job
  * whose tasks have begun.
  */
-export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F' | 'B';
+/** 'X' is display-only: gcqstat -t shows a finished array task as X, as PBS does. */
+export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F' | 'B' | 'X';
 
 /** -j: join stderr into stdout (oe), stdout into stderr (eo), or keep both (n). */
 export type JoinMode = 'oe' | 'eo' | 'n';

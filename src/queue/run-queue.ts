@@ -1,4 +1,5 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
+import { bullPriorityOf, FairOrder } from '../scheduler/fair-order.js';
 import type { JobRecord } from './job.js';
 import { QUEUE_NAME, type Keys } from './keys.js';
 
@@ -9,28 +10,32 @@ export interface RunQueueData {
   headnode: string;
   name: string;
   argv: string[];
+  /** Fair-share virtual start tag (see FairOrder). */
+  vstart: number;
 }
 
-/** PBS priority (-1024..1023, higher first) onto BullMQ's (1..2^21, lower first). Every job gets one, so none jumps the line unprioritised. */
-export function bullPriority(pbsPriority: number): number {
-  return 1024 - pbsPriority;
-}
 
 /** The BullMQ queue jobs wait in until the dispatcher takes them. */
 export class RunQueue {
   readonly queue: Queue<RunQueueData>;
-  constructor(connection: ConnectionOptions, keys: Keys) {
+  constructor(
+    connection: ConnectionOptions,
+    keys: Keys,
+    /** Orders jobs between users by their shares; every job gets a priority, so none jumps the line. */
+    readonly fair: FairOrder = new FairOrder(() => 1),
+  ) {
     this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection, prefix: keys.bullPrefix });
   }
 
   private entry(r: JobRecord, now: number): { name: string; data: RunQueueData; opts: JobsOptions } {
     const delayMs = r.state === 'W' && r.beginAt !== undefined ? r.beginAt - now : 0;
+    const { vstart, slot } = this.fair.tag(r.spec.user, r.spec.group);
     return {
       name: r.spec.name,
-      data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv },
+      data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv, vstart },
       opts: {
         jobId: r.id, // BullMQ refuses integer ids; the PBS id is unique and readable
-        priority: bullPriority(r.spec.priority),
+        priority: bullPriorityOf(r.spec.priority, slot),
         delay: delayMs > 0 ? delayMs : undefined,
         removeOnComplete: true,
         removeOnFail: true,

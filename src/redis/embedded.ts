@@ -68,10 +68,9 @@ export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedi
   const target: RedisTarget = { path: sock, password: passwordFor(dir) };
   const pidFile = join(dir, 'redis.pid');
 
-  if (existsSync(sock) && (await ping(target, 500))) {
-    const pid = Number(readFileSync(pidFile, 'utf8').trim()) || 0;
-    return { target, pid, stop: () => stopServer(target, pid) };
-  }
+  // A server left by a gcd that was killed is on its way out (it got SIGTERM with its parent):
+  // never adopt it; let it finish flushing its AOF, then start afresh on the same data.
+  await waitForExit(pidFile, 15_000);
 
   const server = redisServerPath();
   const conf = [
@@ -113,6 +112,26 @@ export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedi
   }
   child.kill('SIGKILL');
   throw new UnavailableError(`embedded redis-server did not answer within 10 s; see ${join(dir, 'redis.log')}`);
+}
+
+function isRedis(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('redis-server');
+  } catch {
+    return false;
+  }
+}
+
+async function waitForExit(pidFile: string, timeoutMs: number): Promise<void> {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').trim()) || 0;
+  if (!pid || !isRedis(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (isRedis(pid)) {
+    if (Date.now() > deadline) throw new UnavailableError(`the previous redis-server (pid ${pid}) did not exit; stop it and start gcd again`);
+    await sleep(20);
+  }
 }
 
 async function stopServer(target: RedisTarget, pid: number): Promise<void> {

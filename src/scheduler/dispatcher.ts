@@ -1,7 +1,7 @@
 import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { EXIT } from '../queue/job.js';
+import { EXIT, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import { QUEUE_NAME, type Keys } from '../queue/keys.js';
 import type { RunQueueData } from '../queue/run-queue.js';
@@ -20,6 +20,11 @@ export interface DispatcherOptions {
   lockDurationMs: number;
   /** How long a job that does not fit waits before it is looked at again. */
   retryDelayMs: number;
+  /** Admin limits (max_running and friends): why a job may not start now, or undefined. */
+  policy?: {
+    admit(rec: JobRecord): string | undefined;
+    started(rec: JobRecord, vstart: number): void;
+  };
 }
 
 /**
@@ -64,29 +69,33 @@ export class Dispatcher {
   private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
     const { store, capacity, runner } = this.o;
     const rec = await store.tryGet(bull.data.id);
-    if (!rec || !['Q', 'W', 'R'].includes(rec.state)) return; // deleted or finished meanwhile
+    // R or E here means gcd died while the job ran or delivered its output: it was lost.
+    if (!rec || !['Q', 'W', 'R', 'E'].includes(rec.state)) return; // deleted or finished meanwhile
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
-    const why = (await this.throttled(rec.arrayParent)) ?? capacity.tryReserve(ncpus, mem);
+    const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;
+    // From here to the reservations there is no await: concurrent workers see each other's.
+    const why = this.throttled(arrayRec) ?? this.o.policy?.admit(rec) ?? capacity.tryReserve(ncpus, mem);
     if (why) {
       if (rec.comment !== why || rec.state !== 'Q') await store.update(rec.id, { comment: why, state: 'Q' });
       await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
       throw new DelayedError();
     }
+    this.o.policy?.started(rec, bull.data.vstart ?? 0);
     const parent = rec.arrayParent;
     if (parent) this.arrayRunning.set(parent, (this.arrayRunning.get(parent) ?? 0) + 1);
     try {
       if (parent) await store.transition(parent, ['Q', 'W'], { state: 'B', comment: undefined });
       const runCount = await store.incrRunCount(rec.id);
       rec.runCount = runCount;
-      if (rec.state === 'R' || runCount > 1) {
+      if (rec.state === 'R' || rec.state === 'E' || runCount > 1) {
         // gcd died while this job ran: its clone is gone with it.
         if (!rec.spec.rerunnable) {
           await runner.finish(rec, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
           return;
         }
       }
-      const t = await store.transition(rec.id, ['Q', 'W', 'R'], { state: 'R' });
+      const t = await store.transition(rec.id, ['Q', 'W', 'R', 'E'], { state: 'R' });
       if (!t.ok) return;
       const ctl = new AbortController();
       this.running.set(rec.id, ctl);
@@ -110,13 +119,11 @@ export class Dispatcher {
   }
 
   /** Slurm's JobArrayTaskLimit: an array may run at most its %max tasks at once. */
-  private async throttled(parentId: string | undefined): Promise<string | undefined> {
-    if (!parentId) return undefined;
-    const parent = await this.o.store.tryGet(parentId);
+  private throttled(parent: JobRecord | undefined): string | undefined {
     const max = parent?.array?.max;
-    const now = this.arrayRunning.get(parentId) ?? 0;
-    if (max !== undefined && now >= max) return `JobArrayTaskLimit: ${now} of %${max} tasks of ${parentId} running`;
-    return undefined;
+    if (!parent || max === undefined) return undefined;
+    const now = this.arrayRunning.get(parent.id) ?? 0;
+    return now >= max ? `JobArrayTaskLimit: ${now} of %${max} tasks of ${parent.id} running` : undefined;
   }
 
   /** Graceful stop: running jobs are stopped, their clones destroyed, rerunnable ones requeued. */

@@ -38,7 +38,9 @@ export class JobRunner {
 
   async run(job: JobRecord, stop: AbortSignal): Promise<RunOutcome> {
     const { driver, store } = this.o;
-    const cloneId = `j${job.seq}-${job.runCount}`;
+    // Array tasks share a sequence number: the index keeps their clones apart.
+    const task = job.arrayIndex !== undefined ? `-${job.arrayIndex}` : '';
+    const cloneId = `j${job.seq}${task}-r${job.runCount}`;
     const spool = join(this.o.spoolDir, job.id);
     const paths = defaultOutputPaths(job);
     let running: RunningCommand | undefined;
@@ -54,7 +56,7 @@ export class JobRunner {
       const clone = await driver.clone({
         cloneId,
         snapshotId: job.snapshotId ?? '',
-        hostname: `${job.spec.headnode}-${job.seq}`,
+        hostname: `${job.spec.headnode}-${job.seq}${task}`,
         ncpus: job.spec.resources.ncpus,
       });
       cloned = true;

@@ -16,6 +16,9 @@ import { Dispatcher } from './dispatcher.js';
 import { JobControl, type JobChanges } from './job-control.js';
 import { JobRunner } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
+import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
+import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
+import { FairOrder } from './fair-order.js';
 
 export interface SchedulerOptions {
   redis: Redis;
@@ -32,6 +35,8 @@ export interface SchedulerOptions {
   retryDelayMs?: number;
   /** false: accept and list jobs but run none (a submit-only process, or a benchmark). */
   dispatch?: boolean;
+  /** The admin's quota and queue settings, as of now (reloaded behind this function). */
+  quotas?: () => QuotaConfig;
 }
 
 export interface ListFilter {
@@ -54,10 +59,20 @@ export class Scheduler {
   private readonly control: JobControl;
   private readonly dispatcher: Dispatcher | undefined;
   private readonly spoolDir: string;
+  private readonly quotas: () => QuotaConfig;
+  /** Queued/running counts per user, group, queue: what quota decisions read (O(1)). */
+  private usage = new UsageTracker();
+  /** Jobs started by this gcd: their end is onEnded, any other end onDequeued. */
+  private readonly started = new Set<string>();
 
   constructor(private readonly o: SchedulerOptions) {
+    this.quotas = o.quotas ?? (() => emptyQuotaConfig());
     this.store = new JobStore(o.redis, o.keys, o.serverName);
-    this.queue = new RunQueue(o.connection, o.keys);
+    const shareOf = (user: string, group: string): number => {
+      const c = this.quotas();
+      return c.users.get(user)?.shares ?? c.groups.get(group)?.shares ?? c.defaults.shares ?? 1;
+    };
+    this.queue = new RunQueue(o.connection, o.keys, new FairOrder(shareOf));
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
@@ -80,6 +95,17 @@ export class Scheduler {
         concurrency: o.concurrency ?? 64,
         lockDurationMs: o.lockDurationMs ?? 30_000,
         retryDelayMs: o.retryDelayMs ?? 1000,
+        policy: {
+          admit: (rec) => {
+            const a = admit(this.quotas(), this.usage, trackedJob(rec));
+            return a.ok ? undefined : a.reason;
+          },
+          started: (rec, vstart) => {
+            this.usage.onStarted(trackedJob(rec));
+            this.started.add(rec.id);
+            this.queue.fair.dispatched(vstart);
+          },
+        },
       });
     }
   }
@@ -87,12 +113,27 @@ export class Scheduler {
   /** Reconcile after a crash, then start taking jobs. */
   async start(): Promise<void> {
     await this.recover();
+    // Rebuild usage; jobs that were running when a previous gcd died count as queued: they run again.
+    const live = (await this.store.list()).filter((j) => !j.array && j.state !== 'F');
+    this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
     this.dispatcher?.start();
   }
 
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
-    const s = await this.submitter.submit(specs, opts);
+    const cfg = this.quotas();
+    const count = opts.array ? opts.array.indices.length : 1;
+    const resolved = specs.map((spec) => {
+      // Queue defaults and per-job limits; max_queued counts the whole batch.
+      const r = checkSubmit(cfg, this.usage, {
+        user: spec.user, group: spec.group, queue: spec.queue, ncpus: spec.resources.ncpus,
+        ...(spec.resources.memMiB ? { memMiB: spec.resources.memMiB } : {}),
+        ...(spec.walltimeSec !== undefined ? { walltimeSec: spec.walltimeSec } : {}),
+      }, count * specs.length);
+      return { ...spec, queue: r.queue, resources: { ...spec.resources, ncpus: r.ncpus }, ...(r.walltimeSec !== undefined ? { walltimeSec: r.walltimeSec } : {}) };
+    });
+    const s = await this.submitter.submit(resolved, opts);
+    for (const r of s.records) if (!r.array) this.usage.onQueued(trackedJob(r));
     for (const w of s.waiting) await this.store.addDependents(w.on, w.child);
     await this.queue.add(s.runnable);
     // A parent may have ended between the check and the registration: look again.
@@ -164,6 +205,10 @@ export class Scheduler {
 
   /** A job ended: complete its array, then release or cancel the jobs that depended on it. */
   private async afterFinish(job: JobRecord): Promise<void> {
+    if (!job.array) {
+      if (this.started.delete(job.id)) this.usage.onEnded(trackedJob(job));
+      else this.usage.onDequeued(trackedJob(job));
+    }
     if (job.arrayParent) await this.completeArray(job.arrayParent);
     for (const child of await this.store.takeDependents(job.id)) await this.reviewDependent(child);
   }
@@ -214,7 +259,7 @@ export class Scheduler {
     const lost = [];
     for (const j of all) {
       if (j.array) continue;
-      if (['Q', 'W', 'R'].includes(j.state) && !(await this.queue.has(j.id))) lost.push(j);
+      if (['Q', 'W', 'R', 'E'].includes(j.state) && !(await this.queue.has(j.id))) lost.push(j);
     }
     if (lost.length) {
       log.info('re-queued jobs BullMQ did not have', { jobs: lost.map((j) => j.id) });

@@ -122,7 +122,9 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     await until('all ran', () => {
       const j = jobsJson(g).Jobs;
       return j[rerun]?.job_state === 'F' && j[norerun]?.job_state === 'F' && j[queued]?.job_state === 'F';
-    }, 60_000);
+    }, 60_000).catch((e: Error) => {
+      throw new Error(`${e.message}\n${JSON.stringify(jobsJson(g).Jobs)}\n${g.log}`);
+    });
     const j = jobsJson(g).Jobs;
     expect(j[rerun]!.Exit_status).to.equal(0);
     expect(readFileSync(marks, 'utf8')).to.equal('start\nstart\n', 'rerunnable job ran again, once');

@@ -12,6 +12,7 @@ interface QstatArgs {
   s?: boolean;
   a?: boolean;
   w?: boolean;
+  t?: boolean;
   _: Array<string | number>;
 }
 
@@ -19,6 +20,8 @@ function withUsage(j: JobRecord, now: number): QstatJob {
   const q: QstatJob = { ...j };
   if (j.startedAt) q.usage = { walltimeSec: Math.round(((j.endedAt ?? now) - j.startedAt) / 1000) };
   if (j.state !== 'F' && j.comment) q.reason = j.comment;
+  // PBS shows a finished array task as X.
+  if (j.arrayParent && j.state === 'F') q.state = 'X';
   return q;
 }
 
@@ -33,7 +36,8 @@ export const gcqstat: Tool = async (req, s) => {
       .option('u', { type: 'string', describe: 'only this user\'s jobs' })
       .option('s', { type: 'boolean', describe: 'show each job\'s comment' })
       .option('a', { type: 'boolean', describe: 'alternate layout' })
-      .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' }),
+      .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' })
+      .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' }),
     true,
   );
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
@@ -56,7 +60,7 @@ export const gcqstat: Tool = async (req, s) => {
       }
     }
   } else {
-    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true, user: a.u });
+    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true, user: a.u, tasks: a.t === true });
   }
   const shown = jobs.map((j) => withUsage(j, now));
   const opts = { server: s.serverName, now, wide: a.w === true };

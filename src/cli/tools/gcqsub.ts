@@ -24,7 +24,7 @@ export const gcqsub: Tool = async (req, s) => {
     headnode: guest?.headnode ?? req.env.GC_HEADNODE ?? '',
     submitHost: guest ? guest.vmId : hostname(),
     now: Date.now(),
-    defaultQueue: 'workq',
+    defaultQueue: '', // the admin's default_queue applies (resolved with the quotas)
     readFile: (p) => req.files[p],
     isMissing: (p) => req.missing.includes(p),
     hostSide: !guest,
@@ -42,10 +42,15 @@ export const gcqsub: Tool = async (req, s) => {
   }
   if (r.outputDirs?.stdout) spec.stdoutPath = r.outputDirs.stdout.replace(/\/?$/, '/');
   if (r.outputDirs?.stderr) spec.stderrPath = r.outputDirs.stderr.replace(/\/?$/, '/');
-  if (r.array) throw new UsageError('-J/-t job arrays are not supported yet');
-  if (r.depend?.length) throw new UsageError('-W depend is not supported yet');
   if (r.cron) throw new UsageError('--cron recurring jobs are not supported yet');
-  const [job] = await s.scheduler.submit([spec], { hold: r.hold, beginAt: r.beginAt });
+  if (r.array && r.block) throw new UsageError('-W block=true cannot wait for an array job');
+  const depend = r.depend?.map((d) => ({ type: d.type, jobIds: d.jobIds.map((id) => s.scheduler.store.parseId(id)) }));
+  const [job] = await s.scheduler.submit([spec], {
+    hold: r.hold,
+    ...(r.beginAt !== undefined ? { beginAt: r.beginAt } : {}),
+    ...(depend?.length ? { depend } : {}),
+    ...(r.array ? { array: r.array } : {}),
+  });
   const warn = r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join('');
   if (!r.block) return { stdout: `${job!.id}\n`, stderr: warn, exitCode: 0 };
   const done = await s.scheduler.waitFor(job!.id);

@@ -4,8 +4,10 @@ import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
 import { gcqdel } from './gcqdel.js';
 import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';
+import { gcqalter } from './gcqalter.js';
+import { gcqhold, gcqrls } from './holds.js';
 
-const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel };
+const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */
 export async function runTool(name: string, req: ToolRequest, s: ToolServices): Promise<ToolResult> {
