@@ -19,6 +19,10 @@ import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
+import { RecurringJobs } from './recurring.js';
+
+/** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
+const CRON_ID = /^cron\d+(\.|$)/;
 
 export interface SchedulerOptions {
   redis: Redis;
@@ -59,6 +63,7 @@ export class Scheduler {
   private readonly control: JobControl;
   private readonly dispatcher: Dispatcher | undefined;
   private readonly spoolDir: string;
+  readonly recurring: RecurringJobs;
   private readonly quotas: () => QuotaConfig;
   /** Queued/running counts per user, group, queue: what quota decisions read (O(1)). */
   private usage = new UsageTracker();
@@ -77,6 +82,7 @@ export class Scheduler {
     this.spoolDir = join(o.stateDir, 'spool');
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
     this.control = new JobControl(this.store, this.queue);
+    this.recurring = new RecurringJobs(o.redis, o.connection, o.keys, o.serverName, async (spec) => (await this.submit([spec]))[0]!.id);
     this.runner = new JobRunner({
       driver: o.driver,
       store: this.store,
@@ -117,6 +123,12 @@ export class Scheduler {
     const live = (await this.store.list()).filter((j) => !j.array && j.state !== 'F');
     this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
     this.dispatcher?.start();
+    if (this.dispatcher) this.recurring.start();
+  }
+
+  private cronId(idText: string): string | undefined {
+    if (!CRON_ID.test(idText)) return undefined;
+    return idText.includes('.') ? idText : `${idText}.${this.o.serverName}`;
   }
 
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
@@ -162,6 +174,8 @@ export class Scheduler {
 
   /** gcqdel: remove waiting jobs; stop running ones (their clones are destroyed). */
   async delete(actor: Actor, idText: string): Promise<void> {
+    const cron = this.cronId(idText);
+    if (cron) return this.recurring.remove(actor, cron);
     const rec = await this.get(actor, idText);
     if (rec.state === 'F') throw new StateError(`Request invalid for state of job ${rec.id} (F)`);
     let acted = false;
@@ -182,10 +196,14 @@ export class Scheduler {
   }
 
   async hold(actor: Actor, idText: string): Promise<void> {
+    const cron = this.cronId(idText);
+    if (cron) return this.recurring.pause(actor, cron);
     await this.control.hold(await this.get(actor, idText), 'u');
   }
 
   async release(actor: Actor, idText: string): Promise<void> {
+    const cron = this.cronId(idText);
+    if (cron) return this.recurring.resume(actor, cron);
     await this.control.release(await this.get(actor, idText), 'u');
   }
 
@@ -275,6 +293,7 @@ export class Scheduler {
   }
 
   async close(): Promise<void> {
+    await this.recurring.close();
     await this.dispatcher?.close();
     await this.queue.close();
   }

@@ -176,6 +176,31 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     expect(all.every((j) => j.runCount === 1)).to.equal(true, 'no job lost or run twice');
   });
 
+  it('recurring jobs: each firing submits with a fresh snapshot; listed, paused, resumed, removed', async function () {
+    // Six-field pattern (every second) for the test; gcqsub --cron takes the five-field form.
+    const c = await sched.recurring.create('* * * * * *', spec({ argv: ['echo', 'tick'], name: 'tick' }));
+    expect(c.id).to.equal('cron1.srv');
+    for (let i = 0; i < 60 && (await sched.list(ADMIN, { includeFinished: true })).length < 2; i++) await sleep(100);
+    const fired = await sched.list(ADMIN, { includeFinished: true });
+    expect(fired.length).to.be.at.least(2);
+    expect(new Set(fired.map((j) => j.snapshotId)).size).to.equal(fired.length, 'a fresh snapshot per firing');
+    expect((await sched.recurring.list(ADMIN))[0]!.lastJob).to.match(/^\d+\.srv$/);
+    await sched.hold(ADMIN, 'cron1');
+    await sleep(300);
+    const n = (await sched.list(ADMIN, { includeFinished: true })).length;
+    await sleep(2200);
+    expect((await sched.list(ADMIN, { includeFinished: true })).length).to.equal(n, 'paused: no firing');
+    expect((await sched.recurring.list(ADMIN))[0]!.paused).to.equal(true);
+    await sched.release(ADMIN, 'cron1');
+    for (let i = 0; i < 40 && (await sched.list(ADMIN, { includeFinished: true })).length === n; i++) await sleep(100);
+    expect((await sched.list(ADMIN, { includeFinished: true })).length).to.be.greaterThan(n, 'resumed');
+    await sched.delete(ADMIN, 'cron1.srv');
+    expect(await sched.recurring.list(ADMIN)).to.deep.equal([]);
+    let err = '';
+    await sched.delete(ADMIN, 'cron1.srv').catch((e: Error) => (err = e.message));
+    expect(err).to.equal('unknown recurring job cron1.srv');
+  });
+
   it('fair share: a user with a big backlog does not starve a later user; shares 3:1 give 3:1 turns', async function () {
     await sched.close();
     quotas = parseQuotaText('users:\n  alice:\n    shares: 3\n  bob:\n    shares: 1\n', 'quotas.yaml');

@@ -13,6 +13,7 @@ interface QstatArgs {
   a?: boolean;
   w?: boolean;
   t?: boolean;
+  cron?: boolean;
   _: Array<string | number>;
 }
 
@@ -37,7 +38,8 @@ export const gcqstat: Tool = async (req, s) => {
       .option('s', { type: 'boolean', describe: 'show each job\'s comment' })
       .option('a', { type: 'boolean', describe: 'alternate layout' })
       .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' })
-      .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' }),
+      .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' })
+      .option('cron', { type: 'boolean', describe: 'list recurring jobs (gcqsub --cron)' }),
     true,
   );
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
@@ -45,6 +47,12 @@ export const gcqstat: Tool = async (req, s) => {
   if (a.F !== undefined && a.F !== 'json') throw new UsageError(`-F ${a.F}: only -F json is supported`);
   if (a.F !== undefined && !a.f) throw new UsageError('-F json goes with -f');
   const now = Date.now();
+  if (a.cron) {
+    const rows = (await s.scheduler.recurring.list(req.actor)).map((c) =>
+      [c.id, c.spec.user, c.pattern, c.paused ? 'paused' : new Date(c.nextAt ?? 0).toISOString().slice(0, 16).replace('T', ' '), c.lastJob ?? '-', c.lastError ?? ''].join('\t'),
+    );
+    return { stdout: rows.length ? ['Cron id\tUser\tPattern\tNext\tLast job\tLast error', ...rows].join('\n') + '\n' : '', stderr: '', exitCode: 0 };
+  }
   const ids = a._.map(String);
   let jobs: JobRecord[];
   let stderr = '';

@@ -42,7 +42,11 @@ export const gcqsub: Tool = async (req, s) => {
   }
   if (r.outputDirs?.stdout) spec.stdoutPath = r.outputDirs.stdout.replace(/\/?$/, '/');
   if (r.outputDirs?.stderr) spec.stderrPath = r.outputDirs.stderr.replace(/\/?$/, '/');
-  if (r.cron) throw new UsageError('--cron recurring jobs are not supported yet');
+  if (r.cron) {
+    if (r.array || r.depend?.length || r.hold) throw new UsageError('--cron goes with neither -J/-t, -W depend nor -h');
+    const c = await s.scheduler.recurring.create(r.cron, spec);
+    return { stdout: `${c.id}\n`, stderr: r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join(''), exitCode: 0 };
+  }
   if (r.array && r.block) throw new UsageError('-W block=true cannot wait for an array job');
   const depend = r.depend?.map((d) => ({ type: d.type, jobIds: d.jobIds.map((id) => s.scheduler.store.parseId(id)) }));
   const [job] = await s.scheduler.submit([spec], {
