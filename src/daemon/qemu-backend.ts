@@ -7,9 +7,11 @@ import { log } from '../log.js';
 import { gcTool, type HeadnodeExec } from '../cli/tools/gc.js';
 import type { ToolResult } from '../cli/tool.js';
 import type { Backend } from './backend.js';
+import { openClusters } from '../clusters/wiring.js';
+import type { QuotaConfig } from '../config/quotas.js';
 
 /** The product backend: QEMU headnodes, snapshots and clones. */
-export async function qemuBackend(settings: Settings, channels: ChannelServer): Promise<Backend> {
+export async function qemuBackend(settings: Settings, channels: ChannelServer, opts: { quotas?: () => QuotaConfig } = {}): Promise<Backend> {
   const headnodes = new QemuHeadnodeManager({
     settings,
     channels,
@@ -17,7 +19,11 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer): 
   });
   // Headnodes outlive gcd: find the ones still running, and say which died meanwhile.
   await headnodes.reattach();
-  const driver = new QemuDriver({ settings, channels, headnodes });
+  // Job clones and virtual clusters have a driver each (different folders and lifetimes);
+  // both snapshot the same headnodes, so they share the background-stream bookkeeping.
+  const streams = new Map<string, Promise<void>>();
+  const clusters = await openClusters({ settings, channels, headnodes, streams, ...opts });
+  const driver = new QemuDriver({ settings, channels, headnodes, streams, clusterNicOf: (hn) => clusters.clusterNicOf(hn) });
   const exec: HeadnodeExec = async (name, argv, timeoutMs): Promise<ToolResult> => {
     // Take the agent under the headnode's lock but run outside it: the command may itself
     // submit a job, whose snapshot needs that lock.
@@ -32,9 +38,10 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer): 
   return {
     driver,
     headnodes,
-    gc: (req, s) => gcTool(req, s, headnodes, exec),
+    gc: (req, s) => gcTool(req, s, clusters.guard(headnodes), exec, clusters.gc),
     async close() {
       await driver.close();
+      await clusters.close();
       await headnodes.close();
     },
   };

@@ -3,7 +3,7 @@ import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
 
 /** An admin's command in a running headnode, as root (gc headnode exec). */
 export type HeadnodeExec = (name: string, argv: string[], timeoutMs: number) => Promise<ToolResult>;
-import type { ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
 import { parseArgs } from './args.js';
 
 function table(rows: HeadnodeInfo[]): string {
@@ -30,10 +30,18 @@ interface CreateArgs {
  * starting, stopping and destroying headnodes is the administrator's (host socket); a
  * guest may list its own headnode.
  */
-export async function gcTool(req: ToolRequest, _s: ToolServices, headnodes: HeadnodeManager, exec: HeadnodeExec): Promise<ToolResult> {
+export async function gcTool(
+  req: ToolRequest,
+  _s: ToolServices,
+  headnodes: HeadnodeManager,
+  exec: HeadnodeExec,
+  /** `gc clone|clones|kill|whoami` (src/cli/tools/gc-clone.ts), when the backend has clusters. */
+  clusters?: { commands: ReadonlySet<string>; tool: Tool },
+): Promise<ToolResult> {
   const [group, verb, ...rest] = req.argv;
+  if (clusters && group !== undefined && clusters.commands.has(group)) return clusters.tool(req, _s);
   if (group !== 'headnode' && group !== 'headnodes') {
-    throw new UsageError(`unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc image build, gc console NAME`);
+    throw new UsageError(`unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc clone|clones|kill|whoami, gc image build, gc console NAME`);
   }
   const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
   if (verb === 'list' || verb === undefined) {

@@ -76,6 +76,12 @@ export interface QemuCloneOptions extends CloneOptions {
    * backend, so that a job clone never joins its headnode's cluster L2 with its MAC and IP.
    */
   clusterNic?: ClusterNic;
+  /**
+   * Start with the cluster NIC's link down (QMP set_link, before the vCPUs run), so that the
+   * clone says nothing on the cluster L2 under its parent's MAC and IP; the caller sets its
+   * own identity in the guest and then the link up.
+   */
+  clusterLinkDown?: boolean;
 }
 
 /** A running clone, lent to a caller under the clone's lock (withClone). */
@@ -413,6 +419,7 @@ export class QemuDriver implements Driver {
           mark('qmp');
           await enableIgnoreShared(vm.qmp);
           await loadDeviceState(vm.qmp, sp.state);
+          if (opts.clusterLinkDown === true && cfg.clusterNic) await vm.qmp.execute('set_link', { name: 'nic1', up: false });
           mark('restored');
           await vm.qmp.execute('cont');
           mark('running');

@@ -36,14 +36,22 @@ export const DEFAULT_MACHINE = 'pc';
 export const NIC_MAC = '52:54:00:12:34:56';
 
 /**
- * Optional second NIC on a shared L2 so clones of one job can talk to each other.
- * The MAC is migrated device state: a clone cannot change it on its command line, so a
- * driver that wants per-clone MACs must not put this on the headnode's command line but
- * hot-plug it into the clone (netdev_add + device_add) after the restore.
+ * Optional second NIC (slot 8) on a shared L2 so a headnode and its clones can talk.
+ * The MAC is migrated device state: a clone cannot change it on its command line. Virtual
+ * clusters (src/clusters) hot-plug it into the headnode, and each clone sets its own MAC
+ * from inside the guest after the restore; only the backend here differs per VM.
  */
 export type ClusterNic =
-  | { kind: 'mcast'; /** e.g. 230.0.0.1:1234 */ mcast: string; mac: string }
-  | { kind: 'tap'; ifname: string; mac: string };
+  | {
+      kind: 'mcast';
+      /** e.g. 230.0.0.1:1234 */ mcast: string;
+      mac: string;
+      /** Host address to send and join on; 127.0.0.1 keeps the L2 on this host's loopback. */
+      localaddr?: string;
+    }
+  | { kind: 'tap'; ifname: string; mac: string }
+  /** The device without a network behind it (a hub with one port): frames go nowhere. */
+  | { kind: 'isolated'; mac: string };
 
 export interface VmConfig {
   /** Headnode name or clone id; becomes `-name`. */
@@ -180,7 +188,11 @@ function accelOption(cfg: VmConfig): string {
 
 function clusterNicArgs(nic: ClusterNic): string[] {
   const backend =
-    nic.kind === 'mcast' ? `socket,id=net1,mcast=${nic.mcast}` : `tap,id=net1,ifname=${esc(nic.ifname)},script=no,downscript=no`;
+    nic.kind === 'mcast'
+      ? `socket,id=net1,mcast=${nic.mcast}${nic.localaddr !== undefined ? `,localaddr=${nic.localaddr}` : ''}`
+      : nic.kind === 'tap'
+        ? `tap,id=net1,ifname=${esc(nic.ifname)},script=no,downscript=no`
+        : 'hubport,id=net1,hubid=0';
   return ['-netdev', backend, '-device', `virtio-net-pci,netdev=net1,id=nic1,mac=${nic.mac},bus=pci.0,addr=0x8`];
 }
 
@@ -236,6 +248,7 @@ function validate(cfg: VmConfig): void {
     if (!MAC.test(nic.mac)) bad(`cluster NIC MAC '${nic.mac}'`);
     if (nic.mac.toLowerCase() === NIC_MAC) bad('cluster NIC MAC equals the main NIC MAC');
     if (nic.kind === 'mcast' && !/^[0-9.]+:[0-9]+$/.test(nic.mcast)) bad(`mcast address '${nic.mcast}'`);
+    if (nic.kind === 'mcast' && nic.localaddr !== undefined && !/^[0-9.]+$/.test(nic.localaddr)) bad(`mcast localaddr '${nic.localaddr}'`);
     if (nic.kind === 'tap' && !/^[A-Za-z0-9_.-]{1,15}$/.test(nic.ifname)) bad(`tap ifname '${nic.ifname}'`);
   }
 }

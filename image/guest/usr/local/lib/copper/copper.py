@@ -4,21 +4,34 @@
     r = copper.qsub("-N", "sweep", "--", "python3", "sim.py")
     print(r.stdout, r.exit_code)
 
+    kids = copper.clone(3)        # fork this VM, like os.fork(): returns in the caller AND in each clone
+    if not kids:                  # [] in a new clone
+        me = copper.whoami()      # {'COPPER_CLONE_ID': '2', 'COPPER_GENERATION': '1', ...}
+    else:
+        print([(c["name"], c["address"]) for c in kids])
+        copper.kill(*[c["id"] for c in kids])
+
 Every function sends the same request the command-line tools send (POST /v1/cli to gcd at
-10.0.2.100:80, see docs/PROTOCOL.md) and returns a Result; nothing is printed. gcd knows who
-is calling from the channel the request arrives on, not from anything in the request.
+10.0.2.100:80, see docs/PROTOCOL.md); nothing is printed. gcd knows who is calling from the
+channel the request arrives on, not from anything in the request.
 """
 import http.client
 import json
 import os
 import pwd
+import select
 
-__all__ = ["Result", "CopperError", "Unreachable", "call", "qsub", "qstat", "qdel",
-           "qhold", "qrls", "qalter", "gc", "API_HOST", "API_PORT"]
+__all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsub", "qstat", "qdel",
+           "qhold", "qrls", "qalter", "gc", "clone", "clones", "kill", "whoami", "API_HOST", "API_PORT",
+           "CLONE_ENV"]
 
 API_HOST = "10.0.2.100"
 API_PORT = 80
 MAX_FILE_ROUNDS = 16
+# Written by gcd into every member of a virtual cluster (the headnode too, with COPPER_CLONE=0).
+CLONE_ENV = "/etc/copper/clone.env"
+# How often a waiting `gc clone` looks whether it now runs in a new clone.
+FORK_POLL_S = 0.2
 
 
 class CopperError(Exception):
@@ -33,13 +46,23 @@ class Unreachable(CopperError):
     """No answer from gcd: the channel is down or gcd is not running."""
 
 
-class Result:
-    __slots__ = ("stdout", "stderr", "exit_code")
+class CommandFailed(CopperError):
+    """A tool answered with a non-zero exit status (its stderr line is the message)."""
 
-    def __init__(self, stdout, stderr, exit_code):
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Result:
+    __slots__ = ("stdout", "stderr", "exit_code", "clone_env")
+
+    def __init__(self, stdout, stderr, exit_code, clone_env=None):
         self.stdout = stdout
         self.stderr = stderr
         self.exit_code = exit_code
+        # Set when this is the copy of a `gc clone` call that woke up in a new clone.
+        self.clone_env = clone_env
 
     def __repr__(self):
         return "Result(exit_code=%r, stdout=%r, stderr=%r)" % (self.exit_code, self.stdout, self.stderr)
@@ -52,12 +75,49 @@ def _account():
         return str(os.getuid())
 
 
-def _post(body):
+def _read_clone_env(path=CLONE_ENV):
+    """clone.env as a dict; {} when missing or not completely written (COPPER_VM is last)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    if not text.endswith("\n"):
+        return {}
+    env = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            env[key] = value
+    return env if "COPPER_VM" in env else {}
+
+
+class _NowAClone(Exception):
+    def __init__(self, env):
+        super().__init__("now a clone")
+        self.env = env
+
+
+def _wait_or_fork(conn, vm_before):
+    """Wait for gcd's answer; in a new clone (whose copy of this connection is dead) return."""
+    while True:
+        readable, _, _ = select.select([conn.sock], [], [], FORK_POLL_S)
+        if readable:
+            return
+        env = _read_clone_env()
+        if env.get("COPPER_CLONE") == "1" and env.get("COPPER_VM") != vm_before:
+            raise _NowAClone(env)
+
+
+def _post(body, fork=False):
     # No timeout: a qsub may legitimately wait (e.g. -W block=true).
+    vm_before = _read_clone_env().get("COPPER_VM") if fork else None
     conn = http.client.HTTPConnection(API_HOST, API_PORT, timeout=None)
     try:
         data = json.dumps(body).encode("utf-8")
         conn.request("POST", "/v1/cli", body=data, headers={"Content-Type": "application/json"})
+        if fork:
+            _wait_or_fork(conn, vm_before)
         resp = conn.getresponse()
         raw = resp.read()
     except (OSError, http.client.HTTPException) as e:
@@ -95,8 +155,17 @@ def call(tool, argv, cwd=None, env=None):
     }
     files = {}
     missing = []
+    fork = tool == "gc" and bool(body["argv"]) and body["argv"][0] == "clone"
     for _ in range(MAX_FILE_ROUNDS):
-        answer = _post(body)
+        try:
+            answer = _post(body, fork)
+        except _NowAClone as child:
+            # fork() semantics: this copy of the call returns in the new clone.
+            env = child.env
+            note = "gc clone: continuing in clone %s (id %s, generation %s) of %s\n" % (
+                env.get("COPPER_CLUSTER_NAME", "?"), env.get("COPPER_CLONE_ID", "?"),
+                env.get("COPPER_GENERATION", "?"), env.get("COPPER_HEADNODE", "?"))
+            return Result("[]\n" if "--json" in body["argv"] else "", note, 0, env)
         need = answer.get("needFile")
         if need is None:
             code = answer.get("exitCode")
@@ -144,3 +213,59 @@ def qalter(*argv, **kw):
 
 def gc(*argv, **kw):
     return call("gc", argv, **kw)
+
+
+def _checked(argv):
+    r = call("gc", argv)
+    if r.exit_code != 0:
+        raise CommandFailed(r.stderr.strip() or "gc %s failed with status %d" % (argv[0], r.exit_code), r.exit_code)
+    return r
+
+
+def clone(n, ttl=None):
+    """Fork this VM into n running clones, like os.fork().
+
+    In the caller: the list of new clones (dicts: id, name, generation, address, ...).
+    In each new clone the same call returns [] (whoami() says which clone it is).
+    ttl: seconds (or "15m", "2h", "HH:MM:SS") after which gcd destroys them.
+    Raises CommandFailed (e.g. over the quota: nothing was created).
+    """
+    argv = ["clone", str(n), "--json"]
+    if ttl is not None:
+        argv += ["--ttl", str(ttl)]
+    r = _checked(argv)
+    if r.clone_env is not None:
+        return []
+    return json.loads(r.stdout)
+
+
+def clones():
+    """The clones of this VM's cluster (dicts: id, name, generation, parent, state, address, ...)."""
+    return json.loads(_checked(["clones", "--json"]).stdout)
+
+
+def kill(*ids, generation=None, all=False):
+    """Destroy clones by id, or every clone of a generation, or all; returns the killed ones."""
+    if all:
+        argv = ["kill", "--all"]
+    elif generation is not None:
+        argv = ["kill", "--generation", str(generation)]
+    else:
+        argv = ["kill"] + [str(i) for i in ids]
+    return json.loads(_checked(argv + ["--json"]).stdout)
+
+
+def whoami():
+    """This VM in its cluster: clone.env as a dict, or gcd's answer when the file is not there."""
+    env = _read_clone_env()
+    if env:
+        return env
+    w = json.loads(_checked(["whoami", "--json"]).stdout)
+    return {
+        "COPPER_CLONE": "1" if w["kind"] == "clone" else "0",
+        "COPPER_CLONE_ID": str(w["id"]),
+        "COPPER_GENERATION": str(w["generation"]),
+        "COPPER_HEADNODE": w["headnode"],
+        "COPPER_CLUSTER_NAME": w["name"],
+        "COPPER_CLUSTER_IP": w.get("address", ""),
+    }

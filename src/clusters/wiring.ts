@@ -1,0 +1,111 @@
+/**
+ * Virtual clusters inside gcd's QEMU backend: their own driver (detached clones, folders under
+ * <stateDir>/clusters/vm and <ramDir>/clusters), the service, the `gc` commands, and the
+ * headnode-destroy hook (a destroyed headnode's cluster goes with it).
+ */
+import { join } from 'node:path';
+import type { Settings } from '../config/settings.js';
+import { QuotaWatcher, type QuotaConfig } from '../config/quotas.js';
+import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import type { ClusterNic } from '../drivers/qemu/vm-args.js';
+import { errorMessage } from '../errors.js';
+import type { QemuHeadnodeManager } from '../headnodes/manager.js';
+import type { GuestChannels, HeadnodeManager } from '../headnodes/types.js';
+import { log } from '../log.js';
+import { CLUSTER_COMMANDS, clusterTool } from '../cli/tools/gc-clone.js';
+import type { Tool } from '../cli/tool.js';
+import { maxClonesSetting } from './quota.js';
+import { ClusterService } from './service.js';
+
+export interface ClusterWiringOptions {
+  settings: Pick<Settings, 'stateDir' | 'ramDir' | 'configDir'>;
+  channels: GuestChannels;
+  headnodes: QemuHeadnodeManager;
+  /** Shared with the job driver: no snapshot starts while another driver streams that headnode. */
+  streams: Map<string, Promise<void>>;
+  /** The admin quota file in force; without it, a watcher of <configDir>/quotas.yaml is started here. */
+  quotas?: () => QuotaConfig;
+}
+
+export interface Clusters {
+  service: ClusterService;
+  /** For QemuDriverOptions.clusterNicOf of every driver that snapshots headnodes. */
+  clusterNicOf(headnode: string): ClusterNic | undefined;
+  /** For gcTool: the commands it hands over. */
+  gc: { commands: ReadonlySet<string>; tool: Tool };
+  /** The manager, with destroy() taking the headnode's cluster down first. */
+  guard(m: HeadnodeManager): HeadnodeManager;
+  close(): Promise<void>;
+}
+
+/** Where the clusters' driver keeps its clones and snapshots. */
+export function clusterVmSettings(s: Pick<Settings, 'stateDir' | 'ramDir'>): Pick<Settings, 'stateDir' | 'ramDir'> {
+  return { stateDir: join(s.stateDir, 'clusters', 'vm'), ramDir: join(s.ramDir, 'clusters') };
+}
+
+export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
+  let watcher: QuotaWatcher | undefined;
+  let quotas = o.quotas;
+  if (!quotas) {
+    const w = new QuotaWatcher({
+      dir: o.settings.configDir,
+      signal: null, // gcd's own watcher handles SIGHUP; this one follows file changes
+      onError: (e) => log.error(`clusters: quota settings not reloaded: ${e.message}`),
+    });
+    w.start();
+    watcher = w;
+    quotas = () => w.current();
+  }
+  const maxPerUser = maxClonesSetting();
+  const readQuotas = quotas;
+  let service: ClusterService | undefined;
+  const clusterNicOf = (hn: string): ClusterNic | undefined => service?.clusterNicOf(hn);
+  const driver = new QemuDriver({
+    settings: clusterVmSettings(o.settings),
+    channels: o.channels,
+    headnodes: o.headnodes,
+    cloneLifetime: 'detached',
+    streams: o.streams,
+    clusterNicOf,
+  });
+  try {
+    service = await ClusterService.open({
+      stateDir: o.settings.stateDir,
+      driver,
+      headnodes: o.headnodes,
+      quota: () => ({ config: readQuotas(), maxPerUser }),
+    });
+  } catch (err) {
+    watcher?.close();
+    await driver.detach();
+    throw err;
+  }
+  const s = service;
+  return {
+    service: s,
+    clusterNicOf,
+    gc: { commands: CLUSTER_COMMANDS, tool: clusterTool(s) },
+    guard(m: HeadnodeManager): HeadnodeManager {
+      return {
+        create: (spec) => m.create(spec),
+        start: (name) => m.start(name),
+        stop: (name) => m.stop(name),
+        list: () => m.list(),
+        get: (name) => m.get(name),
+        reattach: () => m.reattach(),
+        close: () => m.close(),
+        async destroy(name) {
+          await s.dropHeadnode(name).catch((err: unknown) => {
+            log.error(`headnode ${name}: destroying its cluster: ${errorMessage(err)}`);
+            throw err;
+          });
+          await m.destroy(name);
+        },
+      };
+    },
+    async close() {
+      watcher?.close();
+      await s.close();
+    },
+  };
+}
