@@ -116,6 +116,7 @@ export class JobStore {
       if (array) json.push('array', JSON.stringify(array));
       m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest as JobPatch));
       m.zadd(this.keys.jobs, r.seq, id);
+      if (r.arrayParent === undefined) m.zadd(this.keys.jobsTop, r.seq, id);
       if (r.snapshotId) m.hincrby(this.keys.snapshotRefs, r.snapshotId, 1);
     }
     await m.exec();
@@ -132,9 +133,9 @@ export class JobStore {
     return h.state ? decode(id, h) : undefined;
   }
 
-  /** All jobs in sequence order; pipelined so 100,000 records are one round trip's worth. */
-  async list(): Promise<JobRecord[]> {
-    const ids = await this.redis.zrange(this.keys.jobs, 0, -1);
+  /** Jobs in sequence order (array tasks only with `tasks`); pipelined in chunks. */
+  async list(opts: { tasks?: boolean } = { tasks: true }): Promise<JobRecord[]> {
+    const ids = await this.redis.zrange(opts.tasks === false ? this.keys.jobsTop : this.keys.jobs, 0, -1);
     const out: JobRecord[] = [];
     const chunk = 5000;
     for (let i = 0; i < ids.length; i += chunk) {
@@ -206,7 +207,10 @@ export class JobStore {
     for (const id of ids) p.exists(this.keys.job(id));
     const res = (await p.exec()) ?? [];
     const gone = ids.filter((_, i) => res[i]?.[1] === 0);
-    if (gone.length) await this.redis.zrem(this.keys.jobs, ...gone);
+    for (let i = 0; i < gone.length; i += 1000) {
+      const part = gone.slice(i, i + 1000);
+      await this.redis.multi().zrem(this.keys.jobs, ...part).zrem(this.keys.jobsTop, ...part).exec();
+    }
     return gone.length;
   }
 }

@@ -3,6 +3,8 @@ export interface Keys {
   seq: string;
   /** Sorted set of all job ids, scored by sequence number. */
   jobs: string;
+  /** The same without array tasks: what plain gcqstat reads, however large the arrays. */
+  jobsTop: string;
   job(id: string): string;
   /** Set of jobs whose -W depend names this job. */
   dependents(id: string): string;
@@ -18,6 +20,7 @@ export function keysFor(prefix: string): Keys {
   return {
     seq: `${prefix}:seq`,
     jobs: `${prefix}:jobs`,
+    jobsTop: `${prefix}:jobs:top`,
     job: (id) => `${prefix}:job:${id}`,
     dependents: (id) => `${prefix}:deps:${id}`,
     snapshotRefs: `${prefix}:snaprefs`,

@@ -154,7 +154,7 @@ export class Scheduler {
   }
 
   async list(actor: Actor, f: ListFilter = {}): Promise<JobRecord[]> {
-    const all = await this.store.list();
+    const all = await this.store.list({ tasks: f.tasks === true });
     return all.filter(
       (j) =>
         mayActOn(actor, j.spec.user) &&
