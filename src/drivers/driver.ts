@@ -62,8 +62,17 @@ export interface RunningCommand {
   kill(signal: KillSignal): Promise<void>;
 }
 
+/** What a clone used, seen from the host (its VM process). */
+export interface CloneUsage {
+  cputSec: number;
+  /** Peak resident memory of the clone beyond nothing (VmHWM). */
+  memKiB: number;
+}
+
 export interface Driver {
   readonly name: string;
+  /** What the clone has used so far; read just before it is destroyed. */
+  usage?(cloneId: string): Promise<CloneUsage | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */
   snapshot(headnode: string): Promise<SnapshotInfo>;
   /** Delete a snapshot's files; called when the last job using it has ended. */

@@ -57,6 +57,10 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (ended !== undefined) rec.endedAt = ended;
   const exit = num('exitStatus');
   if (exit !== undefined) rec.exitStatus = exit;
+  const cput = num('cputSec');
+  if (cput !== undefined) rec.cputSec = cput;
+  const mem = num('memKiB');
+  if (mem !== undefined) rec.memKiB = mem;
   const begin = num('beginAt');
   if (begin !== undefined) rec.beginAt = begin;
   if (h.holds) rec.holds = h.holds;

@@ -68,6 +68,9 @@ export interface JobRecord {
   /** How many times the job was started (for -r and crash recovery). */
   runCount: number;
   cloneId?: string;
+  /** Clone CPU time and peak memory, seen from the host (resources_used.cput / mem). */
+  cputSec?: number;
+  memKiB?: number;
   /** -a: not before this time (state W until then). */
   beginAt?: number;
   /** PBS Hold_Types: 'u' user hold (-h, gcqhold), 's' system hold (waiting on dependencies). */

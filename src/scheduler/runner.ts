@@ -87,6 +87,10 @@ export class JobRunner {
       else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
+      if (cloned) {
+        const used = await driver.usage?.(cloneId).catch(() => undefined);
+        if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
+      }
       if (cloned || running) await driver.destroy(cloneId).catch((e) => log.error('clone destroy failed', { cloneId, error: errorMessage(e) }));
       else await driver.destroy(cloneId).catch(() => undefined);
       await rm(spool, { recursive: true, force: true }).catch(() => undefined);

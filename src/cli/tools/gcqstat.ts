@@ -19,7 +19,13 @@ interface QstatArgs {
 
 function withUsage(j: JobRecord, now: number): QstatJob {
   const q: QstatJob = { ...j };
-  if (j.startedAt) q.usage = { walltimeSec: Math.round(((j.endedAt ?? now) - j.startedAt) / 1000) };
+  if (j.startedAt) {
+    q.usage = {
+      walltimeSec: Math.round(((j.endedAt ?? now) - j.startedAt) / 1000),
+      ...(j.cputSec !== undefined ? { cputSec: j.cputSec } : {}),
+      ...(j.memKiB !== undefined ? { memKiB: j.memKiB } : {}),
+    };
+  }
   if (j.state !== 'F' && j.comment) q.reason = j.comment;
   // PBS shows a finished array task as X.
   if (j.arrayParent && j.state === 'F') q.state = 'X';

@@ -24,7 +24,9 @@ import { KeyedLock } from '../../headnodes/keyed-lock.js';
 import { pruneGenerations, type LiveHeadnode } from '../../headnodes/manager.js';
 import { writeJsonAtomic } from '../../headnodes/record.js';
 import type { GuestChannels, HeadnodeSpec } from '../../headnodes/types.js';
+import { processUsage } from './proc-usage.js';
 import type {
+  CloneUsage,
   CloneHandle, CloneOptions, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand, SnapshotInfo,
 } from '../driver.js';
 import { AgentClient } from './agent.js';
@@ -592,6 +594,13 @@ export class QemuDriver implements Driver {
     await this.opts.channels.close(cloneId).catch((err: unknown) => log.warn(`closing channel of clone ${cloneId}: ${errorMessage(err)}`));
     await rm(cp.dir, { recursive: true, force: true });
     await rm(cp.stateDir, { recursive: true, force: true });
+  }
+
+  /** CPU time and peak RSS of the clone's QEMU process (PBS resources_used.cput / mem). */
+  async usage(cloneId: string): Promise<CloneUsage | undefined> {
+    const c = this.clones.get(cloneId);
+    if (!c) return undefined;
+    return processUsage(c.vm.pid);
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
