@@ -21,7 +21,9 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-ser
   systemctl stop redis-server || true
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-  npm ci --no-fund --no-audit >/dev/null
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  # Not `npm ci`: npm 11 refuses its own lock files when optional per-platform packages
+  # (msgpackr-extract's) are in them. `npm install` follows the lock just the same.
+  npm install --no-fund --no-audit >/dev/null
 fi
 npx tsc -p tsconfig.json
