@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GcdProcess, until } from '../helpers/gcd-process.js';
+import { GcdProcess, ROOT, until } from '../helpers/gcd-process.js';
 
 interface JsonJobs {
   Jobs: Record<string, { job_state: string; Exit_status?: number; comment?: string; Job_Name: string }>;
@@ -88,8 +88,36 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     expect(Object.keys(after.Jobs)).to.deep.equal([queued.stdout.trim()]);
   });
 
+  it('Redis unreachable: gcd says so in one line and exits non-zero; an external Redis (GC_REDIS_URL) works', async function () {
+    const env = { ...g.env, GC_STATE_DIR: join(g.stateDir, 'other'), GC_REDIS_URL: 'redis://127.0.0.1:1/0' };
+    const bad = spawnSync(process.execPath, ['bin/gcd.js'], { env, encoding: 'utf8', cwd: ROOT, timeout: 30_000 });
+    expect(bad.status).to.equal(3);
+    expect(bad.stderr.trim().split('\n')).to.have.length(1);
+    expect(bad.stderr).to.match(/^gcd: Redis unreachable at redis:\/\/127\.0\.0\.1:1\/0: .*ECONNREFUSED/);
+
+    // A TCP Redis of the admin's own, on a free port, with a password.
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', 'pw', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
+    try {
+      await until('redis up', () => spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG');
+      const ext = new GcdProcess({ GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice:physics', GC_REDIS_URL: `redis://:pw@127.0.0.1:${port}/0` });
+      try {
+        await ext.start();
+        const r = ext.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '--', 'true']);
+        expect(r.status, r.stderr).to.equal(0);
+        const keys = spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', '--scan', '--pattern', 'copper:bull:jobs:*'], { encoding: 'utf8' }).stdout;
+        expect(keys).to.contain('copper:bull:jobs:', 'a plain BullMQ queue in that Redis');
+        expect(existsSync(join(ext.stateDir, 'redis'))).to.equal(false, 'no embedded Redis was started');
+      } finally {
+        await ext.cleanup();
+      }
+    } finally {
+      redis.kill('SIGTERM');
+    }
+  });
+
   it('a second gcd on the same state folder is refused', function () {
-    const second = spawnSync(process.execPath, ['bin/gcd.js'], { env: g.env, encoding: 'utf8', cwd: join(import.meta.dirname, '../../..') });
+    const second = spawnSync(process.execPath, ['bin/gcd.js'], { env: g.env, encoding: 'utf8', cwd: ROOT });
     expect(second.status).to.not.equal(0);
     expect(second.stderr.trim()).to.match(/^gcd: another gcd \(pid \d+\) is running on /);
   });
