@@ -8,6 +8,7 @@ import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler, type SchedulerOptions } from '../../src/scheduler/scheduler.js';
 import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import { until } from '../helpers/gcd-process.js';
 
 function spec(over: Partial<JobSpec> = {}): JobSpec {
   return {
@@ -163,12 +164,10 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     let err = '';
     await sched.submit([spec()]).catch((x: Error) => (err = x.message));
     expect(err).to.equal('would exceed max_queued=3 for user alice (has 3 queued or running, submitting 1)');
-    let reason = '';
-    for (let i = 0; i < 40 && !reason; i++) {
+    const reason = await until('a UserMaxRun reason', async () => {
       const w = await sched.get(ADMIN, first[1]!.id);
-      if (w.state === 'Q' && w.comment?.startsWith('UserMaxRun')) reason = w.comment;
-      await sleep(50);
-    }
+      return w.state === 'Q' && w.comment?.startsWith('UserMaxRun') ? w.comment : undefined;
+    });
     expect(reason).to.equal('UserMaxRun: alice has 1 of max_running=1');
     quotas = parseQuotaText('defaults:\n  max_queued: 10\n  max_running: 3\n', 'quotas.yaml');
     for (const j of first) expect((await sched.waitFor(j.id)).exitStatus).to.equal(0);
@@ -180,7 +179,7 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     // Six-field pattern (every second) for the test; gcqsub --cron takes the five-field form.
     const c = await sched.recurring.create('* * * * * *', spec({ argv: ['echo', 'tick'], name: 'tick' }));
     expect(c.id).to.equal('cron1.srv');
-    for (let i = 0; i < 60 && (await sched.list(ADMIN, { includeFinished: true })).length < 2; i++) await sleep(100);
+    await until('two firings', async () => (await sched.list(ADMIN, { includeFinished: true })).length >= 2);
     const fired = await sched.list(ADMIN, { includeFinished: true });
     expect(fired.length).to.be.at.least(2);
     expect(new Set(fired.map((j) => j.snapshotId)).size).to.equal(fired.length, 'a fresh snapshot per firing');
@@ -192,7 +191,7 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     expect((await sched.list(ADMIN, { includeFinished: true })).length).to.equal(n, 'paused: no firing');
     expect((await sched.recurring.list(ADMIN))[0]!.paused).to.equal(true);
     await sched.release(ADMIN, 'cron1');
-    for (let i = 0; i < 40 && (await sched.list(ADMIN, { includeFinished: true })).length === n; i++) await sleep(100);
+    await until('a firing after resume', async () => (await sched.list(ADMIN, { includeFinished: true })).length > n);
     expect((await sched.list(ADMIN, { includeFinished: true })).length).to.be.greaterThan(n, 'resumed');
     await sched.delete(ADMIN, 'cron1.srv');
     expect(await sched.recurring.list(ADMIN)).to.deep.equal([]);
@@ -211,7 +210,7 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     await sched.submit(Array.from({ length: 30 }, () => spec({ user: 'bob', argv: ['sh', '-c', `echo b >> ${order}`] })));
     await sched.close();
     await open({ concurrency: 1, capacity: { ncpus: 1, memMiB: 100_000 } });
-    for (let i = 0; i < 200 && readFileSync(order, 'utf8').length < 2 * 24; i++) await sleep(50);
+    await until('24 jobs ran', () => readFileSync(order, 'utf8').length >= 2 * 24, 60_000);
     const first24 = readFileSync(order, 'utf8').trim().split('\n').slice(0, 24);
     const a = first24.filter((x) => x === 'a').length;
     expect(a).to.be.within(16, 20, `alice (shares 3) gets ~3 of 4 turns: ${first24.join('')}`);

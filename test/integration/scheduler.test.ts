@@ -7,6 +7,7 @@ import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import { until } from '../helpers/gcd-process.js';
 
 function spec(over: Partial<JobSpec> = {}): JobSpec {
   return {
@@ -105,7 +106,7 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
   it('gcqdel removes a queued job and stops a running one, destroying its clone', async function () {
     const [run] = await sched.submit([spec({ argv: ['sleep', '30'] })]);
-    for (let i = 0; i < 100 && (await sched.get(ADMIN, run!.id)).state !== 'R'; i++) await new Promise((res) => setTimeout(res, 50));
+    await until('job running', async () => (await sched.get(ADMIN, run!.id)).state === 'R');
     expect((await sched.get(ADMIN, run!.id)).state).to.equal('R');
     await sched.delete(ADMIN, run!.id);
     const done = await sched.waitFor(run!.id);
@@ -156,12 +157,10 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
       spec({ argv: ['sleep', '1'], resources: { ncpus: 3, memMiB: 0 } }),
       spec({ argv: ['true'], resources: { ncpus: 3, memMiB: 0 } }),
     ]);
-    let saw = '';
-    for (let i = 0; i < 60 && !saw; i++) {
+    const saw = await until('a Resources reason', async () => {
       const b = await sched.get(ADMIN, jobs[1]!.id);
-      if (b.state === 'Q' && b.comment?.startsWith('Resources')) saw = b.comment;
-      await new Promise((res) => setTimeout(res, 50));
-    }
+      return b.state === 'Q' && b.comment?.startsWith('Resources') ? b.comment : undefined;
+    });
     expect(saw).to.match(/Resources: waiting for 3 cpus/);
     expect((await sched.waitFor(jobs[1]!.id)).exitStatus).to.equal(0);
   });
