@@ -44,7 +44,7 @@ export class JobRunner {
     const spool = join(this.o.spoolDir, job.id);
     const paths = defaultOutputPaths(job);
     let running: RunningCommand | undefined;
-    let ended: { exitStatus: number; comment: string } | undefined;
+    let ended: { exitStatus?: number; comment: string } | undefined;
     let requeue = false;
     let cloned = false;
 
@@ -84,6 +84,7 @@ export class JobRunner {
       }
     } catch (e) {
       if (stop.aborted && stop.reason === 'shutdown') requeue = true;
+      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
       else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {

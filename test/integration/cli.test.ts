@@ -126,6 +126,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     const a = g.tool('gcqsub', ['--headnode', 'hn1', '--', 'sleep', '30']).stdout.trim();
     const b = g.tool('gcqsub', ['--headnode', 'hn1', '-h', '--', 'true']).stdout.trim();
     await until('a running', () => jobsJson(g, a).Jobs[a]!.job_state === 'R');
+    await until('its command running', () => spawnSync('pgrep', ['-f', 'sleep 30']).status === 0);
     expect(jobsJson(g, b).Jobs[b]!.job_state).to.equal('H');
     expect(g.tool('gcqdel', [a, b]).status).to.equal(0);
     await until('a finished', () => jobsJson(g, a).Jobs[a]!.job_state === 'F');

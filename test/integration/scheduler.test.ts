@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
@@ -107,6 +108,7 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
   it('gcqdel removes a queued job and stops a running one, destroying its clone', async function () {
     const [run] = await sched.submit([spec({ argv: ['sleep', '30'] })]);
     await until('job running', async () => (await sched.get(ADMIN, run!.id)).state === 'R');
+    await until('its command running', () => spawnSync('pgrep', ['-f', 'sleep 30']).status === 0);
     expect((await sched.get(ADMIN, run!.id)).state).to.equal('R');
     await sched.delete(ADMIN, run!.id);
     const done = await sched.waitFor(run!.id);

@@ -44,6 +44,8 @@ describe('guestKernelCmdline', () => {
     const c = guestKernelCmdline({ hostname: 'alice-hn', share: '/mnt/host' }).split(' ');
     expect(c).to.include.members(['root=/dev/vda', 'rw', 'init=/sbin/copper-init', 'console=ttyS0', 'copper.hostname=alice-hn', 'copper.share=/mnt/host']);
     expect(guestKernelCmdline({ hostname: 'x', debug: true })).to.contain('copper.debug=1');
+    expect(guestKernelCmdline({ hostname: 'x', sftp: true }).split(' ')).to.include('copper.sftp=1');
+    expect(guestKernelCmdline({ hostname: 'x' })).not.to.contain('copper.sftp');
   });
 
   it('refuses values that would split the command line', () => {

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { cpuHasVirtFlag, detectAccel } from '../../src/drivers/qemu/accel.js';
-import { buildVmArgs, DISK_NODE, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
+import { buildVmArgs, DISK_NODE, sftpSandboxCommand, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
 import { UsageError } from '../../src/errors.js';
 
 function base(over: Partial<VmConfig> = {}): VmConfig {
@@ -121,6 +121,31 @@ describe('buildVmArgs', () => {
     expect(values(a, '-device')).to.include('virtio-9p-pci,fsdev=fs0,mount_tag=copper,bus=pci.0,addr=0x7');
     expect(values(a, '-netdev')[1]).to.equal('socket,id=net1,mcast=230.0.0.1:1234');
     expect(values(a, '-device')).to.include('virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:00:00:02,bus=pci.0,addr=0x8');
+  });
+
+  it('serves the owner\'s shared folder over a second guestfwd to a confined sftp-server', () => {
+    const net = values(buildVmArgs(base({ sharedSftp: { dir: '/var/lib/copper/shared/alice' } })), '-netdev');
+    expect(net).to.have.length(1);
+    const fwd = net[0]!.split(',guestfwd=');
+    expect(fwd[1]).to.equal('tcp:10.0.2.100:80-cmd:socat -lf /dev/null - UNIX-CONNECT:/var/lib/copper/run/channels/alice-hn.sock');
+    expect(fwd[2]).to.equal(`tcp:10.0.2.101:22-cmd:${sftpSandboxCommand('/var/lib/copper/shared/alice')}`);
+    const cmd = sftpSandboxCommand('/var/lib/copper/shared/alice', 'x64');
+    // No QemuOpts commas, one single-quoted sh -c script, stderr away from the guest's stream.
+    expect(cmd).not.to.contain(',');
+    expect(cmd).to.match(/^sh -c '[^']*'$/);
+    expect(cmd).to.contain('exec 4<&0 2>/dev/null;');
+    expect(cmd).to.contain('--bind /var/lib/copper/shared/alice /shared ');
+    expect(cmd).to.contain('--unshare-all --die-with-parent');
+    expect(cmd).to.contain('--cap-drop ALL');
+    expect(cmd).to.contain('--remount-ro /');
+    // Only the server, the loader and libc come from the host, read-only.
+    expect(cmd.match(/--ro-bind \S+/g)).to.deep.equal([
+      '--ro-bind /usr/lib/openssh/sftp-server', '--ro-bind /lib64/ld-linux-x86-64.so.2', '--ro-bind /lib/x86_64-linux-gnu/libc.so.6',
+    ]);
+    expect(cmd.match(/--bind \S+/g)).to.deep.equal(['--bind /var/lib/copper/shared/alice']);
+    for (const dir of ['shared', '/x y', '/a,b', "/a'b", '/a/../b']) {
+      expect(() => buildVmArgs(base({ sharedSftp: { dir } })), dir).to.throw(UsageError);
+    }
   });
 
   it('escapes commas in paths', () => {

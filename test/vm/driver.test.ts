@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { access, cp, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, cp, link, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -287,6 +287,7 @@ describe('QemuDriver end to end under TCG @vm', function () {
     // A copy of the snapshot whose kernel is gone: QEMU exits at once.
     const bad = `${snapId}x`;
     await cp(join(settings.stateDir, 'snapshots', snapId), join(settings.stateDir, 'snapshots', bad), { recursive: true });
+    await link(join(settings.ramDir, 'snapshots', `${snapId}.ram`), join(settings.ramDir, 'snapshots', `${bad}.ram`));
     const metaPath = join(settings.stateDir, 'snapshots', bad, 'meta.json');
     const meta = JSON.parse(await readFile(metaPath, 'utf8')) as { vm: { kernel?: string } };
     meta.vm.kernel = '/nonexistent/vmlinux';
@@ -301,6 +302,14 @@ describe('QemuDriver end to end under TCG @vm', function () {
     expect(await exists(join(settings.stateDir, 'run', 'c', 'broken'))).to.equal(false);
     expect(channels.open_.has('broken')).to.equal(false);
     await drv.releaseSnapshot(bad);
+    // A snapshot missing a file is refused before QEMU starts (QEMU would make a zeroed RAM file).
+    const partial = `${snapId}y`;
+    await cp(join(settings.stateDir, 'snapshots', snapId), join(settings.stateDir, 'snapshots', partial), { recursive: true });
+    const e2 = await drv.clone({ cloneId: 'partial', snapshotId: partial, hostname: 'p', ncpus: 1 }).catch((x: unknown) => x);
+    expect(e2).to.be.instanceOf(NotFoundError);
+    expect(String(e2)).to.match(/incomplete/);
+    expect(await exists(join(settings.ramDir, 'snapshots', `${partial}.ram`))).to.equal(false);
+    await drv.releaseSnapshot(partial);
   });
 
   it('survives a full disk while snapshotting: DriverError, headnode resumed, nothing left', async function () {
