@@ -13,7 +13,7 @@ export function defaultImageSource(opts: DefaultImageOptions): ImageSource {
   return {
     async defaultBoot(hostname: string): Promise<BootFiles> {
       const img = await buildImage(opts.log ? { stateDir: opts.stateDir, log: opts.log } : { stateDir: opts.stateDir });
-      return { base: img.disk, kernel: img.kernel, initrd: img.initrd, append: guestKernelCmdline({ hostname }) };
+      return { base: img.disk, kernel: img.kernel, initrd: img.initrd, append: guestKernelCmdline({ hostname, sftp: true }) };
     },
   };
 }

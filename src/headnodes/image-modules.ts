@@ -9,8 +9,8 @@ import { DriverError } from '../errors.js';
 
 /** Needed to mount the root disk: loaded by the initramfs. */
 export const BOOT_MODULES = ['virtio_pci', 'virtio_blk', 'crc32c_generic', 'ext4'] as const;
-/** Loaded by copper-init: network, guest agent port, entropy, the 9p shared folder. */
-export const GUEST_MODULES = ['virtio_net', 'virtio_console', 'virtio-rng', '9pnet_virtio', '9p'] as const;
+/** Loaded by copper-init: network, guest agent port, entropy, the 9p shared folder, FUSE (sshfs /shared). */
+export const GUEST_MODULES = ['virtio_net', 'virtio_console', 'virtio-rng', '9pnet_virtio', '9p', 'fuse'] as const;
 
 /** Parsed modules.dep: module path (relative to /lib/modules/<ver>) -> its direct dependencies. */
 export type ModuleDeps = Map<string, string[]>;

@@ -29,6 +29,8 @@ export const RECIPE_VERSION = 2;
 export const SUITE = 'bookworm';
 export const PACKAGES = [
   'qemu-guest-agent', 'python3', 'iproute2', 'kmod', 'procps', 'netbase', 'ca-certificates', 'less',
+  // The shared volume (/shared): SFTP straight over TCP (-o directport), no ssh client run.
+  'sshfs',
 ] as const;
 export const DEFAULT_MIRROR = 'http://deb.debian.org/debian';
 export const DEFAULT_SIZE_MIB = 4096;
@@ -83,6 +85,8 @@ export interface CmdlineOptions {
   hostname: string;
   /** Guest path where the 9p share tagged "copper" is mounted. */
   share?: string;
+  /** Mount the owner's shared volume (sshfs to 10.0.2.101:22, vm-args.ts sharedSftp) at /shared. */
+  sftp?: boolean;
   debug?: boolean;
 }
 
@@ -102,6 +106,7 @@ export function guestKernelCmdline(opts: CmdlineOptions): string {
     if (!/^\/[A-Za-z0-9_./+-]*$/.test(opts.share)) throw new UsageError(`invalid share path '${opts.share}'`);
     parts.push(`copper.share=${opts.share}`);
   }
+  if (opts.sftp === true) parts.push('copper.sftp=1');
   if (opts.debug === true) parts.push('copper.debug=1');
   return parts.join(' ');
 }

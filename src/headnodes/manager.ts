@@ -336,6 +336,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
       consoleSocket: paths.console,
       consoleLog: paths.consoleLog,
       apiSocket,
+      sharedSftp: { dir: this.layout.shared(rec.spec.owner) },
     };
     if (rec.boot.kernel !== undefined) {
       cfg.kernel = rec.boot.kernel;
@@ -367,6 +368,11 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await mkdir(this.layout.ramHeadnodesDir, { recursive: true, mode: 0o700 });
     await truncate(paths.consoleLog).catch(() => undefined);
 
+    // The owner's shared volume: root-only on the host, served to the guest by a sandboxed
+    // sftp-server (vm-args.ts sftpSandboxCommand); clones get the same folder (snapshot meta).
+    const shared = this.layout.shared(rec.spec.owner);
+    await mkdir(this.layout.sharedDir, { recursive: true, mode: 0o700 });
+    await mkdir(shared, { recursive: true, mode: 0o700 });
     const accel = this.accel();
     const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
     const config = this.vmConfig(rec, paths, accel, apiSocket);

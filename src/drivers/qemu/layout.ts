@@ -11,6 +11,7 @@
  *   <stateDir>/clones/<id>/        clone.json, disk.qcow2 (overlay on the snapshot), qemu.log,
  *                                  qemu.pid, console.log
  *   <stateDir>/run/h/<name>/, run/c/<id>/   qmp.sock, qga.sock, console.sock
+ *   <stateDir>/shared/<owner>/     the owner's shared volume (/shared in the headnode and clones)
  *   <ramDir>/headnodes/<name>.ram  the headnode's RAM (share=on: the file IS the RAM)
  *   <ramDir>/snapshots/<id>.ram    frozen RAM; clones map it MAP_PRIVATE (share=off)
  * A clone has no RAM file of its own: its private pages are anonymous copy-on-write memory.
@@ -78,6 +79,15 @@ export class Layout {
   }
   get runDir(): string {
     return join(this.settings.stateDir, 'run');
+  }
+  get sharedDir(): string {
+    return join(this.settings.stateDir, 'shared');
+  }
+  /** An owner's shared volume (served to their VMs by a confined sftp-server). */
+  shared(owner: string): string {
+    // Account names (may start with '_'); never '.', '..' or a path.
+    if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$/.test(owner) || owner.includes('..')) throw new UsageError(`invalid owner '${owner}'`);
+    return join(this.sharedDir, owner);
   }
   get ramHeadnodesDir(): string {
     return join(this.settings.ramDir, 'headnodes');

@@ -12,6 +12,7 @@ import type { Accel } from '../../headnodes/types.js';
  * Layout (fixed PCI slots, so optional devices never shift the others):
  *   00.0 host bridge, 01.x PIIX3 (i440fx "pc" machine)
  *   03.0 virtio-net-pci  nic0  user networking (slirp) + guestfwd 10.0.2.100:80 -> apiSocket
+ *                              (+ optional guestfwd 10.0.2.101:22 -> confined sftp-server)
  *   04.0 virtio-blk-pci  vda   drive = block node DISK_NODE (qcow2) over DISK_FILE_NODE (file)
  *   05.0 virtio-serial-pci vser0, port "org.qemu.guest_agent.0" -> qgaSocket
  *   06.0 virtio-rng-pci  rng0  (host /dev/urandom: clones get fresh entropy)
@@ -32,6 +33,13 @@ export const GUEST_AGENT_PORT = 'org.qemu.guest_agent.0';
 export const SHARE_MOUNT_TAG = 'copper';
 /** The default machine: i440fx works with memory-backend-file + x-ignore-shared on 7.2. */
 export const DEFAULT_MACHINE = 'pc';
+/** Guest-side address of the shared volume's SFTP server (a guestfwd, see sftpSandboxCommand). */
+export const SHARED_SFTP_ADDR = '10.0.2.101';
+export const SHARED_SFTP_PORT = 22;
+/** Where the host folder appears inside the sandbox; also the guest's mount point. */
+export const SHARED_MOUNT = '/shared';
+/** OpenSSH's SFTP subsystem (Debian package openssh-sftp-server). */
+export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 /** Fixed MAC: it is migrated state anyway, and slirp is private to each QEMU process. */
 export const NIC_MAC = '52:54:00:12:34:56';
 
@@ -86,6 +94,13 @@ export interface VmConfig {
    * that mounts it cannot be snapshotted until it unmounts it.
    */
   sharedDir?: string;
+  /**
+   * The owner's shared volume: a guestfwd 10.0.2.101:22 whose every connection runs OpenSSH's
+   * sftp-server in a bubblewrap sandbox that holds only `dir` (as /shared) and what the server
+   * needs to run. The guest mounts it with sshfs -o directport=22. Unlike 9p it does not block
+   * migration (the connection is slirp state; a clone reconnects, see clone-init).
+   */
+  sharedSftp?: { dir: string };
   clusterNic?: ClusterNic;
   /** Machine type; must be identical for a headnode and its clones. Default DEFAULT_MACHINE. */
   machine?: string;
@@ -141,8 +156,11 @@ export function buildVmArgs(cfg: VmConfig): string[] {
   // the guest's TCP stream too, so socat must log elsewhere: its error messages would otherwise
   // reach the guest as a corrupt HTTP answer (and show host paths).
   const socat = cfg.socat ?? 'socat';
+  const sftp = cfg.sharedSftp !== undefined
+    ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${sftpSandboxCommand(cfg.sharedSftp.dir)}`
+    : '';
   args.push(
-    '-netdev', `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}`,
+    '-netdev', `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
     '-device', `virtio-net-pci,netdev=net0,id=nic0,mac=${NIC_MAC},bus=pci.0,addr=0x3`,
   );
 
@@ -179,6 +197,33 @@ export function buildVmArgs(cfg: VmConfig): string[] {
   if (cfg.pidFile !== undefined) args.push('-pidfile', cfg.pidFile);
   if (cfg.incoming === true) args.push('-incoming', 'defer');
   return args;
+}
+
+/** The dynamic loader and libc sftp-server links against (Debian bookworm: nothing else). */
+function sftpServerLibs(arch: string = process.arch): string[] {
+  if (arch === 'arm64') return ['/lib/ld-linux-aarch64.so.1', '/lib/aarch64-linux-gnu/libc.so.6'];
+  return ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/libc.so.6'];
+}
+
+/**
+ * The guestfwd command (libslirp splits it like a shell line) serving one SFTP session over
+ * the connection on stdin/stdout. bwrap builds a read-only tmpfs root holding only the
+ * sftp-server binary, the loader and libc, a minimal /dev, a one-line /etc/passwd (sftp-server
+ * refuses to start without an entry for its uid) and `dir` read-write at /shared; no network,
+ * no capabilities, its own pid/ipc/uts namespaces; it dies with QEMU. So the guest sees its
+ * owner's folder and nothing else of the host. libslirp connects stderr to the guest's TCP
+ * stream too: it goes to /dev/null, and sftp-server logs to syslog, which is not there.
+ * fd 4 keeps the connection while the pipe from printf becomes bwrap's fd 3 (--file 3).
+ */
+export function sftpSandboxCommand(dir: string, arch: string = process.arch): string {
+  const libs = sftpServerLibs(arch).flatMap((l) => ['--ro-bind', l, l]);
+  const bwrap = [
+    'bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--clearenv',
+    '--dev', '/dev', '--file', '3', '/etc/passwd', '--ro-bind', SFTP_SERVER, '/sftp-server', ...libs,
+    '--bind', dir, SHARED_MOUNT, '--remount-ro', '/', '--chdir', SHARED_MOUNT,
+    '/sftp-server', '-d', SHARED_MOUNT,
+  ].join(' ');
+  return `sh -c 'exec 4<&0 2>/dev/null; printf "root:x:0:0::${SHARED_MOUNT}:/nonexistent\\n" | exec ${bwrap} 3<&0 0<&4 4<&-'`;
 }
 
 function accelOption(cfg: VmConfig): string {
@@ -236,6 +281,9 @@ function validate(cfg: VmConfig): void {
   // where ',', ':' and spaces are special: only allow plain path characters.
   if (!SAFE_PATH.test(cfg.apiSocket)) bad(`apiSocket contains characters socat cannot take: '${cfg.apiSocket}'`);
   if (cfg.socat !== undefined && !SAFE_PATH.test(cfg.socat)) bad(`socat path '${cfg.socat}'`);
+  if (cfg.sharedSftp !== undefined && (!cfg.sharedSftp.dir.startsWith('/') || !SAFE_PATH.test(cfg.sharedSftp.dir) || cfg.sharedSftp.dir.split('/').includes('..'))) {
+    bad(`shared folder '${cfg.sharedSftp.dir}' (an absolute path of plain characters)`);
+  }
   if (cfg.kernel === undefined && (cfg.initrd !== undefined || cfg.append !== undefined)) {
     bad('initrd/append given without kernel');
   }
