@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { GcdProcess } from '../helpers/gcd-process.js';
+import { BIN, GcdProcess } from '../helpers/gcd-process.js';
 
 /**
  * The product's promise, end to end, with real VMs under TCG: a user works inside their
@@ -57,6 +57,17 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
     const job = (JSON.parse(st.stdout) as { Jobs: Record<string, { Job_Owner: string; Exit_status: number }> }).Jobs[id]!;
     expect(job.Job_Owner).to.match(/^alice@/);
     expect(job.Exit_status).to.equal(0);
+  });
+
+  it('gc console attaches to the headnode\'s root shell (scripted here through stdin)', function () {
+    const r = spawnSync(process.execPath, [`${BIN}/gc.js`, 'console', 'alice-hn'], {
+      env: g.env, input: 'echo CONSOLE-$((6*7)) $(id -un) $(hostname)\n', encoding: 'utf8', timeout: 60_000,
+    });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.contain('CONSOLE-42 root alice-hn');
+    const none = g.tool('gc', ['console', 'nosuch']);
+    expect(none.status).to.equal(1);
+    expect(none.stderr.trim()).to.match(/^gc console: headnode nosuch is not running/);
   });
 
   it('another user\'s headnode cannot see, delete or alter the job; forged fields are ignored', function () {

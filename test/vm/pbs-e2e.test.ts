@@ -63,7 +63,12 @@ describe('arrays, dependencies, quotas and snapshot semantics with real clones @
     expect(dep.status, dep.stderr).to.equal(0);
     const depId = dep.stdout.trim();
     expect(qstat(depId).Jobs[depId]!.job_state).to.equal('H');
-    expect((await waitDone(arr)).Exit_status, g.tool('gcqstat', ['-x', '-t', '-f', '-F', 'json']).stdout).to.equal(0);
+    const arrDone = await waitDone(arr);
+    if (arrDone.Exit_status !== 0) {
+      const tasks = qstat().Jobs;
+      const brief = Object.entries(tasks).map(([id, t]) => `${id} ${t.job_state} ${t.Exit_status ?? '-'} ${t.comment ?? ''}`).join('; ');
+      expect.fail(`array ended with ${arrDone.Exit_status}: ${brief}`);
+    }
     const outs = inside(`cd /root/w && cat arr.o${seq}.1 arr.o${seq}.2 arr.o${seq}.3`).stdout;
     expect(outs).to.equal(`task 1 on hn-${seq}-1\ntask 2 on hn-${seq}-2\ntask 3 on hn-${seq}-3\n`);
     expect((await waitDone(depId)).Exit_status).to.equal(0);
