@@ -54,12 +54,12 @@ describe('arrays, dependencies, quotas and snapshot semantics with real clones @
   });
 
   it('-J 1-3%1 runs each task in its own clone with PBS_ARRAY_INDEX; afterok on the array runs after it', async function () {
-    const sub = inside('cd /root/w && gcqsub -N arr -J 1-3%1 -- sh -c \'echo task $PBS_ARRAY_INDEX on $(hostname)\'');
+    const sub = inside('mkdir -p /root/w && cd /root/w && gcqsub -N arr -J 1-3%1 -- sh -c \'echo task $PBS_ARRAY_INDEX on $(hostname)\'');
     expect(sub.status, sub.stderr).to.equal(0);
     const arr = sub.stdout.trim();
     expect(arr).to.match(/^\d+\[\]\.srv$/);
     const seq = arr.split('[')[0];
-    const dep = inside(`cd /root/w && gcqsub -N after -W depend=afterok:${arr} -- sh -c 'ls /root/w | grep -c "^arr.o"'`);
+    const dep = inside(`cd /root/w && gcqsub -N after -W depend=afterok:${arr} -- sh -c 'ls /root/w | grep -c "^arr.o"; true'`);
     expect(dep.status, dep.stderr).to.equal(0);
     const depId = dep.stdout.trim();
     expect(qstat(depId).Jobs[depId]!.job_state).to.equal('H');
