@@ -100,8 +100,6 @@ export const EXIT = {
   START_FAILED: -1,
   /** Lost when gcd died and not rerunnable (PBS JOB_EXEC_RERUN family). */
   LOST: -3,
-  /** Deleted by gcqdel while running. */
-  DELETED: 271,
 } as const;
 
 /** PBS exit status for a process ended by a signal. */

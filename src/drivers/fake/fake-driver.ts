@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, open, rm } from 'node:fs/promises';
+import { copyFile, mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { NotFoundError } from '../../errors.js';
 import type {
@@ -141,8 +141,4 @@ export class FakeDriver implements Driver {
   async close(): Promise<void> {
     for (const c of [...this.clones.keys()]) await this.destroy(c);
   }
-}
-
-export async function removeQuietly(path: string): Promise<void> {
-  await rm(path, { recursive: true, force: true });
 }
