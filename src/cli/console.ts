@@ -47,7 +47,18 @@ export async function consoleCommand(settings: Settings, name: string | undefine
         if (tty && d.includes(0x1d)) return done(0);
         sock.write(d);
       });
-      process.stdin.on('end', () => setTimeout(() => done(0), 500));
+      // Scripted use (stdin not a terminal): after the last line, leave once the console has
+      // been quiet for a moment, so slow commands (TCG) still get their output printed.
+      let idle: NodeJS.Timeout | undefined;
+      const settle = (): void => {
+        if (idle) clearTimeout(idle);
+        idle = setTimeout(() => done(0), 2000);
+      };
+      process.stdin.on('end', () => {
+        settle();
+        sock.on('data', settle);
+        setTimeout(() => done(0), 30_000).unref();
+      });
       process.stdin.resume();
     });
     sock.on('data', (d) => process.stdout.write(d));
