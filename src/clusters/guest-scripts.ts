@@ -5,10 +5,13 @@
  *
  * /etc/copper/clone.env (KEY=VALUE lines, sourceable by sh) tells a VM what it is:
  *   COPPER_CLONE=1|0  COPPER_CLONE_ID  COPPER_GENERATION  COPPER_PARENT  COPPER_HEADNODE
- *   COPPER_CLUSTER_IP  COPPER_CLUSTER_NAME  COPPER_CLUSTER_SUBNET  COPPER_VM (last line)
+ *   COPPER_CLUSTER_IP  COPPER_CLUSTER_NAME  COPPER_CLUSTER_SUBNET
+ *   COPPER_BATCH_RANK  COPPER_BATCH_SIZE   (0..N-1 and N of the `gc clone N` that made it)
+ *   COPPER_VM (last line)
  * It is written last and in one write(), after the network is set: the guest's `gc clone`
  * (copper.py) watches COPPER_VM change to learn that it now runs in a new clone.
  */
+import { GUEST_CLONE_INIT } from '../headnodes/image.js';
 import { CLUSTER_IFNAME, CLUSTER_NIC_PCI, NETWORK_PREFIX, HOSTS_BEGIN, HOSTS_END } from './addressing.js';
 
 export const CLONE_ENV_PATH = '/etc/copper/clone.env';
@@ -24,6 +27,9 @@ export interface MemberIdentity {
   name: string;
   subnet: string;
   vmId: string;
+  /** Position in its `gc clone N` batch (0..N-1) and N; absent for the headnode. */
+  rank?: number;
+  batchSize?: number;
 }
 
 export function cloneEnvText(m: MemberIdentity): string {
@@ -36,6 +42,8 @@ export function cloneEnvText(m: MemberIdentity): string {
     ['COPPER_CLUSTER_IP', m.address],
     ['COPPER_CLUSTER_NAME', m.name],
     ['COPPER_CLUSTER_SUBNET', m.subnet],
+    ['COPPER_BATCH_RANK', m.rank ?? ''],
+    ['COPPER_BATCH_SIZE', m.batchSize ?? ''],
     ['COPPER_VM', m.vmId],
   ];
   return lines.map(([k, v]) => `${k}=${v}`).join('\n') + '\n';
@@ -94,11 +102,27 @@ ${WRITE_ENV}
 `;
 
 /**
- * A new clone, right after the restore: its own MAC and address on cl0 (it woke up with its
- * parent's), then clone.env. Args: MAC ADDRESS/PREFIX ENVTEXT
+ * A new clone, right after the restore, in one guest exec (QemuDriver runs no clone-init for
+ * cluster clones: under TCG every first exec of a program in a fresh clone costs 0.15-0.45 s):
+ * the clock (it stopped at the snapshot), entropy, hostname, machine-id, then its own MAC and
+ * address on cl0 (it woke up with its parent's, link down), then clone.env. When the owner's
+ * shared volume is mounted (sshfs), clone-init does the first part instead: it knows how to
+ * remount /shared through this clone's own QEMU.
+ * Args: MAC ADDRESS/PREFIX ENVTEXT HOSTNAME MACHINE_ID EPOCH SEED
  */
 export const CLONE_IDENTITY = `set -u
-MAC=$1 ADDR=$2 ENVTEXT=$3
+MAC=$1 ADDR=$2 ENVTEXT=$3 NAME=$4 MID=$5 EPOCH=$6 SEED=$7
+SHARED=
+while read -r _ dir fstype _; do
+  [ "$dir" = /shared ] && [ "$fstype" = fuse.sshfs ] && SHARED=1
+done </proc/mounts
+if [ -n "$SHARED" ] && [ -x ${GUEST_CLONE_INIT} ]; then
+  printf '%s' "$SEED" | ${GUEST_CLONE_INIT} "$NAME" "$MID" "$EPOCH" || exit 1
+else
+  date -u -s "@$EPOCH" >/dev/null || echo "setting the clock failed" >&2
+  printf '%s' "$SEED" >/dev/urandom
+  echo "$NAME" >/proc/sys/kernel/hostname && echo "$NAME" >/etc/hostname && echo "$MID" >/etc/machine-id || exit 1
+fi
 [ -e /sys/class/net/${CLUSTER_IFNAME} ] || { echo "the clone has no cluster interface ${CLUSTER_IFNAME}" >&2; exit 1; }
 ip -batch - <<EOF || exit 1
 link set dev ${CLUSTER_IFNAME} down

@@ -126,8 +126,10 @@ export class ClusterService {
     const spec = await this.o.headnodes.spec(hn);
     return this.lock.run(hn, async () => {
       const { cluster, parent, batch } = await this.reserve(caller, spec, req);
+      const t0 = Date.now();
       try {
         const snapshotId = parent ? await this.snapshotOfClone(cluster, parent) : await this.snapshotOfHeadnode(cluster);
+        const tSnap = Date.now();
         await this.mutex.run('registry', async () => {
           for (const e of batch) {
             e.snapshotId = snapshotId;
@@ -135,7 +137,7 @@ export class ClusterService {
           }
           await this.registry.save();
         });
-        await pool(batch, this.concurrency, (e) => this.startClone(cluster, e, parent));
+        await pool(batch, this.concurrency, (e) => this.startClone(cluster, e, parent, { rank: batch.indexOf(e), size: batch.length }));
         await this.mutex.run('registry', async () => {
           const now = Date.now();
           for (const e of batch) {
@@ -146,7 +148,7 @@ export class ClusterService {
         });
         this.schedule();
         const from = parent ? cloneName(hn, parent.id) : hn;
-        log.info(`cluster ${hn}: ${n} clone(s) of ${from}: ${batch.map((e) => e.id).join(' ')}`);
+        log.info(`cluster ${hn}: ${n} clone(s) of ${from}: ${batch.map((e) => e.id).join(' ')}`, { snapshotMs: tSnap - t0, clonesMs: Date.now() - tSnap });
         return Promise.all(batch.map((e) => this.info(cluster, e)));
       } catch (err) {
         await this.discard(cluster, batch);
@@ -193,8 +195,9 @@ export class ClusterService {
     const hn = cluster.headnode;
     const nic = memberNic(cluster.network, 0);
     if (nic.kind !== 'mcast') throw new DriverError('cluster NICs are multicast');
+    const t0 = Date.now();
     await this.o.headnodes.withRunning(hn, async (h) => {
-      await ensureClusterNic(h.vm.qmp, nic);
+      const had = await ensureClusterNic(h.vm.qmp, nic);
       const env = cloneEnvText(this.identity(cluster, 0, 0, ''));
       const st = await h.agent.run(
         '/bin/sh',
@@ -204,6 +207,7 @@ export class ClusterService {
       if (st.exitCode !== 0) {
         throw new DriverError(`headnode ${hn}: setting up its cluster network failed: ${oneLine(st.err) || `status ${st.exitCode}`}`);
       }
+      log.debug(`cluster ${hn}: headnode ready for a fork`, { nicPluggedNow: !had, ms: Date.now() - t0 });
     });
     const snap = await this.driver.snapshot(hn);
     try {
@@ -232,17 +236,23 @@ export class ClusterService {
     return id;
   }
 
-  private async startClone(cluster: ClusterEntry, e: CloneEntry, parent: CloneEntry | undefined): Promise<void> {
+  private async startClone(cluster: ClusterEntry, e: CloneEntry, parent: CloneEntry | undefined, batch: { rank: number; size: number }): Promise<void> {
     const hn = cluster.headnode;
     await this.driver.clone({
       cloneId: e.vmId, snapshotId: e.snapshotId, hostname: cloneName(hn, e.id), ncpus: 1,
-      clusterNic: memberNic(cluster.network, e.id), clusterLinkDown: true,
+      clusterNic: memberNic(cluster.network, e.id), clusterLinkDown: true, init: 'none',
     });
-    const env = cloneEnvText(this.identity(cluster, e.id, e.generation, parent ? cloneName(hn, parent.id) : hn));
+    const env = cloneEnvText({
+      ...this.identity(cluster, e.id, e.generation, parent ? cloneName(hn, parent.id) : hn), rank: batch.rank, batchSize: batch.size,
+    });
+    const t0 = Date.now();
     await this.driver.withClone(e.vmId, async (c) => {
       const st = await c.agent.run(
         '/bin/sh',
-        ['-c', CLONE_IDENTITY, 'sh', memberMac(cluster.network, e.id), withPrefix(memberAddress(cluster.network, e.id)), env],
+        [
+          '-c', CLONE_IDENTITY, 'sh', memberMac(cluster.network, e.id), withPrefix(memberAddress(cluster.network, e.id)), env,
+          cloneName(hn, e.id), randomBytes(16).toString('hex'), (Date.now() / 1000).toFixed(3), randomBytes(32).toString('hex'),
+        ],
         { timeoutMs: GUEST_SCRIPT_TIMEOUT_MS },
       );
       if (st.exitCode !== 0) {
@@ -252,6 +262,7 @@ export class ClusterService {
       await c.vm.qmp.execute('set_link', { name: CLUSTER_NIC_ID, up: true });
       await c.vm.qmp.execute('announce-self', { initial: 50, max: 550, rounds: 2, step: 100 }).catch(() => undefined);
     });
+    log.debug(`clone ${e.vmId} on the cluster network`, { driver: this.driver.cloneTimings(e.vmId), identityMs: Date.now() - t0 });
   }
 
   private identity(cluster: ClusterEntry, id: number, generation: number, parent: string): MemberIdentity {

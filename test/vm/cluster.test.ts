@@ -1,8 +1,9 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { GcdProcess, until } from '../helpers/gcd-process.js';
+import { GcdProcess, ROOT, until } from '../helpers/gcd-process.js';
 import type { CloneInfo } from '../../src/clusters/types.js';
 
 /**
@@ -32,10 +33,10 @@ class H(http.server.BaseHTTPRequestHandler):
             elif u.path == '/fetch':
                 body = urllib.request.urlopen(q['url'][0], timeout=30).read().decode()
             elif u.path == '/run':
-                n = next(runs)
+                n = q.get('id', [str(next(runs))])[0]
                 r = subprocess.run(['sh', '-c', q['c'][0]], capture_output=True, text=True, timeout=900)
                 body = json.dumps({'rc': r.returncode, 'out': r.stdout, 'err': r.stderr})
-                with open('/tmp/run-%d.json' % n, 'w') as f:
+                with open('/tmp/run-%s.json' % n, 'w') as f:
                     f.write(body)
             elif u.path == '/file':
                 body = open(q['p'][0]).read()
@@ -66,8 +67,9 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
   const fetchIn = (hn: string, url: string) =>
     inside(hn, `python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=120).read().decode())' '${url}'`);
   /** Run a shell command inside a clone, through its copy of the probe server. */
-  const inClone = (name: string, cmd: string): { rc: number; out: string; err: string } => {
-    const r = fetchIn(HN, `http://${name}:8000/run?c=${encodeURIComponent(cmd)}`);
+  const inClone = (name: string, cmd: string, id?: string): { rc: number; out: string; err: string } => {
+    // encodeURIComponent leaves ' alone, which would end fetchIn's shell quoting.
+    const r = fetchIn(HN, `http://${name}:8000/run?c=${encodeURIComponent(cmd).replace(/'/g, '%27')}${id ? `&id=${id}` : ''}`);
     expect(r.status, `${name}: ${r.stderr}`).to.equal(0);
     return JSON.parse(r.stdout) as { rc: number; out: string; err: string };
   };
@@ -88,7 +90,9 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
       const s = gc('headnode', 'start', name);
       expect(s.status, s.stderr).to.equal(0);
     }
-    const w = inside(HN, `cat > /root/probe.py <<'PY'\n${PROBE}\nPY\nsetsid python3 /root/probe.py </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && echo up && exit 0; sleep 0.2; done; exit 1`);
+    // copper-init mounts the owner's shared volume after the network, maybe after the agent answers.
+    await until('/shared in the headnode', () => inside(HN, 'grep -q " /shared fuse.sshfs " /proc/mounts').status === 0, 60_000);
+    const w = inside(HN, `echo from-the-headnode > /shared/hello; cat > /root/probe.py <<'PY'\n${PROBE}\nPY\nsetsid python3 /root/probe.py </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && echo up && exit 0; sleep 0.2; done; exit 1`);
     expect(w.stdout, w.stderr).to.equal('up\n');
   });
 
@@ -139,6 +143,10 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(who.out).to.contain('COPPER_CLONE=1\nCOPPER_CLONE_ID=2\nCOPPER_GENERATION=1\n');
     expect(who.out).to.contain(`\n${HN}-c2\n`);
     expect(who.out).to.match(/cl0\s+UP\s+10\.100\.0\.3\/24/);
+    // The owner's shared volume is there in the clones too, both ways.
+    const shared = inClone(`${HN}-c1`, 'cat /shared/hello && echo from-c1 > /shared/from-c1');
+    expect(shared.out, shared.err).to.equal('from-the-headnode\n');
+    expect(inside(HN, 'cat /shared/from-c1').stdout).to.equal('from-c1\n');
     const list = clones();
     expect(list.map((c) => [c.id, c.generation, c.state, c.address])).to.deep.equal([[1, 1, 'running', '10.100.0.2'], [2, 1, 'running', '10.100.0.3']]);
     expect(list.every((c) => (c.pssMiB ?? 0) > 0 && c.uptimeSec >= 0)).to.equal(true);
@@ -166,14 +174,16 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
   });
 
   it('a clone clones itself (generation 2) from Python: the call returns the new clone in the caller and [] in the child', function () {
-    const r = inClone(`${HN}-c1`, 'python3 -c "import copper, json; print(json.dumps(copper.clone(1)))"');
+    const r = inClone(`${HN}-c1`, 'python3 -c "import copper, json; print(json.dumps(copper.clone(1)))"', 'fork');
     expect(r.rc, r.err).to.equal(0);
     const made = JSON.parse(r.out) as CloneInfo[];
     expect(made.map((c) => [c.id, c.generation, c.parent, c.address])).to.deep.equal([[3, 2, `${HN}-c1`, '10.100.0.4']]);
     // The child's copy of the same call returned [] (fork semantics), written by its copy of the probe.
-    const child = JSON.parse(fetchIn(HN, `http://${HN}-c3:8000/file?p=/tmp/run-1.json`).stdout) as { rc: number; out: string; err: string };
+    const child = JSON.parse(fetchIn(HN, `http://${HN}-c3:8000/file?p=/tmp/run-fork.json`).stdout) as { rc: number; out: string; err: string };
     expect(child).to.deep.include({ rc: 0, out: '[]\n' });
-    expect(envOf(fetchIn(HN, `http://${HN}-c3:8000/env`).stdout)).to.deep.include({ COPPER_CLONE_ID: '3', COPPER_GENERATION: '2', COPPER_PARENT: `${HN}-c1` });
+    expect(envOf(fetchIn(HN, `http://${HN}-c3:8000/env`).stdout)).to.deep.include({
+      COPPER_CLONE_ID: '3', COPPER_GENERATION: '2', COPPER_PARENT: `${HN}-c1`, COPPER_BATCH_RANK: '0', COPPER_BATCH_SIZE: '1',
+    });
     // The server started in the headnode before anything was cloned answers in generation 2 too.
     const three = inClone(`${HN}-c3`, `python3 -c 'import copper; print(copper.whoami()["COPPER_CLONE_ID"], len(copper.clones()))'`);
     expect(three.out, three.err).to.equal('3 3\n');
@@ -234,10 +244,27 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(envOf(fetchIn(HN, `http://${HN}-c2:8000/env`).stdout).COPPER_CLONE_ID).to.equal('2');
   });
 
-  it('gc kill --all and headnode destroy leave no QEMU and no files behind', function () {
+  it('gc kill --all', function () {
     const k = inside(HN, 'gc kill --all');
     expect(k.stdout.trim().split('\n')).to.deep.equal([`killed 1 ${HN}-c1`, `killed 2 ${HN}-c2`]);
     expect(clones()).to.deep.equal([]);
+  });
+
+  it('the example appliance: a parallel map over 2 clones writes its result to the shared volume (docs/examples/pmap.py)', function () {
+    const items = Array.from({ length: 8 }, (_, i) => `item-${i}`);
+    const prog = readFileSync(join(ROOT, 'docs', 'examples', 'pmap.py'), 'utf8');
+    const w = inside(HN, `cat > /root/pmap.py <<'PY'\n${prog}PY\nprintf '%s\\n' ${items.join(' ')} > /root/in.txt`);
+    expect(w.status, w.stderr).to.equal(0);
+    const t0 = Date.now();
+    const r = inside(HN, 'python3 /root/pmap.py 2 /root/in.txt /shared/out.txt sha256sum');
+    expect(r.status, r.stderr).to.equal(0);
+    process.stderr.write(`      pmap over 2 clones, 8 items: ${Date.now() - t0} ms\n`);
+    const want = items.map((x) => `${createHash('sha256').update(`${x}\n`).digest('hex')}  -`).join('\n') + '\n';
+    expect(readFileSync(join(g.stateDir, 'shared', 'alice', 'out.txt'), 'utf8')).to.equal(want);
+    expect(clones(), 'the appliance killed its clones').to.deep.equal([]);
+  });
+
+  it('headnode destroy leaves no QEMU and no files behind', function () {
     expect(gc('headnode', 'destroy', HN).status).to.equal(0);
     expect(gc('headnode', 'destroy', 'bob-hn').status).to.equal(0);
     expect(qemuPids()).to.equal('');
