@@ -8,8 +8,10 @@
  *  - `gc kill --all` time.
  * Prints progress lines, then one JSON object on the last line.
  *
- * Environment: BENCH_CLONES (8), BENCH_MEM (256 MiB), BENCH_IDLE_S (10), GC_IMAGE_DIR (image cache,
- * default /var/tmp/copper-test/images), GC_CLONE_CONCURRENCY (clones started at once by gcd).
+ * Environment: BENCH_CLONES (8), BENCH_MEM (256 MiB), BENCH_IDLE_S (10), BENCH_SHARED (1: the
+ * headnode keeps its shared volume mounted, so each clone remounts /shared; 0: unmounted before
+ * the fork), GC_IMAGE_DIR (image cache, default /var/tmp/copper-test/images),
+ * GC_CLONE_CONCURRENCY (clones started at once by gcd).
  */
 import { spawnSync } from 'node:child_process';
 import { GcdProcess } from '../test/helpers/gcd-process.js';
@@ -18,16 +20,17 @@ import type { CloneInfo } from '../src/clusters/types.js';
 const N = Number(process.env.BENCH_CLONES ?? 8);
 const MEM = Number(process.env.BENCH_MEM ?? 256);
 const IDLE_S = Number(process.env.BENCH_IDLE_S ?? 10);
+const SHARED = process.env.BENCH_SHARED !== '0';
 const HN = 'bench-hn';
 
 /** Runs inside the headnode: fork, then wait until every clone answers on port 8000. */
 const FORK_AND_PROBE = String.raw`
-import copper, json, socket, sys, time, threading
+import copper, json, os, socket, sys, time, threading
 n = int(sys.argv[1])
 t0 = time.monotonic()
 made = copper.clone(n)
 if not made:
-    sys.exit(0)  # this is the copy in a new clone
+    os._exit(0)  # the copy in a new clone: leave without the interpreter's teardown (CPU the other clones need)
 t_return = time.monotonic() - t0
 answered = {}
 def probe(c):
@@ -58,13 +61,15 @@ async function main(): Promise<void> {
     return r.stdout;
   };
   const inside = (script: string) => gc('headnode', 'exec', HN, '--timeout', '900', '--', 'sh', '-c', script);
-  const result: Record<string, unknown> = { clones: N, headnodeMemMiB: MEM };
+  const result: Record<string, unknown> = { clones: N, headnodeMemMiB: MEM, sharedVolume: SHARED, concurrency: Number(process.env.GC_CLONE_CONCURRENCY) || 4 };
   try {
     gc('headnode', 'create', HN, '--owner', 'bench', '--mem', String(MEM));
     let t = Date.now();
     gc('headnode', 'start', HN);
     console.log(`headnode booted in ${Date.now() - t} ms`);
     result.accel = (gc('headnode', 'list').match(new RegExp(`^${HN}\\s+\\S+\\s+\\S+\\s+\\S+\\s+(\\S+)`, 'm')) ?? [])[1];
+    // copper-init mounts /shared after the network; wait for it, then keep or drop it.
+    inside(`for i in $(seq 300); do grep -q " /shared fuse.sshfs " /proc/mounts && break; sleep 0.2; done${SHARED ? '' : '; umount -l /shared'}`);
     inside(`cat > /root/fork.py <<'PY'\n${FORK_AND_PROBE}\nPY\nsetsid python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && exit 0; sleep 0.2; done; exit 1`);
 
     t = Date.now();

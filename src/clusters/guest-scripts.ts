@@ -61,27 +61,38 @@ printf '%s' "$ENVTEXT" >${CLONE_ENV_PATH} || exit 1`;
  */
 export const HEADNODE_PREPARE = `set -u
 MAC=$1 ADDR=$2 ENVTEXT=$3 HOSTS=$4
-if [ ! -e /sys/class/net/${CLUSTER_IFNAME} ]; then
-  IF= n=0
-  while :; do
-    for d in /sys/class/net/*; do
-      p=$(cd -P "$d/device" 2>/dev/null && pwd -P) || continue
-      case "$p" in */${CLUSTER_NIC_PCI}/*) IF=\${d##*/} ;; esac
-    done
-    [ -n "$IF" ] && break
-    n=$((n + 1))
-    [ $n -ge 300 ] && { echo "the cluster NIC (PCI ${CLUSTER_NIC_PCI}) did not appear in the guest" >&2; exit 1; }
-    sleep 0.1
-  done
-  ip link set dev "$IF" down && ip link set dev "$IF" name ${CLUSTER_IFNAME} || exit 1
+# Already set up (the usual case after the first fork): builtins only, no exec.
+ready=
+if [ -e /sys/class/net/${CLUSTER_IFNAME} ]; then
+  read -r have </sys/class/net/${CLUSTER_IFNAME}/address
+  read -r state </sys/class/net/${CLUSTER_IFNAME}/operstate
+  if [ "$have" = "$MAC" ] && [ "$state" = up ]; then
+    while read -r _ a _; do [ "$a" = "\${ADDR%/*}" ] && ready=1; done </proc/net/fib_trie
+  fi
 fi
-echo 1 >/proc/sys/net/ipv6/conf/${CLUSTER_IFNAME}/disable_ipv6 2>/dev/null
-echo 1 >/proc/sys/net/ipv4/conf/${CLUSTER_IFNAME}/arp_notify 2>/dev/null
-ip -batch - <<EOF || exit 1
+if [ -z "$ready" ]; then
+  if [ ! -e /sys/class/net/${CLUSTER_IFNAME} ]; then
+    IF= n=0
+    while :; do
+      for d in /sys/class/net/*; do
+        p=$(cd -P "$d/device" 2>/dev/null && pwd -P) || continue
+        case "$p" in */${CLUSTER_NIC_PCI}/*) IF=\${d##*/} ;; esac
+      done
+      [ -n "$IF" ] && break
+      n=$((n + 1))
+      [ $n -ge 300 ] && { echo "the cluster NIC (PCI ${CLUSTER_NIC_PCI}) did not appear in the guest" >&2; exit 1; }
+      sleep 0.1
+    done
+    ip link set dev "$IF" down && ip link set dev "$IF" name ${CLUSTER_IFNAME} || exit 1
+  fi
+  echo 1 >/proc/sys/net/ipv6/conf/${CLUSTER_IFNAME}/disable_ipv6 2>/dev/null
+  echo 1 >/proc/sys/net/ipv4/conf/${CLUSTER_IFNAME}/arp_notify 2>/dev/null
+  ip -batch - <<EOF || exit 1
 link set dev ${CLUSTER_IFNAME} address $MAC
 addr replace $ADDR dev ${CLUSTER_IFNAME}
 link set dev ${CLUSTER_IFNAME} up
 EOF
+fi
 FIRST=\${HOSTS%%
 *}
 have=
