@@ -93,7 +93,7 @@ async function virtualSize(qmp: QmpClient, node: string): Promise<number> {
  * disk layer and meta.json but no state.bin: the caller keeps it while the clone lives (its
  * disk backs onto it) and never forks it.
  */
-export async function snapshotClone(driver: QemuDriver, vmId: string, origin: SnapshotMeta, id: string): Promise<CloneSnapshot> {
+export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClone'>, vmId: string, origin: SnapshotMeta, id: string): Promise<CloneSnapshot> {
   const layout = driver.layout;
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);

@@ -36,6 +36,13 @@ import { checkCloneBatch, cloneUsage, type CloneQuota } from './quota.js';
 import { ClusterRegistry, type CloneEntry, type ClusterEntry } from './registry.js';
 import type { CloneInfo, CloneUsageRow, KillResult, KillSelector, WhoAmI } from './types.js';
 
+/** What the service needs of its QemuDriver (its own: detached clones, own folders). */
+export type ClusterDriver = Pick<
+  QemuDriver,
+  | 'layout' | 'snapshot' | 'snapshotMeta' | 'releaseSnapshot' | 'listSnapshots' | 'sweep' | 'clone' | 'withClone'
+  | 'reattachClone' | 'destroy' | 'detach' | 'clonePid' | 'cloneTimings'
+>;
+
 /** What the service needs of the headnode manager. */
 export interface ClusterHeadnodes {
   withRunning<T>(name: string, fn: (h: LiveHeadnode) => Promise<T>): Promise<T>;
@@ -45,7 +52,7 @@ export interface ClusterHeadnodes {
 export interface ClusterServiceOptions {
   stateDir: string;
   /** The clusters' own driver: cloneLifetime 'detached', its own state folders. */
-  driver: QemuDriver;
+  driver: ClusterDriver;
   headnodes: ClusterHeadnodes;
   /** The quota in force (read at each `gc clone`). */
   quota: () => CloneQuota;
@@ -73,7 +80,7 @@ export type ClusterCaller = Pick<GuestIdentity, 'kind' | 'vmId' | 'headnode'> & 
 const GUEST_SCRIPT_TIMEOUT_MS = 60_000;
 
 export class ClusterService {
-  private readonly driver: QemuDriver;
+  private readonly driver: ClusterDriver;
   private readonly lock = new KeyedLock();
   /** Serializes registry changes (quota checks see all reservations). */
   private readonly mutex = new KeyedLock();
