@@ -195,6 +195,17 @@ describe('clusters: the service over a stand-in driver', function () {
     expect(drv.procs.size).to.equal(0);
   });
 
+  it('a clone that kills itself gets its answer first; its VM goes a moment later', async () => {
+    svc = await open();
+    await svc.clone(HN, { n: 2 });
+    const { killed } = await svc.kill({ kind: 'clone', vmId: 'hn.c1', headnode: 'hn' }, { all: true });
+    expect(killed.map((c) => [c.id, c.state])).to.deep.equal([[1, 'killing'], [2, 'killing']]);
+    expect([...drv.procs.keys()], 'the caller still runs while its answer leaves').to.deep.equal(['hn.c1']);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(drv.procs.size).to.equal(0);
+    expect(await svc.list('hn')).to.deep.equal([]);
+  });
+
   it('TTL: expired clones are destroyed by the clock; a clone whose VM died is cleaned up', async () => {
     svc = await open(8, 50);
     await svc.clone(HN, { n: 1, ttlSec: 1 });

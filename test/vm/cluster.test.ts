@@ -5,6 +5,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { GcdProcess, ROOT, until } from '../helpers/gcd-process.js';
 import type { CloneInfo } from '../../src/clusters/types.js';
+import { CopperClient } from '../../src/index.js';
 
 /**
  * Virtual clusters end to end, with real VMs under TCG and gcd as a process: `gc clone`
@@ -108,7 +109,7 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(left, 'no qemu left running for this state folder').to.equal('');
   });
 
-  it('gc clone 2 in the headnode: a server started before it listens in every clone; names resolve; clones reach each other', function () {
+  it('gc clone 2 in the headnode: a server started before it listens in every clone; names resolve; clones reach each other', async function () {
     const t0 = Date.now();
     const r = inside(HN, 'gc clone 2');
     expect(r.status, r.stderr).to.equal(0);
@@ -150,6 +151,9 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     const list = clones();
     expect(list.map((c) => [c.id, c.generation, c.state, c.address])).to.deep.equal([[1, 1, 'running', '10.100.0.2'], [2, 1, 'running', '10.100.0.3']]);
     expect(list.every((c) => (c.pssMiB ?? 0) > 0 && c.uptimeSec >= 0)).to.equal(true);
+    // The TypeScript client (host admin socket) sees the same through the same call.
+    const viaClient = await new CopperClient({ socketPath: join(g.stateDir, 'gcd.sock') }, { headnode: HN }).clones();
+    expect(viaClient.map((c) => [c.id, c.name, c.state])).to.deep.equal(list.map((c) => [c.id, c.name, c.state]));
   });
 
   it('a job submitted from a headnode that has a cluster runs in a clone that is not on the cluster network', function () {
