@@ -80,7 +80,8 @@ async function run(settings: Settings): Promise<number> {
     });
     const initial = quotas.start();
     cleanups.push(() => quotas.close());
-    const backend = await createBackend(settings, channels);
+    // One quota watcher for jobs and clusters: max_clones comes from the same file.
+    const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
     const scheduler = new Scheduler({

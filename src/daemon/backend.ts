@@ -3,6 +3,7 @@ import type { Driver } from '../drivers/driver.js';
 import type { ChannelServer } from '../api/channels.js';
 import type { ToolServices } from '../cli/tool.js';
 import { fakeBackend } from './fake-backend.js';
+import type { QuotaConfig } from '../config/quotas.js';
 
 /** The virtualization side gcd runs with: QEMU by default; the test double only when asked. */
 export interface Backend {
@@ -12,12 +13,12 @@ export interface Backend {
   close(): Promise<void>;
 }
 
-export async function createBackend(settings: Settings, channels: ChannelServer): Promise<Backend> {
+export async function createBackend(settings: Settings, channels: ChannelServer, quotas?: () => QuotaConfig): Promise<Backend> {
   const kind = process.env.GC_DRIVER ?? 'qemu';
   if (kind === 'fake') {
     const f = fakeBackend(settings.stateDir, process.env.GC_FAKE_HEADNODES);
     return { driver: f.driver, headnodes: f.headnodes, close: () => f.driver.close() };
   }
   const { qemuBackend } = await import('./qemu-backend.js');
-  return qemuBackend(settings, channels);
+  return qemuBackend(settings, channels, quotas ? { quotas } : {});
 }
