@@ -23,12 +23,11 @@
 import { execFile } from 'node:child_process';
 import { link, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { CopperError, DriverError, errorMessage } from '../errors.js';
 import { writeJsonAtomic } from '../headnodes/record.js';
 import { activeNode } from '../drivers/qemu/disk-chain.js';
-import { enableIgnoreShared, saveDeviceState, shellQuote, waitMigration } from '../drivers/qemu/migration.js';
+import { enableIgnoreShared, saveDeviceState, shellQuote, waitMigration, whilePaused } from '../drivers/qemu/migration.js';
 import type { QemuDriver, SnapshotMeta } from '../drivers/qemu/qemu-driver.js';
 import type { QmpClient } from '../drivers/qemu/qmp.js';
 import { createOverlay } from '../drivers/qemu/qemu-img.js';
@@ -119,23 +118,11 @@ export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClo
         await rm(next.file, { force: true });
         throw err;
       }
-      let failure: unknown;
-      const t0 = performance.now();
-      await qmp.execute('stop');
-      try {
+      const { pauseMs: pause, failure } = await whilePaused(qmp, `clone ${vmId}`, async () => {
         await qmp.execute('blockdev-snapshot', { node: top, overlay: next.node });
         diskFrozen = true;
         await waitMigration(qmp, `saving clone ${vmId}`, MIGRATION_TIMEOUT_MS, qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(fullState)}` }));
-      } catch (err) {
-        failure = err;
-      } finally {
-        try {
-          await qmp.execute('cont');
-        } catch (err) {
-          failure ??= new DriverError(`clone ${vmId} could not be resumed: ${errorMessage(err)}`, { cause: err });
-        }
-      }
-      const pause = Math.round((performance.now() - t0) * 10) / 10;
+      });
       if (!diskFrozen) {
         await qmp.execute('blockdev-del', { 'node-name': next.node }).catch(() => undefined);
         await rm(next.file, { force: true });

@@ -3,7 +3,7 @@
  * shared file is not sent (a clone maps the frozen RAM file instead), so the stream is only
  * the devices' state, a few hundred KB.
  */
-import { DriverError } from '../../errors.js';
+import { DriverError, errorMessage } from '../../errors.js';
 import type { QmpClient } from './qmp.js';
 
 interface MigrationInfo {
@@ -71,4 +71,36 @@ export async function saveDeviceState(qmp: QmpClient, stateFile: string, timeout
 /** Load device state into a QEMU started with `-incoming defer`. */
 export async function loadDeviceState(qmp: QmpClient, stateFile: string, timeoutMs = 60_000): Promise<void> {
   await waitMigration(qmp, 'restoring device state', timeoutMs, qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(stateFile)}` }));
+}
+
+/**
+ * Pause a VM (QMP stop), run `work`, and resume it whatever happened: a snapshot must never
+ * leave a user's VM stopped. Returns how long it was paused and what failed, if anything
+ * (the caller cleans up after the VM runs again). `mark` timestamps steps from the pause.
+ */
+export async function whilePaused(
+  qmp: QmpClient,
+  what: string,
+  work: (mark: (step: string) => void) => Promise<void>,
+): Promise<{ pauseMs: number; failure: unknown; marks: Record<string, number> }> {
+  const marks: Record<string, number> = {};
+  const t0 = performance.now();
+  const mark = (step: string): void => {
+    marks[step] = Math.round(performance.now() - t0);
+  };
+  let failure: unknown;
+  await qmp.execute('stop');
+  mark('stop');
+  try {
+    await work(mark);
+  } catch (err) {
+    failure = err;
+  } finally {
+    try {
+      await qmp.execute('cont');
+    } catch (err) {
+      failure ??= new DriverError(`${what} could not be resumed: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+  return { pauseMs: Math.round((performance.now() - t0) * 10) / 10, failure, marks };
 }

@@ -33,7 +33,7 @@ import { AgentClient } from './agent.js';
 import { activeNode, backingOf, nodeForFile, streamDown } from './disk-chain.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
 import { assertId, Layout, type ClonePaths } from './layout.js';
-import { enableIgnoreShared, loadDeviceState, saveDeviceState } from './migration.js';
+import { enableIgnoreShared, loadDeviceState, saveDeviceState, whilePaused } from './migration.js';
 import { backingChain, createOverlay } from './qemu-img.js';
 import { buildVmArgs, type ClusterNic, type VmConfig } from './vm-args.js';
 import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
@@ -201,15 +201,7 @@ export class QemuDriver implements Driver {
         await enableIgnoreShared(qmp); // before the pause: it costs nothing while running
 
         let switched = false;
-        let failure: unknown;
-        const marks: Record<string, number> = {};
-        const t0 = performance.now();
-        const mark = (what: string): void => {
-          marks[what] = Math.round(performance.now() - t0);
-        };
-        await qmp.execute('stop');
-        mark('stop');
-        try {
+        const { pauseMs, failure, marks } = await whilePaused(qmp, `headnode '${headnode}'`, async (mark) => {
           await qmp.execute('blockdev-snapshot-sync', {
             'node-name': frozenNode,
             'snapshot-file': nextDisk,
@@ -222,17 +214,7 @@ export class QemuDriver implements Driver {
           mark('state');
           await copySparse(h.paths.ramFile, sp.ramFile);
           mark('ram');
-        } catch (err) {
-          failure = err;
-        } finally {
-          // Whatever happened, the headnode must run again.
-          try {
-            await qmp.execute('cont');
-          } catch (err) {
-            failure ??= new DriverError(`headnode '${headnode}' could not be resumed: ${errorMessage(err)}`, { cause: err });
-          }
-        }
-        const pauseMs = Math.round((performance.now() - t0) * 10) / 10;
+        });
         if (switched) await h.setDiskGen(nextGen);
         if (failure !== undefined) {
           if (switched) this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
