@@ -133,7 +133,7 @@ describe('headnode image boots under QEMU @vm', function () {
   it('run-job runs as another user in its own process group', async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j3', '--user', 'nobody', '--join', '--', 'sh', '-c', 'id -u; ps -o pgid= -p $$; echo e >&2']);
     expect(st.exitCode, text(st.err)).to.equal(0);
-    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j3/stdout; cat /run/copper/j3/pgid; test ! -e /run/copper/j3/stderr']);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j3.stdout; cat /run/copper/j3.pgid; test ! -e /run/copper/j3.stderr']);
     const [uid, pgid, e, pgidFile] = text(out.out).trim().split('\n').map((l) => l.trim());
     expect(uid).to.equal('65534');
     expect(pgid).to.equal(pgidFile);
@@ -144,7 +144,7 @@ describe('headnode image boots under QEMU @vm', function () {
   it('run-job captures output to files, reports the status and falls back to $HOME', async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j1', '--cwd', '/no/such/dir', '--', 'sh', '-c', 'pwd; echo err >&2; exit 3']);
     expect(st.exitCode, text(st.err)).to.equal(3);
-    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j1/stdout; echo ---; cat /run/copper/j1/stderr; echo ---; cat /run/copper/j1/exit; test -s /run/copper/j1/pgid']);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j1.stdout; echo ---; cat /run/copper/j1.stderr; echo ---; cat /run/copper/j1.exit; test -s /run/copper/j1.pgid']);
     expect(out.exitCode).to.equal(0);
     expect(text(out.out)).to.match(/^\/root\n---\nrun-job: directory '\/no\/such\/dir' does not exist.*\nerr\n---\nexit 3\n$/);
   });
@@ -154,26 +154,51 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(put.exitCode).to.equal(0);
     const st = await run(GUEST_RUN_JOB, ['--job', 'j4', '--script', '/tmp/job.sh', '--', 'a', 'b c']);
     expect(st.exitCode, text(st.err)).to.equal(0);
-    const out = await run('/bin/cat', ['/run/copper/j4/stdout']);
+    const out = await run('/bin/cat', ['/run/copper/j4.stdout']);
     expect(text(out.out)).to.equal('args:a b c\nshell:/tmp/job.sh\n');
+  });
+
+  it('run-job runs a script through its #! interpreter and that line\'s one argument', async () => {
+    // Written without the x bit, as the driver writes job scripts.
+    const put = await run('/bin/sh', ['-c', 'printf \'#!/usr/bin/env  python3 \nimport sys; print(sys.argv[1:])\n\' > /tmp/job.py; chmod 644 /tmp/job.py']);
+    expect(put.exitCode).to.equal(0);
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j5', '--user', 'nobody', '--script', '/tmp/job.py', '--', 'x', 'y z']);
+    expect(st.exitCode, text(st.err)).to.equal(0);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j5.stdout /run/copper/j5.stderr']);
+    expect(text(out.out)).to.equal("['x', 'y z']\n");
+  });
+
+  it('run-job reports an unknown account in the job\'s stderr with status 2', async () => {
+    const st = await run(GUEST_RUN_JOB, ['--job', 'j6', '--user', 'nosuchuser', '--', 'true']);
+    expect(st.exitCode).to.equal(2);
+    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j6.stderr /run/copper/j6.exit']);
+    expect(text(out.out)).to.equal("run-job: no such user 'nosuchuser' in the headnode\nexit 2\n");
   });
 
   it('run-job re-raises the signal that killed the command', async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j2', '--', 'sh', '-c', 'kill -TERM $$']);
     expect(st.signal).to.equal(15);
-    const ex = await run('/bin/cat', ['/run/copper/j2/exit']);
+    const ex = await run('/bin/cat', ['/run/copper/j2.exit']);
     expect(text(ex.out)).to.equal('signal 15\n');
   });
 
   it('clone-init sets hostname, machine-id and clock', async () => {
     const now = (Date.now() / 1000).toFixed(3);
-    const st = await run(GUEST_CLONE_INIT, ['boottest-j9', '0123456789abcdef0123456789abcdef', now], Buffer.from('seed'));
+    const st = await run(GUEST_CLONE_INIT, ['boottest-j9', '0123456789abcdef0123456789abcdef', now], Buffer.from('seed\n'));
     expect(st.exitCode, text(st.err)).to.equal(0);
-    const chk = await run('/bin/sh', ['-c', 'hostname; cat /etc/machine-id; date +%s']);
-    const [host, mid, t] = text(chk.out).trim().split('\n');
+    const chk = await run('/bin/sh', ['-c', 'hostname; cat /etc/machine-id; date +%s; cat /etc/hostname; grep -c "^127.0.1.1[[:space:]]boottest-j9$" /etc/hosts; grep -c "^127.0.0.1" /etc/hosts']);
+    const [host, mid, t, etcHostname, named, localhost] = text(chk.out).trim().split('\n');
     expect(host).to.equal('boottest-j9');
     expect(mid).to.equal('0123456789abcdef0123456789abcdef');
     expect(Math.abs(Number(t) - Date.now() / 1000)).to.be.lessThan(30);
+    expect(etcHostname).to.equal('boottest-j9');
+    expect(named, '/etc/hosts names the clone once').to.equal('1');
+    expect(localhost, 'the rest of /etc/hosts is kept').to.equal('1');
+    // Run again with another name: the line is replaced, not added.
+    const again = await run(GUEST_CLONE_INIT, ['boottest-j10', '0123456789abcdef0123456789abcdef', now]);
+    expect(again.exitCode, text(again.err)).to.equal(0);
+    const hosts = await run('/bin/sh', ['-c', 'grep -c "^127.0.1.1" /etc/hosts; grep -c boottest-j9 /etc/hosts']);
+    expect(text(hosts.out)).to.equal('1\n0\n');
   });
 
   it('the guest CLI says so in one line when gcd is unreachable', async () => {

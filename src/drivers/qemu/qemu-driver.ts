@@ -448,8 +448,9 @@ export class QemuDriver implements Driver {
   private async cloneInit(agent: AgentClient, hostname: string, timeoutMs: number): Promise<void> {
     const machineId = randomBytes(16).toString('hex');
     const epoch = (Date.now() / 1000).toFixed(3);
-    // The seed goes in as stdin (also keeps clone-init from reading the guest console).
-    const st = await agent.run(GUEST_CLONE_INIT, [hostname, machineId, epoch], { input: randomBytes(64), timeoutMs });
+    // The seed goes in as one line on stdin, not as an argument other guest processes could read.
+    const seed = Buffer.from(randomBytes(32).toString('hex') + '\n');
+    const st = await agent.run(GUEST_CLONE_INIT, [hostname, machineId, epoch], { input: seed, timeoutMs });
     if (st.exitCode !== 0) {
       throw new DriverError(`clone-init failed (${st.signal ? `signal ${st.signal}` : `status ${st.exitCode}`}): ${st.err?.toString().trim() ?? ''}`);
     }
@@ -459,7 +460,7 @@ export class QemuDriver implements Driver {
     const c = this.liveClone(clone.cloneId);
     if (spec.argv.length === 0 && spec.script === undefined) throw new UsageError('nothing to run: empty argv and no script');
     const key = `${clone.cloneId}.${++c.execs}`;
-    const dir = `/run/copper/${key}`;
+    const files = `/run/copper/${key}`; // run-job's ${files}.stdout, .stderr, .pgid, .exit
     const join = spec.stdoutFile === spec.stderrFile;
     const args = ['--job', key, '--cwd', spec.cwd, '--user', spec.user];
     if (join) args.push('--join');
@@ -479,8 +480,8 @@ export class QemuDriver implements Driver {
         if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
         const st = await c.agent.execStatus(pid);
         if (st.exited) {
-          await copyFromGuest(c.agent, `${dir}/stdout`, spec.stdoutFile, { missingOk: true });
-          if (!join) await copyFromGuest(c.agent, `${dir}/stderr`, spec.stderrFile, { missingOk: true });
+          await copyFromGuest(c.agent, `${files}.stdout`, spec.stdoutFile, { missingOk: true });
+          if (!join) await copyFromGuest(c.agent, `${files}.stderr`, spec.stderrFile, { missingOk: true });
           // run-job's own complaints (misuse, exit 2) are on its stderr, not in the job's files.
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
@@ -498,7 +499,7 @@ export class QemuDriver implements Driver {
     done.catch(() => undefined); // the caller may never await it (clone destroyed)
 
     const kill = async (signal: KillSignal): Promise<void> => {
-      const pgid = (await readGuestFile(c.agent, `${dir}/pgid`))?.toString().trim();
+      const pgid = (await readGuestFile(c.agent, `${files}.pgid`))?.toString().trim();
       // Before run-job wrote the pgid, signal run-job itself: it passes TERM on to the job.
       const target = pgid && /^\d+$/.test(pgid) ? `-${pgid}` : String(pid);
       await c.agent.run('/bin/kill', ['-s', signal, '--', target], { timeoutMs: 10_000 });
