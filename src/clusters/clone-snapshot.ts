@@ -10,13 +10,13 @@
  *             folder, never into a clone's folder, which dies with the clone); stop;
  *             blockdev-snapshot (the clone goes on on the new layer, the old one is frozen);
  *             migrate with x-ignore-shared off (RAM is sent) to a file on tmpfs; cont.
- *   template: a paused QEMU with the same machine and a new shared RAM file (the snapshot's
+ *   receiver: a paused QEMU with the same machine and a new shared RAM file (the snapshot's
  *             frozen RAM) loads that stream, then saves its device state with x-ignore-shared,
- *             exactly as a headnode snapshot does; it is killed and never runs.
+ *             exactly as a headnode snapshot does; it is killed and never runs (RamReceiver).
  *
  * The result is an ordinary snapshot folder (meta.json, disk.qcow2, state.bin + RAM file) that
  * QemuDriver.clone() forks like a headnode's. meta.json is written as soon as the disk layer is
- * frozen, because the clone's disk depends on it from then on: if the template step fails the
+ * frozen, because the clone's disk depends on it from then on: if the receiver step fails the
  * snapshot stays as a disk layer only (no state.bin), which the registry keeps while the clone
  * lives.
  */
@@ -26,13 +26,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CopperError, DriverError, errorMessage } from '../errors.js';
 import { writeJsonAtomic } from '../headnodes/record.js';
-import { activeNode } from '../drivers/qemu/disk-chain.js';
-import { enableIgnoreShared, saveDeviceState, shellQuote, waitMigration, whilePaused } from '../drivers/qemu/migration.js';
+import { activeNode, virtualSize } from '../drivers/qemu/disk-chain.js';
+import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../drivers/qemu/migration.js';
 import type { QemuDriver, SnapshotMeta } from '../drivers/qemu/qemu-driver.js';
-import type { QmpClient } from '../drivers/qemu/qmp.js';
-import { createOverlay } from '../drivers/qemu/qemu-img.js';
-import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
-import { VmProcess } from '../drivers/qemu/vm-process.js';
+import { fileSource, RamReceiver } from '../drivers/qemu/ram-receiver.js';
 import { log } from '../log.js';
 
 const execFileP = promisify(execFile);
@@ -45,15 +42,6 @@ export interface CloneSnapshot {
 
 /** Migrating a whole guest RAM through a pipe: generous, TCG hosts are slow. */
 const MIGRATION_TIMEOUT_MS = 180_000;
-
-async function setIgnoreShared(qmp: QmpClient, on: boolean): Promise<void> {
-  await qmp.execute('migrate-set-capabilities', {
-    capabilities: [
-      { capability: 'x-ignore-shared', state: on },
-      { capability: 'events', state: true },
-    ],
-  });
-}
 
 /** A disk layer name in the clone's folder that is not taken yet. */
 async function nextLayer(dir: string): Promise<{ file: string; node: string }> {
@@ -73,18 +61,6 @@ async function createOverlayUnsafe(path: string, backing: string, sizeBytes: num
   }
 }
 
-interface BlockInfo {
-  qdev?: string;
-  inserted?: { 'node-name': string; image?: { 'virtual-size': number } };
-}
-
-async function virtualSize(qmp: QmpClient, node: string): Promise<number> {
-  const blocks = await qmp.execute<BlockInfo[]>('query-block');
-  const size = blocks.find((b) => b.inserted?.['node-name'] === node)?.inserted?.image?.['virtual-size'];
-  if (size === undefined) throw new DriverError(`no size for block node ${node}`);
-  return size;
-}
-
 /**
  * Snapshot the running clone `vmId` of `driver` as snapshot `id`; `origin` is the metadata of
  * the snapshot it was started from (machine layout, owner). The clone runs on in every case.
@@ -96,23 +72,23 @@ export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClo
   const layout = driver.layout;
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);
-  const tdir = join(layout.runDir, 't', id);
-  const tdisk = join(sp.dir, 'template.qcow2');
   await mkdir(sp.dir, { recursive: true, mode: 0o700 });
   await mkdir(layout.ramSnapshotsDir, { recursive: true, mode: 0o700 });
   let diskFrozen = false;
+  let diskBytes = 0;
   try {
     const pauseMs = await driver.withClone(vmId, async (c) => {
       const qmp = c.vm.qmp;
       const { node: top, file: topFile } = await activeNode(qmp);
+      diskBytes = await virtualSize(qmp, top);
       const next = await nextLayer(c.paths.stateDir);
       await link(topFile, sp.disk);
       let added = false;
       try {
-        await createOverlayUnsafe(next.file, sp.disk, await virtualSize(qmp, top));
+        await createOverlayUnsafe(next.file, sp.disk, diskBytes);
         await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': next.node, file: { driver: 'file', filename: next.file }, backing: null });
         added = true;
-        await setIgnoreShared(qmp, false);
+        await setMigrationCaps(qmp, { ignoreShared: false });
       } catch (err) {
         if (added) await qmp.execute('blockdev-del', { 'node-name': next.node }).catch(() => undefined);
         await rm(next.file, { force: true });
@@ -135,32 +111,15 @@ export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClo
       return pause;
     });
 
-    // The template: loads the whole state into the snapshot's new shared RAM file.
-    await mkdir(tdir, { recursive: true, mode: 0o700 });
-    await createOverlay(tdisk, sp.disk);
-    const cfg: VmConfig = {
-      ...origin.vm,
-      vmId: `tmpl.${id}`,
-      ramFile: sp.ramFile,
-      ramShare: true,
-      disk: tdisk,
-      qmpSocket: join(tdir, 'qmp.sock'),
-      qgaSocket: join(tdir, 'qga.sock'),
-      consoleSocket: join(tdir, 'console.sock'),
-      apiSocket: join(tdir, 'api.sock'), // the template never runs: nothing connects
-      incoming: true,
-    };
-    if (origin.vm.clusterNic) cfg.clusterNic = { kind: 'isolated', mac: origin.vm.clusterNic.mac };
-    const vm = await VmProcess.spawn({
-      vmId: cfg.vmId, args: buildVmArgs(cfg), lifetime: 'job', qmpSocket: cfg.qmpSocket, logFile: join(tdir, 'qemu.log'), pidFile: join(tdir, 'qemu.pid'),
-    });
+    // The receiver loads the whole state into the snapshot's new shared RAM file.
+    const receiver = await RamReceiver.start(
+      { id, vm: origin.vm, ramFile: sp.ramFile, dir: join(layout.runDir, 't', id), diskBytes },
+      fileSource(fullState),
+    );
     try {
-      await setIgnoreShared(vm.qmp, false);
-      await waitMigration(vm.qmp, `loading clone ${vmId} into its snapshot`, MIGRATION_TIMEOUT_MS, vm.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(fullState)}` }));
-      await enableIgnoreShared(vm.qmp);
-      await saveDeviceState(vm.qmp, sp.state);
+      await receiver.finish(`snapshot of clone ${vmId}`, sp.state);
     } finally {
-      await vm.kill('SIGKILL');
+      await receiver.close();
     }
     log.info(`snapshot ${id} of clone ${vmId}: paused ${pauseMs} ms`);
     return { id, pauseMs };
@@ -171,8 +130,6 @@ export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClo
     throw err instanceof CopperError ? err : new DriverError(`snapshot of clone ${vmId} failed: ${errorMessage(err)}`, { cause: err });
   } finally {
     await rm(fullState, { force: true });
-    await rm(tdisk, { force: true });
-    await rm(tdir, { recursive: true, force: true });
   }
 }
 

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { QuotaWatcher, type QuotaConfig } from '../config/quotas.js';
-import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import { QemuDriver, snapshotRamFromEnv } from '../drivers/qemu/qemu-driver.js';
 import type { ClusterNic } from '../drivers/qemu/vm-args.js';
 import { errorMessage } from '../errors.js';
 import type { QemuHeadnodeManager } from '../headnodes/manager.js';
@@ -66,6 +66,7 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
     headnodes: o.headnodes,
     cloneLifetime: 'detached',
     streams: o.streams,
+    snapshotRam: snapshotRamFromEnv(),
     clusterNicOf,
   });
   try {

@@ -1,6 +1,6 @@
 import type { Settings } from '../config/settings.js';
 import type { ChannelServer } from '../api/channels.js';
-import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import { QemuDriver, snapshotRamFromEnv } from '../drivers/qemu/qemu-driver.js';
 import { defaultImageSource } from '../headnodes/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
 import { log } from '../log.js';
@@ -23,7 +23,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, o
   // both snapshot the same headnodes, so they share the background-stream bookkeeping.
   const streams = new Map<string, Promise<void>>();
   const clusters = await openClusters({ settings, channels, headnodes, streams, ...opts });
-  const driver = new QemuDriver({ settings, channels, headnodes, streams, clusterNicOf: (hn) => clusters.clusterNicOf(hn) });
+  const driver = new QemuDriver({ settings, channels, headnodes, streams, snapshotRam: snapshotRamFromEnv(), clusterNicOf: (hn) => clusters.clusterNicOf(hn) });
   const exec: HeadnodeExec = async (name, argv, timeoutMs): Promise<ToolResult> => {
     // Take the agent under the headnode's lock but run outside it: the command may itself
     // submit a job, whose snapshot needs that lock.

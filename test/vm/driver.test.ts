@@ -59,6 +59,8 @@ describe('QemuDriver end to end under TCG @vm', function () {
   let channels: FakeChannels;
   let mgr: QemuHeadnodeManager;
   let drv: QemuDriver;
+  /** Shared by every driver that snapshots the headnode (see QemuDriverOptions.streams). */
+  const streams = new Map<string, Promise<void>>();
   let snapId: string;
   let token: string;
   let seq = 0;
@@ -108,7 +110,7 @@ describe('QemuDriver end to end under TCG @vm', function () {
       channels,
       images: defaultImageSource({ stateDir: imageStateDir, log: (l) => process.stderr.write(`      image: ${l}\n`) }),
     });
-    drv = new QemuDriver({ settings, channels, headnodes: mgr });
+    drv = new QemuDriver({ settings, channels, headnodes: mgr, streams });
     await mgr.create({ name: hn, owner: 'alice', group: 'alice', memMiB: 512, vcpus: 1, diskGiB: 4 });
     const t0 = Date.now();
     const info = await mgr.start(hn);
@@ -310,6 +312,24 @@ describe('QemuDriver end to end under TCG @vm', function () {
     expect(String(e2)).to.match(/incomplete/);
     expect(await exists(join(settings.ramDir, 'snapshots', `${partial}.ram`))).to.equal(false);
     await drv.releaseSnapshot(partial);
+  });
+
+  it('forks memory and disk as well with the RAM copied inside the pause (GC_SNAPSHOT_RAM=copy)', async () => {
+    // The method for kernels without userfaultfd write-protect on shared memory (< 5.19).
+    const copying = new QemuDriver({ settings, channels, headnodes: mgr, streams, snapshotRam: 'copy' });
+    await inHeadnode('echo copied > /root/copy.txt');
+    const s = await copying.snapshot(hn);
+    try {
+      await inHeadnode('rm /root/copy.txt');
+      const c = await newClone(s.id);
+      expect((await run(c, ['/bin/cat', '/root/copy.txt'])).out).to.equal('copied\n');
+      const [tok, n] = (await run(c, ['python3', '-c', ASK_COUNTER])).out.trim().split(' ');
+      expect(tok, 'the RAM-only token of the process started before the first snapshot').to.equal(token);
+      expect(Number(n)).to.be.greaterThan(42);
+    } finally {
+      await copying.close();
+      await drv.releaseSnapshot(s.id);
+    }
   });
 
   it('survives a full disk while snapshotting: DriverError, headnode resumed, nothing left', async function () {

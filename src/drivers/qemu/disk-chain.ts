@@ -12,7 +12,7 @@ import { DISK_DEVICE_ID } from './vm-args.js';
 interface BlockInfo {
   qdev?: string;
   device?: string;
-  inserted?: { 'node-name': string; file: string; image?: { filename: string; 'backing-filename'?: string } };
+  inserted?: { 'node-name': string; file: string; image?: { filename: string; 'virtual-size'?: number; 'backing-filename'?: string } };
 }
 
 interface NamedNode {
@@ -35,6 +35,14 @@ export async function activeNode(qmp: QmpClient): Promise<{ node: string; file: 
   const disk = blocks.find((b) => (b.qdev ?? '').includes(`/${DISK_DEVICE_ID}/`) || b.qdev === DISK_DEVICE_ID);
   if (!disk?.inserted) throw new DriverError(`no block device ${DISK_DEVICE_ID} in this VM`);
   return { node: disk.inserted['node-name'], file: disk.inserted.file };
+}
+
+/** The guest-visible size of the disk whose top node is `node`, in bytes. */
+export async function virtualSize(qmp: QmpClient, node: string): Promise<number> {
+  const blocks = await qmp.execute<BlockInfo[]>('query-block');
+  const size = blocks.find((b) => b.inserted?.['node-name'] === node)?.inserted?.image?.['virtual-size'];
+  if (size === undefined) throw new DriverError(`no size for block node ${node}`);
+  return size;
 }
 
 /** The format (qcow2) node opened on `filename`. */

@@ -3,6 +3,7 @@
  * shared file is not sent (a clone maps the frozen RAM file instead), so the stream is only
  * the devices' state, a few hundred KB.
  */
+import { release } from 'node:os';
 import { DriverError, errorMessage } from '../../errors.js';
 import type { QmpClient } from './qmp.js';
 
@@ -16,14 +17,37 @@ export function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** x-ignore-shared, plus MIGRATION events so completion is noticed at once, not at the next poll. */
-export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
+/**
+ * Migration capabilities, always with MIGRATION events (completion is noticed at once, not at
+ * the next poll). `background` is set explicitly either way: QEMU keeps capabilities between
+ * migrations, and a leftover background-snapshot=on would turn the next device-state save of
+ * that VM into a background snapshot.
+ */
+export async function setMigrationCaps(qmp: QmpClient, caps: { ignoreShared: boolean; background?: boolean }): Promise<void> {
   await qmp.execute('migrate-set-capabilities', {
     capabilities: [
-      { capability: 'x-ignore-shared', state: true },
+      { capability: 'x-ignore-shared', state: caps.ignoreShared },
       { capability: 'events', state: true },
+      { capability: 'background-snapshot', state: caps.background ?? false },
     ],
   });
+}
+
+/**
+ * Whether this host's kernel can write-protect shared memory with userfaultfd (Linux 5.19+),
+ * which QEMU's background-snapshot needs for a headnode's RAM file on tmpfs. A hint only (QEMU
+ * has the last word when the capability is set); it decides whether headnodes preallocate.
+ */
+export function backgroundSnapshotExpected(kernelRelease: string = release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(kernelRelease);
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 5 || (major === 5 && minor >= 19);
+}
+
+/** x-ignore-shared: RAM in a shared file is not sent, only the devices' state. */
+export async function enableIgnoreShared(qmp: QmpClient): Promise<void> {
+  await setMigrationCaps(qmp, { ignoreShared: true });
 }
 
 const END_STATES = new Set(['completed', 'failed', 'cancelled']);

@@ -3,7 +3,10 @@
  *
  * Snapshot (headnode paused only for the middle part):
  *   stop; blockdev-snapshot-sync (the headnode goes on writing a new overlay; the old one is
- *   frozen); migrate with x-ignore-shared to a state file (devices only, RAM is the file);
+ *   frozen); then, where the kernel and QEMU allow it (freezeInBackground), a background
+ *   snapshot migration to a RamReceiver: QEMU saves the devices, write-protects RAM and
+ *   resumes the headnode, and RAM streams into the snapshot's RAM file while it runs.
+ *   Otherwise: migrate with x-ignore-shared to a state file (devices only, RAM is the file);
  *   copy the RAM file sparsely to the frozen snapshot RAM file; cont.
  *   Then, with the headnode running: hard-link the frozen overlay into the snapshot folder and
  *   block-stream it into the new overlay in the background, so the snapshot owns its layer.
@@ -13,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { appendFile, link, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { appendFile, link, mkdir, readdir, readFile, rm, stat, statfs } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Settings } from '../../config/settings.js';
@@ -30,10 +33,11 @@ import type {
   CloneHandle, CloneOptions, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand, SnapshotInfo,
 } from '../driver.js';
 import { AgentClient } from './agent.js';
-import { activeNode, backingOf, nodeForFile, streamDown } from './disk-chain.js';
+import { activeNode, backingOf, nodeForFile, streamDown, virtualSize } from './disk-chain.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
 import { assertId, Layout, type ClonePaths } from './layout.js';
-import { enableIgnoreShared, loadDeviceState, saveDeviceState, whilePaused } from './migration.js';
+import { enableIgnoreShared, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
+import { RamReceiver } from './ram-receiver.js';
 import { backingChain, createOverlay } from './qemu-img.js';
 import { buildVmArgs, type ClusterNic, type VmConfig } from './vm-args.js';
 import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
@@ -63,6 +67,12 @@ export interface QemuDriverOptions {
    */
   cloneTcgTbMiB?: number;
   /**
+   * How a headnode snapshot freezes RAM. 'auto' (default): background-snapshot where QEMU and
+   * the kernel allow it (pause: devices only), else 'copy' (the RAM file is copied inside the
+   * pause). gcd takes it from GC_SNAPSHOT_RAM.
+   */
+  snapshotRam?: SnapshotRamMethod;
+  /**
    * Background block-streams per headnode. Give every driver that snapshots the same
    * headnodes the same map, so that no snapshot starts while another driver's stream runs.
    */
@@ -72,6 +82,16 @@ export interface QemuDriverOptions {
    * snapshots to record; clones must have the same device.
    */
   clusterNicOf?: (headnode: string) => ClusterNic | undefined;
+}
+
+export type SnapshotRamMethod = 'auto' | 'copy';
+
+/** GC_SNAPSHOT_RAM=auto|copy (unset: auto). */
+export function snapshotRamFromEnv(env: NodeJS.ProcessEnv = process.env): SnapshotRamMethod {
+  const v = env.GC_SNAPSHOT_RAM;
+  if (v === undefined || v === '' || v === 'auto') return 'auto';
+  if (v === 'copy') return 'copy';
+  throw new UsageError(`GC_SNAPSHOT_RAM must be 'auto' or 'copy', not '${v}'`);
 }
 
 /** clone() options of this driver. */
@@ -167,12 +187,17 @@ export class QemuDriver implements Driver {
   private readonly cloneLifetime: VmLifetime;
   private readonly cloneReadyTimeoutMs: number;
   private closed = false;
+  /** undefined: not tried yet; false after QEMU refused background-snapshot (then never again). */
+  private backgroundSnapshots: boolean | undefined;
+  /** Background chores (hole punching) that close() waits for. */
+  private readonly housekeeping = new Set<Promise<void>>();
 
   constructor(private readonly opts: QemuDriverOptions) {
     this.layout = new Layout(opts.settings);
     this.cloneLifetime = opts.cloneLifetime ?? 'job';
     this.cloneReadyTimeoutMs = opts.cloneReadyTimeoutMs ?? 180_000;
     this.streams = opts.streams ?? new Map();
+    if (opts.snapshotRam === 'copy') this.backgroundSnapshots = false;
   }
 
   // ---------------------------------------------------------------- snapshots
@@ -198,10 +223,10 @@ export class QemuDriver implements Driver {
         await rm(nextDisk, { force: true }); // left by a failed attempt
         const { node: frozenNode } = await activeNode(qmp);
         const clusterNic = await this.pluggedClusterNic(h);
-        await enableIgnoreShared(qmp); // before the pause: it costs nothing while running
-
+        const vm: FrozenVm = clusterNic ? { ...frozenVm(h.config), clusterNic } : frozenVm(h.config);
+        await this.checkRamSpace(h);
         let switched = false;
-        const { pauseMs, failure, marks } = await whilePaused(qmp, `headnode '${headnode}'`, async (mark) => {
+        const freeze = async (mark: (step: string) => void): Promise<void> => {
           await qmp.execute('blockdev-snapshot-sync', {
             'node-name': frozenNode,
             'snapshot-file': nextDisk,
@@ -210,11 +235,25 @@ export class QemuDriver implements Driver {
           });
           switched = true;
           mark('disk');
-          await saveDeviceState(qmp, sp.state);
-          mark('state');
-          await copySparse(h.paths.ramFile, sp.ramFile);
-          mark('ram');
-        });
+        };
+        let pauseMs: number;
+        let failure: unknown;
+        let marks: Record<string, number>;
+        const bg = this.backgroundSnapshots !== false
+          ? await this.freezeInBackground(h, id, vm, frozenNode, freeze)
+          : undefined;
+        if (bg !== undefined) {
+          ({ pauseMs, failure, marks } = bg);
+        } else {
+          await enableIgnoreShared(qmp); // before the pause: it costs nothing while running
+          ({ pauseMs, failure, marks } = await whilePaused(qmp, `headnode '${headnode}'`, async (mark) => {
+            await freeze(mark);
+            await saveDeviceState(qmp, sp.state);
+            mark('state');
+            await copySparse(h.paths.ramFile, sp.ramFile);
+            mark('ram');
+          }));
+        }
         if (switched) await h.setDiskGen(nextGen);
         if (failure !== undefined) {
           if (switched) this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
@@ -231,10 +270,11 @@ export class QemuDriver implements Driver {
           group: h.spec.group,
           createdAt: Date.now(),
           pauseMs,
-          vm: clusterNic ? { ...frozenVm(h.config), clusterNic } : frozenVm(h.config),
+          vm,
         };
         await writeJsonAtomic(sp.meta, meta);
         this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
+        if (bg !== undefined) this.digHoles(sp.ramFile);
         log.info(`snapshot ${id} of ${headnode}: paused ${pauseMs} ms`, { at: marks });
         return { id, headnode, createdAt: meta.createdAt, pauseMs, memMiB: meta.vm.memMiB, vcpus: meta.vm.vcpus };
       } catch (err) {
@@ -244,6 +284,135 @@ export class QemuDriver implements Driver {
         this.inProgress.delete(id);
       }
     });
+  }
+
+  /**
+   * Freeze the headnode with QEMU's background-snapshot: stop, `freeze` (the disk), then a
+   * migration to a RamReceiver during which QEMU saves the devices, write-protects guest RAM
+   * (userfaultfd) and resumes the headnode itself; RAM pages stream to the receiver while the
+   * headnode runs, each page as it was at the stop (a page the guest writes is sent first).
+   * The receiver's RAM file is the snapshot's; it then writes state.bin. The pause is the
+   * stop..RESUME window only. Undefined (nothing done) when QEMU or the kernel cannot do it:
+   * the caller then copies the RAM file inside the pause instead.
+   */
+  private async freezeInBackground(
+    h: LiveHeadnode, id: string, vm: FrozenVm, frozenNode: string, freeze: (mark: (step: string) => void) => Promise<void>,
+  ): Promise<{ pauseMs: number; failure: unknown; marks: Record<string, number> } | undefined> {
+    const qmp = h.vm.qmp;
+    const sp = this.layout.snapshot(id);
+    const receiver = await RamReceiver.start({
+      id, vm, ramFile: sp.ramFile, dir: `${this.layout.runDir}/t/${id}`, diskBytes: await virtualSize(qmp, frozenNode),
+    });
+    let stopListening = (): void => undefined;
+    try {
+      try {
+        await setMigrationCaps(qmp, { ignoreShared: false, background: true });
+      } catch (err) {
+        this.backgroundSnapshots = false;
+        log.warn(`background snapshots unavailable (${errorMessage(err)}): the RAM is copied while the headnode is paused`);
+        await rm(sp.ramFile, { force: true });
+        return undefined;
+      }
+      this.backgroundSnapshots = true;
+      // The default bandwidth cap (128 MiB/s) would make the stream, not the host, the limit.
+      await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 64 * 1024 * 1024 * 1024 });
+      const marks: Record<string, number> = {};
+      const t0 = performance.now();
+      const mark = (step: string): void => {
+        marks[step] = Math.round(performance.now() - t0);
+      };
+      let failure: unknown;
+      let resumedAt: number | undefined;
+      let onResume = (): void => undefined;
+      const resumed = new Promise<void>((resolve) => (onResume = resolve));
+      stopListening = qmp.on('RESUME', () => {
+        resumedAt ??= performance.now();
+        onResume();
+      });
+      let streamed: Promise<void> | undefined;
+      await qmp.execute('stop');
+      mark('stop');
+      try {
+        await freeze(mark);
+        streamed = waitMigration(qmp, `snapshot of '${h.name}'`, 300_000, qmp.execute('migrate', { uri: receiver.uri }));
+        streamed.catch(() => undefined);
+        // QEMU 7.2 resumes the VM once the devices are saved and RAM is write-protected; a
+        // `cont` before that would let the guest run past the frozen disk.
+        const first = await Promise.race([resumed.then(() => 'resumed'), streamed.then(() => 'done'), sleep(30_000).then(() => 'timeout')]);
+        if (first === 'timeout') throw new DriverError('the background snapshot did not resume the headnode within 30 s');
+      } catch (err) {
+        failure = err;
+      }
+      const status = await qmp.execute<{ running: boolean }>('query-status').catch(() => ({ running: false }));
+      if (!status.running) {
+        // Whatever failed, the headnode runs again.
+        if (failure !== undefined) await qmp.execute('migrate_cancel').catch(() => undefined);
+        try {
+          await qmp.execute('cont');
+        } catch (err) {
+          failure ??= new DriverError(`headnode '${h.name}' could not be resumed: ${errorMessage(err)}`, { cause: err });
+        }
+      }
+      const pauseMs = Math.round(((resumedAt ?? performance.now()) - t0) * 10) / 10;
+      marks.resumed = Math.round(pauseMs);
+      if (failure === undefined) {
+        try {
+          await streamed;
+          mark('streamed');
+          await receiver.finish(`snapshot of '${h.name}'`, sp.state);
+          mark('state');
+        } catch (err) {
+          failure = err;
+        }
+      }
+      return { pauseMs, failure, marks };
+    } finally {
+      stopListening();
+      await setMigrationCaps(qmp, { ignoreShared: true }).catch(() => undefined);
+      await receiver.close();
+    }
+  }
+
+  /**
+   * Before pausing anything: is there room on the RAM folder's filesystem for the snapshot's
+   * RAM (at most the headnode's RAM size)? A full tmpfs found mid-snapshot would kill the
+   * receiver with SIGBUS; this says what is missing instead.
+   */
+  private async checkRamSpace(h: LiveHeadnode): Promise<void> {
+    const fs = await statfs(this.layout.ramSnapshotsDir);
+    const free = fs.bavail * fs.bsize;
+    const st = await stat(h.paths.ramFile).catch(() => undefined);
+    const used = st ? Math.min(st.blocks * 512, h.config.memMiB * MiB) : h.config.memMiB * MiB;
+    // A background snapshot's receiver fills the whole file before holes are punched back.
+    const need = this.backgroundSnapshots === false ? used : h.config.memMiB * MiB;
+    if (free < need) {
+      throw new DriverError(
+        `No space left for the snapshot's RAM in ${this.layout.ramSnapshotsDir}: ${Math.ceil(need / MiB)} MiB needed, ${Math.floor(free / MiB)} MiB free`,
+      );
+    }
+  }
+
+  /**
+   * Punch holes where a snapshot RAM file is all zeros (a receiver writes every page, zero or
+   * not). Safe while clones map it: the contents do not change. In the background, after the
+   * snapshot is usable; a failure only costs memory.
+   */
+  private digHoles(file: string): void {
+    const run = new Promise<void>((resolve) => {
+      const child = spawn('fallocate', ['--dig-holes', '--', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      child.on('error', (e) => {
+        log.warn(`fallocate --dig-holes ${file}: ${e.message}`);
+        resolve();
+      });
+      child.on('close', (code) => {
+        if (code !== 0 && !/No such file/.test(err)) log.warn(`fallocate --dig-holes ${file}: ${err.trim() || `status ${code}`}`);
+        resolve();
+      });
+    });
+    this.housekeeping.add(run);
+    void run.finally(() => this.housekeeping.delete(run));
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {
@@ -647,6 +816,10 @@ export class QemuDriver implements Driver {
         await rm(`${this.layout.ramSnapshotsDir}/${f}`, { force: true });
       }
     }
+    // Receivers' folders (their QEMU died with the gcd that started them).
+    for (const id of await readdirSafe(`${this.layout.runDir}/t`)) {
+      if (!this.inProgress.has(id)) await rm(`${this.layout.runDir}/t/${id}`, { recursive: true, force: true });
+    }
     // Half-written snapshots (no meta.json) left by a crash in the middle of snapshot().
     for (const id of await readdirSafe(this.layout.snapshotsDir)) {
       if (this.inProgress.has(id)) continue;
@@ -663,7 +836,7 @@ export class QemuDriver implements Driver {
   async close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.clones.keys()]) await this.destroy(id);
-    await Promise.allSettled([...this.streams.values()]);
+    await Promise.allSettled([...this.streams.values(), ...this.housekeeping]);
   }
 
   /** The running clone's QEMU pid (for tests and diagnostics). */
@@ -682,6 +855,8 @@ export class QemuDriver implements Driver {
     return c;
   }
 }
+
+const MiB = 1024 * 1024;
 
 function frozenVm(cfg: VmConfig): FrozenVm {
   const f: FrozenVm = { accel: cfg.accel, memMiB: cfg.memMiB, vcpus: cfg.vcpus };

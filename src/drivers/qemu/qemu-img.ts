@@ -22,6 +22,11 @@ export async function createOverlay(path: string, backing: string, sizeBytes?: n
   await qemuImg(args);
 }
 
+/** An empty qcow2 of `sizeBytes` (a disk that only has to exist, e.g. a RamReceiver's). */
+export async function createBlank(path: string, sizeBytes: number): Promise<void> {
+  await qemuImg(['create', '-q', '-f', 'qcow2', path, String(sizeBytes)]);
+}
+
 export interface ImageInfo {
   filename: string;
   format: string;
