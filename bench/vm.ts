@@ -1,7 +1,10 @@
 /**
  * VM benchmark under the accelerator this host offers (TCG here). Prints figures as it goes;
  * the last line is one JSON object:
- *   pauseMs512 / pauseMs2048   headnode pause per snapshot (each run), idle and with RAM in use
+ *   pauseMs512 / pauseMs2048   headnode pause per snapshot (each run), idle and with RAM in use, with
+ *                              the default method (background-snapshot where the host allows it)
+ *                              and, in the same run, with the RAM copied inside the pause
+ *                              (GC_SNAPSHOT_RAM=copy) for comparison
  *   cloneReadyMs               spawn -> agent answering, and spawn -> clone-init done (p50/p95)
  *   waveMs                     1, 8, 32 concurrent clones of one snapshot: time until all have
  *                              run a command (clone + exec `hostname`), from the first clone() call
@@ -54,7 +57,9 @@ async function main(): Promise<void> {
   channelsDir.path = join(settings.stateDir, 'run', 'channels');
   const images = defaultImageSource({ stateDir: process.env.GC_STATE_DIR ?? '/var/tmp/copper-test', log: (l) => console.log(`image: ${l}`) });
   const mgr = new QemuHeadnodeManager({ settings, channels, images });
-  const drv = new QemuDriver({ settings, channels, headnodes: mgr });
+  const streams = new Map<string, Promise<void>>();
+  const drv = new QemuDriver({ settings, channels, headnodes: mgr, streams });
+  const copyDrv = new QemuDriver({ settings, channels, headnodes: mgr, streams, snapshotRam: 'copy' });
   const waves = (process.env.BENCH_WAVES ?? '1,8,32').split(',').map(Number);
   const result: Record<string, unknown> = { accel: '' };
   const inHead = (name: string, script: string): Promise<void> =>
@@ -64,25 +69,26 @@ async function main(): Promise<void> {
     });
 
   /** Snapshots `n` times, idle, then with `busyMiB` of guest RAM filled; returns pauses. */
-  const pauses = async (name: string, busyMiB: number, n: number): Promise<{ idle: number[]; busy: number[]; lastSnap: string }> => {
+  const pauses = async (name: string, busyMiB: number, n: number): Promise<{ idle: number[]; busy: number[]; idleCopy: number[]; busyCopy: number[]; lastSnap: string }> => {
     const idle: number[] = [];
     const busy: number[] = [];
+    const idleCopy: number[] = [];
+    const busyCopy: number[] = [];
     let lastSnap = '';
-    for (let i = 0; i < n; i++) {
-      const s = await drv.snapshot(name);
-      idle.push(s.pauseMs);
-      await drv.releaseSnapshot(s.id);
-    }
+    const both = async (auto: number[], copy: number[]): Promise<void> => {
+      for (const [d, into] of [[drv, auto], [copyDrv, copy]] as const) {
+        const s = await d.snapshot(name);
+        into.push(s.pauseMs);
+        await d.releaseSnapshot(s.id);
+      }
+    };
+    for (let i = 0; i < n; i++) await both(idle, idleCopy);
     // A process holding busyMiB of non-zero pages: what a working headnode looks like.
     const fill = `import time\nb = bytearray(${busyMiB} << 20); c = b'x' * (1 << 20)\nfor i in range(${busyMiB}): b[i << 20:(i + 1) << 20] = c\nopen('/tmp/filled', 'w').close()\ntime.sleep(10 ** 6)`;
     await inHead(name, `printf '%b' "${fill}" > /tmp/fill.py; setsid python3 /tmp/fill.py </dev/null >/dev/null 2>&1 & while [ ! -e /tmp/filled ]; do sleep 0.3; done`);
-    for (let i = 0; i < n; i++) {
-      const s = await drv.snapshot(name);
-      busy.push(s.pauseMs);
-      if (i < n - 1) await drv.releaseSnapshot(s.id);
-      else lastSnap = s.id;
-    }
-    return { idle, busy, lastSnap };
+    for (let i = 0; i < n; i++) await both(busy, busyCopy);
+    lastSnap = (await drv.snapshot(name)).id;
+    return { idle, busy, idleCopy, busyCopy, lastSnap };
   };
 
   try {
@@ -93,8 +99,12 @@ async function main(): Promise<void> {
     result.bootMs512 = Date.now() - t;
     console.log(`512 MiB headnode booted in ${result.bootMs512} ms (${info.accel})`);
     const p512 = await pauses('b512', 256, 5);
-    result.pauseMs512 = { idle: p512.idle, with256MiBInUse: p512.busy, p50Idle: pct(p512.idle, 50), p50InUse: pct(p512.busy, 50) };
+    result.pauseMs512 = {
+      idle: p512.idle, with256MiBInUse: p512.busy, p50Idle: pct(p512.idle, 50), p50InUse: pct(p512.busy, 50),
+      copy: { idle: p512.idleCopy, with256MiBInUse: p512.busyCopy, p50Idle: pct(p512.idleCopy, 50), p50InUse: pct(p512.busyCopy, 50) },
+    };
     console.log(`pause at 512 MiB: idle ${p512.idle.join(', ')} ms; with 256 MiB in use ${p512.busy.join(', ')} ms`);
+    console.log(`  same, RAM copied in the pause: idle ${p512.idleCopy.join(', ')} ms; with 256 MiB in use ${p512.busyCopy.join(', ')} ms`);
     const snap = p512.lastSnap;
 
     // Clone start, one at a time (a cold and then warm host page cache).
@@ -102,7 +112,7 @@ async function main(): Promise<void> {
     const agent: number[] = [];
     const running: number[] = [];
     for (let i = 0; i < 10; i++) {
-      const c = await drv.clone({ cloneId: `s${i}`, snapshotId: snap, hostname: `s${i}`, ncpus: 1 });
+      const c = await drv.clone({ cloneId: `s${i}`, snapshotId: snap, hostname: `s${i}`, init: 'clone-init' });
       const tm = drv.cloneTimings(c.cloneId)!;
       ready.push(tm.ready!);
       agent.push(tm.agent!);
@@ -123,7 +133,7 @@ async function main(): Promise<void> {
       const handles: CloneHandle[] = [];
       const perClone = await Promise.all(
         Array.from({ length: n }, async (_, i) => {
-          const c = await drv.clone({ cloneId: `w${n}-${i}`, snapshotId: snap, hostname: `w${n}-${i}`, ncpus: 1 });
+          const c = await drv.clone({ cloneId: `w${n}-${i}`, snapshotId: snap, hostname: `w${n}-${i}` });
           handles.push(c);
           const out = join(root, `w${n}-${i}.out`);
           const cmd = await drv.exec(c, { argv: ['hostname'], cwd: '/', env: {}, user: 'root', stdoutFile: out, stderrFile: out });
@@ -187,12 +197,17 @@ async function main(): Promise<void> {
       await mgr.start('b2g');
       console.log(`2 GiB headnode booted in ${Date.now() - t} ms`);
       const p2 = await pauses('b2g', 1024, 3);
-      result.pauseMs2048 = { idle: p2.idle, with1GiBInUse: p2.busy, p50Idle: pct(p2.idle, 50), p50InUse: pct(p2.busy, 50) };
+      result.pauseMs2048 = {
+        idle: p2.idle, with1GiBInUse: p2.busy, p50Idle: pct(p2.idle, 50), p50InUse: pct(p2.busy, 50),
+        copy: { idle: p2.idleCopy, with1GiBInUse: p2.busyCopy, p50Idle: pct(p2.idleCopy, 50), p50InUse: pct(p2.busyCopy, 50) },
+      };
       console.log(`pause at 2 GiB: idle ${p2.idle.join(', ')} ms; with 1 GiB in use ${p2.busy.join(', ')} ms`);
+      console.log(`  same, RAM copied in the pause: idle ${p2.idleCopy.join(', ')} ms; with 1 GiB in use ${p2.busyCopy.join(', ')} ms`);
       await drv.releaseSnapshot(p2.lastSnap);
       await mgr.destroy('b2g');
     }
   } finally {
+    await copyDrv.close();
     await drv.close();
     for (const id of await drv.listSnapshots()) await drv.releaseSnapshot(id);
     for (const h of await mgr.list()) await mgr.destroy(h.name);

@@ -246,7 +246,7 @@ export class ClusterService {
   private async startClone(cluster: ClusterEntry, e: CloneEntry, parent: CloneEntry | undefined, batch: { rank: number; size: number }): Promise<void> {
     const hn = cluster.headnode;
     await this.driver.clone({
-      cloneId: e.vmId, snapshotId: e.snapshotId, hostname: cloneName(hn, e.id), ncpus: 1,
+      cloneId: e.vmId, snapshotId: e.snapshotId, hostname: cloneName(hn, e.id),
       clusterNic: memberNic(cluster.network, e.id), clusterLinkDown: true, init: 'none',
     });
     const env = cloneEnvText({

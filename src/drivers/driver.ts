@@ -15,6 +15,8 @@ export interface SnapshotInfo {
   /** The frozen VM's RAM and vCPUs: a clone has exactly these (migration needs the same layout). */
   memMiB?: number;
   vcpus?: number;
+  /** The most vCPUs a clone of it can have (hot-plugged); vcpus when it cannot grow. */
+  maxVcpus?: number;
 }
 
 export interface CloneOptions {
@@ -23,7 +25,11 @@ export interface CloneOptions {
   snapshotId: string;
   /** Hostname the clone takes before the command starts, e.g. `<headnode>-<jobid>`. */
   hostname: string;
-  ncpus: number;
+  /**
+   * vCPUs for the clone: more than the snapshot's are hot-plugged (up to its maxVcpus), fewer
+   * are unplugged. Undefined: the snapshot's own.
+   */
+  ncpus?: number;
 }
 
 export interface CloneHandle {

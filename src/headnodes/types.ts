@@ -8,6 +8,12 @@ export interface HeadnodeSpec {
   group: string;
   memMiB: number;
   vcpus: number;
+  /**
+   * The most vCPUs a clone of this headnode may have (`-l ncpus`): QEMU's -smp maxcpus. Clones
+   * get the extra CPUs hot-plugged. Fixed when the headnode boots (the snapshot's layout);
+   * default DEFAULT_MAX_VCPUS or vcpus, whichever is more; absent in old records: vcpus.
+   */
+  maxVcpus?: number;
   diskGiB: number;
   /** A user-supplied qcow2 image; default: the project-built Debian image. */
   image?: string;

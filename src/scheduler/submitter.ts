@@ -123,6 +123,12 @@ export class Submitter {
         `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
       );
     }
+    const maxCpus = snap.maxVcpus ?? snap.vcpus;
+    if (maxCpus !== undefined && spec.resources.ncpus > maxCpus) {
+      throw new UsageError(
+        `-l ncpus=${spec.resources.ncpus} is more than the ${maxCpus} vCPUs a clone of headnode ${spec.headnode} can have: its CPU slots are fixed when it boots (gc headnode create --max-vcpus)`,
+      );
+    }
     const resources = { ncpus: spec.resources.ncpus, memMiB: snap.memMiB ?? spec.resources.memMiB };
     const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
     if (never) throw new UsageError(never);

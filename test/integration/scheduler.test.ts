@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import { EXIT, type JobSpec } from '../../src/queue/job.js';
+import { UsageError } from '../../src/errors.js';
 import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
@@ -165,6 +166,15 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
     });
     expect(saw).to.match(/Resources: waiting for 3 cpus/);
     expect((await sched.waitFor(jobs[1]!.id)).exitStatus).to.equal(0);
+  });
+
+  it('refuses -l ncpus above what a clone of the headnode can have, and queues nothing', async function () {
+    // The test double's snapshots say what QEMU's do: 1 vCPU, hot-pluggable up to 8.
+    const before = await sched.list(ADMIN, { includeFinished: true });
+    const err = await sched.submit([spec({ resources: { ncpus: 9, memMiB: 0 } })]).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(UsageError);
+    expect(String(err)).to.match(/-l ncpus=9 is more than the 8 vCPUs a clone of headnode hn1 can have/);
+    expect(await sched.list(ADMIN, { includeFinished: true })).to.have.length(before.length);
   });
 
   it('runs higher PBS priority first', async function () {

@@ -140,6 +140,7 @@ describe('QemuDriver end to end under TCG @vm', function () {
     for (const id of (await drv?.listSnapshots().catch(() => [])) ?? []) await drv.releaseSnapshot(id);
     await mgr?.destroy(hn).catch(() => undefined);
     await mgr?.destroy('cold').catch(() => undefined);
+    await mgr?.destroy('duo').catch(() => undefined);
     await mgr?.close();
     await rm(settings.ramDir, { recursive: true, force: true });
     await rm(root, { recursive: true, force: true });
@@ -312,6 +313,44 @@ describe('QemuDriver end to end under TCG @vm', function () {
     expect(String(e2)).to.match(/incomplete/);
     expect(await exists(join(settings.ramDir, 'snapshots', `${partial}.ram`))).to.equal(false);
     await drv.releaseSnapshot(partial);
+  });
+
+  it('gives a clone the vCPUs its job asks for (-l ncpus), hot-plugged up to the headnode\'s slots', async () => {
+    const id = `t${++seq}`;
+    clonesOfTest.push(id);
+    const c = await drv.clone({ cloneId: id, snapshotId: snapId, hostname: `${hn}-${id}`, ncpus: 3 });
+    const r = await run(c, ['/bin/sh', '-c', 'nproc; cat /sys/devices/system/cpu/online; hostname']);
+    expect(r.out).to.equal(`3\n0-2\n${hn}-${id}\n`);
+    // The snapshot's own count when the job asks for nothing else.
+    const plain = await newClone();
+    expect((await run(plain, ['nproc'])).out).to.equal('1\n');
+    // More than the headnode's slots (8 by default): refused, nothing left behind.
+    const e = await drv.clone({ cloneId: 'toomany', snapshotId: snapId, hostname: 'toomany', ncpus: 9 }).catch((x: unknown) => x);
+    expect(e).to.be.instanceOf(DriverError);
+    expect(String(e)).to.match(/at most 8/);
+    expect(await exists(join(settings.stateDir, 'clones', 'toomany'))).to.equal(false);
+  });
+
+  it('gives a clone fewer vCPUs than its headnode by unplugging them before it runs', async () => {
+    await mgr.create({ name: 'duo', owner: 'alice', group: 'alice', memMiB: 256, vcpus: 2, maxVcpus: 2, diskGiB: 4 });
+    await mgr.start('duo');
+    const s = await drv.snapshot('duo');
+    expect(s.vcpus).to.equal(2);
+    expect(s.maxVcpus).to.equal(2);
+    try {
+      const one = `t${++seq}`;
+      clonesOfTest.push(one);
+      const c1 = await drv.clone({ cloneId: one, snapshotId: s.id, hostname: one, ncpus: 1 });
+      expect((await run(c1, ['/bin/sh', '-c', 'nproc; cat /sys/devices/system/cpu/present'])).out).to.equal('1\n0\n');
+      const two = `t${++seq}`;
+      clonesOfTest.push(two);
+      const c2 = await drv.clone({ cloneId: two, snapshotId: s.id, hostname: two });
+      expect((await run(c2, ['nproc'])).out).to.equal('2\n');
+    } finally {
+      for (const id of clonesOfTest.splice(0)) await drv.destroy(id);
+      await drv.releaseSnapshot(s.id);
+      await mgr.destroy('duo');
+    }
   });
 
   it('forks memory and disk as well with the RAM copied inside the pause (GC_SNAPSHOT_RAM=copy)', async () => {

@@ -201,6 +201,19 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(text(hosts.out)).to.equal('1\n0\n');
   });
 
+  it('run-job --init gives the clone its identity in the same exec, before the command', async () => {
+    const now = (Date.now() / 1000).toFixed(3);
+    const st = await run(GUEST_RUN_JOB, ['--init', 'boottest-j11', 'fedcba9876543210fedcba9876543210', now, '--job', 'j7', '--', 'sh', '-c', 'hostname; cat /etc/machine-id'], Buffer.from('seed\n'));
+    expect(st.exitCode, text(st.err)).to.equal(0);
+    const out = await run('/bin/cat', ['/run/copper/j7.stdout']);
+    expect(text(out.out)).to.equal('boottest-j11\nfedcba9876543210fedcba9876543210\n');
+    // A clone-init that fails stops the command: status 125, the reason on run-job's own stderr.
+    const bad = await run(GUEST_RUN_JOB, ['--init', 'bad name', 'fedcba9876543210fedcba9876543210', now, '--job', 'j8', '--', 'touch', '/tmp/j8-ran']);
+    expect(bad.exitCode).to.equal(125);
+    expect(text(bad.err)).to.equal("run-job: clone-init failed: clone-init: bad hostname 'bad name'\n");
+    expect((await run('/bin/sh', ['-c', 'test -e /tmp/j8-ran'])).exitCode, 'the command did not run').to.equal(1);
+  });
+
   it('the guest CLI says so in one line when gcd is unreachable', async () => {
     await new Promise<void>((resolve) => api!.close(() => resolve()));
     api = undefined;

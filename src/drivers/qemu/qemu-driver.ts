@@ -38,6 +38,7 @@ import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './gue
 import { assertId, Layout, type ClonePaths } from './layout.js';
 import { enableIgnoreShared, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
 import { RamReceiver } from './ram-receiver.js';
+import { resizeVcpus } from './vcpu-hotplug.js';
 import { backingChain, createOverlay } from './qemu-img.js';
 import { buildVmArgs, type ClusterNic, type VmConfig } from './vm-args.js';
 import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
@@ -108,12 +109,14 @@ export interface QemuCloneOptions extends CloneOptions {
    */
   clusterLinkDown?: boolean;
   /**
-   * 'none': return once the guest agent answers, without running clone-init; the caller then
-   * gives the clone its hostname, machine-id, clock and entropy itself (virtual clusters do it
-   * in the same guest exec as the network identity: under TCG each first exec of a program in
-   * a fresh clone costs 0.15-0.45 s, and clone-init's add up to 3-4 s).
+   * When the clone takes its identity (hostname, machine-id, clock, entropy, hot-plugged vCPUs
+   * online: clone-init). Under TCG every guest exec costs a few hundred ms, so by default
+   * ('first-exec') clone() returns once the guest agent answers and clone-init runs inside the
+   * first exec(), before its command; a failure there fails that exec with DriverError.
+   * 'clone-init': run it in clone(), before returning. 'none': never; the caller gives the clone
+   * its identity itself (virtual clusters do it in the same exec as the network identity).
    */
-  init?: 'clone-init' | 'none';
+  init?: 'first-exec' | 'clone-init' | 'none';
 }
 
 /** A running clone, lent to a caller under the clone's lock (withClone). */
@@ -128,7 +131,7 @@ export interface LiveCloneAccess {
  * The VM layout a snapshot was taken with: a clone must be started with exactly this.
  * sharedSftp is command-line only (not migrated), but a clone must serve the same owner's folder.
  */
-export type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB' | 'clusterNic' | 'sharedSftp'>;
+export type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'maxVcpus' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB' | 'clusterNic' | 'sharedSftp'>;
 
 /** <snapshot>/meta.json: written last, so a folder without it is an unfinished snapshot. */
 export interface SnapshotMeta {
@@ -157,6 +160,8 @@ interface LiveClone {
   execs: number;
   destroyed: boolean;
   timings: CloneTimings;
+  /** The hostname clone-init still has to give it, in the next exec (init 'first-exec'). */
+  pendingInit?: string;
 }
 
 /** Milliseconds from the start of clone() to each step (for benchmarks and diagnostics). */
@@ -276,7 +281,7 @@ export class QemuDriver implements Driver {
         this.startStream(h, `ov${nextGen}`, frozenNode, frozenDisk);
         if (bg !== undefined) this.digHoles(sp.ramFile);
         log.info(`snapshot ${id} of ${headnode}: paused ${pauseMs} ms`, { at: marks });
-        return { id, headnode, createdAt: meta.createdAt, pauseMs, memMiB: meta.vm.memMiB, vcpus: meta.vm.vcpus };
+        return { id, headnode, createdAt: meta.createdAt, pauseMs, memMiB: meta.vm.memMiB, vcpus: meta.vm.vcpus, maxVcpus: meta.vm.maxVcpus ?? meta.vm.vcpus };
       } catch (err) {
         await this.removeSnapshotFiles(id);
         throw err instanceof CopperError ? err : new DriverError(`snapshot of '${headnode}' failed: ${errorMessage(err)}`, { cause: err });
@@ -436,7 +441,10 @@ export class QemuDriver implements Driver {
   /** Snapshot metadata, or NotFoundError. */
   async snapshotInfo(snapshotId: string): Promise<SnapshotInfo & { owner: string; group: string }> {
     const m = await this.readMeta(snapshotId);
-    return { id: m.id, headnode: m.headnode, createdAt: m.createdAt, pauseMs: m.pauseMs, memMiB: m.vm.memMiB, vcpus: m.vm.vcpus, owner: m.owner, group: m.group };
+    return {
+      id: m.id, headnode: m.headnode, createdAt: m.createdAt, pauseMs: m.pauseMs, memMiB: m.vm.memMiB, vcpus: m.vm.vcpus,
+      maxVcpus: m.vm.maxVcpus ?? m.vm.vcpus, owner: m.owner, group: m.group,
+    };
   }
 
   /** A hot-plugged cluster NIC (nic1) in the headnode, which a clone must have too. */
@@ -586,6 +594,7 @@ export class QemuDriver implements Driver {
           await enableIgnoreShared(vm.qmp);
           await loadDeviceState(vm.qmp, sp.state);
           if (opts.clusterLinkDown === true && cfg.clusterNic) await vm.qmp.execute('set_link', { name: 'nic1', up: false });
+          const vcpus = await resizeVcpus(vm.qmp, meta.vm.vcpus, meta.vm.maxVcpus ?? meta.vm.vcpus, opts.ncpus ?? meta.vm.vcpus);
           mark('restored');
           await vm.qmp.execute('cont');
           mark('running');
@@ -595,7 +604,10 @@ export class QemuDriver implements Driver {
           const readyBy = Date.now() + this.cloneReadyTimeoutMs;
           await agent.waitReady(readyBy);
           mark('agent');
-          if (opts.init !== 'none') await this.cloneInit(agent, opts.hostname, Math.max(10_000, readyBy - Date.now()));
+          await vcpus.settled(readyBy);
+          const init = opts.init ?? 'first-exec';
+          if (init === 'clone-init') await this.cloneInit(agent, opts.hostname, Math.max(10_000, readyBy - Date.now()));
+          else if (init === 'first-exec') live.pendingInit = opts.hostname;
           mark('ready');
           log.debug(`clone ${opts.cloneId} ready`, { at: marks });
         } catch (err) {
@@ -615,11 +627,8 @@ export class QemuDriver implements Driver {
 
   /** Give the clone its own identity before anything runs in it. */
   private async cloneInit(agent: AgentClient, hostname: string, timeoutMs: number): Promise<void> {
-    const machineId = randomBytes(16).toString('hex');
-    const epoch = (Date.now() / 1000).toFixed(3);
-    // The seed goes in as one line on stdin, not as an argument other guest processes could read.
-    const seed = Buffer.from(randomBytes(32).toString('hex') + '\n');
-    const st = await agent.run(GUEST_CLONE_INIT, [hostname, machineId, epoch], { input: seed, timeoutMs });
+    const id = identity(hostname);
+    const st = await agent.run(GUEST_CLONE_INIT, id.args, { input: id.seed, timeoutMs });
     if (st.exitCode !== 0) {
       throw new DriverError(`clone-init failed (${st.signal ? `signal ${st.signal}` : `status ${st.exitCode}`}): ${st.err?.toString().trim() ?? ''}`);
     }
@@ -641,7 +650,11 @@ export class QemuDriver implements Driver {
     } else {
       args.push('--', ...spec.argv);
     }
-    const pid = await c.agent.exec(GUEST_RUN_JOB, args, spec.env, null, true);
+    // A fresh clone takes its identity in the same guest exec (run-job --init runs clone-init).
+    const init = c.pendingInit !== undefined ? identity(c.pendingInit) : undefined;
+    c.pendingInit = undefined;
+    if (init) args.unshift('--init', ...init.args);
+    const pid = await c.agent.exec(GUEST_RUN_JOB, args, spec.env, init?.seed ?? null, true);
 
     const polled = (async (): Promise<ExecResult> => {
       let wait = 20;
@@ -649,6 +662,11 @@ export class QemuDriver implements Driver {
         if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
         const st = await c.agent.execStatus(pid);
         if (st.exited) {
+          // run-job's own stderr (not the job's: that goes to files) says so; a job's 125 does not.
+          const own = st.err?.toString() ?? '';
+          if (init && st.exitCode === RUN_JOB_INIT_FAILED && own.startsWith('run-job: clone-init failed')) {
+            throw new DriverError(own.trim().replace(/^run-job: /, ''));
+          }
           await copyFromGuest(c.agent, `${files}.stdout`, spec.stdoutFile, { missingOk: true });
           if (!join) await copyFromGuest(c.agent, `${files}.stderr`, spec.stderrFile, { missingOk: true });
           // run-job's own complaints (misuse, exit 2) are on its stderr, not in the job's files.
@@ -858,8 +876,20 @@ export class QemuDriver implements Driver {
 
 const MiB = 1024 * 1024;
 
+/** run-job's status when clone-init failed (--init) and the command never ran. */
+const RUN_JOB_INIT_FAILED = 125;
+
+/** clone-init's arguments (hostname, fresh machine-id, the host's clock) and its seed line. */
+function identity(hostname: string): { args: string[]; seed: Buffer } {
+  const machineId = randomBytes(16).toString('hex');
+  const epoch = (Date.now() / 1000).toFixed(3);
+  // The seed goes in as one line on stdin, not as an argument other guest processes could read.
+  return { args: [hostname, machineId, epoch], seed: Buffer.from(randomBytes(32).toString('hex') + '\n') };
+}
+
 function frozenVm(cfg: VmConfig): FrozenVm {
   const f: FrozenVm = { accel: cfg.accel, memMiB: cfg.memMiB, vcpus: cfg.vcpus };
+  if (cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus) f.maxVcpus = cfg.maxVcpus;
   if (cfg.machine !== undefined) f.machine = cfg.machine;
   if (cfg.cpu !== undefined) f.cpu = cfg.cpu;
   if (cfg.kernel !== undefined) f.kernel = cfg.kernel;

@@ -67,6 +67,8 @@ export interface VmConfig {
   accel: Accel;
   memMiB: number;
   vcpus: number;
+  /** -smp maxcpus: hot-pluggable CPU slots; must be identical for a headnode and its clones. */
+  maxVcpus?: number;
   /** Guest RAM file (memory-backend-file); put it on tmpfs. */
   ramFile: string;
   /** true for a headnode (share=on: the file IS the RAM); false for a clone (MAP_PRIVATE COW). */
@@ -132,7 +134,7 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     '-accel', accelOption(cfg),
     '-machine', `${cfg.machine ?? DEFAULT_MACHINE},memory-backend=${RAM_BACKEND_ID}`,
     '-cpu', cfg.cpu ?? (cfg.accel === 'kvm' ? 'host' : 'max'),
-    '-smp', String(cfg.vcpus),
+    '-smp', cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus ? `${cfg.vcpus},maxcpus=${cfg.maxVcpus}` : String(cfg.vcpus),
     '-m', `${cfg.memMiB}M`,
     '-object',
     `memory-backend-file,id=${RAM_BACKEND_ID},size=${cfg.memMiB}M,mem-path=${esc(cfg.ramFile)},share=${cfg.ramShare ? 'on' : 'off'}${cfg.ramPrealloc === true ? ',prealloc=on' : ''}`,
