@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { QuotaWatcher, type QuotaConfig } from '../config/quotas.js';
-import { QemuDriver, snapshotRamFromEnv } from '../drivers/qemu/qemu-driver.js';
+import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import { snapshotRamFromEnv } from '../drivers/qemu/migration.js';
 import type { ClusterNic } from '../drivers/qemu/vm-args.js';
 import { errorMessage } from '../errors.js';
 import type { QemuHeadnodeManager } from '../headnodes/manager.js';

@@ -1,6 +1,7 @@
 import type { Settings } from '../config/settings.js';
 import type { ChannelServer } from '../api/channels.js';
-import { QemuDriver, snapshotRamFromEnv } from '../drivers/qemu/qemu-driver.js';
+import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import { snapshotRamFromEnv } from '../drivers/qemu/migration.js';
 import { defaultImageSource } from '../headnodes/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
 import { log } from '../log.js';

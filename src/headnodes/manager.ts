@@ -17,7 +17,7 @@ import { activeNode } from '../drivers/qemu/disk-chain.js';
 import { Layout, type HeadnodePaths } from '../drivers/qemu/layout.js';
 import { backingChain, createOverlay, imageInfo } from '../drivers/qemu/qemu-img.js';
 import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
-import { backgroundSnapshotExpected } from '../drivers/qemu/migration.js';
+import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../drivers/qemu/migration.js';
 import { VmProcess } from '../drivers/qemu/vm-process.js';
 import { KeyedLock } from './keyed-lock.js';
 import { readRecord, writeJsonAtomic, type BootFiles, type HeadnodeRecord } from './record.js';
@@ -339,7 +339,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
       maxVcpus: rec.spec.maxVcpus ?? rec.spec.vcpus,
       ramFile: paths.ramFile,
       ramShare: true,
-      ramPrealloc: backgroundSnapshotExpected(),
+      // Preallocated only where snapshots will be background ones (see VmConfig.ramPrealloc).
+      ramPrealloc: backgroundSnapshotExpected() && snapshotRamFromEnv() !== 'copy',
       disk: paths.disk(rec.diskGen),
       qmpSocket: paths.qmp,
       qgaSocket: paths.qga,

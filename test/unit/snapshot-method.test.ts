@@ -1,6 +1,5 @@
 import { expect } from 'chai';
-import { snapshotRamFromEnv } from '../../src/drivers/qemu/qemu-driver.js';
-import { backgroundSnapshotExpected } from '../../src/drivers/qemu/migration.js';
+import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../../src/drivers/qemu/migration.js';
 import { UsageError } from '../../src/errors.js';
 
 describe('how a headnode snapshot freezes RAM', () => {

@@ -4,7 +4,7 @@
  * the devices' state, a few hundred KB.
  */
 import { release } from 'node:os';
-import { DriverError, errorMessage } from '../../errors.js';
+import { DriverError, UsageError, errorMessage } from '../../errors.js';
 import type { QmpClient } from './qmp.js';
 
 interface MigrationInfo {
@@ -43,6 +43,16 @@ export function backgroundSnapshotExpected(kernelRelease: string = release()): b
   if (!m) return false;
   const [major, minor] = [Number(m[1]), Number(m[2])];
   return major > 5 || (major === 5 && minor >= 19);
+}
+
+export type SnapshotRamMethod = 'auto' | 'copy';
+
+/** GC_SNAPSHOT_RAM=auto|copy (unset: auto). */
+export function snapshotRamFromEnv(env: NodeJS.ProcessEnv = process.env): SnapshotRamMethod {
+  const v = env.GC_SNAPSHOT_RAM;
+  if (v === undefined || v === '' || v === 'auto') return 'auto';
+  if (v === 'copy') return 'copy';
+  throw new UsageError(`GC_SNAPSHOT_RAM must be 'auto' or 'copy', not '${v}'`);
 }
 
 /** x-ignore-shared: RAM in a shared file is not sent, only the devices' state. */

@@ -12,7 +12,9 @@
  *   block-stream it into the new overlay in the background, so the snapshot owns its layer.
  * Clone: qcow2 overlay on the frozen layer; QEMU with the same machine, the frozen RAM file
  *   mapped private (copy-on-write), -incoming defer; load the device state; cont; resync the
- *   guest agent; clone-init gives it its own hostname, machine-id, entropy and clock.
+ *   guest agent; vCPUs hot-plugged or unplugged before cont for -l ncpus (vcpu-hotplug.ts);
+ *   clone-init gives it its own hostname, machine-id, entropy, clock and online vCPUs, by
+ *   default in the same guest exec as its first command (run-job --init).
  */
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -36,7 +38,8 @@ import { AgentClient } from './agent.js';
 import { activeNode, backingOf, nodeForFile, streamDown, virtualSize } from './disk-chain.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
 import { assertId, Layout, type ClonePaths } from './layout.js';
-import { enableIgnoreShared, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
+import { backgroundSnapshotExpected, enableIgnoreShared, type SnapshotRamMethod, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
+import { QmpError } from './qmp.js';
 import { RamReceiver } from './ram-receiver.js';
 import { resizeVcpus } from './vcpu-hotplug.js';
 import { backingChain, createOverlay } from './qemu-img.js';
@@ -57,7 +60,8 @@ export interface QemuDriverOptions {
   /** 'job' (default): clones die with gcd. 'detached': they survive it. */
   cloneLifetime?: VmLifetime;
   /**
-   * From spawn until the clone is ready (agent answering, clone-init done). Generous by
+   * From spawn until the clone is ready (agent answering, vCPUs taken, clone-init done when it
+   * runs in clone()). Generous by
    * default: 32 clones starting at once on 2 TCG cores took 40 s.
    */
   cloneReadyTimeoutMs?: number;
@@ -85,16 +89,6 @@ export interface QemuDriverOptions {
   clusterNicOf?: (headnode: string) => ClusterNic | undefined;
 }
 
-export type SnapshotRamMethod = 'auto' | 'copy';
-
-/** GC_SNAPSHOT_RAM=auto|copy (unset: auto). */
-export function snapshotRamFromEnv(env: NodeJS.ProcessEnv = process.env): SnapshotRamMethod {
-  const v = env.GC_SNAPSHOT_RAM;
-  if (v === undefined || v === '' || v === 'auto') return 'auto';
-  if (v === 'copy') return 'copy';
-  throw new UsageError(`GC_SNAPSHOT_RAM must be 'auto' or 'copy', not '${v}'`);
-}
-
 /** clone() options of this driver. */
 export interface QemuCloneOptions extends CloneOptions {
   /**
@@ -117,6 +111,7 @@ export interface QemuCloneOptions extends CloneOptions {
    * its identity itself (virtual clusters do it in the same exec as the network identity).
    */
   init?: 'first-exec' | 'clone-init' | 'none';
+  // With 'none', vCPUs hot-plugged for ncpus stay offline until the caller puts them online.
 }
 
 /** A running clone, lent to a caller under the clone's lock (withClone). */
@@ -176,7 +171,7 @@ export interface CloneTimings {
   running?: number;
   /** Guest agent answered a sync. */
   agent?: number;
-  /** clone-init done: the clone is returned to the caller. */
+  /** The clone is returned to the caller (clone-init done if it ran in clone()). */
   ready?: number;
 }
 
@@ -194,6 +189,7 @@ export class QemuDriver implements Driver {
   private closed = false;
   /** undefined: not tried yet; false after QEMU refused background-snapshot (then never again). */
   private backgroundSnapshots: boolean | undefined;
+  private backgroundFailures = 0;
   /** Background chores (hole punching) that close() waits for. */
   private readonly housekeeping = new Set<Promise<void>>();
 
@@ -305,20 +301,34 @@ export class QemuDriver implements Driver {
   ): Promise<{ pauseMs: number; failure: unknown; marks: Record<string, number> } | undefined> {
     const qmp = h.vm.qmp;
     const sp = this.layout.snapshot(id);
-    const receiver = await RamReceiver.start({
-      id, vm, ramFile: sp.ramFile, dir: `${this.layout.runDir}/t/${id}`, diskBytes: await virtualSize(qmp, frozenNode),
-    });
+    // Anything that fails before the pause leaves the headnode untouched: copy instead.
+    let receiver: RamReceiver;
+    try {
+      receiver = await RamReceiver.start({
+        // A short folder name: socket paths must stay under 108 bytes.
+        id, vm, ramFile: sp.ramFile, dir: `${this.layout.runDir}/t/${randomBytes(4).toString('hex')}`, diskBytes: await virtualSize(qmp, frozenNode),
+      });
+    } catch (err) {
+      this.backgroundFailed(`its receiver did not start: ${errorMessage(err)}`);
+      await rm(sp.ramFile, { force: true });
+      return undefined;
+    }
     let stopListening = (): void => undefined;
+    const timer = new AbortController();
     try {
       try {
         await setMigrationCaps(qmp, { ignoreShared: false, background: true });
       } catch (err) {
-        this.backgroundSnapshots = false;
-        log.warn(`background snapshots unavailable (${errorMessage(err)}): the RAM is copied while the headnode is paused`);
+        // QEMU refuses the capability when the kernel lacks shmem write-protect: for good.
+        if (err instanceof QmpError) {
+          this.backgroundSnapshots = false;
+          log.warn(`background snapshots unavailable (${errorMessage(err)}): the RAM is copied while the headnode is paused`);
+        } else {
+          this.backgroundFailed(errorMessage(err));
+        }
         await rm(sp.ramFile, { force: true });
         return undefined;
       }
-      this.backgroundSnapshots = true;
       // The default bandwidth cap (128 MiB/s) would make the stream, not the host, the limit.
       await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 64 * 1024 * 1024 * 1024 });
       const marks: Record<string, number> = {};
@@ -343,7 +353,11 @@ export class QemuDriver implements Driver {
         streamed.catch(() => undefined);
         // QEMU 7.2 resumes the VM once the devices are saved and RAM is write-protected; a
         // `cont` before that would let the guest run past the frozen disk.
-        const first = await Promise.race([resumed.then(() => 'resumed'), streamed.then(() => 'done'), sleep(30_000).then(() => 'timeout')]);
+        const first = await Promise.race([
+          resumed.then(() => 'resumed'),
+          streamed.then(() => 'done'),
+          sleep(30_000, 'timeout', { signal: timer.signal }),
+        ]);
         if (first === 'timeout') throw new DriverError('the background snapshot did not resume the headnode within 30 s');
       } catch (err) {
         failure = err;
@@ -370,11 +384,24 @@ export class QemuDriver implements Driver {
           failure = err;
         }
       }
+      if (failure === undefined) this.backgroundFailures = 0;
+      else this.backgroundFailed(errorMessage(failure));
       return { pauseMs, failure, marks };
     } finally {
+      timer.abort();
       stopListening();
       await setMigrationCaps(qmp, { ignoreShared: true }).catch(() => undefined);
       await receiver.close();
+    }
+  }
+
+  /** Background snapshots that keep failing for another reason: copy from then on. */
+  private backgroundFailed(why: string): void {
+    this.backgroundFailures++;
+    log.warn(`background snapshot failed (${this.backgroundFailures} in a row): ${why}`);
+    if (this.backgroundFailures >= 3) {
+      this.backgroundSnapshots = false;
+      log.warn('background snapshots turned off after 3 failures in a row: the RAM is copied while the headnode is paused');
     }
   }
 
@@ -386,10 +413,14 @@ export class QemuDriver implements Driver {
   private async checkRamSpace(h: LiveHeadnode): Promise<void> {
     const fs = await statfs(this.layout.ramSnapshotsDir);
     const free = fs.bavail * fs.bsize;
+    const ram = h.config.memMiB * MiB;
     const st = await stat(h.paths.ramFile).catch(() => undefined);
-    const used = st ? Math.min(st.blocks * 512, h.config.memMiB * MiB) : h.config.memMiB * MiB;
-    // A background snapshot's receiver fills the whole file before holes are punched back.
-    const need = this.backgroundSnapshots === false ? used : h.config.memMiB * MiB;
+    const allocated = st ? Math.min(st.blocks * 512, ram) : ram;
+    // Copy: the headnode's pages in use. Background: the receiver fills a whole RAM file
+    // before holes are punched back, and QEMU first faults in the headnode's own file (on the
+    // same tmpfs, where running out would kill the headnode, not just the snapshot).
+    const background = this.backgroundSnapshots ?? backgroundSnapshotExpected();
+    const need = background ? ram + (ram - allocated) : allocated;
     if (free < need) {
       throw new DriverError(
         `No space left for the snapshot's RAM in ${this.layout.ramSnapshotsDir}: ${Math.ceil(need / MiB)} MiB needed, ${Math.floor(free / MiB)} MiB free`,
@@ -594,7 +625,7 @@ export class QemuDriver implements Driver {
           await enableIgnoreShared(vm.qmp);
           await loadDeviceState(vm.qmp, sp.state);
           if (opts.clusterLinkDown === true && cfg.clusterNic) await vm.qmp.execute('set_link', { name: 'nic1', up: false });
-          const vcpus = await resizeVcpus(vm.qmp, meta.vm.vcpus, meta.vm.maxVcpus ?? meta.vm.vcpus, opts.ncpus ?? meta.vm.vcpus);
+          const vcpus = await resizeVcpus(vm.qmp, meta.vm.vcpus, meta.vm.maxVcpus ?? meta.vm.vcpus, this.vcpusFor(meta, opts.ncpus));
           mark('restored');
           await vm.qmp.execute('cont');
           mark('running');
@@ -604,7 +635,14 @@ export class QemuDriver implements Driver {
           const readyBy = Date.now() + this.cloneReadyTimeoutMs;
           await agent.waitReady(readyBy);
           mark('agent');
-          await vcpus.settled(readyBy);
+          try {
+            // A guest that ignores CPU hotplug (an image without ACPI hotplug) must not hold a job for minutes.
+            await vcpus.settled(Math.min(readyBy, Date.now() + 30_000));
+          } catch (err) {
+            // Fewer vCPUs is a courtesy to the host; more is what the job asked for.
+            if (vcpus.added) throw err;
+            log.warn(`clone ${opts.cloneId}: keeps ${meta.vm.vcpus} vCPUs: ${errorMessage(err)}`);
+          }
           const init = opts.init ?? 'first-exec';
           if (init === 'clone-init') await this.cloneInit(agent, opts.hostname, Math.max(10_000, readyBy - Date.now()));
           else if (init === 'first-exec') live.pendingInit = opts.hostname;
@@ -625,12 +663,26 @@ export class QemuDriver implements Driver {
     });
   }
 
+  /**
+   * How many vCPUs a clone gets: what was asked, or the snapshot's. A snapshot from before
+   * vCPU slots (no maxVcpus in its meta) cannot grow: a job queued then asking for more gets
+   * what it can have rather than failing.
+   */
+  private vcpusFor(meta: SnapshotMeta, ncpus: number | undefined): number {
+    if (ncpus === undefined) return meta.vm.vcpus;
+    if (meta.vm.maxVcpus === undefined && ncpus > meta.vm.vcpus) {
+      log.warn(`snapshot ${meta.id} has no free vCPU slots: a clone gets ${meta.vm.vcpus} vCPUs, not ${ncpus}`);
+      return meta.vm.vcpus;
+    }
+    return ncpus;
+  }
+
   /** Give the clone its own identity before anything runs in it. */
   private async cloneInit(agent: AgentClient, hostname: string, timeoutMs: number): Promise<void> {
     const id = identity(hostname);
     const st = await agent.run(GUEST_CLONE_INIT, id.args, { input: id.seed, timeoutMs });
     if (st.exitCode !== 0) {
-      throw new DriverError(`clone-init failed (${st.signal ? `signal ${st.signal}` : `status ${st.exitCode}`}): ${st.err?.toString().trim() ?? ''}`);
+      throw new DriverError(`clone-init failed (${st.signal ? `signal ${st.signal}` : `status ${st.exitCode}`}): ${guestText(st.err?.toString() ?? '')}`);
     }
   }
 
@@ -652,9 +704,11 @@ export class QemuDriver implements Driver {
     }
     // A fresh clone takes its identity in the same guest exec (run-job --init runs clone-init).
     const init = c.pendingInit !== undefined ? identity(c.pendingInit) : undefined;
-    c.pendingInit = undefined;
     if (init) args.unshift('--init', ...init.args);
     const pid = await c.agent.exec(GUEST_RUN_JOB, args, spec.env, init?.seed ?? null, true);
+    // Only once the guest took the exec: a refused one leaves the identity for the next.
+    // (Two exec() calls at once on a fresh clone are not ordered: the second may start first.)
+    if (init) c.pendingInit = undefined;
 
     const polled = (async (): Promise<ExecResult> => {
       let wait = 20;
@@ -665,7 +719,7 @@ export class QemuDriver implements Driver {
           // run-job's own stderr (not the job's: that goes to files) says so; a job's 125 does not.
           const own = st.err?.toString() ?? '';
           if (init && st.exitCode === RUN_JOB_INIT_FAILED && own.startsWith('run-job: clone-init failed')) {
-            throw new DriverError(own.trim().replace(/^run-job: /, ''));
+            throw new DriverError(guestText(own.replace(/^run-job: /, '')));
           }
           await copyFromGuest(c.agent, `${files}.stdout`, spec.stdoutFile, { missingOk: true });
           if (!join) await copyFromGuest(c.agent, `${files}.stderr`, spec.stderrFile, { missingOk: true });
@@ -875,6 +929,12 @@ export class QemuDriver implements Driver {
 }
 
 const MiB = 1024 * 1024;
+
+/** Text from a guest, fit for a job comment or a log line: one line, printable, bounded. */
+function guestText(s: string, max = 400): string {
+  const one = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
+  return one.length > max ? `${one.slice(0, max)}…` : one;
+}
 
 /** run-job's status when clone-init failed (--init) and the command never ran. */
 const RUN_JOB_INIT_FAILED = 125;

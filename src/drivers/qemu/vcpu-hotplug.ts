@@ -30,10 +30,14 @@ interface CpuInfoFast {
 /** ACPI _OST source codes (ACPI spec 6.3.5): what the guest is answering. */
 const OST_INSERT = 1;
 const OST_EJECT = 3;
+/** The one "pending" status of each (the rest of 0x80-0x8F are refusals, e.g. eject 0x82 busy). */
+const OST_PENDING: Record<number, number> = { [OST_INSERT]: 0x80, [OST_EJECT]: 0x84 };
 
 export interface VcpuChange {
   added: number;
   removed: number;
+  /** vCPUs the clone will have. */
+  count: number;
   /** Resolves once the guest has taken every change (after `cont`); rejects at the deadline. */
   settled(deadline: number): Promise<void>;
 }
@@ -45,7 +49,7 @@ export interface VcpuChange {
 export async function resizeVcpus(qmp: QmpClient, have: number, max: number, want: number): Promise<VcpuChange> {
   if (!Number.isInteger(want) || want < 1) throw new DriverError(`a clone needs at least 1 vCPU, not ${want}`);
   if (want > max) throw new DriverError(`${want} vCPUs asked, but this snapshot's clones can have at most ${max}`);
-  if (want === have) return { added: 0, removed: 0, settled: async () => undefined };
+  if (want === have) return { added: 0, removed: 0, count: have, settled: async () => undefined };
 
   let answered = 0;
   const failures: string[] = [];
@@ -55,8 +59,7 @@ export async function resizeVcpus(qmp: QmpClient, have: number, max: number, wan
     const info = (ev.data.info ?? {}) as { 'slot-type'?: string; source?: number; status?: number; slot?: string };
     if (info['slot-type'] !== 'CPU' || info.source !== expectSource) return;
     if (info.status === 0) answered++;
-    // 0x80 and up: "in progress" (an eject is first answered 0x84), not an outcome.
-    else if (info.status !== undefined && info.status >= 0x80) return;
+    else if (info.status === OST_PENDING[expectSource]) return; // an eject is answered 0x84 first
     else failures.push(`slot ${info.slot ?? '?'}: _OST status ${info.status ?? '?'}`);
     wake();
   });
@@ -108,7 +111,7 @@ export async function resizeVcpus(qmp: QmpClient, have: number, max: number, wan
       off();
     }
   };
-  return { added, removed, settled };
+  return { added, removed, count: want, settled };
 }
 
 /** Lowest socket, then core, then thread first: CPUs fill up in the guest's numbering. */

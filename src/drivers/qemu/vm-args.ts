@@ -264,6 +264,9 @@ function validate(cfg: VmConfig): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(cfg.vmId)) bad(`vmId '${cfg.vmId}'`);
   if (!Number.isInteger(cfg.memMiB) || cfg.memMiB < 64) bad(`memMiB ${cfg.memMiB} (integer >= 64)`);
   if (!Number.isInteger(cfg.vcpus) || cfg.vcpus < 1 || cfg.vcpus > 255) bad(`vcpus ${cfg.vcpus}`);
+  if (cfg.maxVcpus !== undefined && (!Number.isInteger(cfg.maxVcpus) || cfg.maxVcpus < cfg.vcpus || cfg.maxVcpus > 255)) {
+    bad(`maxVcpus ${cfg.maxVcpus} (from vcpus to 255)`);
+  }
   if (cfg.tcgTbMiB !== undefined && (!Number.isInteger(cfg.tcgTbMiB) || cfg.tcgTbMiB < 1)) {
     bad(`tcgTbMiB ${cfg.tcgTbMiB}`);
   }
