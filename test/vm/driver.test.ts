@@ -204,6 +204,14 @@ describe('QemuDriver end to end under TCG @vm', function () {
     const left = await run(c, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
     expect(left.out.trim()).to.equal('0');
     await drv.destroy(c.cloneId);
+    // Stopped at once, while the fresh clone is still taking its identity: the command never runs.
+    const early = await newClone();
+    const mark = `/root/ran-${early.cloneId}`;
+    const cmd2 = await drv.exec(early, { argv: ['/bin/sh', '-c', `touch ${mark}; sleep 1000`], cwd: '/', env: {}, user: 'root', stdoutFile: out, stderrFile: out });
+    await cmd2.kill('TERM');
+    expect((await cmd2.done).signal).to.equal(15);
+    const ran = await run(early, ['/bin/sh', '-c', `ps -eo comm | grep -c "^sleep" || true; test -e ${mark} && echo ran || echo not run`]);
+    expect(ran.out).to.equal('0\nnot run\n');
   });
 
   it('brings back more than 16 MiB of stdout whole', async () => {
