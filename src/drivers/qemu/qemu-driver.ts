@@ -713,12 +713,14 @@ export class QemuDriver implements Driver {
     if (init) c.pendingInit = undefined;
 
     const started = performance.now();
+    let finished = false;
     const polled = (async (): Promise<ExecResult> => {
       let wait = 20;
       for (;;) {
         if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
         const st = await c.agent.execStatus(pid);
         if (st.exited) {
+          finished = true;
           // run-job's own stderr (not the job's: that goes to files) says so; a job's 125 does not.
           const own = st.err?.toString() ?? '';
           if (init && st.exitCode === RUN_JOB_INIT_FAILED && own.startsWith('run-job: clone-init failed')) {
@@ -744,10 +746,28 @@ export class QemuDriver implements Driver {
     done.catch(() => undefined); // the caller may never await it (clone destroyed)
 
     const kill = async (signal: KillSignal): Promise<void> => {
-      const pgid = (await readGuestFile(c.agent, `${files}.pgid`))?.toString().trim();
-      // Before run-job wrote the pgid, signal run-job itself: it passes TERM on to the job.
-      const target = pgid && /^\d+$/.test(pgid) ? `-${pgid}` : String(pid);
-      await c.agent.run('/bin/kill', ['-s', signal, '--', target], { timeoutMs: 10_000 });
+      // Signal the job's process group, which run-job writes to ID.pgid once the command runs.
+      // Until then (the clone may still be taking its identity) wait for it rather than signal
+      // run-job, whose shell may be in a command substitution; if it never comes (run-job
+      // stuck), signal run-job itself after 30 s. Never guest-exec-status here: the poller
+      // above must be the one to see the exit.
+      const deadline = Date.now() + 30_000;
+      let target: string | undefined;
+      for (;;) {
+        const pgid = (await readGuestFile(c.agent, `${files}.pgid`))?.toString().trim();
+        if (pgid && /^\d+$/.test(pgid)) {
+          target = `-${pgid}`;
+          break;
+        }
+        if (finished || c.destroyed) return;
+        if (Date.now() > deadline) {
+          target = String(pid);
+          break;
+        }
+        await sleep(100);
+      }
+      const st = await c.agent.run('/bin/kill', ['-s', signal, '--', target], { timeoutMs: 10_000 });
+      log.debug(`clone ${clone.cloneId}: kill -s ${signal} -- ${target}: ${st.exitCode ?? `signal ${st.signal}`} ${guestText(st.err?.toString() ?? '')}`);
     };
     return { done, kill };
   }
