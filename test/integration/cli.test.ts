@@ -123,22 +123,22 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
   });
 
   it('gcqdel stops a running job and removes a queued one', async function () {
-    const a = g.tool('gcqsub', ['--headnode', 'hn1', '--', 'sleep', '30']).stdout.trim();
+    const a = g.tool('gcqsub', ['--headnode', 'hn1', '--', 'sleep', '30.02']).stdout.trim();
     const b = g.tool('gcqsub', ['--headnode', 'hn1', '-h', '--', 'true']).stdout.trim();
     await until('a running', () => jobsJson(g, a).Jobs[a]!.job_state === 'R');
-    await until('its command running', () => spawnSync('pgrep', ['-f', 'sleep 30']).status === 0);
+    await until('its command running', () => spawnSync('pgrep', ['-f', '^sleep 30\\.02$']).status === 0);
     expect(jobsJson(g, b).Jobs[b]!.job_state).to.equal('H');
     expect(g.tool('gcqdel', [a, b]).status).to.equal(0);
     await until('a finished', () => jobsJson(g, a).Jobs[a]!.job_state === 'F');
     expect(jobsJson(g, a).Jobs[a]!.Exit_status).to.equal(271);
     expect(jobsJson(g, b).Jobs[b]!.job_state).to.equal('F');
-    expect(spawnSync('pgrep', ['-f', 'sleep 30']).status).to.equal(1, 'no job process left');
+    expect(spawnSync('pgrep', ['-f', '^sleep 30\\.02$']).status).to.equal(1, 'no job process left');
   });
 
   it('kill -9 gcd while jobs run and wait: every job ends exactly once, nothing is left behind', async function () {
     const marks = join(g.stateDir, 'marks');
     const rerun = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'rerun', '--', 'sh', '-c', `echo start >> ${marks}; sleep 3; echo done`]).stdout.trim();
-    const norerun = g.tool('gcqsub', ['--headnode', 'hn1', '-r', 'n', '--', 'sleep', '40']).stdout.trim();
+    const norerun = g.tool('gcqsub', ['--headnode', 'hn1', '-r', 'n', '--', 'sleep', '40.03']).stdout.trim();
     await until('both running', () => {
       const j = jobsJson(g).Jobs;
       return j[rerun]?.job_state === 'R' && j[norerun]?.job_state === 'R';
@@ -146,7 +146,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     const waiting = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'waiter', '-a', '2359', '--', 'true']).stdout.trim();
     const queued = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'later', '--', 'sh', '-c', 'echo once']).stdout.trim();
     await g.kill9();
-    expect(spawnSync('pgrep', ['-f', 'sleep 40']).status).to.equal(1, 'job processes die with gcd');
+    expect(spawnSync('pgrep', ['-f', '^sleep 40\\.03$']).status).to.equal(1, 'job processes die with gcd');
     await g.start();
     await until('all ran', () => {
       const j = jobsJson(g).Jobs;

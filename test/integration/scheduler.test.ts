@@ -107,9 +107,9 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
   });
 
   it('gcqdel removes a queued job and stops a running one, destroying its clone', async function () {
-    const [run] = await sched.submit([spec({ argv: ['sleep', '30'] })]);
+    const [run] = await sched.submit([spec({ argv: ['sleep', '30.01'] })]);
     await until('job running', async () => (await sched.get(ADMIN, run!.id)).state === 'R');
-    await until('its command running', () => spawnSync('pgrep', ['-f', 'sleep 30']).status === 0);
+    await until('its command running', () => spawnSync('pgrep', ['-f', '^sleep 30\\.01$']).status === 0);
     expect((await sched.get(ADMIN, run!.id)).state).to.equal('R');
     await sched.delete(ADMIN, run!.id);
     const done = await sched.waitFor(run!.id);
