@@ -1,3 +1,4 @@
+import { expect } from 'chai';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -87,6 +88,26 @@ export class GcdProcess {
     // Guest RAM lives on tmpfs beside the state folder: snapshots of jobs still queued when the
     // test ended (e.g. cron firings) would otherwise stay in memory after the test.
     rmSync(loadSettings(this.env).ramDir, { recursive: true, force: true });
+  }
+
+  /** A shell command inside a headnode, as root (the administrator's `gc headnode exec`). */
+  inHeadnode(hn: string, script: string, timeoutSec = 600): ToolRun {
+    return this.tool('gc', ['headnode', 'exec', hn, '--timeout', String(timeoutSec), '--', 'sh', '-c', script]);
+  }
+
+  /** Create and start headnodes [name, owner] through `gc`, as the administrator does. */
+  startHeadnodes(specs: ReadonlyArray<readonly [string, string]>, memMiB: number): void {
+    for (const [name, owner] of specs) {
+      const c = this.tool('gc', ['headnode', 'create', name, '--owner', owner, '--mem', String(memMiB)]);
+      expect(c.status, c.stderr).to.equal(0);
+      const s = this.tool('gc', ['headnode', 'start', name]);
+      expect(s.status, s.stderr).to.equal(0);
+    }
+  }
+
+  /** Processes whose command line names this state folder (QEMU, bwrap, sftp-server...). */
+  processesLeft(): string {
+    return spawnSync('pgrep', ['-f', this.stateDir]).stdout.toString().trim();
   }
 
   pidOf(file: string): number {

@@ -63,7 +63,7 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
 
   const gc = (...args: string[]) => g.tool('gc', args);
   /** A shell command inside a headnode, as root (the admin's `gc headnode exec`). */
-  const inside = (hn: string, script: string, timeoutSec = 600) => g.tool('gc', ['headnode', 'exec', hn, '--timeout', String(timeoutSec), '--', 'sh', '-c', script]);
+  const inside = (hn: string, script: string, timeoutSec = 600) => g.inHeadnode(hn, script, timeoutSec);
   /** GET a URL from inside the headnode (over its cluster network). */
   const fetchIn = (hn: string, url: string) =>
     inside(hn, `python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=120).read().decode())' '${url}'`);
@@ -85,12 +85,7 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_MAX_CLONES: '3' });
     await g.start();
-    for (const [name, owner] of [[HN, 'alice'], ['bob-hn', 'bob']] as const) {
-      const c = gc('headnode', 'create', name, '--owner', owner, '--mem', '256');
-      expect(c.status, c.stderr).to.equal(0);
-      const s = gc('headnode', 'start', name);
-      expect(s.status, s.stderr).to.equal(0);
-    }
+    g.startHeadnodes([[HN, 'alice'], ['bob-hn', 'bob']], 256);
     // copper-init mounts the owner's shared volume after the network, maybe after the agent answers.
     await until('/shared in the headnode', () => inside(HN, 'grep -q " /shared fuse.sshfs " /proc/mounts').status === 0, 60_000);
     const w = inside(HN, `echo from-the-headnode > /shared/hello; cat > /root/probe.py <<'PY'\n${PROBE}\nPY\nsetsid python3 /root/probe.py </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && echo up && exit 0; sleep 0.2; done; exit 1`);

@@ -15,26 +15,21 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
   const gc = (...args: string[]) => g.tool('gc', args);
   /** Run a shell command inside a headnode as root (the admin's `gc headnode exec`). */
   const inside = (hn: string, script: string, timeoutSec = 600) => {
-    const r = g.tool('gc', ['headnode', 'exec', hn, '--timeout', String(timeoutSec), '--', 'sh', '-c', script]);
+    const r = g.inHeadnode(hn, script, timeoutSec);
     return r;
   };
 
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
     await g.start();
-    for (const [name, owner] of [['alice-hn', 'alice'], ['bob-hn', 'bob']] as const) {
-      const c = gc('headnode', 'create', name, '--owner', owner, '--mem', '384');
-      expect(c.status, c.stderr).to.equal(0);
-      const s = gc('headnode', 'start', name);
-      expect(s.status, s.stderr).to.equal(0);
-    }
+    g.startHeadnodes([['alice-hn', 'alice'], ['bob-hn', 'bob']], 384);
   });
 
   after(async function () {
     if (!g) return;
     for (const name of ['alice-hn', 'bob-hn']) gc('headnode', 'destroy', name);
     await g.cleanup();
-    const left = spawnSync('pgrep', ['-f', g.stateDir]).stdout.toString().trim();
+    const left = g.processesLeft();
     expect(left, 'no qemu or helper left running for this state folder').to.equal('');
   });
 

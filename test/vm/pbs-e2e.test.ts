@@ -16,7 +16,7 @@ interface QstatJson {
 describe('arrays, dependencies, quotas and snapshot semantics with real clones @vm', function () {
   this.timeout(900_000);
   let g: GcdProcess;
-  const inside = (script: string) => g.tool('gc', ['headnode', 'exec', 'hn', '--timeout', '600', '--', 'sh', '-c', script]);
+  const inside = (script: string) => g.inHeadnode('hn', script);
   const qstat = (...ids: string[]) => JSON.parse(g.tool('gcqstat', ['-x', '-t', '-f', '-F', 'json', ...ids]).stdout) as QstatJson;
   const waitDone = async (id: string) => {
     for (let i = 0; i < 600; i++) {

@@ -26,19 +26,13 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
   let g: GcdProcess;
 
   const gc = (...args: string[]) => g.tool('gc', args);
-  const inside = (hn: string, script: string, timeoutSec = 600) =>
-    g.tool('gc', ['headnode', 'exec', hn, '--timeout', String(timeoutSec), '--', 'sh', '-c', script]);
+  const inside = (hn: string, script: string, timeoutSec = 600) => g.inHeadnode(hn, script, timeoutSec);
   const mounted = (hn: string) => inside(hn, 'grep " /shared fuse.sshfs " /proc/mounts').status === 0;
 
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
     await g.start();
-    for (const [name, owner] of [['alice-hn', 'alice'], ['bob-hn', 'bob']] as const) {
-      const c = gc('headnode', 'create', name, '--owner', owner, '--mem', '384');
-      expect(c.status, c.stderr).to.equal(0);
-      const s = gc('headnode', 'start', name);
-      expect(s.status, s.stderr).to.equal(0);
-    }
+    g.startHeadnodes([['alice-hn', 'alice'], ['bob-hn', 'bob']], 384);
     // copper-init mounts /shared after the network, possibly just after the agent answers.
     for (const hn of ['alice-hn', 'bob-hn']) await until(`/shared in ${hn}`, () => mounted(hn), 60_000);
   });
@@ -47,7 +41,7 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
     if (!g) return;
     for (const name of ['alice-hn', 'bob-hn']) gc('headnode', 'destroy', name);
     await g.cleanup();
-    const left = spawnSync('pgrep', ['-f', g.stateDir]).stdout.toString().trim();
+    const left = g.processesLeft();
     expect(left, 'no qemu, bwrap or sftp-server left running for this state folder').to.equal('');
   });
 
