@@ -15,6 +15,7 @@ import { defaultCapacity } from '../scheduler/capacity.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { parseArgs } from './tools/args.js';
 import { QuotaWatcher } from '../config/quotas.js';
+import { createMailNotifier } from '../notify/mail/index.js';
 
 /**
  * gcd: owns Redis (unless GC_REDIS_URL), the scheduler, the headnodes and the API. One per
@@ -84,6 +85,9 @@ async function run(settings: Settings): Promise<number> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    // Job mail (-m/-M); closed after the scheduler, so the mails of jobs it ends still go.
+    const mail = createMailNotifier(redis, keysFor(settings.keyPrefix), settings.serverName, settings.mail);
+    cleanups.push(() => mail.close());
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -96,6 +100,7 @@ async function run(settings: Settings): Promise<number> {
       lockDurationMs: Number(process.env.GC_LOCK_MS ?? 30_000),
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
+      lifecycle: mail,
     });
     api = new ApiServer({ scheduler, headnodes: backend.headnodes, serverName: settings.serverName, gc: backend.gc });
     await scheduler.start();

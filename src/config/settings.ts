@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
+import { loadMailSettings, type MailSettings } from '../notify/mail/mail-settings.js';
 
 /**
  * Where things live and how the daemon is reached. Everything has a default so a fresh
@@ -20,17 +21,21 @@ export interface Settings {
   keyPrefix: string;
   /** Admin config folder (quotas, queues). */
   configDir: string;
+  /** Job mail (-m/-M): GC_SMTP_URL, GC_SENDMAIL, GC_MAIL_FROM, GC_MAIL_DOMAIN. */
+  mail: MailSettings;
 }
 
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   const stateDir = resolve(env.GC_STATE_DIR ?? '/var/lib/copper');
+  const serverName = env.GC_SERVER_NAME ?? (hostname().split('.')[0] || 'copper');
   return {
     stateDir,
     ramDir: resolve(env.GC_RAM_DIR ?? join('/dev/shm/copper', stateDir.replace(/[^A-Za-z0-9]+/g, '_'))),
     redisUrl: env.GC_REDIS_URL || undefined,
-    serverName: env.GC_SERVER_NAME ?? (hostname().split('.')[0] || 'copper'),
+    serverName,
     socketPath: resolve(env.GC_SOCKET ?? join(stateDir, 'gcd.sock')),
     keyPrefix: env.GC_KEY_PREFIX ?? 'copper',
     configDir: resolve(env.GC_CONFIG_DIR ?? join(stateDir, 'config')),
+    mail: loadMailSettings(env, serverName),
   };
 }

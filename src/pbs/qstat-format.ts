@@ -242,6 +242,8 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('Error_Path', pathAttr(s.headnode, job.errorPath ?? s.stderrPath));
   add('Hold_Types', job.state === 'H' ? 'u' : 'n');
   add('Join_Path', s.join);
+  add('Mail_Points', s.mailPoints);
+  add('Mail_Users', s.mailUsers?.join(','));
   add('Output_Path', pathAttr(s.headnode, job.outputPath ?? s.stdoutPath));
   add('Priority', String(s.priority));
   add('qtime', time(job.queuedAt));
@@ -251,6 +253,7 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('obittime', time(job.endedAt));
   add('Variable_List', variableList(job).map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`).join(','));
   add('comment', comment(job));
+  add('mail_error', job.mailError);
   add('run_count', String(job.runCount));
   add('Exit_status', job.exitStatus === undefined ? undefined : String(job.exitStatus));
   add('Submit_Host', s.submitHost);

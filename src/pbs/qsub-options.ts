@@ -81,7 +81,7 @@ export interface QsubJob {
   chunks?: ChunkRequest[];
   /** -o/-e named a directory: the default file name `<name>.o<seq>` goes inside it. */
   outputDirs?: { stdout?: string; stderr?: string };
-  /** -m/-M: recorded only. */
+  /** -m/-M (also on spec.mailPoints / spec.mailUsers, where job mail reads them). */
   mail?: MailOptions;
   /** -A: recorded only. */
   account?: string;
@@ -126,8 +126,8 @@ const OPTIONS: readonly OptionDef[] = [
   { name: 'h', takesValue: false, describe: 'submit the job held' },
   { name: 'a', takesValue: true, describe: 'start no earlier than [[[[CC]YY]MM]DD]hhmm[.SS]' },
   { name: 'r', takesValue: true, describe: 'rerunnable after a gcd restart: y or n' },
-  { name: 'm', takesValue: true, describe: 'mail points a, b, e, n (recorded; no mail is sent)' },
-  { name: 'M', takesValue: true, describe: 'mail addresses (recorded; no mail is sent)' },
+  { name: 'm', takesValue: true, describe: 'mail when the job aborts (a, default), begins (b), ends (e); j: array tasks too; n: none' },
+  { name: 'M', takesValue: true, describe: 'mail addresses user[@host],... (default: the job owner)' },
   { name: 'I', takesValue: false, describe: 'interactive job (not supported)' },
   { name: 'S', takesValue: true, describe: 'shell that runs the script' },
   { name: 'C', takesValue: true, describe: 'directive prefix (default #PBS; "" ignores directives)' },
@@ -506,6 +506,8 @@ function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
   checkCombinations(o);
   const warnings = [...o.warnings];
   const { spec, dirs } = buildSpec(o, form, ctx, warnings);
+  if (o.mailPoints !== undefined) spec.mailPoints = o.mailPoints;
+  if (o.mailUsers !== undefined) spec.mailUsers = o.mailUsers;
   const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, warnings };
   if (o.beginAt !== undefined) job.beginAt = o.beginAt;
   if (o.array !== undefined) job.array = o.array;
@@ -518,7 +520,6 @@ function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
   }
   if (o.mailPoints !== undefined || o.mailUsers !== undefined) {
     job.mail = { ...(o.mailPoints !== undefined ? { points: o.mailPoints } : {}), ...(o.mailUsers !== undefined ? { users: o.mailUsers } : {}) };
-    if (o.mailPoints !== 'n') warnings.push('-m/-M recorded, but Copper sends no mail; follow the job with gcqstat');
   }
   if (o.account !== undefined) job.account = o.account;
   if (o.shell !== undefined) job.shell = o.shell;

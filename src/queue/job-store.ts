@@ -69,6 +69,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (h.arrayParent) rec.arrayParent = h.arrayParent;
   const idx = num('arrayIndex');
   if (idx !== undefined) rec.arrayIndex = idx;
+  if (h.mailError) rec.mailError = h.mailError;
   return rec;
 }
 

@@ -47,6 +47,10 @@ export interface JobSpec {
   resources: Resources;
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
+  /** -m: when to send mail, any of a (abort), b (begin), e (end), j (array tasks too), or n; default a. */
+  mailPoints?: string;
+  /** -M: who gets it (user[@host]); default the job's owner. */
+  mailUsers?: string[];
 }
 
 export interface JobRecord {
@@ -82,6 +86,8 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /** The last job mail that could not be sent, and why (gcqstat -f mail_error). */
+  mailError?: string;
 }
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';

@@ -5,6 +5,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
+import type { JobLifecycleListener } from '../notify/lifecycle.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 
@@ -22,6 +23,8 @@ export interface RunnerOptions {
   historyTtlSec: number;
   /** Called once a job is F: releases its dependents, completes its array. */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** Told when a job's command starts and when a job it ran ends (mail, metrics). */
+  lifecycle?: JobLifecycleListener;
 }
 
 export interface RunOutcome {
@@ -47,6 +50,7 @@ export class JobRunner {
     let ended: { exitStatus?: number; comment: string } | undefined;
     let requeue = false;
     let cloned = false;
+    let aborted = false;
 
     try {
       await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
@@ -74,9 +78,11 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
+      this.o.lifecycle?.onStart(job);
       const result = await this.supervise(job, running, stop);
       ended = result.ended;
       requeue = result.requeue;
+      aborted = result.aborted === true;
 
       if (!requeue) {
         await store.update(job.id, { state: 'E' });
@@ -86,6 +92,7 @@ export class JobRunner {
       if (stop.aborted && stop.reason === 'shutdown') requeue = true;
       else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
       else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
+      aborted = !requeue;
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
       if (cloned) {
@@ -103,13 +110,15 @@ export class JobRunner {
         return { requeue: true };
       }
       ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
+      aborted = true;
     }
-    await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    const done = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    this.o.lifecycle?.onEnd(done, { aborted: aborted || !ended });
     return { requeue: false };
   }
 
   /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<void> {
+  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<JobRecord> {
     const { store, driver } = this.o;
     const endedAt = Date.now();
     await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
@@ -121,6 +130,7 @@ export class JobRunner {
     if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
     else delete done.exitStatus;
     await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
+    return done;
   }
 
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
@@ -128,7 +138,7 @@ export class JobRunner {
     job: JobRecord,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean }> {
+  ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean; aborted?: true }> {
     let why: 'walltime' | StopReason | undefined;
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
@@ -151,9 +161,9 @@ export class JobRunner {
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false, aborted: true };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running' }, requeue: false };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running' }, requeue: false, aborted: true };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     return { ended: { exitStatus: status, comment: `Job run, ${how}` }, requeue: false };

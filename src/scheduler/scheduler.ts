@@ -20,6 +20,7 @@ import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
+import type { JobLifecycleListener } from '../notify/lifecycle.js';
 
 /** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
 const CRON_ID = /^cron\d+(\.|$)/;
@@ -41,6 +42,8 @@ export interface SchedulerOptions {
   dispatch?: boolean;
   /** The admin's quota and queue settings, as of now (reloaded behind this function). */
   quotas?: () => QuotaConfig;
+  /** Told when jobs start and end (job mail); called by the runner and when an array ends. */
+  lifecycle?: JobLifecycleListener;
 }
 
 export interface ListFilter {
@@ -90,6 +93,7 @@ export class Scheduler {
       killDelayMs: o.killDelayMs ?? 10_000,
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
+      ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
     });
     if (o.dispatch !== false) {
       this.dispatcher = new Dispatcher({
@@ -240,7 +244,8 @@ export class Scheduler {
     const r = await this.store.transition(parentId, ['Q', 'B', 'H', 'W'], { state: 'F' });
     if (!r.ok) return;
     const status = arrayExitStatus(tasks);
-    await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` });
+    const done = await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` });
+    this.o.lifecycle?.onEnd(done, { aborted: false });
   }
 
   private async reviewDependent(childId: string): Promise<void> {

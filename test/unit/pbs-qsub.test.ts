@@ -107,7 +107,7 @@ describe('pbs qsub: script corpus', () => {
     expect(r.warnings).to.deep.equal([]);
   });
 
-  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M recorded', () => {
+  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M on the spec', () => {
     const r = job(['torque-nodes.pbs']);
     expect(r.spec.name).to.equal('gromacs_md');
     expect(r.spec.resources).to.deep.equal({ ncpus: 8, memMiB: 16384 });
@@ -116,7 +116,9 @@ describe('pbs qsub: script corpus', () => {
     expect(r.spec.env).to.deep.equal({ HOME: '/home/alice', PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' });
     expect(r.chunks).to.deep.equal([{ count: 1, ncpus: 8 }]);
     expect(r.mail).to.deep.equal({ points: 'abe', users: ['alice@example.org'] });
-    expect(r.warnings).to.deep.equal(['-m/-M recorded, but Copper sends no mail; follow the job with gcqstat']);
+    expect(r.spec.mailPoints).to.equal('abe');
+    expect(r.spec.mailUsers).to.deep.equal(['alice@example.org']);
+    expect(r.warnings).to.deep.equal([]);
   });
 
   it('torque-array.pbs: -t with %max, nodes and walltime in one -l, -o/-e directories', () => {
