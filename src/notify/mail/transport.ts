@@ -1,4 +1,6 @@
+import { access, constants } from 'node:fs/promises';
 import nodemailer from 'nodemailer';
+import { CopperError, UsageError, errorMessage } from '../../errors.js';
 import type { MailSettings } from './mail-settings.js';
 
 /** One message, ready to go. */
@@ -7,6 +9,17 @@ export interface OutgoingMail {
   to: string[];
   subject: string;
   text: string;
+}
+
+/** A message that could not leave the host: which route, and why. */
+export class MailSendError extends CopperError {
+  override readonly code = 'EMAIL';
+  constructor(
+    readonly route: string,
+    why: string,
+  ) {
+    super(`${route}: ${why}`);
+  }
 }
 
 /** Something that delivers a message or rejects with why it could not. */
@@ -21,6 +34,9 @@ export interface MailTransport {
  * Timeouts are short: a dead relay must fail a message in seconds, not hold it for minutes.
  */
 export function createMailTransport(s: MailSettings): MailTransport {
+  if (s.smtpUrl !== undefined && !/^smtps?:\/\/[^/]+/.test(s.smtpUrl)) {
+    throw new UsageError(`GC_SMTP_URL ${JSON.stringify(s.smtpUrl)}: give smtp://host[:port] or smtps://[user:pass@]host[:port]`);
+  }
   const transporter = s.smtpUrl
     ? nodemailer.createTransport({
         pool: true,
@@ -31,9 +47,18 @@ export function createMailTransport(s: MailSettings): MailTransport {
         socketTimeout: 60_000,
       })
     : nodemailer.createTransport({ sendmail: true, path: s.sendmailPath, newline: 'unix' });
+  const route = s.smtpUrl ? `SMTP relay ${new URL(s.smtpUrl).host}` : s.sendmailPath;
   return {
     send: async (m) => {
-      await transporter.sendMail({ from: m.from, to: m.to, subject: m.subject, text: m.text });
+      // Without a relay and without an MTA, say how to configure one rather than "spawn ENOENT".
+      if (!s.smtpUrl && !(await access(s.sendmailPath, constants.X_OK).then(() => true, () => false))) {
+        throw new MailSendError(route, 'no such program; install an MTA or set GC_SMTP_URL / GC_SENDMAIL');
+      }
+      try {
+        await transporter.sendMail({ from: m.from, to: m.to, subject: m.subject, text: m.text });
+      } catch (e) {
+        throw new MailSendError(route, errorMessage(e));
+      }
     },
     close: () => transporter.close(),
   };
