@@ -5,7 +5,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
-import type { JobLifecycleListener } from '../notify/lifecycle.js';
+import type { JobEndOutcome, JobLifecycleListener } from '../notify/lifecycle.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 
@@ -112,13 +112,16 @@ export class JobRunner {
       ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
       aborted = true;
     }
-    const done = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
-    this.o.lifecycle?.onEnd(done, { aborted: aborted || !ended });
+    await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' }, { aborted: aborted || !ended });
     return { requeue: false };
   }
 
-  /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<JobRecord> {
+  /**
+   * Mark a job F (no exit status: it never ran), release its snapshot, start its history clock.
+   * `outcome`: the job was run (or is an array) and its listeners hear of the end, before what
+   * follows it (an array's end after its last task's).
+   */
+  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }, outcome?: JobEndOutcome): Promise<void> {
     const { store, driver } = this.o;
     const endedAt = Date.now();
     await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
@@ -129,8 +132,8 @@ export class JobRunner {
     const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
     if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
     else delete done.exitStatus;
+    if (outcome) this.o.lifecycle?.onEnd(done, outcome);
     await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
-    return done;
   }
 
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */

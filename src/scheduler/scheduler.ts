@@ -42,7 +42,7 @@ export interface SchedulerOptions {
   dispatch?: boolean;
   /** The admin's quota and queue settings, as of now (reloaded behind this function). */
   quotas?: () => QuotaConfig;
-  /** Told when jobs start and end (job mail); called by the runner and when an array ends. */
+  /** Told when jobs start and end (job mail): by the runner, and when an array ends. */
   lifecycle?: JobLifecycleListener;
 }
 
@@ -244,8 +244,7 @@ export class Scheduler {
     const r = await this.store.transition(parentId, ['Q', 'B', 'H', 'W'], { state: 'F' });
     if (!r.ok) return;
     const status = arrayExitStatus(tasks);
-    const done = await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` });
-    this.o.lifecycle?.onEnd(done, { aborted: false });
+    await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` }, { aborted: false });
   }
 
   private async reviewDependent(childId: string): Promise<void> {

@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +32,10 @@ const finished = (g: GcdProcess, id: string): Promise<JsonJob> => until(`${id} f
   const j = job(g, id);
   return j.job_state === 'F' ? j : undefined;
 });
+
+/** Job mail's own Redis keys (an array's notes): none may stay once the array has ended. */
+const mailKeys = (g: GcdProcess): string =>
+  spawnSync('redis-cli', ['-s', join(g.stateDir, 'redis', 'redis.sock'), '--scan', '--pattern', '*:mail:*'], { encoding: 'utf8' }).stdout.trim();
 
 const gcdEnv = (smtpUrl: string): NodeJS.ProcessEnv => ({
   GC_DRIVER: 'fake',
@@ -135,6 +140,20 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       expect(end.body).to.contain('Job Array: 4 tasks');
       expect(end.body).to.contain('Exit_status=0');
       expect(end.body).to.contain('Output_Path=hn1:/tmp/sweep.o1.<index>');
+      expect(mailKeys(g)).to.equal('');
+    });
+
+    it('an array whose last task is killed by walltime sends one abort message for the array (default -m a)', async function () {
+      const id = submit(g, ['-N', 'part', '-J', '1-3', '-l', 'walltime=00:00:02', '--', 'sh', '-c', 'if [ "$PBS_ARRAY_INDEX" = 2 ]; then sleep 30; fi']);
+      const done = await finished(g, id);
+      expect(done.Exit_status).to.not.equal(0);
+      const [m] = await until('the abort message', () => (smtp.about(id).length ? smtp.about(id) : undefined));
+      expect(m!.subject).to.equal(`PBS JOB ${id} part: aborted by copper`);
+      expect(m!.body).to.contain('Job Array: 3 tasks');
+      const marker = submit(g, ['-N', 'marker', '-m', 'e', '--', 'true']);
+      await until('marker mail', () => smtp.about(marker).length > 0);
+      expect(smtp.messages).to.have.length(2, 'the array\'s abort and the marker\'s end, nothing per task');
+      expect(mailKeys(g)).to.equal('');
     });
 
     it('a slow SMTP server does not delay the job\'s end', async function () {
