@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Settings } from '../config/settings.js';
-import { Layout, assertId } from '../drivers/qemu/layout.js';
+import { Layout, assertId } from '../vm/layout.js';
 
 /**
  * `gc console NAME` (alias `gc ssh NAME`): attach this terminal to the headnode's serial

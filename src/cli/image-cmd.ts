@@ -1,6 +1,6 @@
 import { loadSettings } from '../config/settings.js';
 import { CopperError, errorMessage } from '../errors.js';
-import { buildImage, findImage } from '../headnodes/image.js';
+import { buildImage, findImage } from '../image/image.js';
 
 const USAGE = `usage: gc image build [--force]   build the default headnode image (cached by recipe)
        gc image path              print the folder of the current image (exit 1 if not built)`;

@@ -25,11 +25,11 @@ import { link, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CopperError, DriverError, errorMessage } from '../errors.js';
-import { writeJsonAtomic } from '../headnodes/record.js';
-import { activeNode, virtualSize } from '../drivers/qemu/disk-chain.js';
-import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../drivers/qemu/migration.js';
+import { writeJsonAtomic } from '../vm/json-file.js';
+import { activeNode, virtualSize } from '../vm/disk-chain.js';
+import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../vm/migration.js';
 import type { QemuDriver, SnapshotMeta } from '../drivers/qemu/qemu-driver.js';
-import { fileSource, RamReceiver } from '../drivers/qemu/ram-receiver.js';
+import { fileSource, RamReceiver } from '../vm/ram-receiver.js';
 import { log } from '../log.js';
 
 const execFileP = promisify(execFile);

@@ -15,7 +15,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DriverError, errorMessage } from '../errors.js';
-import { writeJsonAtomic } from '../headnodes/record.js';
+import { writeJsonAtomic } from '../vm/json-file.js';
 import { MAX_CLONE_ID, MAX_NETWORKS } from './addressing.js';
 
 export type CloneState = 'creating' | 'running' | 'killing';

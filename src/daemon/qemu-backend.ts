@@ -1,8 +1,8 @@
 import type { Settings } from '../config/settings.js';
 import type { ChannelServer } from '../api/channels.js';
 import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
-import { snapshotRamFromEnv } from '../drivers/qemu/migration.js';
-import { defaultImageSource } from '../headnodes/default-image.js';
+import { snapshotRamFromEnv } from '../vm/migration.js';
+import { defaultImageSource } from '../image/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
 import { log } from '../log.js';
 import { gcTool, type HeadnodeExec } from '../cli/tools/gc.js';

@@ -7,20 +7,21 @@
  * per-headnode lock, so a snapshot never overlaps a stop or destroy).
  */
 import { access, mkdir, readFile, readdir, rm, truncate } from 'node:fs/promises';
-import { basename } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { detectAccel } from '../drivers/qemu/accel.js';
-import { AgentClient } from '../drivers/qemu/agent.js';
-import { activeNode } from '../drivers/qemu/disk-chain.js';
-import { Layout, type HeadnodePaths } from '../drivers/qemu/layout.js';
-import { backingChain, createOverlay, imageInfo } from '../drivers/qemu/qemu-img.js';
-import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
-import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../drivers/qemu/migration.js';
-import { VmProcess } from '../drivers/qemu/vm-process.js';
-import { KeyedLock } from './keyed-lock.js';
-import { readRecord, writeJsonAtomic, type BootFiles, type HeadnodeRecord } from './record.js';
+import { detectAccel } from '../vm/accel.js';
+import { AgentClient } from '../vm/agent.js';
+import { activeNode } from '../vm/disk-chain.js';
+import { Layout, type HeadnodePaths } from '../vm/layout.js';
+import { createOverlay, imageInfo } from '../vm/qemu-img.js';
+import { buildVmArgs, type VmConfig } from '../vm/vm-args.js';
+import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../vm/migration.js';
+import { VmProcess } from '../vm/vm-process.js';
+import { KeyedLock } from '../vm/keyed-lock.js';
+import { writeJsonAtomic } from '../vm/json-file.js';
+import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
+import { readRecord, type BootFiles, type HeadnodeRecord } from './record.js';
 import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
 
 /** Where the default (project-built) image comes from; built and cached on first use. */
@@ -516,43 +517,6 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     if (rec.crash && !l) info.reason = rec.crash.reason;
     return info;
   }
-}
-
-/**
- * Delete overlay generations the active disk no longer depends on (left when a block-stream
- * finished while gcd was down, or a snapshot failed half-way).
- */
-export async function pruneGenerations(paths: HeadnodePaths, activeGen: number): Promise<void> {
-  const active = paths.disk(activeGen);
-  const chain = new Set((await backingChain(active)).map((i) => i.filename));
-  for (const f of await readdir(paths.stateDir)) {
-    const full = `${paths.stateDir}/${f}`;
-    if (/^disk-\d+\.qcow2$/.test(f) && full !== active && !chain.has(full)) {
-      await rm(full, { force: true });
-      log.info(`headnode ${basename(paths.stateDir)}: removed unused overlay ${f}`);
-    }
-  }
-}
-
-/**
- * The newest overlay generation on disk. Generations only grow, and a file newer than the
- * record exists only if gcd died around blockdev-snapshot-sync: either QEMU switched to it
- * (it holds the newest writes) or it is an unused empty overlay of the recorded one (adopting
- * it loses nothing). Only qcow2 overlays whose whole chain opens are candidates.
- */
-export async function latestGeneration(paths: HeadnodePaths, recorded: number): Promise<number> {
-  let best = recorded;
-  for (const f of await readdir(paths.stateDir)) {
-    const m = /^disk-(\d+)\.qcow2$/.exec(f);
-    if (!m || Number(m[1]) <= best) continue;
-    try {
-      const chain = await backingChain(paths.disk(Number(m[1])));
-      if (chain.length >= 2 && chain.every((c) => c.format === 'qcow2' || c === chain[chain.length - 1])) best = Number(m[1]);
-    } catch {
-      // unreadable: not a candidate
-    }
-  }
-  return best;
 }
 
 function validateSpec(spec: HeadnodeSpec): void {

@@ -2,7 +2,7 @@
  * The durable record of a headnode: `<stateDir>/headnodes/<name>/headnode.json`.
  * Written atomically (temp file + rename) so a crash never leaves half a record.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { DriverError, NotFoundError } from '../errors.js';
 import type { Accel, HeadnodeSpec } from './types.js';
 
@@ -47,8 +47,3 @@ export async function readRecord(path: string, name: string): Promise<HeadnodeRe
   }
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  await rename(tmp, path);
-}

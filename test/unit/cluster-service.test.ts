@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloneHandle } from '../../src/drivers/driver.js';
-import { Layout } from '../../src/drivers/qemu/layout.js';
+import { Layout } from '../../src/vm/layout.js';
 import type { LiveCloneAccess, QemuCloneOptions, SnapshotMeta } from '../../src/drivers/qemu/qemu-driver.js';
 import { DriverError, NotFoundError, QuotaError } from '../../src/errors.js';
 import type { LiveHeadnode } from '../../src/headnodes/manager.js';

@@ -13,7 +13,7 @@ import { parseSmapsRollup } from '../../src/clusters/proc-mem.js';
 import { checkCloneBatch, maxClonesSetting, type CloneHolder } from '../../src/clusters/quota.js';
 import { ClusterRegistry, type CloneEntry } from '../../src/clusters/registry.js';
 import { formatClones, formatDuration, formatWhoami, parseTtl } from '../../src/cli/tools/gc-clone.js';
-import { buildVmArgs, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
+import { buildVmArgs, type VmConfig } from '../../src/vm/vm-args.js';
 
 const cfgOf = (...l: string[]): QuotaConfig => parseQuotaText(l.join('\n') + '\n', 'quotas.yaml');
 

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../../src/drivers/qemu/migration.js';
+import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../../src/vm/migration.js';
 import { UsageError } from '../../src/errors.js';
 
 describe('how a headnode snapshot freezes RAM', () => {

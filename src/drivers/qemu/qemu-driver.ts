@@ -24,27 +24,28 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Settings } from '../../config/settings.js';
 import { CopperError, DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../../errors.js';
 import { log } from '../../log.js';
-import { GUEST_CLONE_INIT, GUEST_RUN_JOB } from '../../headnodes/image.js';
-import { KeyedLock } from '../../headnodes/keyed-lock.js';
-import { pruneGenerations, type LiveHeadnode } from '../../headnodes/manager.js';
-import { writeJsonAtomic } from '../../headnodes/record.js';
+import { GUEST_CLONE_INIT, GUEST_RUN_JOB } from '../../vm/guest-programs.js';
+import { KeyedLock } from '../../vm/keyed-lock.js';
+import { pruneGenerations } from '../../vm/disk-generations.js';
+import type { LiveHeadnode } from '../../headnodes/manager.js';
+import { writeJsonAtomic } from '../../vm/json-file.js';
 import type { GuestChannels, HeadnodeSpec } from '../../headnodes/types.js';
-import { processUsage } from './proc-usage.js';
+import { processUsage } from '../../vm/proc-usage.js';
 import type {
   CloneUsage,
   CloneHandle, CloneOptions, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand, SnapshotInfo,
 } from '../driver.js';
-import { AgentClient } from './agent.js';
-import { activeNode, backingOf, nodeForFile, streamDown, virtualSize } from './disk-chain.js';
-import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
-import { assertId, Layout, type ClonePaths } from './layout.js';
-import { backgroundSnapshotExpected, enableIgnoreShared, type SnapshotRamMethod, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
-import { QmpError } from './qmp.js';
-import { RamReceiver } from './ram-receiver.js';
-import { resizeVcpus } from './vcpu-hotplug.js';
-import { backingChain, createOverlay } from './qemu-img.js';
-import { buildVmArgs, type ClusterNic, type VmConfig } from './vm-args.js';
-import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
+import { AgentClient } from '../../vm/agent.js';
+import { activeNode, backingOf, nodeForFile, streamDown, virtualSize } from '../../vm/disk-chain.js';
+import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../../vm/guest-files.js';
+import { assertId, Layout, type ClonePaths } from '../../vm/layout.js';
+import { backgroundSnapshotExpected, enableIgnoreShared, type SnapshotRamMethod, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from '../../vm/migration.js';
+import { QmpError } from '../../vm/qmp.js';
+import { RamReceiver } from '../../vm/ram-receiver.js';
+import { resizeVcpus } from '../../vm/vcpu-hotplug.js';
+import { backingChain, createOverlay } from '../../vm/qemu-img.js';
+import { buildVmArgs, type ClusterNic, type VmConfig } from '../../vm/vm-args.js';
+import { pidAlive, VmProcess, type VmLifetime } from '../../vm/vm-process.js';
 
 /** What the driver needs from the headnode manager (QemuHeadnodeManager provides it). */
 export interface HeadnodeAccess {

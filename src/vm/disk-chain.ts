@@ -5,7 +5,7 @@
  * its snapshot alone (deletable on release).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 import type { QmpClient } from './qmp.js';
 import { DISK_DEVICE_ID } from './vm-args.js';
 

@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DriverError, errorMessage } from '../../errors.js';
+import { DriverError, errorMessage } from '../errors.js';
 import { QmpClient } from './qmp.js';
 
 export const QEMU_BINARY = process.env.GC_QEMU ?? 'qemu-system-x86_64';

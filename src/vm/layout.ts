@@ -17,8 +17,8 @@
  * A clone has no RAM file of its own: its private pages are anonymous copy-on-write memory.
  */
 import { join } from 'node:path';
-import type { Settings } from '../../config/settings.js';
-import { UsageError } from '../../errors.js';
+import type { Settings } from '../config/settings.js';
+import { UsageError } from '../errors.js';
 
 /** Names that become file names: no slashes, no dot-files, nothing a shell or QemuOpts treats specially. */
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;

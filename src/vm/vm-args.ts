@@ -1,5 +1,5 @@
-import { UsageError } from '../../errors.js';
-import type { Accel } from '../../headnodes/types.js';
+import { UsageError } from '../errors.js';
+import type { Accel } from './accel.js';
 
 /**
  * The qemu-system-x86_64 command line for a headnode and for its clones.

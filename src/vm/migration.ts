@@ -4,7 +4,7 @@
  * the devices' state, a few hundred KB.
  */
 import { release } from 'node:os';
-import { DriverError, UsageError, errorMessage } from '../../errors.js';
+import { DriverError, UsageError, errorMessage } from '../errors.js';
 import type { QmpClient } from './qmp.js';
 
 interface MigrationInfo {

@@ -1,7 +1,7 @@
 /** qemu-img calls: overlays and backing chains. Async (child processes), never blocking. */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 
 const execFileP = promisify(execFile);
 

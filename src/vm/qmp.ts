@@ -3,7 +3,7 @@
  * negotiation, commands matched to replies by id, events to subscribers.
  */
 import type { Socket } from 'node:net';
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 import { JsonLineReader, isRecord } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 

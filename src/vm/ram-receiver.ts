@@ -10,7 +10,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 import { enableIgnoreShared, saveDeviceState, setMigrationCaps, shellQuote, waitMigration } from './migration.js';
 import type { QmpClient } from './qmp.js';
 import { createBlank } from './qemu-img.js';

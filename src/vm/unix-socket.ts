@@ -1,6 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DriverError, errorMessage } from '../../errors.js';
+import { DriverError, errorMessage } from '../errors.js';
 
 export interface ConnectOptions {
   /** Absolute time (Date.now() scale) after which connecting gives up. */

@@ -7,6 +7,7 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DriverError, UsageError, errorMessage } from '../errors.js';
+import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
 import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModules } from './image-modules.js';
 
 /**
@@ -24,6 +25,8 @@ import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModu
  * never rebuilt. A build happens in a temporary folder that is renamed into place at the end.
  */
 
+/** The PID 1 copper-init; run-job and clone-init live next to the guest CLI (vm/guest-programs.ts). */
+export { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB };
 /** Bump when the build steps change in a way the hashed inputs do not show. */
 export const RECIPE_VERSION = 2;
 export const SUITE = 'bookworm';
@@ -34,10 +37,6 @@ export const PACKAGES = [
 ] as const;
 export const DEFAULT_MIRROR = 'http://deb.debian.org/debian';
 export const DEFAULT_SIZE_MIB = 4096;
-/** The PID 1 copper-init; run-job and clone-init live next to the guest CLI. */
-export const GUEST_INIT = '/sbin/copper-init';
-export const GUEST_RUN_JOB = '/usr/local/lib/copper/run-job';
-export const GUEST_CLONE_INIT = '/usr/local/lib/copper/clone-init';
 
 export interface ImageSizes {
   /** Bytes the qcow2 base takes on the host. */

@@ -12,7 +12,7 @@
  * status 0). An added CPU then still has to be put online inside the guest (no udev there):
  * clone-init does it.
  */
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 import type { QmpClient } from './qmp.js';
 
 interface HotpluggableCpu {

@@ -1,6 +1,7 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
-import { UsageError } from '../../errors.js';
-import type { Accel } from '../../headnodes/types.js';
+import { UsageError } from '../errors.js';
+/** How a VM's vCPUs run: hardware virtualization or QEMU's translator. */
+export type Accel = 'kvm' | 'tcg';
 
 /**
  * Choose the QEMU accelerator.

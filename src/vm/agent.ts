@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DriverError } from '../../errors.js';
+import { DriverError } from '../errors.js';
 import { JsonLineReader, SYNC_BYTE, isRecord } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 

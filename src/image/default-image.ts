@@ -1,7 +1,7 @@
 /** The ImageSource for headnodes created without --image: the project-built Debian image. */
 import { buildImage, guestKernelCmdline } from './image.js';
-import type { ImageSource } from './manager.js';
-import type { BootFiles } from './record.js';
+import type { ImageSource } from '../headnodes/manager.js';
+import type { BootFiles } from '../headnodes/record.js';
 
 export interface DefaultImageOptions {
   /** Where images are cached (buildImage's stateDir; normally settings.stateDir). */
