@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { QuotaWatcher, type QuotaConfig } from '../config/quotas.js';
-import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
+import { VmHost } from '../vm/host.js';
 import { snapshotRamFromEnv } from '../vm/migration.js';
 import type { ClusterNic } from '../vm/vm-args.js';
 import { errorMessage } from '../errors.js';
@@ -61,7 +61,7 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
   const readQuotas = quotas;
   let service: ClusterService | undefined;
   const clusterNicOf = (hn: string): ClusterNic | undefined => service?.clusterNicOf(hn);
-  const driver = new QemuDriver({
+  const driver = new VmHost({
     settings: clusterVmSettings(o.settings),
     channels: o.channels,
     headnodes: o.headnodes,

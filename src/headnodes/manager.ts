@@ -3,7 +3,7 @@
  * list, reattach after a gcd restart). Headnode QEMUs are detached processes: they outlive
  * gcd, and `reattach()` finds them again through their pid files.
  *
- * The QemuDriver borrows running headnodes through `withRunning()` (under the same
+ * The VM floor's snapshots (src/vm/snapshots) borrow running headnodes through `withRunning()` (under the same
  * per-headnode lock, so a snapshot never overlaps a stop or destroy).
  */
 import { access, mkdir, readFile, readdir, rm, truncate } from 'node:fs/promises';
@@ -19,6 +19,7 @@ import { buildVmArgs, type VmConfig } from '../vm/vm-args.js';
 import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../vm/migration.js';
 import { VmProcess } from '../vm/vm-process.js';
 import { KeyedLock } from '../vm/keyed-lock.js';
+import type { RunningVm } from '../vm/snapshots/types.js';
 import { writeJsonAtomic } from '../vm/json-file.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { readRecord, type BootFiles, type HeadnodeRecord } from './record.js';
@@ -44,19 +45,9 @@ export interface ManagerOptions {
   tcgTbMiB?: number;
 }
 
-/** A running headnode as the driver sees it. */
-export interface LiveHeadnode {
-  readonly name: string;
+/** A running headnode as the VM floor sees it (vm/snapshots freezes it). */
+export interface LiveHeadnode extends RunningVm {
   readonly spec: HeadnodeSpec;
-  readonly paths: HeadnodePaths;
-  readonly vm: VmProcess;
-  readonly agent: AgentClient;
-  /** The exact VM configuration it runs with (a clone must match it). */
-  readonly config: VmConfig;
-  /** Current active overlay generation. */
-  readonly diskGen: number;
-  /** Record that the headnode now writes to disk-<gen>.qcow2 (after blockdev-snapshot-sync). */
-  setDiskGen(gen: number): Promise<void>;
 }
 
 interface Live {

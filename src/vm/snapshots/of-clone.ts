@@ -15,7 +15,7 @@
  *             exactly as a headnode snapshot does; it is killed and never runs (RamReceiver).
  *
  * The result is an ordinary snapshot folder (meta.json, disk.qcow2, state.bin + RAM file) that
- * QemuDriver.clone() forks like a headnode's. meta.json is written as soon as the disk layer is
+ * Clones.start() forks like a headnode's. meta.json is written as soon as the disk layer is
  * frozen, because the clone's disk depends on it from then on: if the receiver step fails the
  * snapshot stays as a disk layer only (no state.bin), which the registry keeps while the clone
  * lives.
@@ -24,15 +24,22 @@ import { execFile } from 'node:child_process';
 import { link, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CopperError, DriverError, errorMessage } from '../errors.js';
-import { writeJsonAtomic } from '../vm/json-file.js';
-import { activeNode, virtualSize } from '../vm/disk-chain.js';
-import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../vm/migration.js';
-import type { QemuDriver, SnapshotMeta } from '../drivers/qemu/qemu-driver.js';
-import { fileSource, RamReceiver } from '../vm/ram-receiver.js';
-import { log } from '../log.js';
+import { CopperError, DriverError, errorMessage } from '../../errors.js';
+import { log } from '../../log.js';
+import type { LiveCloneAccess } from '../clones/types.js';
+import { activeNode, virtualSize } from '../disk-chain.js';
+import { writeJsonAtomic } from '../json-file.js';
+import type { Layout } from '../layout.js';
+import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../migration.js';
+import { fileSource, RamReceiver } from '../ram-receiver.js';
+import type { SnapshotMeta } from './types.js';
 
 const execFileP = promisify(execFile);
+
+/** Lends a running clone under its lock (Clones). */
+export interface CloneLender {
+  withClone<T>(cloneId: string, fn: (c: LiveCloneAccess) => Promise<T>): Promise<T>;
+}
 
 export interface CloneSnapshot {
   id: string;
@@ -62,14 +69,15 @@ async function createOverlayUnsafe(path: string, backing: string, sizeBytes: num
 }
 
 /**
- * Snapshot the running clone `vmId` of `driver` as snapshot `id`; `origin` is the metadata of
+ * Snapshot the running clone `vmId` (lent by `clones`) as snapshot `id`; `origin` is the metadata of
  * the snapshot it was started from (machine layout, owner). The clone runs on in every case.
  * Throws DriverError; when that happens after the disk layer froze, the folder stays with its
  * disk layer and meta.json but no state.bin: the caller keeps it while the clone lives (its
  * disk backs onto it) and never forks it.
  */
-export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClone'>, vmId: string, origin: SnapshotMeta, id: string): Promise<CloneSnapshot> {
-  const layout = driver.layout;
+export async function snapshotClone(
+  layout: Layout, clones: CloneLender, vmId: string, origin: SnapshotMeta, id: string,
+): Promise<CloneSnapshot> {
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);
   await mkdir(sp.dir, { recursive: true, mode: 0o700 });
@@ -77,7 +85,7 @@ export async function snapshotClone(driver: Pick<QemuDriver, 'layout' | 'withClo
   let diskFrozen = false;
   let diskBytes = 0;
   try {
-    const pauseMs = await driver.withClone(vmId, async (c) => {
+    const pauseMs = await clones.withClone(vmId, async (c) => {
       const qmp = c.vm.qmp;
       const { node: top, file: topFile } = await activeNode(qmp);
       diskBytes = await virtualSize(qmp, top);
