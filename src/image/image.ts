@@ -1,14 +1,15 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import {
-  chmod, copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile,
+  copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile,
 } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DriverError, UsageError, errorMessage } from '../errors.js';
 import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
-import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModules } from './image-modules.js';
+import { duBytes, hostMirror, newestKernel, requireTool, run, secs } from './host-tools.js';
+import { extractPvhKernel, hasPvhNote } from './pvh-kernel.js';
+import { buildInitramfs, configureTree, copyTree, installModules, SUITE, type Plan } from './guest-tree.js';
 
 /**
  * The default headnode image: Debian bookworm minbase + the guest agent + python3 + Copper's
@@ -27,9 +28,9 @@ import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModu
 
 /** The PID 1 copper-init; run-job and clone-init live next to the guest CLI (vm/guest-programs.ts). */
 export { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB };
+export { hasPvhNote, SUITE };
 /** Bump when the build steps change in a way the hashed inputs do not show. */
 export const RECIPE_VERSION = 2;
-export const SUITE = 'bookworm';
 export const PACKAGES = [
   'qemu-guest-agent', 'python3', 'iproute2', 'kmod', 'procps', 'netbase', 'ca-certificates', 'less',
   // The shared volume (/shared): SFTP straight over TCP (-o directport), no ssh client run.
@@ -146,17 +147,6 @@ export async function buildImage(opts: ImageOptions): Promise<ImageInfo> {
   }
 }
 
-interface Plan {
-  imagesDir: string;
-  finalDir: string;
-  recipeDir: string;
-  mirror: string;
-  kernelVersion: string;
-  kernelPath: string;
-  modulesDir: string;
-  sizeMiB: number;
-  recipeHash: string;
-}
 
 async function planImage(opts: ImageOptions): Promise<Plan> {
   const env = opts.env ?? process.env;
@@ -169,7 +159,7 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   }
   const sizeMiB = opts.sizeMiB ?? DEFAULT_SIZE_MIB;
   if (!Number.isInteger(sizeMiB) || sizeMiB < 1024) throw new UsageError(`image size ${sizeMiB} MiB: must be an integer >= 1024`);
-  const mirror = opts.mirror ?? (env.GC_DEBIAN_MIRROR || (await hostMirror()) || DEFAULT_MIRROR);
+  const mirror = opts.mirror ?? (env.GC_DEBIAN_MIRROR || (await hostMirror(SUITE)) || DEFAULT_MIRROR);
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ RECIPE_VERSION, SUITE, PACKAGES, sizeMiB, kernelVersion }));
   hash.update(await readFile(kernelPath));
@@ -184,7 +174,7 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   };
 }
 
-/** The image/ folder of this checkout (dist/src/headnodes -> repo root), or GC_IMAGE_RECIPE_DIR. */
+/** The image/ folder of this checkout (dist/src/image -> repo root), or GC_IMAGE_RECIPE_DIR. */
 function findRecipeDir(env: NodeJS.ProcessEnv): string {
   if (env.GC_IMAGE_RECIPE_DIR) return resolve(env.GC_IMAGE_RECIPE_DIR);
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -211,52 +201,6 @@ async function hashTree(hash: ReturnType<typeof createHash>, root: string, rel: 
       hash.update(await readFile(full));
     }
   }
-}
-
-async function newestKernel(): Promise<string> {
-  const versions = (await readdir('/boot'))
-    .filter((f) => f.startsWith('vmlinuz-'))
-    .map((f) => f.slice('vmlinuz-'.length))
-    .filter((v) => existsSync(`/lib/modules/${v}/modules.dep`))
-    .sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
-  const newest = versions.at(-1);
-  if (newest === undefined) {
-    throw new DriverError('no host kernel with modules in /boot and /lib/modules: apt-get install linux-image-amd64');
-  }
-  return newest;
-}
-
-/** The Debian mirror this host's apt uses for the main archive (not security), if any. */
-async function hostMirror(): Promise<string | undefined> {
-  const files = ['/etc/apt/sources.list'];
-  try {
-    for (const f of await readdir('/etc/apt/sources.list.d')) files.push(join('/etc/apt/sources.list.d', f));
-  } catch {
-    // no sources.list.d
-  }
-  for (const file of files) {
-    let text: string;
-    try {
-      text = await readFile(file, 'utf8');
-    } catch {
-      continue;
-    }
-    const oneLine = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/gm;
-    for (const m of text.matchAll(oneLine)) {
-      if (m[2] === SUITE && !m[1]!.includes('security')) return m[1]!.replace(/\/$/, '');
-    }
-    // deb822: a stanza with URIs: and Suites: that lists the suite
-    for (const stanza of text.split(/\n\s*\n/)) {
-      const uris = /^URIs:\s*(.+)$/im.exec(stanza)?.[1]?.trim().split(/\s+/);
-      const suites = /^Suites:\s*(.+)$/im.exec(stanza)?.[1]?.trim().split(/\s+/);
-      const types = /^Types:\s*(.+)$/im.exec(stanza)?.[1] ?? 'deb';
-      if (uris && suites?.includes(SUITE) && /\bdeb\b/.test(types)) {
-        const uri = uris.find((u) => !u.includes('security'));
-        if (uri !== undefined) return uri.replace(/\/$/, '');
-      }
-    }
-  }
-  return undefined;
 }
 
 async function readImageInfo(dir: string): Promise<ImageInfo | undefined> {
@@ -417,200 +361,4 @@ async function publish(tmp: string, finalDir: string): Promise<void> {
   } else {
     await rename(tmp, finalDir);
   }
-}
-
-/** Copy files, folders and symlinks; folders that are symlinks in the tree (merged /usr) are followed. */
-async function copyTree(from: string, to: string): Promise<void> {
-  await mkdir(to, { recursive: true });
-  for (const e of await readdir(from, { withFileTypes: true })) {
-    const src = join(from, e.name);
-    const dst = join(to, e.name);
-    if (e.isDirectory()) await copyTree(src, dst);
-    else if (e.isSymbolicLink()) {
-      await rm(dst, { force: true });
-      await symlink(await readlink(src), dst);
-    } else {
-      await copyFile(src, dst);
-      await chmod(dst, (await stat(src)).mode & 0o7777);
-    }
-  }
-}
-
-/** Copy the guest's modules into the tree; returns their paths in load order. */
-async function installModules(plan: Plan, tree: string): Promise<string[]> {
-  const { deps, builtin } = await loadKernelModules(plan.modulesDir);
-  const guest = resolveModules(deps, [...BOOT_MODULES, ...GUEST_MODULES], builtin);
-  const dest = join(tree, 'lib', 'modules', plan.kernelVersion);
-  for (const rel of guest) {
-    await mkdir(dirname(join(dest, rel)), { recursive: true });
-    await copyFile(join(plan.modulesDir, rel), join(dest, rel));
-  }
-  for (const f of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
-    if (existsSync(join(plan.modulesDir, f))) await copyFile(join(plan.modulesDir, f), join(dest, f));
-  }
-  // So that modprobe works in the headnode for the modules that are there.
-  await run('depmod', ['-b', tree, plan.kernelVersion]);
-  return guest;
-}
-
-async function configureTree(plan: Plan, tree: string, modules: string[]): Promise<void> {
-  const etc = join(tree, 'etc');
-  await mkdir(join(etc, 'copper'), { recursive: true });
-  await writeFile(join(etc, 'copper', 'modules.order'), modulesOrder(modules));
-  await writeFile(join(etc, 'copper', 'image'), `recipe=${plan.recipeHash}\nkernel=${plan.kernelVersion}\nsuite=${SUITE}\n`);
-  await writeFile(join(etc, 'hostname'), 'copper\n');
-  await writeFile(join(etc, 'hosts'), '127.0.0.1\tlocalhost\n127.0.1.1\tcopper\n::1\tlocalhost ip6-localhost ip6-loopback\n');
-  await writeFile(join(etc, 'resolv.conf'), 'nameserver 10.0.2.3\n');
-  // copper-init mounts everything but / with a single `mount -a`.
-  await writeFile(
-    join(etc, 'fstab'),
-    [
-      '/dev/vda / ext4 rw,relatime 0 1',
-      'devpts /dev/pts devpts gid=5,mode=620,ptmxmode=666,X-mount.mkdir 0 0',
-      'tmpfs /dev/shm tmpfs mode=1777,nosuid,nodev,X-mount.mkdir 0 0',
-      'tmpfs /run tmpfs mode=755,nosuid,nodev 0 0',
-      'tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0',
-    ].join('\n') + '\n',
-  );
-  // Empty: each clone gets its own id from clone-init; a headnode from its first boot.
-  await writeFile(join(etc, 'machine-id'), '');
-  const security = 'http://deb.debian.org/debian-security';
-  await writeFile(
-    join(etc, 'apt', 'sources.list'),
-    `deb ${plan.mirror} ${SUITE} main\ndeb ${plan.mirror} ${SUITE}-updates main\ndeb ${security} ${SUITE}-security main\n`,
-  );
-  await rm(join(tree, 'var', 'cache', 'apt', 'archives'), { recursive: true, force: true });
-  await mkdir(join(tree, 'var', 'cache', 'apt', 'archives', 'partial'), { recursive: true });
-  await rm(join(tree, 'var', 'lib', 'apt', 'lists'), { recursive: true, force: true });
-  await mkdir(join(tree, 'var', 'lib', 'apt', 'lists', 'partial'), { recursive: true });
-  for (const p of [GUEST_INIT, GUEST_RUN_JOB, GUEST_CLONE_INIT, '/usr/local/lib/copper/copper_cli.py']) {
-    if (!existsSync(join(tree, p))) throw new DriverError(`image recipe lacks ${p}`);
-  }
-}
-
-async function buildInitramfs(plan: Plan, tmp: string, modules: string[], out: string): Promise<void> {
-  const root = join(tmp, 'initramfs');
-  await mkdir(join(root, 'bin'), { recursive: true });
-  await copyFile(existsSync('/usr/bin/busybox') ? '/usr/bin/busybox' : '/bin/busybox', join(root, 'bin', 'busybox'));
-  await chmod(join(root, 'bin', 'busybox'), 0o755);
-  await copyFile(join(plan.recipeDir, 'initrd', 'init'), join(root, 'init'));
-  await chmod(join(root, 'init'), 0o755);
-  for (const rel of modules) {
-    await mkdir(dirname(join(root, 'lib', 'modules', rel)), { recursive: true });
-    await copyFile(join(plan.modulesDir, rel), join(root, 'lib', 'modules', rel));
-  }
-  await writeFile(join(root, 'modules.order'), modulesOrder(modules));
-  // Uncompressed: unpacking is what costs time under TCG, a few MB of cpio is nothing.
-  await run('sh', ['-c', 'cd "$1" && find . | LC_ALL=C sort | busybox cpio -o -H newc > "$2"', 'sh', root, out], {
-    PATH: `/usr/bin:/bin:/usr/sbin:/sbin`,
-  });
-  await rm(root, { recursive: true, force: true });
-}
-
-/**
- * Unpack the ELF kernel inside a bzImage when it has a PVH entry note: QEMU then jumps straight
- * into it, skipping the real-mode setup and the in-guest xz decompression (about 10 s under
- * TCG). Returns true, or why not (the caller falls back to the bzImage).
- */
-async function extractPvhKernel(bzImage: string, out: string): Promise<true | string> {
-  const data = await readFile(bzImage);
-  const formats: { magic: Buffer; cmd: string; args: string[] }[] = [
-    { magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), cmd: 'xz', args: ['-dc', '--single-stream'] },
-    { magic: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), cmd: 'zstd', args: ['-dcq'] },
-    { magic: Buffer.from([0x1f, 0x8b, 0x08]), cmd: 'gzip', args: ['-dc'] },
-  ];
-  const found = formats
-    .map((f) => ({ ...f, at: data.indexOf(f.magic) }))
-    .filter((f) => f.at >= 0)
-    .sort((a, b) => a.at - b.at)[0];
-  if (found === undefined) return 'no known compression inside the bzImage';
-  const tmpIn = `${out}.payload`;
-  await writeFile(tmpIn, data.subarray(found.at));
-  try {
-    // The payload is followed by other data: xz --single-stream and gzip stop at the end of
-    // the stream (gzip warns about trailing garbage and exits 2).
-    await run('sh', ['-c', `${found.cmd} ${found.args.join(' ')} < "$1" > "$2" || [ $? = 2 ]`, 'sh', tmpIn, out]);
-  } catch (err) {
-    await rm(out, { force: true });
-    return `cannot decompress it with ${found.cmd}: ${errorMessage(err)}`;
-  } finally {
-    await rm(tmpIn, { force: true });
-  }
-  const elf = await readFile(out);
-  if (!hasPvhNote(elf)) {
-    await rm(out, { force: true });
-    return 'the kernel has no PVH entry point (CONFIG_PVH)';
-  }
-  return true;
-}
-
-/** True when a 64-bit little-endian ELF has a Xen note of type XEN_ELFNOTE_PHYS32_ENTRY (18). */
-export function hasPvhNote(elf: Buffer): boolean {
-  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) return false;
-  const phoff = Number(elf.readBigUInt64LE(32));
-  const phentsize = elf.readUInt16LE(54);
-  const phnum = elf.readUInt16LE(56);
-  const align4 = (n: number): number => (n + 3) & ~3;
-  for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    if (ph + 56 > elf.length || elf.readUInt32LE(ph) !== 4) continue; // PT_NOTE
-    const off = Number(elf.readBigUInt64LE(ph + 8));
-    const end = Math.min(off + Number(elf.readBigUInt64LE(ph + 32)), elf.length);
-    for (let p = off; p + 12 <= end; ) {
-      const namesz = elf.readUInt32LE(p);
-      const descsz = elf.readUInt32LE(p + 4);
-      const type = elf.readUInt32LE(p + 8);
-      const name = elf.subarray(p + 12, p + 12 + Math.max(0, namesz - 1)).toString('latin1');
-      if (name === 'Xen' && type === 18) return true;
-      p += 12 + align4(namesz) + align4(descsz);
-    }
-  }
-  return false;
-}
-
-/** "name path" lines in load order, for the shell loops of the initramfs and copper-init. */
-function modulesOrder(paths: string[]): string {
-  return paths.map((p) => `${moduleName(p)} ${p}`).join('\n') + '\n';
-}
-
-async function duBytes(dir: string): Promise<number> {
-  const out = await run('du', ['-sb', dir]);
-  return Number.parseInt(out.split(/\s/)[0] ?? '0', 10);
-}
-
-async function requireTool(tool: string): Promise<void> {
-  const dirs = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', ...(process.env.PATH ?? '').split(':')];
-  if (!dirs.some((d) => d !== '' && existsSync(join(d, tool)))) {
-    const pkg: Record<string, string> = { debootstrap: 'debootstrap', 'mkfs.ext4': 'e2fsprogs', 'qemu-img': 'qemu-utils', depmod: 'kmod' };
-    throw new DriverError(`${tool} is missing: apt-get install ${pkg[tool] ?? tool}`);
-  }
-}
-
-function secs(since: number): string {
-  return `${((Date.now() - since) / 1000).toFixed(1)} s`;
-}
-
-/** Run a host command; its stdout is returned, and its stderr tail goes into the error if it fails. */
-function run(cmd: string, args: string[], extraEnv: Record<string, string> = {}): Promise<string> {
-  return new Promise((resolvePromise, reject) => {
-    const env = { ...process.env, ...extraEnv, PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${process.env.PATH ?? ''}` };
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err = (err + d.toString()).slice(-4000);
-    });
-    child.on('error', (e) => reject(new DriverError(`cannot run ${cmd}: ${e.message}`, { cause: e })));
-    child.on('close', (code, signal) => {
-      if (code === 0) resolvePromise(out);
-      else {
-        const why = signal !== null ? `killed by ${signal}` : `exit status ${code}`;
-        const tail = (err.trim() || out.trim()).split('\n').slice(-8).join('\n');
-        reject(new DriverError(`${cmd} failed (${why})${tail ? `:\n${tail}` : ''}`));
-      }
-    });
-  });
 }
