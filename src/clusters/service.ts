@@ -4,8 +4,8 @@
  * semantics; `gc clones` lists them; `gc kill` and TTLs destroy them.
  *
  * Who is calling comes from the API channel (GuestIdentity), never from the request. Clones
- * are detached QEMUs (they outlive gcd, like headnodes) run by a QemuDriver of their own, on
- * their own folders (<stateDir>/clusters/vm/): the job scheduler's crash sweep never sees them.
+ * are detached QEMUs (they outlive gcd, like headnodes) run by a VmHost of their own (seen
+ * through ClusterVms, vms.ts), on their own folders (<stateDir>/clusters/vm/): the job scheduler's crash sweep never sees them.
  * The registry (<stateDir>/clusters/registry.json) is written before a clone's QEMU starts and
  * after it is gone, so a restarted gcd re-attaches or destroys every clone, never loses one.
  *
@@ -13,6 +13,9 @@
  * anything starts, and any failure destroys every clone of the batch and its snapshot.
  * One batch or kill at a time per cluster (KeyedLock per headnode); the registry itself is
  * changed under one mutex, so quota checks across a user's headnodes see every reservation.
+ *
+ * Over 400 lines for now: one class whose batch, kill, TTL and recovery paths share the
+ * registry, its mutex and the per-cluster lock; splitting it is left for a later change.
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
