@@ -3,6 +3,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
+import { nextState } from '../queue/job-states.js';
 import { QUEUE_NAME, type Keys } from '../queue/keys.js';
 import type { RunQueueData } from '../queue/run-queue.js';
 import type { Capacity } from './capacity.js';
@@ -73,7 +74,7 @@ export class Dispatcher {
     const rec = await store.tryGet(bull.data.id);
     // Only Q and W jobs start. R or E means another runner has it (a BullMQ lock loss gave it
     // to us too); jobs lost by a dead gcd were put back to Q (or finished) by its restart.
-    if (!rec || (rec.state !== 'Q' && rec.state !== 'W') || this.running.has(rec.id)) return;
+    if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) return;
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
     const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;

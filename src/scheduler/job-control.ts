@@ -1,7 +1,7 @@
 import { StateError, UsageError } from '../errors.js';
 import type { JobRecord, JobState } from '../queue/job.js';
 import type { FieldPatch, JobStore } from '../queue/job-store.js';
-import type { JobEvent } from '../queue/job-states.js';
+import { nextState, type JobEvent } from '../queue/job-states.js';
 import type { RunQueue } from '../queue/run-queue.js';
 
 /** What gcqalter may change on a job that is not running. */
@@ -16,8 +16,6 @@ export interface JobChanges {
   /** Array throttle (%max); 0 removes it. */
   throttle?: number;
 }
-
-const NOT_STARTED: JobState[] = ['Q', 'W', 'H'];
 
 /**
  * Holds, releases and alterations of jobs that have not started. A job leaves BullMQ while
@@ -45,7 +43,7 @@ export class JobControl {
   async hold(rec: JobRecord, type: 'u' | 's'): Promise<number> {
     let n = 0;
     for (const t of await this.targets(rec)) {
-      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) continue;
+      if (nextState('hold', t.state) === undefined) continue;
       const holds = [...new Set((t.holds ?? '') + type)].sort().join('');
       const patch: FieldPatch = { holds, comment: type === 'u' ? 'Held: gcqhold' : t.comment };
       const r = await this.store.transition(t.id, 'hold', patch);
@@ -86,7 +84,7 @@ export class JobControl {
     const timing = c.beginAt !== undefined;
     if (!specChange && !timing && c.hold === undefined) return;
     for (const t of await this.targets(rec)) {
-      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) {
+      if (nextState('alter', t.state) === undefined) {
         if (t.id === rec.id) throw new StateError(`job ${rec.id} is ${t.state}: only jobs that have not started can be altered`);
         continue;
       }

@@ -7,6 +7,7 @@ import { StateError, UnknownJobError } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord, type JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
+import { nextState } from '../queue/job-states.js';
 import type { Keys } from '../queue/keys.js';
 import { RunQueue } from '../queue/run-queue.js';
 import { mayActOn, type Actor } from './actor.js';
@@ -276,7 +277,7 @@ export class Scheduler {
     const lost = [];
     for (const j of all) {
       if (j.array) continue;
-      if ((j.state === 'Q' || j.state === 'W') && !(await this.queue.has(j.id))) lost.push(j);
+      if (nextState('run', j.state) !== undefined && !(await this.queue.has(j.id))) lost.push(j);
     }
     if (lost.length) {
       log.info('re-queued jobs BullMQ did not have', { jobs: lost.map((j) => j.id) });
