@@ -7,6 +7,7 @@ import { StateError, UnknownJobError } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord, type JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
+import type { JobEvents } from '../queue/job-events.js';
 import { nextState } from '../queue/job-states.js';
 import type { Keys } from '../queue/keys.js';
 import { RunQueue } from '../queue/run-queue.js';
@@ -114,6 +115,11 @@ export class Scheduler {
         },
       });
     }
+  }
+
+  /** Every job state change, after its compare-and-set (mail, accounting and metrics subscribe here). */
+  get events(): JobEvents {
+    return this.store.events;
   }
 
   /** Reconcile after a crash, then start taking jobs. */
