@@ -55,6 +55,8 @@ export class JobRunner {
     let ended: { exitStatus?: number; comment: string } | undefined;
     let requeue = false;
     let cloned = false;
+    /** Past E: from here the job is finished, never requeued (its command has run). */
+    let exited = false;
 
     try {
       await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
@@ -90,12 +92,13 @@ export class JobRunner {
         // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
         const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment });
         if (!e.ok) throw e.error;
+        exited = true;
         // Deliver output (a stage-out step goes next to this one).
         const note = await this.deliver(job, spool, paths, job.spec.join);
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
       }
     } catch (e) {
-      if (stop.aborted && stop.reason === 'shutdown') requeue = true;
+      if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
       else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
       else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
