@@ -1,6 +1,6 @@
 /** The ImageSource for headnodes created without --image: the project-built Debian image. */
 import { buildImage, guestKernelCmdline } from './image.js';
-import type { ImageSource } from '../headnodes/manager.js';
+import type { ImageSource } from '../headnodes/spec.js';
 import type { BootFiles } from '../headnodes/record.js';
 
 export interface DefaultImageOptions {
