@@ -2,8 +2,8 @@ import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { UsageError, NotFoundError } from '../errors.js';
 import { log } from '../log.js';
-import type { ToolServices } from '../cli/tool.js';
-import { runTool } from '../cli/tools/index.js';
+import type { ToolServices } from '../server/commands/tool.js';
+import { runTool } from '../server/commands/index.js';
 import { ADMIN, type Actor } from '../scheduler/actor.js';
 import { asObject, asStringArray, asStringMap, readJson, sendError, sendJson } from './http-util.js';
 

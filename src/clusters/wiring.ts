@@ -13,8 +13,8 @@ import { errorMessage } from '../errors.js';
 import type { QemuHeadnodeManager } from '../headnodes/manager.js';
 import type { GuestChannels, HeadnodeManager } from '../headnodes/types.js';
 import { log } from '../log.js';
-import { CLUSTER_COMMANDS, clusterTool } from '../cli/tools/gc-clone.js';
-import type { Tool } from '../cli/tool.js';
+import { CLUSTER_COMMANDS, clusterTool } from '../server/commands/gc-clone.js';
+import type { Tool } from '../server/commands/tool.js';
 import { maxClonesSetting } from './quota.js';
 import { ClusterService } from './service.js';
 

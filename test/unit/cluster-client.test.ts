@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CopperClient } from '../../src/clusters/client.js';
+import { CopperClient } from '../../src/client/copper-client.js';
 import { CopperError, QuotaError, UnavailableError, UsageError } from '../../src/errors.js';
 
 /** CopperClient against a stand-in gcd on a Unix socket: what it sends, how it reads answers. */

@@ -12,7 +12,7 @@ import { CLONE_IDENTITY, HEADNODE_PREPARE, cloneEnvText } from '../../src/cluste
 import { parseSmapsRollup } from '../../src/clusters/proc-mem.js';
 import { checkCloneBatch, maxClonesSetting, type CloneHolder } from '../../src/clusters/quota.js';
 import { ClusterRegistry, type CloneEntry } from '../../src/clusters/registry.js';
-import { formatClones, formatDuration, formatWhoami, parseTtl } from '../../src/cli/tools/gc-clone.js';
+import { formatClones, formatDuration, formatWhoami, parseTtl } from '../../src/server/commands/gc-clone.js';
 import { buildVmArgs, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
 
 const cfgOf = (...l: string[]): QuotaConfig => parseQuotaText(l.join('\n') + '\n', 'quotas.yaml');

@@ -12,7 +12,7 @@
  */
 import { request } from 'node:http';
 import { CopperError, PermissionError, QuotaError, UnavailableError, UsageError } from '../errors.js';
-import type { CloneInfo, CloneUsageRow, KillSelector, WhoAmI } from './types.js';
+import type { CloneInfo, CloneUsageRow, KillSelector, WhoAmI } from '../clusters/types.js';
 
 export type CopperTarget = { socketPath: string } | { host: string; port: number };
 

@@ -1,5 +1,5 @@
 import { CopperError, errorMessage } from '../../errors.js';
-import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
 
 /** Run `op` for each job id given; one stderr line per failure, PBS's status for the last. */

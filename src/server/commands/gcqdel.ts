@@ -1,5 +1,5 @@
 import { errorMessage, CopperError } from '../../errors.js';
-import type { Tool } from '../tool.js';
+import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 
 /** gcqdel ID...: remove queued jobs; stop running ones (their clones are destroyed). */

@@ -1,6 +1,6 @@
 import { CopperError, UsageError, errorMessage } from '../../errors.js';
 import { log } from '../../log.js';
-import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { gcqdel } from './gcqdel.js';
 import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';

@@ -4,8 +4,8 @@ import type { Redis } from 'ioredis';
 import { loadSettings, type Settings } from '../config/settings.js';
 import { ApiServer } from '../api/server.js';
 import { ChannelServer } from '../api/channels.js';
-import { acquireLock } from '../daemon/lock.js';
-import { createBackend } from '../daemon/backend.js';
+import { acquireLock } from './lock.js';
+import { createBackend } from './backend.js';
 import { CopperError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { keysFor } from '../queue/keys.js';
@@ -13,7 +13,7 @@ import { bullConnection, connectRedis, type RedisTarget } from '../redis/connect
 import { startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { defaultCapacity } from '../scheduler/capacity.js';
 import { Scheduler } from '../scheduler/scheduler.js';
-import { parseArgs } from './tools/args.js';
+import { parseArgs } from './commands/args.js';
 import { QuotaWatcher } from '../config/quotas.js';
 
 /**

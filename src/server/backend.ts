@@ -1,7 +1,7 @@
 import type { Settings } from '../config/settings.js';
 import type { Driver } from '../drivers/driver.js';
 import type { ChannelServer } from '../api/channels.js';
-import type { ToolServices } from '../cli/tool.js';
+import type { ToolServices } from './commands/tool.js';
 import { fakeBackend } from './fake-backend.js';
 import type { QuotaConfig } from '../config/quotas.js';
 

@@ -1,6 +1,6 @@
-import type { HeadnodeManager } from '../headnodes/types.js';
-import type { Actor } from '../scheduler/actor.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import type { HeadnodeManager } from '../../headnodes/types.js';
+import type { Actor } from '../../scheduler/actor.js';
+import type { Scheduler } from '../../scheduler/scheduler.js';
 
 /** What a command-line tool gets when gcd runs it on a client's behalf. */
 export interface ToolRequest {

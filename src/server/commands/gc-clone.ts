@@ -14,7 +14,7 @@ import { UsageError } from '../../errors.js';
 import { parseWalltime } from '../../pbs/units.js';
 import type { ClusterCaller, ClusterService } from '../../clusters/service.js';
 import type { CloneInfo, CloneUsageRow, KillSelector, WhoAmI } from '../../clusters/types.js';
-import type { Tool, ToolRequest, ToolResult } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult } from './tool.js';
 import { parseArgs } from './args.js';
 
 export const CLUSTER_COMMANDS: ReadonlySet<string> = new Set(['clone', 'clones', 'kill', 'whoami']);
