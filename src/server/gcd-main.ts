@@ -7,6 +7,7 @@ import { ChannelServer } from '../api/channels.js';
 import { acquireLock } from './lock.js';
 import { createBackend } from './backend.js';
 import { CopperError, errorMessage } from '../errors.js';
+import { exitCodeOf } from '../api/error-map.js';
 import { log } from '../log.js';
 import { keysFor } from '../queue/keys.js';
 import { bullConnection, connectRedis, type RedisTarget } from '../redis/connection.js';
@@ -42,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     process.stderr.write(`gcd: ${errorMessage(e).split('\n')[0]}\n`);
     if (!(e instanceof CopperError)) log.error('gcd failed', { stack: (e as Error).stack });
-    return e instanceof CopperError ? e.exitCode : 1;
+    return exitCodeOf(e);
   }
 }
 

@@ -106,6 +106,18 @@ describe('clusters: quota for a batch', () => {
     expect(refusal(() => checkCloneBatch(none, [], { user: 'dave', group: 'd' }, 1))).to.match(/max_clones=0 for user dave/);
   });
 
+  it('a refusal carries its fields: the limit, on whom, how many asked and live, where it is set', () => {
+    const cfg = cfgOf('groups:', '  physics: {max_clones: 4}');
+    let err: unknown;
+    try {
+      checkCloneBatch({ config: cfg, maxPerUser: 8 }, holders('alice', 'physics', 2), { user: 'alice', group: 'physics' }, 3);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(QuotaError);
+    expect((err as QuotaError).fields).to.deep.equal({ limit: 'max_clones', max: 4, entity: 'group physics', amount: 3, used: 2, source: 'quotas.yaml' });
+  });
+
   it('GC_MAX_CLONES: default 8, whole numbers only', () => {
     expect(maxClonesSetting({})).to.equal(8);
     expect(maxClonesSetting({ GC_MAX_CLONES: '3' })).to.equal(3);

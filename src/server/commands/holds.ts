@@ -1,4 +1,5 @@
-import { CopperError, errorMessage } from '../../errors.js';
+import { errorMessage } from '../../errors.js';
+import { exitCodeOf } from '../../api/error-map.js';
 import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
 
@@ -20,7 +21,7 @@ async function eachJob(tool: string, req: ToolRequest, op: (id: string) => Promi
       await op(id);
     } catch (e) {
       stderr += `${tool}: ${errorMessage(e)}\n`;
-      exitCode = e instanceof CopperError ? e.exitCode : 1;
+      exitCode = exitCodeOf(e);
     }
   }
   return { stdout: '', stderr, exitCode };
