@@ -1,28 +1,10 @@
+import type { CliAnswer, CliCall } from '../../api/cli-call.js';
 import type { HeadnodeManager } from '../../headnodes/types.js';
-import type { Actor } from '../../scheduler/actor.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
 
-/** What a command-line tool gets when gcd runs it on a client's behalf. */
-export interface ToolRequest {
-  actor: Actor;
-  argv: string[];
-  cwd: string;
-  env: Record<string, string>;
-  /** Local account that ran the tool (owns delivered files inside a headnode). */
-  account: string;
-  /** Files the client sent after a needFile answer, by the path it was asked for. */
-  files: Record<string, string>;
-  /** Paths the client was asked for and found not to exist. */
-  missing: string[];
-}
-
-export interface ToolResult {
-  stdout: string;
-  stderr: string;
-  exitCode: number;
-  /** Ask the client to send this file (relative to its cwd) and call again. */
-  needFile?: string;
-}
+/** What a command gets when gcd runs it for a thin client, and what it answers (api/cli-call.ts). */
+export type ToolRequest = CliCall;
+export type ToolResult = CliAnswer;
 
 /** The services tools act through. */
 export interface ToolServices {
