@@ -10,12 +10,13 @@
  * A refusal is a typed error (UsageError, QuotaError with its fields, PermissionError,
  * UnavailableError, else CopperError) whose message is gcd's one line.
  */
-import { request } from 'node:http';
 import { errorFromBody } from '../api/error-map.js';
 import { CopperError, UnavailableError, UsageError } from '../errors.js';
 import type { CloneInfo, CloneUsageRow, KillSelector, WhoAmI } from '../clusters/types.js';
+import { httpCall, type CopperTarget } from './http.js';
 
-export type CopperTarget = { socketPath: string } | { host: string; port: number };
+export type { CopperTarget };
+
 
 export interface CopperClientOptions {
   /** On the host: the headnode whose cluster to act on. */
@@ -101,26 +102,13 @@ export class CopperClient {
     return a as T;
   }
 
-  private send(method: string, path: string, body: string): Promise<{ status: number; text: string }> {
-    return new Promise((resolve, reject) => {
-      const where = 'socketPath' in this.target ? { socketPath: this.target.socketPath } : { host: this.target.host, port: this.target.port };
-      const req = request(
-        { ...where, path, method, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-          res.on('error', reject);
-        },
-      );
-      if (this.opts.timeoutMs !== undefined) {
-        req.setTimeout(this.opts.timeoutMs, () => req.destroy(new UnavailableError(`gcd did not answer within ${this.opts.timeoutMs} ms`)));
-      }
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err instanceof CopperError) reject(err);
-        else reject(new UnavailableError(`cannot reach gcd: ${err.code ?? err.message}`, { cause: err }));
-      });
-      req.end(body);
-    });
+  private async send(method: string, path: string, body: string): Promise<{ status: number; text: string }> {
+    try {
+      return await httpCall(this.target, method, path, body, this.opts.timeoutMs);
+    } catch (err) {
+      if (err instanceof CopperError) throw err;
+      const e = err as NodeJS.ErrnoException;
+      throw new UnavailableError(`cannot reach gcd: ${e.code ?? e.message}`, { cause: err });
+    }
   }
 }
