@@ -1,8 +1,9 @@
 /**
- * `gc clone|clones|kill|whoami`, run by gcd for a thin client (the guest's gc, copper.py, the
- * TypeScript CopperClient: all the same POST /v1/cli). Inside a VM they act on that VM's own
- * cluster, known from the channel; on the host the administrator names the headnode
- * (--headnode NAME or GC_HEADNODE) and acts as that headnode.
+ * `gc clone|clones|kill|whoami`, run by gcd for a thin client over POST /v1/cli (the gc tool,
+ * copper.py). They parse argv and call clusters/calls.ts, the same calls the typed routes
+ * (/v1/clusters/..., CopperClient) make, with the same identity rules: inside a VM they act on
+ * that VM's own cluster, known from the channel; on the host the administrator names the
+ * headnode (--headnode NAME or GC_HEADNODE) and acts as that headnode.
  *
  *   gc clone N [--ttl DURATION] [--json]        fork the caller into N clones
  *   gc clones [--json] [--all] [--usage]        the cluster's clones; --all: every cluster (admin);
@@ -12,9 +13,9 @@
  */
 import { UsageError } from '../../errors.js';
 import { parseWalltime } from '../../pbs/units.js';
-import type { ClusterCaller, ClusterService } from '../../clusters/service.js';
+import type { ClusterCalls } from '../../clusters/calls.js';
 import type { CloneInfo, CloneUsageRow, KillSelector, WhoAmI } from '../../clusters/types.js';
-import type { Tool, ToolRequest, ToolResult } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult } from './tool.js';
 import { parseArgs } from './args.js';
 
 export const CLUSTER_COMMANDS: ReadonlySet<string> = new Set(['clone', 'clones', 'kill', 'whoami']);
@@ -42,15 +43,9 @@ export function parseTtl(text: string): number {
   }
 }
 
-function caller(req: ToolRequest, cmd: string, headnode: string | undefined): ClusterCaller {
-  if (req.actor.kind === 'guest') {
-    if (headnode !== undefined) throw new UsageError(`gc ${cmd}: --headnode is for the administrator on the host; inside a VM gc acts on its own cluster`);
-    const id = req.actor.identity;
-    return { kind: id.kind, vmId: id.vmId, headnode: id.headnode };
-  }
-  const hn = headnode ?? req.env.GC_HEADNODE;
-  if (!hn) throw new UsageError(`gc ${cmd}: on the host, name the headnode: gc ${cmd} --headnode NAME ...`);
-  return { kind: 'headnode', vmId: hn, headnode: hn, admin: true };
+/** The headnode the command names: --headnode, or on the host GC_HEADNODE from the caller's environment. */
+function named(req: ToolRequest, flag: string | undefined): string | undefined {
+  return req.actor.kind === 'guest' ? flag : (flag ?? req.env.GC_HEADNODE);
 }
 
 function table(head: string[], rows: string[][]): string {
@@ -108,6 +103,8 @@ export function formatWhoami(w: WhoAmI): string {
   return lines.join('\n') + '\n';
 }
 
+const headnodeOf = (hn: string | undefined): { headnode?: string } => (hn !== undefined ? { headnode: hn } : {});
+
 /** A whole number from argv (yargs gives numbers for numeric words). */
 function wholeNumber(v: string | number | undefined, what: string): number {
   const n = typeof v === 'number' ? v : v !== undefined && /^\d+$/.test(v) ? Number(v) : NaN;
@@ -115,7 +112,7 @@ function wholeNumber(v: string | number | undefined, what: string): number {
   return n;
 }
 
-export function clusterTool(service: ClusterService): Tool {
+export function clusterTool(calls: ClusterCalls): Tool {
   return async (req) => {
     const [cmd, ...rest] = req.argv;
     switch (cmd) {
@@ -132,7 +129,7 @@ export function clusterTool(service: ClusterService): Tool {
         if (a._.length !== 1) throw new UsageError('gc clone N: give one number N (how many clones)');
         const n = wholeNumber(a._[0], 'gc clone N');
         const ttlSec = a.ttl !== undefined ? parseTtl(a.ttl) : undefined;
-        const made = await service.clone(caller(req, 'clone', a.headnode), ttlSec !== undefined ? { n, ttlSec } : { n });
+        const made = await calls.clone(req.actor, { n, ...(ttlSec !== undefined ? { ttlSec } : {}), ...headnodeOf(named(req, a.headnode)) });
         return ok(a.json ? JSON.stringify(made) + '\n' : formatNew(made));
       }
       case 'clones': {
@@ -148,16 +145,14 @@ export function clusterTool(service: ClusterService): Tool {
         const a = p.args;
         if (a._.length) throw new UsageError(`gc clones: unexpected argument '${String(a._[0])}'`);
         if (a.usage) {
-          const rows = service.usage(req.actor.kind === 'guest' ? req.actor.identity.owner : undefined);
+          const rows = calls.usage(req.actor);
           return ok(a.json ? JSON.stringify(rows) + '\n' : formatUsage(rows));
         }
         if (a.all) {
-          if (req.actor.kind === 'guest') throw new UsageError('gc clones --all is for the administrator on the host');
-          const all = await service.listAll();
+          const all = await calls.list(req.actor, { all: true });
           return ok(a.json ? JSON.stringify(all) + '\n' : formatClones(all, { headnodeColumn: true }));
         }
-        const who = caller(req, 'clones', a.headnode);
-        const list = await service.list(who.headnode, { admin: who.admin === true });
+        const list = await calls.list(req.actor, headnodeOf(named(req, a.headnode)));
         return ok(a.json ? JSON.stringify(list) + '\n' : formatClones(list));
       }
       case 'kill': {
@@ -177,7 +172,7 @@ export function clusterTool(service: ClusterService): Tool {
         if (a.all) sel = { all: true };
         else if (a.generation !== undefined) sel = { generation: wholeNumber(a.generation, 'gc kill --generation') };
         else sel = { ids: a._.map((v) => wholeNumber(v, 'gc kill')) };
-        const { killed } = await service.kill(caller(req, 'kill', a.headnode), sel);
+        const killed = await calls.kill(req.actor, sel, named(req, a.headnode));
         if (a.json) return ok(JSON.stringify(killed) + '\n');
         if (killed.length === 0) return ok('', 'gc kill: no such clone: nothing killed\n');
         return ok(killed.map((c) => `killed ${c.id} ${c.name}\n`).join(''));
@@ -187,7 +182,7 @@ export function clusterTool(service: ClusterService): Tool {
           y.usage('gc whoami [--json]: this VM in its cluster').option('json', { type: 'boolean' }).option('headnode', { type: 'string' }),
         );
         if (p.kind === 'help') return ok(p.help + '\n');
-        const w = service.whoami(caller(req, 'whoami', p.args.headnode));
+        const w = calls.whoami(req.actor, named(req, p.args.headnode));
         return ok(p.args.json ? JSON.stringify(w) + '\n' : formatWhoami(w));
       }
       default:

@@ -5,14 +5,14 @@ import { snapshotRamFromEnv } from '../vm/migration.js';
 import { defaultImageSource } from '../image/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
 import { log } from '../log.js';
-import { gcTool, type HeadnodeExec } from '../cli/tools/gc.js';
-import type { ToolResult } from '../cli/tool.js';
+import type { HeadnodeExec } from './commands/gc.js';
+import type { ToolResult } from './commands/tool.js';
 import type { Backend } from './backend.js';
-import { openClusters } from '../clusters/wiring.js';
+import { openClusters } from './clusters.js';
 import type { QuotaConfig } from '../config/quotas.js';
 
 /** The product backend: QEMU headnodes, snapshots and clones. */
-export async function qemuBackend(settings: Settings, channels: ChannelServer, opts: { quotas?: () => QuotaConfig } = {}): Promise<Backend> {
+export async function qemuBackend(settings: Settings, channels: ChannelServer, quotas: () => QuotaConfig): Promise<Backend> {
   const headnodes = new QemuHeadnodeManager({
     settings,
     channels,
@@ -23,7 +23,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, o
   // Job clones and virtual clusters have a driver each (different folders and lifetimes);
   // both snapshot the same headnodes, so they share the background-stream bookkeeping.
   const streams = new Map<string, Promise<void>>();
-  const clusters = await openClusters({ settings, channels, headnodes, streams, ...opts });
+  const clusters = await openClusters({ settings, channels, headnodes, streams, quotas });
   const driver = new QemuDriver({ settings, channels, headnodes, streams, snapshotRam: snapshotRamFromEnv(), clusterNicOf: (hn) => clusters.clusterNicOf(hn) });
   const exec: HeadnodeExec = async (name, argv, timeoutMs): Promise<ToolResult> => {
     // Take the agent under the headnode's lock but run outside it: the command may itself
@@ -39,7 +39,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, o
   return {
     driver,
     headnodes,
-    gc: (req, s) => gcTool(req, s, clusters.guard(headnodes), exec, clusters.gc),
+    admin: { headnodes: clusters.guard(headnodes), exec, clusters: clusters.calls },
     async close() {
       await driver.close();
       await clusters.close();

@@ -1,6 +1,7 @@
 import { CopperError, UsageError, errorMessage } from '../../errors.js';
+import { exitCodeOf } from '../../api/error-map.js';
 import { log } from '../../log.js';
-import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { gcqdel } from './gcqdel.js';
 import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';
@@ -18,6 +19,6 @@ export async function runTool(name: string, req: ToolRequest, s: ToolServices): 
   } catch (e) {
     if (!(e instanceof CopperError)) log.error('tool failed', { tool: name, error: errorMessage(e), stack: (e as Error).stack });
     const line = errorMessage(e).split('\n')[0];
-    return { stdout: '', stderr: `${name}: ${line}\n`, exitCode: e instanceof CopperError ? e.exitCode : 1 };
+    return { stdout: '', stderr: `${name}: ${line}\n`, exitCode: exitCodeOf(e) };
   }
 }

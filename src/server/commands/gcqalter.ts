@@ -2,7 +2,7 @@ import { UsageError } from '../../errors.js';
 import { parsePbsDateTime, parseWalltime } from '../../pbs/units.js';
 import { parsePriority, validateJobName } from '../../pbs/option-values.js';
 import type { JobChanges } from '../../scheduler/job-control.js';
-import type { Tool } from '../tool.js';
+import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 
 interface AlterArgs {

@@ -3,7 +3,7 @@ import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
 
 /** An admin's command in a running headnode, as root (gc headnode exec). */
 export type HeadnodeExec = (name: string, argv: string[], timeoutMs: number) => Promise<ToolResult>;
-import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
 
 function table(rows: HeadnodeInfo[]): string {
@@ -36,7 +36,7 @@ export async function gcTool(
   _s: ToolServices,
   headnodes: HeadnodeManager,
   exec: HeadnodeExec,
-  /** `gc clone|clones|kill|whoami` (src/cli/tools/gc-clone.ts), when the backend has clusters. */
+  /** `gc clone|clones|kill|whoami` (src/server/commands/gc-clone.ts), when the backend has clusters. */
   clusters?: { commands: ReadonlySet<string>; tool: Tool },
 ): Promise<ToolResult> {
   const [group, verb, ...rest] = req.argv;

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { UsageError } from '../../errors.js';
 import { parseQsub } from '../../pbs/qsub-options.js';
-import type { Tool } from '../tool.js';
+import type { Tool } from './tool.js';
 
 /** PBS's qsub exit status for -W block=true: the job's own status, as a shell sees it. */
 function blockExit(exitStatus: number | undefined): number {

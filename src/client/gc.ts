@@ -1,5 +1,5 @@
 import { loadSettings } from '../config/settings.js';
-import { main as client } from './client.js';
+import { main as client } from './cli-client.js';
 import { consoleCommand } from './console.js';
 import { imageCommand } from './image-cmd.js';
 

@@ -1,5 +1,6 @@
 import { loadSettings } from '../config/settings.js';
-import { CopperError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
+import { exitCodeOf } from '../api/error-map.js';
 import { buildImage, findImage } from '../image/image.js';
 
 const USAGE = `usage: gc image build [--force]   build the default headnode image (cached by recipe)
@@ -34,7 +35,7 @@ export async function imageCommand(argv: string[], env: NodeJS.ProcessEnv = proc
     return usage(`unknown subcommand '${sub}'`);
   } catch (err) {
     process.stderr.write(`gc image: ${errorMessage(err)}\n`);
-    return err instanceof CopperError ? err.exitCode : 1;
+    return exitCodeOf(err);
   }
 }
 

@@ -1,5 +1,6 @@
-import { errorMessage, CopperError } from '../../errors.js';
-import type { Tool } from '../tool.js';
+import { errorMessage } from '../../errors.js';
+import { exitCodeOf } from '../../api/error-map.js';
+import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 
 /** gcqdel ID...: remove queued jobs; stop running ones (their clones are destroyed). */
@@ -16,7 +17,7 @@ export const gcqdel: Tool = async (req, s) => {
       await s.scheduler.delete(req.actor, id);
     } catch (e) {
       stderr += `gcqdel: ${errorMessage(e)}\n`;
-      exitCode = e instanceof CopperError ? e.exitCode : 1;
+      exitCode = exitCodeOf(e);
     }
   }
   return { stdout: '', stderr, exitCode };

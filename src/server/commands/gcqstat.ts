@@ -1,7 +1,7 @@
 import { formatQstatAlternate, formatQstatFull, formatQstatJson, formatQstatTable, type QstatJob } from '../../pbs/qstat-format.js';
 import { UsageError } from '../../errors.js';
 import type { JobRecord } from '../../queue/job.js';
-import type { Tool } from '../tool.js';
+import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 
 interface QstatArgs {

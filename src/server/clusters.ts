@@ -1,11 +1,11 @@
 /**
  * Virtual clusters inside gcd's QEMU backend: their own driver (detached clones, folders under
- * <stateDir>/clusters/vm and <ramDir>/clusters), the service, the `gc` commands, and the
- * headnode-destroy hook (a destroyed headnode's cluster goes with it).
+ * <stateDir>/clusters/vm and <ramDir>/clusters), the service, the calls the API and the `gc`
+ * commands make of it, and the headnode-destroy hook (a destroyed headnode's cluster goes with it).
  */
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
-import { QuotaWatcher, type QuotaConfig } from '../config/quotas.js';
+import type { QuotaConfig } from '../config/quotas.js';
 import { VmHost } from '../vm/host.js';
 import { snapshotRamFromEnv } from '../vm/migration.js';
 import type { ClusterNic } from '../vm/vm-args.js';
@@ -13,10 +13,9 @@ import { errorMessage } from '../errors.js';
 import type { QemuHeadnodeManager } from '../headnodes/manager.js';
 import type { GuestChannels, HeadnodeManager } from '../headnodes/types.js';
 import { log } from '../log.js';
-import { CLUSTER_COMMANDS, clusterTool } from '../cli/tools/gc-clone.js';
-import type { Tool } from '../cli/tool.js';
-import { maxClonesSetting } from './quota.js';
-import { ClusterService } from './service.js';
+import { ClusterCalls } from '../clusters/calls.js';
+import { maxClonesSetting } from '../clusters/quota.js';
+import { ClusterService } from '../clusters/service.js';
 
 export interface ClusterWiringOptions {
   settings: Pick<Settings, 'stateDir' | 'ramDir' | 'configDir'>;
@@ -24,16 +23,16 @@ export interface ClusterWiringOptions {
   headnodes: QemuHeadnodeManager;
   /** Shared with the job driver: no snapshot starts while another driver streams that headnode. */
   streams: Map<string, Promise<void>>;
-  /** The admin quota file in force; without it, a watcher of <configDir>/quotas.yaml is started here. */
-  quotas?: () => QuotaConfig;
+  /** The admin quota file in force (gcd's one watcher). */
+  quotas: () => QuotaConfig;
 }
 
 export interface Clusters {
   service: ClusterService;
   /** For QemuDriverOptions.clusterNicOf of every driver that snapshots headnodes. */
   clusterNicOf(headnode: string): ClusterNic | undefined;
-  /** For gcTool: the commands it hands over. */
-  gc: { commands: ReadonlySet<string>; tool: Tool };
+  /** What the API's /v1/clusters routes and the `gc clone|clones|kill|whoami` commands call. */
+  calls: ClusterCalls;
   /** The manager, with destroy() taking the headnode's cluster down first. */
   guard(m: HeadnodeManager): HeadnodeManager;
   close(): Promise<void>;
@@ -45,18 +44,7 @@ export function clusterVmSettings(s: Pick<Settings, 'stateDir' | 'ramDir'>): Pic
 }
 
 export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
-  let watcher: QuotaWatcher | undefined;
-  let quotas = o.quotas;
-  if (!quotas) {
-    const w = new QuotaWatcher({
-      dir: o.settings.configDir,
-      signal: null, // gcd's own watcher handles SIGHUP; this one follows file changes
-      onError: (e) => log.error(`clusters: quota settings not reloaded: ${e.message}`),
-    });
-    w.start();
-    watcher = w;
-    quotas = () => w.current();
-  }
+  const quotas = o.quotas;
   const maxPerUser = maxClonesSetting();
   const readQuotas = quotas;
   let service: ClusterService | undefined;
@@ -78,7 +66,6 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
       quota: () => ({ config: readQuotas(), maxPerUser }),
     });
   } catch (err) {
-    watcher?.close();
     await driver.detach();
     throw err;
   }
@@ -86,7 +73,7 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
   return {
     service: s,
     clusterNicOf,
-    gc: { commands: CLUSTER_COMMANDS, tool: clusterTool(s) },
+    calls: new ClusterCalls(s),
     guard(m: HeadnodeManager): HeadnodeManager {
       return {
         create: (spec) => m.create(spec),
@@ -106,7 +93,6 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
       };
     },
     async close() {
-      watcher?.close();
       await s.close();
     },
   };

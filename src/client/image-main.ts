@@ -1,5 +1,5 @@
 /**
- * Standalone entry for CI and provisioning: `node dist/src/cli/image-main.js build [--force]`
+ * Standalone entry for CI and provisioning: `node dist/src/client/image-main.js build [--force]`
  * (same as `gc image ...`).
  */
 import { imageCommand } from './image-cmd.js';

@@ -1,5 +1,6 @@
-import { CopperError, errorMessage } from '../../errors.js';
-import type { Tool, ToolRequest, ToolResult, ToolServices } from '../tool.js';
+import { errorMessage } from '../../errors.js';
+import { exitCodeOf } from '../../api/error-map.js';
+import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
 
 /** Run `op` for each job id given; one stderr line per failure, PBS's status for the last. */
@@ -20,7 +21,7 @@ async function eachJob(tool: string, req: ToolRequest, op: (id: string) => Promi
       await op(id);
     } catch (e) {
       stderr += `${tool}: ${errorMessage(e)}\n`;
-      exitCode = e instanceof CopperError ? e.exitCode : 1;
+      exitCode = exitCodeOf(e);
     }
   }
   return { stdout: '', stderr, exitCode };

@@ -1,8 +1,8 @@
 import { readFileSync, statSync } from 'node:fs';
-import { request } from 'node:http';
 import { userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { loadSettings } from '../config/settings.js';
+import { httpCall } from './http.js';
 
 /**
  * The host's thin client: every tool sends its argv to gcd's admin socket and prints what
@@ -19,22 +19,6 @@ interface CliAnswer {
 
 const MAX_SCRIPT = 1024 * 1024;
 
-function post(socketPath: string, body: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { socketPath, path: '/v1/cli', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 export async function main(tool: string, argv: string[] = process.argv.slice(2)): Promise<number> {
   const settings = loadSettings();
   const cwd = process.cwd();
@@ -46,7 +30,7 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
     const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing });
     let answer: CliAnswer;
     try {
-      const r = await post(settings.socketPath, body);
+      const r = await httpCall({ socketPath: settings.socketPath }, 'POST', '/v1/cli', body);
       answer = JSON.parse(r.text) as CliAnswer;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
