@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
-import { loadSettings } from '../config/settings.js';
+import { settingProblem, settings as loadSettings } from '../config/settings.js';
 
 /**
  * The host's thin client: every tool sends its argv to gcd's admin socket and prints what
@@ -36,6 +36,8 @@ function post(socketPath: string, body: string): Promise<{ status: number; text:
 }
 
 export async function main(tool: string, argv: string[] = process.argv.slice(2)): Promise<number> {
+  const bad = settingProblem();
+  if (bad) return (process.stderr.write(`${tool}: ${bad.message}\n`), bad.exitCode);
   const settings = loadSettings();
   const cwd = process.cwd();
   const env: Record<string, string> = {};

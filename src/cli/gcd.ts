@@ -92,8 +92,8 @@ async function run(settings: Settings): Promise<number> {
       driver: backend.driver,
       stateDir: settings.stateDir,
       capacity: defaultCapacity(),
-      killDelayMs: Number(process.env.GC_KILL_DELAY_MS ?? 10_000),
-      lockDurationMs: Number(process.env.GC_LOCK_MS ?? 30_000),
+      killDelayMs: settings.killDelayMs,
+      lockDurationMs: settings.lockDurationMs,
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
     });
