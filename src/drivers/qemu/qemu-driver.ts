@@ -28,6 +28,8 @@ import { GUEST_CLONE_INIT, GUEST_RUN_JOB } from '../../headnodes/image.js';
 import { KeyedLock } from '../../headnodes/keyed-lock.js';
 import { pruneGenerations, type LiveHeadnode } from '../../headnodes/manager.js';
 import { writeJsonAtomic } from '../../headnodes/record.js';
+import { parseRecord, RecordError } from '../../json-record.js';
+import { CLONE_RECORD, SNAPSHOT_META } from './records.schema.js';
 import type { GuestChannels, HeadnodeSpec } from '../../headnodes/types.js';
 import { processUsage } from './proc-usage.js';
 import type {
@@ -142,7 +144,8 @@ export interface SnapshotMeta {
   vm: FrozenVm;
 }
 
-interface CloneRecord {
+export interface CloneRecord {
+  version: 1;
   cloneId: string;
   snapshotId: string;
   headnode: string;
@@ -498,8 +501,9 @@ export class QemuDriver implements Driver {
   private async readMeta(snapshotId: string): Promise<SnapshotMeta> {
     const sp = this.layout.snapshot(snapshotId);
     try {
-      return JSON.parse(await readFile(sp.meta, 'utf8')) as SnapshotMeta;
+      return parseRecord(sp.meta, 'snapshot metadata', await readFile(sp.meta, 'utf8'), SNAPSHOT_META);
     } catch (err) {
+      if (err instanceof RecordError) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no snapshot '${snapshotId}'`);
       throw new DriverError(`snapshot '${snapshotId}' metadata unreadable: ${errorMessage(err)}`, { cause: err });
     }
@@ -588,7 +592,7 @@ export class QemuDriver implements Driver {
       };
       try {
         await mkdir(cp.dir, { recursive: true, mode: 0o700 });
-        const rec: CloneRecord = { ...handle, createdAt: Date.now() };
+        const rec: CloneRecord = { version: 1, ...handle, createdAt: Date.now() };
         await writeJsonAtomic(cp.record, rec);
         await createOverlay(cp.disk, sp.disk);
         const apiSocket = await this.opts.channels.open({
@@ -791,7 +795,7 @@ export class QemuDriver implements Driver {
       let rec: CloneRecord;
       let meta: SnapshotMeta;
       try {
-        rec = JSON.parse(await readFile(cp.record, 'utf8')) as CloneRecord;
+        rec = parseRecord(cp.record, 'clone record', await readFile(cp.record, 'utf8'), CLONE_RECORD);
         meta = await this.readMeta(rec.snapshotId);
       } catch (err) {
         log.warn(`clone ${cloneId}: not reattached: ${errorMessage(err)}`);
