@@ -9,17 +9,31 @@ import { readRecord } from '../../src/headnodes/record.js';
 import { parseRecord, RecordError } from '../../src/json-record.js';
 
 const META = {
-  version: 1, id: 's1', headnode: 'hn', owner: 'alice', group: 'physics', createdAt: 1700000000000, pauseMs: 42,
+  version: 1,
+  id: 's1',
+  headnode: 'hn',
+  owner: 'alice',
+  group: 'physics',
+  createdAt: 1700000000000,
+  pauseMs: 42,
   vm: { accel: 'tcg', memMiB: 512, vcpus: 1, maxVcpus: 4, clusterNic: { kind: 'mcast', mcast: '230.0.0.1:1234', mac: '52:54:00:00:00:01' } },
 };
 
 const HEADNODE = {
-  version: 1, createdAt: 1, diskGen: 2, want: 'running', accel: 'tcg', boot: { base: '/img/base.qcow2' },
+  version: 1,
+  createdAt: 1,
+  diskGen: 2,
+  want: 'running',
+  accel: 'tcg',
+  boot: { base: '/img/base.qcow2' },
   spec: { name: 'hn', owner: 'alice', group: 'physics', memMiB: 512, vcpus: 1, diskGiB: 4 },
 };
 
 async function failure(p: Promise<unknown>): Promise<RecordError> {
-  const e: unknown = await p.then(() => new Error('accepted'), (err: unknown) => err);
+  const e: unknown = await p.then(
+    () => new Error('accepted'),
+    (err: unknown) => err,
+  );
   if (e instanceof RecordError) return e;
   throw e;
 }
@@ -82,7 +96,10 @@ describe('on-disk JSON records are checked when read', () => {
 
   it('cluster registry: a wrong shape or version stops loading with the file named', async () => {
     const file = join(dir, 'registry.json');
-    await writeFile(file, JSON.stringify({ version: 1, clusters: [{ headnode: 'hn', owner: 'a', group: 'a', network: 0, clones: [{ id: 1 }] }], snapshots: [] }));
+    await writeFile(
+      file,
+      JSON.stringify({ version: 1, clusters: [{ headnode: 'hn', owner: 'a', group: 'a', network: 0, clones: [{ id: 1 }] }], snapshots: [] }),
+    );
     expect((await failure(ClusterRegistry.load(dir))).message).to.match(/^cluster registry .*registry\.json is corrupt: clusters\.0\.clones\.0\.vmId: /);
     await writeFile(file, JSON.stringify({ version: 'two', clusters: [], snapshots: [] }));
     expect((await failure(ClusterRegistry.load(dir))).message).to.match(/has unknown version "two"/);

@@ -62,8 +62,15 @@ describe('settings (GC_* environment variables)', () => {
 
   it('parses each type of value', () => {
     const s = loadSettings({
-      GC_KILL_DELAY_MS: '500', GC_LOCK_MS: '3000', GC_CAPACITY_NCPUS: '16', GC_MAX_CLONES: '0', GC_ACCEL: 'tcg',
-      GC_REDIS_URL: 'rediss://:pw@db:6380/1', GC_SERVER_NAME: 'srv-2', GC_DRIVER: 'fake', GC_STATE_DIR: 'rel',
+      GC_KILL_DELAY_MS: '500',
+      GC_LOCK_MS: '3000',
+      GC_CAPACITY_NCPUS: '16',
+      GC_MAX_CLONES: '0',
+      GC_ACCEL: 'tcg',
+      GC_REDIS_URL: 'rediss://:pw@db:6380/1',
+      GC_SERVER_NAME: 'srv-2',
+      GC_DRIVER: 'fake',
+      GC_STATE_DIR: 'rel',
     });
     expect(s).to.include({ killDelayMs: 500, lockDurationMs: 3000, capacityNcpus: 16, maxClones: 0, accel: 'tcg', driver: 'fake' });
     expect(s).to.include({ redisUrl: 'rediss://:pw@db:6380/1', serverName: 'srv-2', stateDir: join(process.cwd(), 'rel') });
@@ -101,7 +108,11 @@ describe('settings (GC_* environment variables)', () => {
   });
 
   it('a host tool and gcd given a bad setting print one line naming it and exit 2', () => {
-    for (const [bin, prefix] of [['gcqstat.js', 'gcqstat'], ['gcd.js', 'gcd'], ['gc.js', 'gc']] as const) {
+    for (const [bin, prefix] of [
+      ['gcqstat.js', 'gcqstat'],
+      ['gcd.js', 'gcd'],
+      ['gc.js', 'gc'],
+    ] as const) {
       const r = spawnSync(process.execPath, [join(ROOT, 'bin', bin)], {
         env: { ...process.env, GC_STATE_DIR: '/nonexistent/copper-settings-test', GC_KILL_DELAY_MS: 'abc' },
         encoding: 'utf8',
