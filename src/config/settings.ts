@@ -289,6 +289,14 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
   };
 }
 
+/**
+ * One setting alone, for a module-level constant: importing a module must not throw because
+ * another variable is bad (the tool or gcd reports that one in one line at start).
+ */
+export function setting<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv = process.env): Settings[K] {
+  return read(key, env, read('stateDir', env, ''));
+}
+
 const parsed = new WeakMap<NodeJS.ProcessEnv, Settings>();
 
 /**

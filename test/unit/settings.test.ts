@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadSettings, SETTING_DECLS, SettingError, settings } from '../../src/config/settings.js';
+import { loadSettings, setting, SETTING_DECLS, SettingError, settings } from '../../src/config/settings.js';
 import { settingsTable, withSettingsTable } from '../../src/config/settings-table.js';
 import { UsageError } from '../../src/errors.js';
 
@@ -97,6 +97,12 @@ describe('settings (GC_* environment variables)', () => {
       [{ GC_REDIS_URL: 'not a url' }, 'GC_REDIS_URL=not a url: not a URL'],
     ];
     for (const [env, msg] of cases) expect(refusal(env).message).to.equal(msg);
+  });
+
+  it('setting() reads one variable without minding the others', () => {
+    expect(setting('qemuBinary', { GC_QEMU: '/opt/qemu', GC_KILL_DELAY_MS: 'abc' })).to.equal('/opt/qemu');
+    expect(setting('socketPath', { GC_STATE_DIR: '/srv/gc' })).to.equal('/srv/gc/gcd.sock');
+    expect(() => setting('killDelayMs', { GC_KILL_DELAY_MS: 'abc' })).to.throw(SettingError);
   });
 
   it('settings() parses an environment once', () => {
