@@ -1,7 +1,8 @@
+import { exitCodeOf } from '../api/error-map.js';
 import { readFileSync, statSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { isAbsolute, join } from 'node:path';
-import { loadSettings } from '../config/settings.js';
+import { settingProblem, settings as loadSettings } from '../config/settings.js';
 import { httpCall } from './http.js';
 
 /**
@@ -20,6 +21,8 @@ interface CliAnswer {
 const MAX_SCRIPT = 1024 * 1024;
 
 export async function main(tool: string, argv: string[] = process.argv.slice(2)): Promise<number> {
+  const bad = settingProblem();
+  if (bad) return (process.stderr.write(`${tool}: ${bad.message}\n`), exitCodeOf(bad));
   const settings = loadSettings();
   const cwd = process.cwd();
   const env: Record<string, string> = {};

@@ -1,4 +1,5 @@
-import { loadSettings } from '../config/settings.js';
+import { exitCodeOf } from '../api/error-map.js';
+import { loadSettings, settingProblem } from '../config/settings.js';
 import { main as client } from './cli-client.js';
 import { consoleCommand } from './console.js';
 import { imageCommand } from './image-cmd.js';
@@ -9,6 +10,8 @@ import { imageCommand } from './image-cmd.js';
  */
 export async function main(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
+  const bad = settingProblem();
+  if (bad) return (process.stderr.write(`gc: ${bad.message}\n`), exitCodeOf(bad));
   if (sub === 'image') return imageCommand(rest);
   if (sub === 'console' || sub === 'ssh') return consoleCommand(loadSettings(), rest[0]);
   if (sub === undefined || sub === '--help' || sub === 'help') {

@@ -5,10 +5,9 @@
  * `gc clone 3` with room for 2 creates none.
  */
 import type { QuotaConfig } from '../config/quotas.js';
-import { QuotaError, UsageError } from '../errors.js';
+import { settings } from '../config/settings.js';
+import { QuotaError } from '../errors.js';
 import { checkClone, userLimit, UsageTracker } from '../scheduler/policy.js';
-
-export const DEFAULT_MAX_CLONES = 8;
 
 export interface CloneHolder {
   user: string;
@@ -24,11 +23,7 @@ export interface CloneQuota {
 
 /** GC_MAX_CLONES, a whole number >= 0. */
 export function maxClonesSetting(env: NodeJS.ProcessEnv = process.env): number {
-  const text = env.GC_MAX_CLONES;
-  if (text === undefined || text === '') return DEFAULT_MAX_CLONES;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`GC_MAX_CLONES must be a whole number >= 0, not '${text}'`);
-  return n;
+  return settings(env).maxClones;
 }
 
 /** Live clones per user, group and in total, from who holds each one. */

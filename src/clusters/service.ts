@@ -19,6 +19,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { settings } from '../config/settings.js';
 import { CopperError, DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { pidAlive } from '../vm/vm-process.js';
@@ -93,7 +94,7 @@ export class ClusterService {
     this.driver = o.driver;
     this.maxBatch = o.maxBatch ?? 64;
     this.maxGeneration = o.maxGeneration ?? 16;
-    this.concurrency = o.concurrency ?? (Number(process.env.GC_CLONE_CONCURRENCY) || 4);
+    this.concurrency = o.concurrency ?? settings().cloneConcurrency;
     this.maxTtlSec = o.maxTtlSec ?? 30 * 86_400;
   }
 

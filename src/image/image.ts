@@ -5,6 +5,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { settings } from '../config/settings.js';
 import { DriverError, UsageError, errorMessage } from '../errors.js';
 import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
 import { duBytes, hostMirror, newestKernel, requireTool, run, secs } from './host-tools.js';
@@ -116,7 +117,7 @@ export function guestKernelCmdline(opts: CmdlineOptions): string {
 
 /** Images are cached per state folder, or in GC_IMAGE_DIR when several state folders share one cache (tests, CI). */
 export function imagesDir(stateDir: string, env: NodeJS.ProcessEnv = process.env): string {
-  return env.GC_IMAGE_DIR ? resolve(env.GC_IMAGE_DIR) : join(stateDir, 'images');
+  return settings(env).imageDir ?? join(stateDir, 'images');
 }
 
 /** The image for the current recipe if it is built, without building it. */
@@ -159,7 +160,7 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   }
   const sizeMiB = opts.sizeMiB ?? DEFAULT_SIZE_MIB;
   if (!Number.isInteger(sizeMiB) || sizeMiB < 1024) throw new UsageError(`image size ${sizeMiB} MiB: must be an integer >= 1024`);
-  const mirror = opts.mirror ?? (env.GC_DEBIAN_MIRROR || (await hostMirror(SUITE)) || DEFAULT_MIRROR);
+  const mirror = opts.mirror ?? (settings(env).debianMirror ?? ((await hostMirror(SUITE)) || DEFAULT_MIRROR));
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ RECIPE_VERSION, SUITE, PACKAGES, sizeMiB, kernelVersion }));
   hash.update(await readFile(kernelPath));
@@ -176,7 +177,8 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
 
 /** The image/ folder of this checkout (dist/src/image -> repo root), or GC_IMAGE_RECIPE_DIR. */
 function findRecipeDir(env: NodeJS.ProcessEnv): string {
-  if (env.GC_IMAGE_RECIPE_DIR) return resolve(env.GC_IMAGE_RECIPE_DIR);
+  const configured = settings(env).imageRecipeDir;
+  if (configured !== undefined) return configured;
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
     if (existsSync(join(dir, 'image', 'guest', 'sbin', 'copper-init'))) return join(dir, 'image');

@@ -23,9 +23,8 @@ export interface Backend {
 }
 
 export async function createBackend(settings: Settings, channels: ChannelServer, quotas: () => QuotaConfig): Promise<Backend> {
-  const kind = process.env.GC_DRIVER ?? 'qemu';
-  if (kind === 'fake') {
-    const f = fakeBackend(settings.stateDir, process.env.GC_FAKE_HEADNODES);
+  if (settings.driver === 'fake') {
+    const f = fakeBackend(settings.stateDir, settings.fakeHeadnodes);
     return { driver: f.driver, headnodes: f.headnodes, close: () => f.driver.close() };
   }
   const { qemuBackend } = await import('./qemu-backend.js');

@@ -92,8 +92,8 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       driver: backend.driver,
       stateDir: settings.stateDir,
       capacity: defaultCapacity(),
-      killDelayMs: Number(process.env.GC_KILL_DELAY_MS ?? 10_000),
-      lockDurationMs: Number(process.env.GC_LOCK_MS ?? 30_000),
+      killDelayMs: settings.killDelayMs,
+      lockDurationMs: settings.lockDurationMs,
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
     });

@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync, readFileSync } from 'node:fs';
-import { UsageError } from '../errors.js';
+import { settings } from '../config/settings.js';
 /** How a VM's vCPUs run: hardware virtualization or QEMU's translator. */
 export type Accel = 'kvm' | 'tcg';
 
@@ -12,12 +12,7 @@ export type Accel = 'kvm' | 'tcg';
  * `GC_ACCEL=kvm|tcg` forces the choice either way.
  */
 export function detectAccel(env: NodeJS.ProcessEnv = process.env): Accel {
-  const forced = env.GC_ACCEL;
-  if (forced !== undefined && forced !== '') {
-    if (forced === 'kvm' || forced === 'tcg') return forced;
-    throw new UsageError(`GC_ACCEL must be 'kvm' or 'tcg', not '${forced}'`);
-  }
-  return kvmDeviceUsable() && cpuHasVirtFlag() ? 'kvm' : 'tcg';
+  return settings(env).accel ?? (kvmDeviceUsable() && cpuHasVirtFlag() ? 'kvm' : 'tcg');
 }
 
 function kvmDeviceUsable(path = '/dev/kvm'): boolean {

@@ -4,7 +4,8 @@
  * the devices' state, a few hundred KB.
  */
 import { release } from 'node:os';
-import { DriverError, UsageError, errorMessage } from '../errors.js';
+import { settings } from '../config/settings.js';
+import { DriverError, errorMessage } from '../errors.js';
 import type { QmpClient } from './qmp.js';
 
 interface MigrationInfo {
@@ -49,10 +50,7 @@ export type SnapshotRamMethod = 'auto' | 'copy';
 
 /** GC_SNAPSHOT_RAM=auto|copy (unset: auto). */
 export function snapshotRamFromEnv(env: NodeJS.ProcessEnv = process.env): SnapshotRamMethod {
-  const v = env.GC_SNAPSHOT_RAM;
-  if (v === undefined || v === '' || v === 'auto') return 'auto';
-  if (v === 'copy') return 'copy';
-  throw new UsageError(`GC_SNAPSHOT_RAM must be 'auto' or 'copy', not '${v}'`);
+  return settings(env).snapshotRam;
 }
 
 /** x-ignore-shared: RAM in a shared file is not sent, only the devices' state. */

@@ -11,10 +11,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { open, readFile, rm, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { setting } from '../config/settings.js';
 import { DriverError, errorMessage } from '../errors.js';
 import { QmpClient } from './qmp.js';
 
-export const QEMU_BINARY = process.env.GC_QEMU ?? 'qemu-system-x86_64';
+export const QEMU_BINARY = setting('qemuBinary');
 
 export type VmLifetime = 'job' | 'detached';
 

@@ -7,6 +7,8 @@
  * clone-init gives it its own hostname, machine-id, entropy, clock and online vCPUs, by
  * default in the caller's first command (RunningClone.pendingInit).
  */
+import { parseRecord } from '../../json-record.js';
+import { CLONE_RECORD } from '../records.schema.js';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -87,7 +89,7 @@ export class Clones {
       };
       try {
         await mkdir(cp.dir, { recursive: true, mode: 0o700 });
-        const rec: CloneRecord = { ...handle, createdAt: Date.now() };
+        const rec: CloneRecord = { version: 1, ...handle, createdAt: Date.now() };
         await writeJsonAtomic(cp.record, rec);
         await createOverlay(cp.disk, sp.disk);
         const apiSocket = await this.o.channels.open({
@@ -190,7 +192,7 @@ export class Clones {
       let rec: CloneRecord;
       let meta: SnapshotMeta;
       try {
-        rec = JSON.parse(await readFile(cp.record, 'utf8')) as CloneRecord;
+        rec = parseRecord(cp.record, 'clone record', await readFile(cp.record, 'utf8'), CLONE_RECORD);
         meta = await this.o.store.meta(rec.snapshotId);
       } catch (err) {
         log.warn(`clone ${cloneId}: not reattached: ${errorMessage(err)}`);

@@ -78,6 +78,7 @@ export interface RunningClone extends LiveCloneAccess {
 
 /** <clone>/clone.json. */
 export interface CloneRecord extends CloneRef {
+  version: 1;
   createdAt: number;
 }
 

@@ -2,6 +2,8 @@
  * Snapshot folders on disk (layout.ts): list, read, remove, and sweep what a crash left.
  * A snapshot exists once its meta.json does; it is removed meta.json first.
  */
+import { parseRecord, RecordError } from '../../json-record.js';
+import { SNAPSHOT_META } from '../records.schema.js';
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DriverError, NotFoundError, errorMessage } from '../../errors.js';
@@ -28,8 +30,9 @@ export class SnapshotStore {
   async meta(snapshotId: string): Promise<SnapshotMeta> {
     const sp = this.layout.snapshot(snapshotId);
     try {
-      return JSON.parse(await readFile(sp.meta, 'utf8')) as SnapshotMeta;
+      return parseRecord(sp.meta, 'snapshot metadata', await readFile(sp.meta, 'utf8'), SNAPSHOT_META);
     } catch (err) {
+      if (err instanceof RecordError) throw err;
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no snapshot '${snapshotId}'`);
       throw new DriverError(`snapshot '${snapshotId}' metadata unreadable: ${errorMessage(err)}`, { cause: err });
     }
