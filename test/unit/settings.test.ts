@@ -1,3 +1,4 @@
+import { exitCodeOf } from '../../src/api/error-map.js';
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -80,7 +81,8 @@ describe('settings (GC_* environment variables)', () => {
     const e = refusal({ GC_KILL_DELAY_MS: 'abc' });
     expect(e.message).to.equal('GC_KILL_DELAY_MS=abc: not a number of milliseconds');
     expect(e).to.be.instanceOf(UsageError);
-    expect(e).to.include({ variable: 'GC_KILL_DELAY_MS', value: 'abc', reason: 'not a number of milliseconds', exitCode: 2 });
+    expect(e).to.include({ variable: 'GC_KILL_DELAY_MS', value: 'abc', reason: 'not a number of milliseconds' });
+    expect(exitCodeOf(e)).to.equal(2);
     const cases: Array<[NodeJS.ProcessEnv, string]> = [
       [{ GC_KILL_DELAY_MS: '1e3' }, 'GC_KILL_DELAY_MS=1e3: not a number of milliseconds'],
       [{ GC_LOCK_MS: '50' }, 'GC_LOCK_MS=50: not a number of milliseconds >= 1000'],
