@@ -86,9 +86,24 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /**
+   * Set in the same write that makes the job F, cleared once its snapshot reference,
+   * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
+   */
+  settling?: boolean;
+  /**
+   * How a job that ran (or tried to) ended, written in the same compare-and-set as its E or F:
+   * its command exited, walltime killed it, gcqdel stopped it, it failed to start, or it was
+   * lost with a gcd that died. Mail (-m a) and accounting read it rather than the comment.
+   */
+  endReason?: EndReason;
   /** The last job mail that could not be sent, and why (gcqstat -f mail_error). */
   mailError?: string;
 }
+
+export type EndReason = 'exit' | 'walltime' | 'deleted' | 'failed' | 'lost';
+
+export const END_REASONS: readonly EndReason[] = ['exit', 'walltime', 'deleted', 'failed', 'lost'];
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';
 

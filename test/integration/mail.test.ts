@@ -28,10 +28,11 @@ function submit(g: GcdProcess, args: string[]): string {
   return r.stdout.trim();
 }
 
-const finished = (g: GcdProcess, id: string): Promise<JsonJob> => until(`${id} finished`, () => {
-  const j = job(g, id);
-  return j.job_state === 'F' ? j : undefined;
-});
+const finished = (g: GcdProcess, id: string): Promise<JsonJob> =>
+  until(`${id} finished`, () => {
+    const j = job(g, id);
+    return j.job_state === 'F' ? j : undefined;
+  });
 
 /** Job mail's own Redis keys (an array's notes): none may stay once the array has ended. */
 const mailKeys = (g: GcdProcess): string =>
@@ -62,7 +63,7 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       await g.start();
     });
 
-    it('-m be -M: a begin and an end message to each address, with the job\'s facts', async function () {
+    it("-m be -M: a begin and an end message to each address, with the job's facts", async function () {
       const id = submit(g, ['-N', 'calc', '-m', 'be', '-M', 'bob@example.org,carol', '-l', 'walltime=00:05:00', '--', 'sh', '-c', 'sleep 1; exit 3']);
       expect(id).to.equal('1.srv');
       const done = await finished(g, id);
@@ -152,11 +153,24 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       expect(m!.body).to.contain('Job Array: 3 tasks');
       const marker = submit(g, ['-N', 'marker', '-m', 'e', '--', 'true']);
       await until('marker mail', () => smtp.about(marker).length > 0);
-      expect(smtp.messages).to.have.length(2, 'the array\'s abort and the marker\'s end, nothing per task');
+      expect(smtp.messages).to.have.length(2, "the array's abort and the marker's end, nothing per task");
       expect(mailKeys(g)).to.equal('');
     });
 
-    it('a slow SMTP server does not delay the job\'s end', async function () {
+    it('a -r n job lost with a crashed gcd gets one abort message, from the gcd that ends it at start', async function () {
+      const lost = submit(g, ['-N', 'lost', '-r', 'n', '--', 'sleep', '40.05']);
+      await until('running', () => job(g, lost).job_state === 'R');
+      await g.kill9();
+      expect(smtp.about(lost)).to.have.length(0, 'nothing before the crash: default -m a, no begin');
+      await g.start();
+      const [m] = await until('the abort message', () => (smtp.about(lost).length ? smtp.about(lost) : undefined));
+      expect(m!.subject).to.equal(`PBS JOB ${lost} lost: aborted by copper`);
+      expect(m!.body).to.contain('Exit_status=-3');
+      expect(m!.body).to.match(/comment=gcd stopped while the job ran; not rerunnable/);
+      expect(job(g, lost).Exit_status).to.equal(-3);
+    });
+
+    it("a slow SMTP server does not delay the job's end", async function () {
       await g.cleanup();
       await smtp.stop();
       smtp = await SmtpRecorder.start({ delayMs: 6000 });
@@ -178,7 +192,7 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       await g.start();
     });
 
-    it('leaves the job\'s result unchanged and shows the failure in gcqstat -f', async function () {
+    it("leaves the job's result unchanged and shows the failure in gcqstat -f", async function () {
       const r = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'nomail', '-m', 'abe', '-W', 'block=true', '--', 'sh', '-c', 'echo out; exit 5'], { cwd: '/tmp' });
       expect(r.status, r.stderr).to.equal(5);
       const j = await until('mail_error', () => {
@@ -191,11 +205,11 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       expect(j.mail_error).to.match(/^(begin|end) mail to alice@srv not sent: .*ECONNREFUSED/);
       const full = g.tool('gcqstat', ['-x', '-f', '1.srv']).stdout;
       expect(full).to.match(/mail_error = (begin|end) mail to alice@srv not sent/);
-      await until('the failure in gcd\'s log', () => g.log.includes('job mail not sent'));
+      await until("the failure in gcd's log", () => g.log.includes('job mail not sent'));
     });
   });
 
-  describe('through the host MTA\'s sendmail interface (msmtp, a Debian MTA)', function () {
+  describe("through the host MTA's sendmail interface (msmtp, a Debian MTA)", function () {
     let home: string;
     beforeEach(async function () {
       smtp = await SmtpRecorder.start();
@@ -236,7 +250,9 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
         return x.job_state === 'F' && x.mail_error ? x : undefined;
       });
       expect(j.Exit_status).to.equal(-29);
-      expect(j.mail_error).to.equal('abort mail to alice@srv not sent: /nonexistent/sendmail: no such program; install an MTA or set GC_SMTP_URL / GC_SENDMAIL');
+      expect(j.mail_error).to.equal(
+        'abort mail to alice@srv not sent: /nonexistent/sendmail: no such program; install an MTA or set GC_SMTP_URL / GC_SENDMAIL',
+      );
     });
   });
 });

@@ -30,15 +30,7 @@ describe('job mail from real clones @vm', function () {
   });
 
   it('#PBS -m be -M in a script: begin and end messages with exit status, memory and where the output went', async function () {
-    const script = [
-      '#!/bin/sh',
-      '#PBS -N mailed',
-      '#PBS -m be',
-      '#PBS -M alice@example.org',
-      '#PBS -l walltime=00:10:00',
-      'echo working',
-      'exit 6',
-    ].join('\n');
+    const script = ['#!/bin/sh', '#PBS -N mailed', '#PBS -m be', '#PBS -M alice@example.org', '#PBS -l walltime=00:10:00', 'echo working', 'exit 6'].join('\n');
     const sub = g.inHeadnode('hn', `mkdir -p /root/m && cd /root/m && printf '%s\\n' '${script.replace(/'/g, "'\\''")}' > job.sh && gcqsub job.sh`);
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();

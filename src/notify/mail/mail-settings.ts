@@ -1,3 +1,5 @@
+import type { Settings } from '../../config/settings.js';
+
 /**
  * How job mail leaves the host. Either an SMTP relay (GC_SMTP_URL, e.g.
  * `smtp://relay.example.org:25`, `smtps://user:pass@relay:465`) or, by default, the host's
@@ -14,12 +16,8 @@ export interface MailSettings {
   domain: string;
 }
 
-export function loadMailSettings(env: NodeJS.ProcessEnv, serverName: string): MailSettings {
-  const domain = env.GC_MAIL_DOMAIN || serverName;
-  return {
-    smtpUrl: env.GC_SMTP_URL || undefined,
-    sendmailPath: env.GC_SENDMAIL || '/usr/sbin/sendmail',
-    from: env.GC_MAIL_FROM || `copper@${domain}`,
-    domain,
-  };
+/** The mail settings of gcd's settings (GC_SMTP_URL, GC_SENDMAIL, GC_MAIL_FROM, GC_MAIL_DOMAIN). */
+export function mailSettings(s: Pick<Settings, 'smtpUrl' | 'sendmailPath' | 'mailFrom' | 'mailDomain' | 'serverName'>): MailSettings {
+  const domain = s.mailDomain ?? s.serverName;
+  return { smtpUrl: s.smtpUrl, sendmailPath: s.sendmailPath, from: s.mailFrom ?? `copper@${domain}`, domain };
 }

@@ -1,6 +1,6 @@
 import { access, constants } from 'node:fs/promises';
 import nodemailer from 'nodemailer';
-import { CopperError, UsageError, errorMessage } from '../../errors.js';
+import { CopperError, errorMessage } from '../../errors.js';
 import type { MailSettings } from './mail-settings.js';
 
 /** One message, ready to go. */
@@ -32,11 +32,9 @@ export interface MailTransport {
  * nodemailer over the configured route: an SMTP relay (pooled, so a burst of job ends shares
  * a few connections) or the host MTA's sendmail program (`sendmail -i -f <from> -- <rcpt>...`).
  * Timeouts are short: a dead relay must fail a message in seconds, not hold it for minutes.
+ * The URL's scheme was checked with the other settings (GC_SMTP_URL in config/settings.ts).
  */
 export function createMailTransport(s: MailSettings): MailTransport {
-  if (s.smtpUrl !== undefined && !/^smtps?:\/\/[^/]+/.test(s.smtpUrl)) {
-    throw new UsageError(`GC_SMTP_URL ${JSON.stringify(s.smtpUrl)}: give smtp://host[:port] or smtps://[user:pass@]host[:port]`);
-  }
   const transporter = s.smtpUrl
     ? nodemailer.createTransport({
         pool: true,
@@ -51,7 +49,13 @@ export function createMailTransport(s: MailSettings): MailTransport {
   return {
     send: async (m) => {
       // Without a relay and without an MTA, say how to configure one rather than "spawn ENOENT".
-      if (!s.smtpUrl && !(await access(s.sendmailPath, constants.X_OK).then(() => true, () => false))) {
+      if (
+        !s.smtpUrl &&
+        !(await access(s.sendmailPath, constants.X_OK).then(
+          () => true,
+          () => false,
+        ))
+      ) {
         throw new MailSendError(route, 'no such program; install an MTA or set GC_SMTP_URL / GC_SENDMAIL');
       }
       try {
