@@ -35,7 +35,8 @@ function post(socketPath: string, body: string): Promise<{ status: number; text:
   });
 }
 
-export async function main(tool: string, argv: string[] = process.argv.slice(2)): Promise<number> {
+/** `calledAs`: the PBS name (qstat) the tool was run by; its messages then start with that name. */
+export async function main(tool: string, argv: string[] = process.argv.slice(2), calledAs: string = tool): Promise<number> {
   const settings = loadSettings();
   const cwd = process.cwd();
   const env: Record<string, string> = {};
@@ -58,6 +59,12 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
       process.stderr.write(`${tool}: ${answer.error}\n`);
       return 2;
     }
+    if (answer.needFile === '-') {
+      // gcqsub with no script operand: the script is standard input, unless it is a terminal.
+      if (process.stdin.isTTY || missing.includes('-')) missing.push('-');
+      else files['-'] = readFileSync(0, 'utf8');
+      continue;
+    }
     if (answer.needFile) {
       const p = isAbsolute(answer.needFile) ? answer.needFile : join(cwd, answer.needFile);
       try {
@@ -74,7 +81,7 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
       continue;
     }
     if (answer.stdout) process.stdout.write(answer.stdout);
-    if (answer.stderr) process.stderr.write(answer.stderr);
+    if (answer.stderr) process.stderr.write(calledAs === tool ? answer.stderr : answer.stderr.replaceAll(new RegExp(`^${tool}:`, 'gm'), `${calledAs}:`));
     return answer.exitCode ?? 1;
   }
   process.stderr.write(`${tool}: gcd kept asking for files\n`);

@@ -14,6 +14,8 @@ export interface ToolRequest {
   files: Record<string, string>;
   /** Paths the client was asked for and found not to exist. */
   missing: string[];
+  /** The account's group names, when the client sent them (checks -W group_list). */
+  groups?: string[];
 }
 
 export interface ToolResult {

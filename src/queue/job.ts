@@ -47,6 +47,27 @@ export interface JobSpec {
   resources: Resources;
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
+  /** -A: PBS Account_Name, a charge string (not the Unix account above). */
+  accountName?: string;
+  /** -P: PBS project. */
+  project?: string;
+  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Sent by the mail lane. */
+  mailPoints?: string;
+  /** -M: addresses to mail; default the owner. */
+  mailUsers?: string[];
+  /** -S: the interpreter the script runs under (Shell_Path_List). */
+  shell?: string;
+  /** -W group_list: the group the job runs under, as asked. */
+  groupList?: string;
+  /** -W umask, as asked (octal text). */
+  umask?: string;
+  /** -l resources recorded as asked (vmem, pmem, cput, software, declared custom ones...), by name. */
+  extraResources?: Record<string, string>;
+  /**
+   * What the clone really gets now (resources_assigned): until memory hot-plug exists, the
+   * snapshot's RAM, and vCPUs up to the headnode's slots. Absent: the same as `resources`.
+   */
+  assigned?: Resources;
 }
 
 export interface JobRecord {
