@@ -282,7 +282,8 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   attrs.push(...resourceListAttrs(job));
   add('stime', time(job.startedAt));
   add('Shell_Path_List', s.shell);
-  add('umask', s.umask);
+  // PBS shows the octal digits without leading zeros (-W umask=022 -> umask = 22).
+  add('umask', s.umask?.replace(/^0+(?=\d)/, ''));
   add('obittime', time(job.endedAt));
   add('Variable_List', variableList(job).map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`).join(','));
   add('comment', comment(job));

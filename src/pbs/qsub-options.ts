@@ -499,6 +499,9 @@ function scriptOptions(path: string, text: string, prefix: string, ctx: QsubCont
   for (const d of scan.ignored) {
     set.warnings.push(`${path}:${d.line}: ${d.text}: ignored, directives after the first command (line ${scan.firstCommandLine}) do not count`);
   }
+  if (scan.directives.length === 0 && /^#SBATCH\s/m.test(text)) {
+    set.warnings.push(`${path}: its #SBATCH lines are Slurm's and are not read; write them as #PBS directives (e.g. #PBS -l ncpus=4,walltime=1:00:00)`);
+  }
   if (text.includes('\r\n')) {
     set.warnings.push(`${path} has DOS line endings (\\r\\n); the shell will choke on them: convert it with dos2unix`);
   }
