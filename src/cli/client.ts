@@ -52,11 +52,11 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2),
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'is gcd running? start it with `gcd`' : (e as Error).message;
-      process.stderr.write(`${tool}: cannot reach gcd at ${settings.socketPath}: ${why}\n`);
+      process.stderr.write(`${calledAs}: cannot reach gcd at ${settings.socketPath}: ${why}\n`);
       return 3;
     }
     if (answer.error) {
-      process.stderr.write(`${tool}: ${answer.error}\n`);
+      process.stderr.write(`${calledAs}: ${answer.error}\n`);
       return 2;
     }
     if (answer.needFile === '-') {
@@ -75,7 +75,7 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2),
           missing.push(answer.needFile); // gcd decides: a command name, or a missing script
           continue;
         }
-        process.stderr.write(`${tool}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+        process.stderr.write(`${calledAs}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
         return 2;
       }
       continue;
@@ -84,6 +84,6 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2),
     if (answer.stderr) process.stderr.write(calledAs === tool ? answer.stderr : answer.stderr.replaceAll(new RegExp(`^${tool}:`, 'gm'), `${calledAs}:`));
     return answer.exitCode ?? 1;
   }
-  process.stderr.write(`${tool}: gcd kept asking for files\n`);
+  process.stderr.write(`${calledAs}: gcd kept asking for files\n`);
   return 2;
 }
