@@ -7,7 +7,7 @@
  */
 import { UsageError } from '../errors.js';
 import type { Resources } from '../queue/job.js';
-import { formatSize, parseSize, parseWalltime } from './units.js';
+import { parseSize, parseWalltime } from './units.js';
 
 /** One `select` chunk group (or Torque node group): `count` chunks of this shape. */
 export interface ChunkRequest {
@@ -125,10 +125,10 @@ function parseChunk(text: string, opts: ResourceParseOptions): ChunkRequest {
       chunk[name as 'ncpus' | 'mpiprocs' | 'ompthreads'] = positiveInt(value, `select ${name}`);
     } else if (isCustom(name, opts)) {
       continue;
-    } else if (DEVICES.has(name) && !isCustom(name, opts)) {
+    } else if (DEVICES.has(name)) {
       throw deviceError(name, '-l select');
-    } else if (RECORDED[name] !== undefined || name === 'host' || name === 'arch') {
-      opts.warnings?.push(`-l select ${name}=${value}: ${RECORDED[name] ?? 'ignored'}`);
+    } else if (RECORDED[name] !== undefined) {
+      opts.warnings?.push(`-l select ${name}=${value}: ${RECORDED[name]}`);
     } else {
       throw unknownResource(name, '-l select');
     }
@@ -276,9 +276,4 @@ export function resolveResources(req: ResourceRequest): ResolvedResources {
   resolved.resources = { ncpus, memMiB: memMiB ?? 0 };
   if (req.place !== undefined) warnings.push(`-l place=${req.place} ignored: a Copper job runs in a single clone VM`);
   return resolved;
-}
-
-/** `128gb` for messages and Resource_List. */
-export function sizeText(mib: number): string {
-  return formatSize(mib);
 }
