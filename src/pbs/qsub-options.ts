@@ -669,6 +669,9 @@ export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
     if (!ctx.isMissing?.(path)) return { kind: 'needFile', needFile: path };
     throw new UsageError('no job script given: use gcqsub [options] script, gcqsub [options] -- command [args], or pipe a script into gcqsub');
   }
+  if (path === STDIN && text !== undefined && text.trim() === '') {
+    throw new UsageError('no job script given: standard input was empty (give a script file, or gcqsub [options] -- command [args])');
+  }
   if (text === undefined) {
     if (!ctx.isMissing?.(path)) return { kind: 'needFile', needFile: path };
     // Copper's own form, `gcqsub python3 prog.py`: an operand that is no file in the working

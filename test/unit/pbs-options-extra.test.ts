@@ -94,6 +94,7 @@ describe('pbs qsub: options honoured', () => {
     expect(r.spec.name).to.equal('STDIN');
     expect(r.spec.resources.ncpus).to.equal(2);
     expect(r.spec.script).to.equal('#PBS -l ncpus=2\nhostname\n');
+    expect(refusal([], '\n')).to.equal('no job script given: standard input was empty (give a script file, or gcqsub [options] -- command [args])');
   });
 
   it('every accepted-with-warning option says what Copper does, in one line', () => {
