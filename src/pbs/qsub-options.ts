@@ -426,7 +426,7 @@ function interpretLists(raw: RawOptions, set: OptionSet, ctx: QsubContext): void
     const attrs = parseWAttributes(w);
     if (attrs.block !== undefined) set.block = attrs.block;
     if (attrs.depend !== undefined) set.depend = attrs.depend;
-    if (attrs.groupList !== undefined) set.groupList = attrs.groupList;
+    if (attrs.groupList !== undefined) set.groupList = checkGroup(attrs.groupList, ctx);
     if (attrs.umask !== undefined) set.umask = attrs.umask;
     if (attrs.maxRunSubjobs !== undefined) set.maxRunSubjobs = attrs.maxRunSubjobs;
     set.warnings.push(...(attrs.warnings ?? []));
@@ -583,10 +583,13 @@ function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: stri
     ...(o.mailPoints !== undefined ? { mailPoints: o.mailPoints } : {}),
     ...(o.mailUsers !== undefined ? { mailUsers: o.mailUsers } : {}),
     ...(o.shell !== undefined ? { shell: o.shell } : {}),
-    ...(o.groupList !== undefined ? { groupList: checkGroup(o.groupList, ctx, warnings) } : {}),
+    ...(o.groupList !== undefined ? { groupList: o.groupList } : {}),
     ...(o.umask !== undefined ? { umask: o.umask } : {}),
     ...(o.resources.extras !== undefined ? { extraResources: o.resources.extras } : {}),
   };
+  if (o.groupList !== undefined && ctx.accountGroups === undefined) {
+    warnings.push(`-W group_list=${o.groupList} recorded, not checked: the job runs with the headnode account's own groups`);
+  }
   if (o.umask !== undefined) warnings.push(`-W umask=${o.umask} recorded: output files are written with the headnode account's default umask`);
   if (o.shell !== undefined && form.kind === 'argv') warnings.push(`-S ${o.shell} ignored: a command given after -- runs without a shell`);
   if (o.scriptArgs !== undefined && form.kind === 'argv') throw new UsageError('-F gives arguments to a script; a command takes its arguments after --');
@@ -607,10 +610,8 @@ function withInterpreter(text: string, shell: string | undefined): string {
 }
 
 /** -W group_list: refused when the client sent the account's groups and the group is not one of them. */
-function checkGroup(group: string, ctx: QsubContext, warnings: string[]): string {
-  if (ctx.accountGroups === undefined) {
-    warnings.push(`-W group_list=${group} recorded, not checked: the job runs with the headnode account's own groups`);
-  } else if (!ctx.accountGroups.includes(group)) {
+function checkGroup(group: string, ctx: QsubContext): string {
+  if (ctx.accountGroups !== undefined && !ctx.accountGroups.includes(group)) {
     throw new UsageError(`-W group_list=${group}: the submitting account is not in group ${group} (its groups: ${ctx.accountGroups.join(', ') || 'none'})`);
   }
   return group;

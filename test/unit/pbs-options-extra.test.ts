@@ -1,6 +1,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { UsageError } from '../../src/errors.js';
 import { installPbsNames, wrapperText } from '../../src/pbs/pbs-names.js';
@@ -52,6 +53,10 @@ describe('pbs qsub: options honoured', () => {
       '-W group_list=astro: the submitting account is not in group astro (its groups: root)',
     );
     expect(refusal(['-P', 'a b', '--', 'x'])).to.equal('-P a b: a project name has no spaces or commas');
+    const fixture = readFileSync(fileURLToPath(new URL('../../../test/fixtures/pbs/bad-group.pbs', import.meta.url)), 'utf8');
+    expect(refusal(['bad-group.pbs'], fixture, { accountGroups: ['root', 'physics'], readFile: (p) => (p === 'bad-group.pbs' ? fixture : undefined) })).to.equal(
+      'bad-group.pbs:3: #PBS -W group_list=astro: -W group_list=astro: the submitting account is not in group astro (its groups: root, physics)',
+    );
   });
 
   it('-d/-w set the working directory, -F adds script arguments', () => {
