@@ -235,12 +235,12 @@ function resourceListAttrs(job: QstatJob): QstatAttribute[] {
 /** An array's indices as PBS writes them: `1-10`, `1-197:4`, or runs joined by commas. */
 export function formatArrayIndices(indices: readonly number[]): string {
   if (indices.length === 1) return String(indices[0]);
-  const step = (indices[1] as number) - (indices[0] as number);
-  if (step > 0 && indices.every((v, i) => i === 0 || v - (indices[i - 1] as number) === step)) {
-    return `${indices[0] as number}-${indices.at(-1) as number}${step === 1 ? '' : `:${step}`}`;
+  const step = indices[1] - indices[0];
+  if (step > 0 && indices.every((v, i) => i === 0 || v - indices[i - 1] === step)) {
+    return `${indices[0]}-${indices.at(-1)}${step === 1 ? '' : `:${step}`}`;
   }
   const runs: string[] = [];
-  let start = indices[0] as number;
+  let start = indices[0];
   let prev = start;
   for (const v of [...indices.slice(1), Number.NaN]) {
     if (v === prev + 1) {

@@ -143,13 +143,13 @@ function parseChunk(text: string, opts: ResourceParseOptions): ChunkRequest {
 function parseNodeSpec(text: string, opts: ResourceParseOptions): ChunkRequest {
   const [first, ...rest] = text.split(':');
   let count = 1;
-  if (/^\d+$/.test(first as string)) count = positiveInt(first as string, 'nodes');
+  if (/^\d+$/.test(first)) count = positiveInt(first, 'nodes');
   else opts.warnings?.push(`-l nodes: host "${first}" ignored; the job runs in a clone of your headnode`);
   const chunk: ChunkRequest = { count, ncpus: 1 };
   for (const part of rest) {
     const m = /^([A-Za-z_]+)=(.*)$/.exec(part);
-    if (m && m[1] === 'ppn') chunk.ncpus = positiveInt(m[2] as string, 'nodes ppn');
-    else if (m && DEVICES.has(m[1] as string) && !isCustom(m[1] as string, opts)) throw deviceError(m[1] as string, '-l nodes');
+    if (m && m[1] === 'ppn') chunk.ncpus = positiveInt(m[2], 'nodes ppn');
+    else if (m && DEVICES.has(m[1]) && !isCustom(m[1], opts)) throw deviceError(m[1], '-l nodes');
     else opts.warnings?.push(`-l nodes: node property "${part}" ignored; every clone is alike`);
   }
   return chunk;

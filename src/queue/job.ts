@@ -103,6 +103,11 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /**
+   * Set in the same write that makes the job F, cleared once its snapshot reference,
+   * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
+   */
+  settling?: boolean;
 }
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';

@@ -1,4 +1,4 @@
-import { cpus, totalmem } from 'node:os';
+import { settings } from '../config/settings.js';
 import { UsageError } from '../errors.js';
 
 /**
@@ -11,10 +11,8 @@ export interface CapacityLimits {
 }
 
 export function defaultCapacity(env: NodeJS.ProcessEnv = process.env): CapacityLimits {
-  return {
-    ncpus: Number(env.GC_CAPACITY_NCPUS ?? cpus().length * 4),
-    memMiB: Number(env.GC_CAPACITY_MEM_MIB ?? Math.floor((totalmem() / 1048576) * 0.75)),
-  };
+  const s = settings(env);
+  return { ncpus: s.capacityNcpus, memMiB: s.capacityMemMiB };
 }
 
 export class Capacity {

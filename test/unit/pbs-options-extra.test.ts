@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { UsageError } from '../../src/errors.js';
-import { installPbsNames, wrapperText } from '../../src/pbs/pbs-names.js';
+import { installPbsNames, wrapperText } from '../../src/client/pbs-names.js';
 import { parseQsub } from '../../src/pbs/qsub-options.js';
 import type { QsubContext, QsubJob } from '../../src/pbs/qsub-options.js';
 import { parseSelectCriteria, selectMatches } from '../../src/pbs/qselect.js';
@@ -173,12 +173,12 @@ describe('gc install-pbs-names', () => {
   it('writes executable qsub..qalter wrappers that run the gcq* tools, and removes only its own', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pbs-names-'));
     try {
-      const r = installPbsNames(dir, '/opt/copper/dist/src/cli/client.js');
+      const r = installPbsNames(dir, '/opt/copper/dist/src/client/cli-client.js');
       expect(r.written.map((p) => p.slice(dir.length + 1)).sort()).to.deep.equal(['qalter', 'qdel', 'qhold', 'qrls', 'qselect', 'qstat', 'qsub']);
       expect(statSync(join(dir, 'qstat')).mode & 0o111).to.not.equal(0);
-      expect(readFileSync(join(dir, 'qstat'), 'utf8')).to.equal(wrapperText('qstat', '/opt/copper/dist/src/cli/client.js'));
+      expect(readFileSync(join(dir, 'qstat'), 'utf8')).to.equal(wrapperText('qstat', '/opt/copper/dist/src/client/cli-client.js'));
       expect(readFileSync(join(dir, 'qstat'), 'utf8')).to.contain('main("gcqstat", process.argv.slice(2), "qstat")');
-      installPbsNames(dir, '/opt/copper/dist/src/cli/client.js', true);
+      installPbsNames(dir, '/opt/copper/dist/src/client/cli-client.js', true);
       expect(existsSync(join(dir, 'qsub'))).to.equal(false);
       writeFileSync(join(dir, 'qsub'), '#!/bin/sh\n# Torque\n');
       expect(() => installPbsNames(dir, '/x.js')).to.throw(UsageError, 'qsub already exist and are not Copper\'s');
