@@ -47,10 +47,27 @@ export interface JobSpec {
   resources: Resources;
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
-  /** -m: when to send mail, any of a (abort), b (begin), e (end), j (array tasks too), or n; default a. */
+  /** -A: PBS Account_Name, a charge string (not the Unix account above). */
+  accountName?: string;
+  /** -P: PBS project. */
+  project?: string;
+  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Job mail (notify/) reads it. */
   mailPoints?: string;
-  /** -M: who gets it (user[@host]); default the job's owner. */
+  /** -M: addresses to mail; default the owner. */
   mailUsers?: string[];
+  /** -S: the interpreter the script runs under (Shell_Path_List). */
+  shell?: string;
+  /** -W group_list: the group the job runs under, as asked. */
+  groupList?: string;
+  /** -W umask, as asked (octal text). */
+  umask?: string;
+  /** -l resources recorded as asked (vmem, pmem, cput, software, declared custom ones...), by name. */
+  extraResources?: Record<string, string>;
+  /**
+   * What the clone really gets now (resources_assigned): until memory hot-plug exists, the
+   * snapshot's RAM, and vCPUs up to the headnode's slots. Absent: the same as `resources`.
+   */
+  assigned?: Resources;
 }
 
 export interface JobRecord {

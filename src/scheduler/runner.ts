@@ -74,7 +74,7 @@ export class JobRunner {
         cloneId,
         snapshotId: job.snapshotId ?? '',
         hostname: `${job.spec.headnode}-${job.seq}${task}`,
-        ncpus: job.spec.resources.ncpus,
+        ncpus: job.spec.assigned?.ncpus ?? job.spec.resources.ncpus,
       });
       cloned = true;
       const spec: ExecSpec = {

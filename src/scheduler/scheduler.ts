@@ -137,6 +137,11 @@ export class Scheduler {
     return idText.includes('.') ? idText : `${idText}.${this.o.serverName}`;
   }
 
+  /** The admin's quota and queue settings now (gcqsub reads the declared custom resources). */
+  quotaConfig(): QuotaConfig {
+    return this.quotas();
+  }
+
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
     const cfg = this.quotas();
