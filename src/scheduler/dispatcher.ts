@@ -91,7 +91,7 @@ export class Dispatcher {
       if (rec.state === 'R' || rec.state === 'E' || runCount > 1) {
         // gcd died while this job ran: its clone is gone with it.
         if (!rec.spec.rerunnable) {
-          await runner.finish(rec, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+          await runner.finish(rec, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', event: 'aborted' });
           return;
         }
       }

@@ -7,6 +7,7 @@ import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import type { LifecycleBus, LifecycleEvent } from '../lifecycle/listener.js';
 
 /** Why a running job is being stopped from outside. */
 export type StopReason = 'deleted' | 'shutdown';
@@ -22,6 +23,15 @@ export interface RunnerOptions {
   historyTtlSec: number;
   /** Called once a job is F: releases its dependents, completes its array. */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** Observers of starts, ends and reruns (metrics, accounting). */
+  lifecycle?: LifecycleBus;
+}
+
+/** How a job ended, for the observers: its command ended, it was deleted, or the server gave up on it. */
+export interface JobEnd {
+  exitStatus?: number;
+  comment: string;
+  event?: Extract<LifecycleEvent, 'ended' | 'deleted' | 'aborted'>;
 }
 
 export interface RunOutcome {
@@ -44,12 +54,13 @@ export class JobRunner {
     const spool = join(this.o.spoolDir, job.id);
     const paths = defaultOutputPaths(job);
     let running: RunningCommand | undefined;
-    let ended: { exitStatus?: number; comment: string } | undefined;
+    let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
 
     try {
-      await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
+      const startedAt = Date.now();
+      await store.update(job.id, { cloneId, startedAt, comment: undefined });
       await mkdir(spool, { recursive: true });
       const outFile = join(spool, 'stdout');
       const errFile = job.spec.join === 'n' ? join(spool, 'stderr') : outFile;
@@ -60,6 +71,7 @@ export class JobRunner {
         ncpus: job.spec.resources.ncpus,
       });
       cloned = true;
+      const cloneStartMs = Date.now() - startedAt;
       const spec: ExecSpec = {
         argv: job.spec.argv,
         cwd: job.spec.cwd,
@@ -74,6 +86,7 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
+      await this.o.lifecycle?.emit({ jobId: job.id, event: 'started', record: { ...job, state: 'R', startedAt, cloneId }, at: Date.now(), timings: { cloneStartMs } });
       const result = await this.supervise(job, running, stop);
       ended = result.ended;
       requeue = result.requeue;
@@ -84,8 +97,8 @@ export class JobRunner {
       }
     } catch (e) {
       if (stop.aborted && stop.reason === 'shutdown') requeue = true;
-      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
-      else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
+      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', event: 'deleted' };
+      else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, event: 'aborted' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
       if (cloned) {
@@ -100,16 +113,18 @@ export class JobRunner {
     if (requeue) {
       if (job.spec.rerunnable) {
         await store.update(job.id, { state: 'Q', comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+        const again = await store.tryGet(job.id);
+        if (again) await this.o.lifecycle?.emit({ jobId: job.id, event: 'rerun', record: again, at: Date.now() });
         return { requeue: true };
       }
-      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
+      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', event: 'aborted' };
     }
     await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
     return { requeue: false };
   }
 
   /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<void> {
+  async finish(job: JobRecord, end: JobEnd): Promise<void> {
     const { store, driver } = this.o;
     const endedAt = Date.now();
     await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
@@ -120,6 +135,11 @@ export class JobRunner {
     const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
     if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
     else delete done.exitStatus;
+    if (this.o.lifecycle) {
+      // Read back: usage, start time and run count were written by other steps.
+      const final = (await store.tryGet(job.id).catch(() => undefined)) ?? done;
+      await this.o.lifecycle.emit({ jobId: job.id, event: end.event ?? 'ended', record: final, at: endedAt });
+    }
     await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
   }
 
@@ -128,7 +148,7 @@ export class JobRunner {
     job: JobRecord,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean }> {
+  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean }> {
     let why: 'walltime' | StopReason | undefined;
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
@@ -153,7 +173,7 @@ export class JobRunner {
     if (why === 'walltime') {
       return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running' }, requeue: false };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', event: 'deleted' }, requeue: false };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     return { ended: { exitStatus: status, comment: `Job run, ${how}` }, requeue: false };

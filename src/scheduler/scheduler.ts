@@ -20,6 +20,7 @@ import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
+import type { LifecycleBus } from '../lifecycle/listener.js';
 
 /** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
 const CRON_ID = /^cron\d+(\.|$)/;
@@ -41,6 +42,8 @@ export interface SchedulerOptions {
   dispatch?: boolean;
   /** The admin's quota and queue settings, as of now (reloaded behind this function). */
   quotas?: () => QuotaConfig;
+  /** Observers of queued/started/ended/deleted/rerun jobs (metrics, accounting). */
+  lifecycle?: LifecycleBus;
 }
 
 export interface ListFilter {
@@ -90,6 +93,7 @@ export class Scheduler {
       killDelayMs: o.killDelayMs ?? 10_000,
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
+      ...(o.lifecycle ? { lifecycle: o.lifecycle } : {}),
     });
     if (o.dispatch !== false) {
       this.dispatcher = new Dispatcher({
@@ -150,7 +154,20 @@ export class Scheduler {
     await this.queue.add(s.runnable);
     // A parent may have ended between the check and the registration: look again.
     for (const w of s.waiting) await this.reviewDependent(w.child);
+    await this.emitQueued(s.records, s.snapshots);
     return s.records;
+  }
+
+  /** Q records (PBS writes one for an array, not for each task); one snapshot pause per snapshot. */
+  private async emitQueued(records: JobRecord[], snapshots: Array<{ headnode: string; pauseMs: number }>): Promise<void> {
+    if (!this.o.lifecycle) return;
+    const pause = new Map(snapshots.map((x) => [x.headnode, x.pauseMs]));
+    for (const r of records) {
+      if (r.arrayParent) continue;
+      const p = pause.get(r.spec.headnode);
+      pause.delete(r.spec.headnode);
+      await this.o.lifecycle.emit({ jobId: r.id, event: 'queued', record: r, at: r.queuedAt, ...(p !== undefined ? { timings: { snapshotPauseMs: p } } : {}) });
+    }
   }
 
   async list(actor: Actor, f: ListFilter = {}): Promise<JobRecord[]> {
@@ -184,7 +201,7 @@ export class Scheduler {
       const r = await this.store.transition(t.id, ['Q', 'H', 'W'], { state: 'F' });
       if (r.ok) {
         await this.queue.remove(t.id);
-        await this.runner.finish(t, { comment: 'deleted by gcqdel before it ran' });
+        await this.runner.finish(t, { comment: 'deleted by gcqdel before it ran', event: 'deleted' });
         acted = true;
       } else if (r.state === 'R' && this.dispatcher?.cancel(t.id, 'deleted')) acted = true;
     }
@@ -257,7 +274,7 @@ export class Scheduler {
       for (const t of await this.control.targets(child)) {
         if (t.array) continue;
         const r = await this.store.transition(t.id, ['H', 'Q', 'W'], { state: 'F' });
-        if (r.ok) await this.runner.finish(t, { comment: `deleted: dependency ${v.reason}` });
+        if (r.ok) await this.runner.finish(t, { comment: `deleted: dependency ${v.reason}`, event: 'deleted' });
       }
       if (child.array) {
         await this.completeArray(child.id);
