@@ -15,6 +15,7 @@ import { defaultCapacity } from '../scheduler/capacity.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { parseArgs } from './tools/args.js';
 import { QuotaWatcher } from '../config/quotas.js';
+import { startObservers } from '../daemon/observers.js';
 
 /**
  * gcd: owns Redis (unless GC_REDIS_URL), the scheduler, the headnodes and the API. One per
@@ -84,6 +85,7 @@ async function run(settings: Settings): Promise<number> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    const observers = startObservers(settings);
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -96,10 +98,13 @@ async function run(settings: Settings): Promise<number> {
       lockDurationMs: Number(process.env.GC_LOCK_MS ?? 30_000),
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
+      lifecycle: observers.lifecycle,
     });
-    api = new ApiServer({ scheduler, headnodes: backend.headnodes, serverName: settings.serverName, gc: backend.gc });
+    api = new ApiServer({ scheduler, headnodes: backend.headnodes, serverName: settings.serverName, gc: backend.gc, ...observers.services });
     await scheduler.start();
     cleanups.push(() => scheduler.close());
+    await observers.serveMetrics(scheduler);
+    cleanups.push(() => observers.close());
     await api.listenAdmin(settings.socketPath);
     cleanups.push(() => api!.close());
     log.info('gcd ready', { stateDir: settings.stateDir, driver: backend.driver.name, redis: embedded ? 'embedded' : 'external', pid: process.pid });

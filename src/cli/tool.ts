@@ -1,6 +1,7 @@
 import type { HeadnodeManager } from '../headnodes/types.js';
 import type { Actor } from '../scheduler/actor.js';
 import type { Scheduler } from '../scheduler/scheduler.js';
+import type { AccountingReader } from '../accounting/accounting-log.js';
 
 /** What a command-line tool gets when gcd runs it on a client's behalf. */
 export interface ToolRequest {
@@ -31,6 +32,8 @@ export interface ToolServices {
   serverName: string;
   /** Extra `gc` subcommands (clones, images) registered by the daemon. */
   gc?: Tool;
+  /** PBS accounting files, for gctracejob and gcseff once a job's history has expired. */
+  accounting?: AccountingReader;
 }
 
 export type Tool = (req: ToolRequest, s: ToolServices) => Promise<ToolResult>;

@@ -20,6 +20,10 @@ export interface Settings {
   keyPrefix: string;
   /** Admin config folder (quotas, queues). */
   configDir: string;
+  /** GC_METRICS_ADDR: where Prometheus scrapes GET /metrics (HOST:PORT), or undefined: off. */
+  metricsAddr: string | undefined;
+  /** GC_ACCOUNTING_DIR: PBS accounting files (YYYYMMDD); undefined when set to "off". */
+  accountingDir: string | undefined;
 }
 
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -32,5 +36,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     socketPath: resolve(env.GC_SOCKET ?? join(stateDir, 'gcd.sock')),
     keyPrefix: env.GC_KEY_PREFIX ?? 'copper',
     configDir: resolve(env.GC_CONFIG_DIR ?? join(stateDir, 'config')),
+    metricsAddr: env.GC_METRICS_ADDR || undefined,
+    accountingDir: env.GC_ACCOUNTING_DIR === 'off' ? undefined : resolve(env.GC_ACCOUNTING_DIR || join(stateDir, 'accounting')),
   };
 }
