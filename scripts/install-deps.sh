@@ -20,6 +20,11 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
 fi
+# Likewise Debian's prometheus service (port 9090): the tests start their own; an admin who
+# wants one points it at GC_METRICS_ADDR (README, Metrics).
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
+fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   # Not `npm ci`: npm 11 refuses its own lock files when optional per-platform packages
