@@ -1,12 +1,13 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
+import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import { oomComment } from './oom-words.js';
 import type { LifecycleBus, LifecycleEvent } from '../lifecycle/listener.js';
 
 /** Why a running job is being stopped from outside. */
@@ -57,6 +58,7 @@ export class JobRunner {
     let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
+    let guestMeasured = false;
 
     try {
       const startedAt = Date.now();
@@ -90,6 +92,12 @@ export class JobRunner {
       const result = await this.supervise(job, running, stop);
       ended = result.ended;
       requeue = result.requeue;
+      if (result.usage) {
+        // The command's own usage (its cgroup in the clone) rather than the whole VM's.
+        guestMeasured = true;
+        const u = result.usage;
+        await store.update(job.id, { cputSec: Math.round(u.cputSec * 100) / 100, ...(u.memPeakKiB !== undefined ? { memKiB: u.memPeakKiB } : {}) });
+      }
 
       if (!requeue) {
         await store.update(job.id, { state: 'E' });
@@ -101,7 +109,7 @@ export class JobRunner {
       else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, event: 'aborted' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
-      if (cloned) {
+      if (cloned && !guestMeasured) {
         const used = await driver.usage?.(cloneId).catch(() => undefined);
         if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
       }
@@ -148,7 +156,7 @@ export class JobRunner {
     job: JobRecord,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean }> {
+  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
@@ -170,13 +178,15 @@ export class JobRunner {
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
+    const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false, ...u };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', event: 'deleted' }, requeue: false };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', event: 'deleted' }, requeue: false, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
-    return { ended: { exitStatus: status, comment: `Job run, ${how}` }, requeue: false };
+    const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
+    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}` }, requeue: false, ...u };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */

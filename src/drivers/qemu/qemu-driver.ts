@@ -37,6 +37,7 @@ import type {
 import { AgentClient } from './agent.js';
 import { activeNode, backingOf, nodeForFile, streamDown, virtualSize } from './disk-chain.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from './guest-files.js';
+import { parseCommandUsage } from './command-usage.js';
 import { assertId, Layout, type ClonePaths } from './layout.js';
 import { backgroundSnapshotExpected, enableIgnoreShared, type SnapshotRamMethod, loadDeviceState, saveDeviceState, setMigrationCaps, waitMigration, whilePaused } from './migration.js';
 import { QmpError } from './qmp.js';
@@ -732,7 +733,8 @@ export class QemuDriver implements Driver {
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
-          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
+          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
         }
         // Each poll is a guest-agent round trip (~15 ms of guest CPU under TCG, taken from the
         // job): every 100 ms at most while a short job may be ending, every second later on.
