@@ -136,6 +136,9 @@ export class JobRunner {
     const { store, driver } = this.o;
     const endedAt = Date.now();
     await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
+    // Read back before the history clock starts (a TTL of 0 drops it at once): usage, start
+    // time and run count were written by other steps.
+    const final = this.o.lifecycle ? await store.tryGet(job.id).catch(() => undefined) : undefined;
     await store.expire(job.id, this.o.historyTtlSec);
     if (job.snapshotId && (await store.releaseSnapshotRef(job.snapshotId))) {
       await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
@@ -143,11 +146,7 @@ export class JobRunner {
     const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
     if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
     else delete done.exitStatus;
-    if (this.o.lifecycle) {
-      // Read back: usage, start time and run count were written by other steps.
-      const final = (await store.tryGet(job.id).catch(() => undefined)) ?? done;
-      await this.o.lifecycle.emit({ jobId: job.id, event: end.event ?? 'ended', record: final, at: endedAt });
-    }
+    await this.o.lifecycle?.emit({ jobId: job.id, event: end.event ?? 'ended', record: final ?? done, at: endedAt });
     await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
   }
 
