@@ -1,7 +1,7 @@
 import { UnknownJobError } from '../errors.js';
 import type { JobRecord, JobState } from '../queue/job.js';
 import { mayActOn, type Actor } from '../scheduler/actor.js';
-import type { Scheduler } from '../scheduler/scheduler.js';
+import type { JobStore } from '../queue/job-store.js';
 import type { AccountingReader } from './accounting-log.js';
 import { parseHms, parseSizeKiB, type AccountingLine } from './record-format.js';
 
@@ -17,14 +17,14 @@ export interface JobHistory {
  * is unknown to a guest, as gcqstat does it: the owner is the `user=` of its S/E records.
  */
 export async function findJobHistory(
-  scheduler: Scheduler,
+  store: Pick<JobStore, 'parseId' | 'tryGet'>,
   accounting: AccountingReader | undefined,
   actor: Actor,
   idText: string,
   days?: number,
 ): Promise<JobHistory> {
-  const id = scheduler.store.parseId(idText);
-  const record = await scheduler.store.tryGet(id);
+  const id = store.parseId(idText);
+  const record = await store.tryGet(id);
   if (record && !mayActOn(actor, record.spec.user)) throw new UnknownJobError(idText);
   const lines = accounting ? await accounting.recordsOf(id, days) : [];
   if (!record) {

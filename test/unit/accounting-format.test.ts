@@ -1,6 +1,11 @@
 import { expect } from 'chai';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AccountingReader } from '../../src/accounting/accounting-log.js';
+import { findJobHistory, jobUsage } from '../../src/accounting/job-history.js';
+import type { Actor } from '../../src/scheduler/actor.js';
 import { accountingLine, accountingTime, hms, parseAccountingLine, parseSizeKiB } from '../../src/accounting/record-format.js';
-import { jobUsage } from '../../src/accounting/job-history.js';
 import { efficiencyReport } from '../../src/cli/tools/gcseff.js';
 import { parseCommandUsage } from '../../src/drivers/qemu/command-usage.js';
 import { parseMetricsAddr } from '../../src/metrics/server.js';
@@ -59,5 +64,24 @@ describe('accounting records, efficiency and guest usage (unit)', function () {
     expect(parseMetricsAddr('off')).to.equal(undefined);
     expect(() => parseMetricsAddr('9464')).to.throw(/expected HOST:PORT/);
     expect(() => parseMetricsAddr('h:99999')).to.throw(/expected HOST:PORT/);
+  });
+});
+
+describe('job history from the accounting files (unit)', function () {
+  it('a guest sees only its owner\'s expired jobs; the admin sees all; an unknown id is unknown', async function () {
+    const dir = mkdtempSync(join(tmpdir(), 'copper-acct-'));
+    try {
+      writeFileSync(join(dir, '20261128'), ['Q', 'S', 'E'].map((t) => accountingLine(t as 'Q' | 'S' | 'E', rec, t0 + 65_000)).join('\n') + '\n');
+      const expired = { parseId: (t: string) => `${t.replace(/\.srv$/, '')}.srv`, tryGet: async () => undefined };
+      const reader = new AccountingReader(dir);
+      const guest = (owner: string): Actor => ({ kind: 'guest', identity: { vmId: 'hn', kind: 'headnode', headnode: 'hn', owner, group: 'g' } });
+      const mine = await findJobHistory(expired, reader, guest('alice'), '12');
+      expect(mine.lines.map((l) => l.type).join('')).to.equal('QSE');
+      await findJobHistory(expired, reader, guest('bob'), '12').then(() => expect.fail('bob saw alice\'s job'), (e: Error) => expect(e.message).to.equal('Unknown Job Id 12'));
+      expect((await findJobHistory(expired, reader, { kind: 'admin' }, '12.srv')).lines).to.have.length(3);
+      await findJobHistory(expired, reader, { kind: 'admin' }, '13').then(() => expect.fail('13 found'), (e: Error) => expect(e.message).to.equal('Unknown Job Id 13'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -66,8 +66,13 @@ describe('per-job usage from the clone\'s cgroup, accounting and OOM in plain wo
     const memKb = Number(/^(\d+)kb$/.exec(e['resources_used.mem']!)?.[1]);
     // A shell loop: a few MiB, far below the clone's RAM (the VM's own would be ~100 MiB and more).
     expect(memKb).to.be.within(100, 64 * 1024);
-    const eff = g.tool('gcseff', [id]);
+    console.log(`      burn: cput ${e['resources_used.cput']} walltime ${e['resources_used.walltime']} mem ${e['resources_used.mem']}`);
+    // The owner asks from inside the headnode, as users do.
+    const eff = inside(`gcseff ${id}`);
     expect(eff.status, eff.stderr).to.equal(0);
+    const trace = inside(`gctracejob ${id}`);
+    expect(trace.status, trace.stderr).to.equal(0);
+    expect([...trace.stdout.matchAll(/ A {4}([QSE]) /g)].map((m) => m[1]).join('')).to.equal('QSE');
     expect(eff.stdout).to.match(/CPU Efficiency: \d+\.\d\d% of \d\d:\d\d:\d\d core-walltime/);
     expect(eff.stdout).to.match(/Memory Efficiency: \d+\.\d\d% of 384\.00 MB/);
   });
@@ -82,6 +87,7 @@ describe('per-job usage from the clone\'s cgroup, accounting and OOM in plain wo
     // The OOM killer may end the shell or only tail (then the shell exits 137): both say it.
     expect(j.comment).to.match(/out of memory.* \(peak \d+ MiB of the clone's 384 MiB of RAM\)/);
     expect(j.comment).to.not.contain('signal 9');
+    console.log(`      oom: Exit_status ${j.Exit_status}, comment: ${j.comment}`);
     const peak = Number(/peak (\d+) MiB/.exec(j.comment!)![1]);
     expect(peak).to.be.within(150, 384);
   });

@@ -39,7 +39,7 @@ export const gcseff: Tool = async (req, s) => {
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
   const ids = p.args._.map(String);
   if (ids.length !== 1) throw new UsageError('one job id is required: gcseff job_id');
-  const h = await findJobHistory(s.scheduler, s.accounting, req.actor, ids[0]!);
+  const h = await findJobHistory(s.scheduler.store, s.accounting, req.actor, ids[0]!);
   const u = jobUsage(h);
   if (!u) throw new UsageError(`${h.id}: no usage recorded (it never ran)`);
   return { stdout: efficiencyReport(u), stderr: '', exitCode: 0 };

@@ -40,7 +40,7 @@ export const gctracejob: Tool = async (req, s) => {
   const days = p.args.n;
   if (days !== undefined && !(Number.isInteger(days) && days > 0)) throw new UsageError(`-n ${days}: a whole number of days above 0`);
   const now = Date.now();
-  const h = await findJobHistory(s.scheduler, s.accounting, req.actor, ids[0]!, days);
+  const h = await findJobHistory(s.scheduler.store, s.accounting, req.actor, ids[0]!, days);
   const events: Event[] = h.record ? recordEvents(h.record, now) : [];
   for (const l of h.lines) events.push({ at: l.time.getTime(), source: 'A', text: `${l.type}  ${l.message}` });
   // Stable sort: the record's line comes before the accounting line of the same second.

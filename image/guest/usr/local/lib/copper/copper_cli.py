@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The guest's gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter and gc: thin clients of gcd.
+"""The guest's gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gctracejob, gcseff and gc: thin clients of gcd.
 
 /usr/local/bin/<tool> is a symlink to this file; the tool is the name it was called by.
 Exit status: the command's, 3 if gcd cannot be reached, 2 for a local usage problem.
