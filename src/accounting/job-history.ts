@@ -1,5 +1,5 @@
 import { UnknownJobError } from '../errors.js';
-import type { JobRecord, JobState } from '../queue/job.js';
+import type { JobRecord } from '../queue/job.js';
 import { mayActOn, type Actor } from '../scheduler/actor.js';
 import type { JobStore } from '../queue/job-store.js';
 import type { AccountingReader } from './accounting-log.js';
@@ -39,7 +39,8 @@ export interface JobUsage {
   id: string;
   user: string;
   group: string;
-  state: JobState | string;
+  /** A JobState, or the state letter an accounting line gives. */
+  state: string;
   exitStatus?: number;
   comment?: string;
   ncpus: number;

@@ -43,7 +43,7 @@ export function parseHms(text: string): number | undefined {
 export function parseSizeKiB(text: string): number | undefined {
   const m = /^(\d+)([kmgt]?)b?$/i.exec(text);
   if (!m) return undefined;
-  const mult = { '': 1 / 1024, k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  const mult = { '': 1 / 1024, k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.round(Number(m[1]) * mult);
 }
 
@@ -134,7 +134,7 @@ export function accountingLine(type: AccountingType, r: JobRecord, atMs: number,
 export function parseAttrs(message: string): Record<string, string> {
   const out: Record<string, string> = {};
   const re = /([A-Za-z_][\w.]*)=("([^"]*)"|\S*)/g;
-  for (let m = re.exec(message); m; m = re.exec(message)) out[m[1]!] = m[3] ?? m[2]!;
+  for (let m = re.exec(message); m; m = re.exec(message)) out[m[1]] = m[3] ?? m[2];
   return out;
 }
 
@@ -142,5 +142,5 @@ export function parseAccountingLine(line: string): AccountingLine | undefined {
   const m = /^(\d\d)\/(\d\d)\/(\d{4}) (\d\d):(\d\d):(\d\d);([A-Za-z]);([^;]+);(.*)$/.exec(line);
   if (!m) return undefined;
   const time = new Date(Number(m[3]), Number(m[1]) - 1, Number(m[2]), Number(m[4]), Number(m[5]), Number(m[6]));
-  return { time, type: m[7]!, jobId: m[8]!, message: m[9]!, attrs: parseAttrs(m[9]!) };
+  return { time, type: m[7], jobId: m[8], message: m[9], attrs: parseAttrs(m[9]) };
 }

@@ -37,7 +37,9 @@ export class JobMetrics implements LifecycleListener {
 
   constructor(private readonly src: MetricsSources) {
     const registers = [this.registry];
-    const self = this;
+    // prom-client calls collect() with the metric as `this`: the sources are captured here.
+    const sources = this.src;
+    const countError = (kind: ErrorKind): void => this.countError(kind);
     new Gauge({
       name: 'copper_jobs',
       help: 'Jobs in Redis by PBS state (Q H W R E F; array tasks counted, not the array record), user and queue',
@@ -47,9 +49,9 @@ export class JobMetrics implements LifecycleListener {
         this.reset();
         let jobs: JobRecord[];
         try {
-          jobs = await self.src.jobs();
+          jobs = await sources.jobs();
         } catch (e) {
-          self.countError('metrics_scrape');
+          countError('metrics_scrape');
           log.warn('metrics: could not read jobs', { error: errorMessage(e) });
           return;
         }
@@ -74,7 +76,7 @@ export class JobMetrics implements LifecycleListener {
       labelNames: ['state'] as const,
       registers,
       collect() {
-        const { limits, used } = self.src.capacity();
+        const { limits, used } = sources.capacity();
         this.set({ state: 'used' }, used.ncpus);
         this.set({ state: 'free' }, Math.max(0, limits.ncpus - used.ncpus));
       },
@@ -85,7 +87,7 @@ export class JobMetrics implements LifecycleListener {
       labelNames: ['state'] as const,
       registers,
       collect() {
-        const { limits, used } = self.src.capacity();
+        const { limits, used } = sources.capacity();
         this.set({ state: 'used' }, used.memMiB * 1048576);
         this.set({ state: 'free' }, Math.max(0, limits.memMiB - used.memMiB) * 1048576);
       },
@@ -129,13 +131,17 @@ export class JobMetrics implements LifecycleListener {
     this.errors.inc({ kind });
   }
 
+  /** From the run transition to the command running in its clone. */
+  observeCloneStart(ms: number): void {
+    this.cloneStart.observe(ms / 1000);
+  }
+
   onTransition(t: JobTransition): void {
     const r = t.record;
     if (r.array) return;
     this.transitions.inc({ event: t.event, queue: r.spec.queue });
     if (t.timings?.snapshotPauseMs !== undefined) this.snapshotPause.observe(t.timings.snapshotPauseMs / 1000);
     if (t.event === 'started') {
-      if (t.timings?.cloneStartMs !== undefined) this.cloneStart.observe(t.timings.cloneStartMs / 1000);
       const start = r.startedAt ?? t.at;
       this.queueWait.observe({ queue: r.spec.queue }, Math.max(0, start - r.queuedAt) / 1000);
     }

@@ -18,7 +18,7 @@ export function parseMetricsAddr(text: string | undefined): ListenAddress | unde
   if (!m || !(port >= 0 && port <= 65535)) {
     throw new UsageError(`GC_METRICS_ADDR=${t}: expected HOST:PORT (e.g. 127.0.0.1:9464) or off`);
   }
-  return { host: m[1] ?? m[2]!, port };
+  return { host: m[1] ?? m[2], port };
 }
 
 /**

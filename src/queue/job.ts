@@ -82,7 +82,17 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /**
+   * Set in the same write that makes the job F, cleared once its snapshot reference,
+   * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
+   */
+  settling?: boolean;
+  /** How a finished job ended (written with its F): accounting and metrics tell E from D and A by it. */
+  endReason?: EndReason;
 }
+
+/** exit: its command ended; walltime: killed at its limit; deleted: gcqdel; failed: never ran; lost: gcd stopped under it. */
+export type EndReason = 'exit' | 'walltime' | 'deleted' | 'failed' | 'lost';
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';
 

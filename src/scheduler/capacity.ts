@@ -1,4 +1,4 @@
-import { cpus, totalmem } from 'node:os';
+import { settings } from '../config/settings.js';
 
 /**
  * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM
@@ -10,10 +10,8 @@ export interface CapacityLimits {
 }
 
 export function defaultCapacity(env: NodeJS.ProcessEnv = process.env): CapacityLimits {
-  return {
-    ncpus: Number(env.GC_CAPACITY_NCPUS ?? cpus().length * 4),
-    memMiB: Number(env.GC_CAPACITY_MEM_MIB ?? Math.floor((totalmem() / 1048576) * 0.75)),
-  };
+  const s = settings(env);
+  return { ncpus: s.capacityNcpus, memMiB: s.capacityMemMiB };
 }
 
 export class Capacity {

@@ -3,12 +3,11 @@ import { join } from 'node:path';
 import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
-import type { JobStore } from '../queue/job-store.js';
+import { EXIT, signalExitStatus, type EndReason, type JobRecord } from '../queue/job.js';
+import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 import { oomComment } from './oom-words.js';
-import type { LifecycleBus, LifecycleEvent } from '../lifecycle/listener.js';
 
 /** Why a running job is being stopped from outside. */
 export type StopReason = 'deleted' | 'shutdown';
@@ -22,17 +21,20 @@ export interface RunnerOptions {
   killDelayMs: number;
   /** How long finished jobs stay visible to gcqstat -x. */
   historyTtlSec: number;
-  /** Called once a job is F: releases its dependents, completes its array. */
+  /**
+   * Called once a job is F (and again after a crash if it did not complete): completes its
+   * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
+   */
   onFinished?: (job: JobRecord) => Promise<void>;
-  /** Observers of starts, ends and reruns (metrics, accounting). */
-  lifecycle?: LifecycleBus;
+  /** Clone start latency (run transition to command started), for the metrics. */
+  onCloneStarted?: (job: JobRecord, ms: number) => void;
 }
 
-/** How a job ended, for the observers: its command ended, it was deleted, or the server gave up on it. */
+/** How a job ended; endReason is written with its F, for accounting and metrics. */
 export interface JobEnd {
   exitStatus?: number;
   comment: string;
-  event?: Extract<LifecycleEvent, 'ended' | 'deleted' | 'aborted'>;
+  endReason?: EndReason;
 }
 
 export interface RunOutcome {
@@ -47,6 +49,11 @@ export interface RunOutcome {
 export class JobRunner {
   constructor(private readonly o: RunnerOptions) {}
 
+  /**
+   * Run a job the dispatcher has moved to R (its `run` transition). The steps, in order:
+   * clone and run the command; the command ended -> `exit` (R->E, exit status recorded);
+   * deliver the output; clean up (usage, clone, spool); then `finish` (->F) and settle.
+   */
   async run(job: JobRecord, stop: AbortSignal): Promise<RunOutcome> {
     const { driver, store } = this.o;
     // Array tasks share a sequence number: the index keeps their clones apart.
@@ -58,6 +65,8 @@ export class JobRunner {
     let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
+    /** Past E: from here the job is finished, never requeued (its command has run). */
+    let exited = false;
     let guestMeasured = false;
 
     try {
@@ -73,7 +82,6 @@ export class JobRunner {
         ncpus: job.spec.resources.ncpus,
       });
       cloned = true;
-      const cloneStartMs = Date.now() - startedAt;
       const spec: ExecSpec = {
         argv: job.spec.argv,
         cwd: job.spec.cwd,
@@ -88,7 +96,7 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
-      await this.o.lifecycle?.emit({ jobId: job.id, event: 'started', record: { ...job, state: 'R', startedAt, cloneId }, at: Date.now(), timings: { cloneStartMs } });
+      this.o.onCloneStarted?.(job, Date.now() - startedAt);
       const result = await this.supervise(job, running, stop);
       ended = result.ended;
       requeue = result.requeue;
@@ -100,13 +108,18 @@ export class JobRunner {
       }
 
       if (!requeue) {
-        await store.update(job.id, { state: 'E' });
-        await this.deliver(job, spool, paths, job.spec.join);
+        // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
+        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment });
+        if (!e.ok) throw e.error;
+        exited = true;
+        // Deliver output (a stage-out step goes next to this one).
+        const note = await this.deliver(job, spool, paths, job.spec.join);
+        if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
       }
     } catch (e) {
-      if (stop.aborted && stop.reason === 'shutdown') requeue = true;
-      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', event: 'deleted' };
-      else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, event: 'aborted' };
+      if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
+      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', endReason: 'deleted' };
+      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
       if (cloned && !guestMeasured) {
@@ -120,34 +133,62 @@ export class JobRunner {
 
     if (requeue) {
       if (job.spec.rerunnable) {
-        await store.update(job.id, { state: 'Q', comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
-        const again = await store.tryGet(job.id);
-        if (again) await this.o.lifecycle?.emit({ jobId: job.id, event: 'rerun', record: again, at: Date.now() });
-        return { requeue: true };
+        const q = await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+        if (q.ok) return { requeue: true };
+        log.error('requeue refused', { job: job.id, error: q.error.message });
+        return { requeue: false };
       }
-      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', event: 'aborted' };
+      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', endReason: 'lost' };
     }
-    await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    // Finish: -> F, then settle (snapshot, array, dependents).
+    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status', endReason: 'failed' });
+    if (!f.ok && f.from !== 'F') log.error('finish refused', { job: job.id, error: f.error.message });
     return { requeue: false };
   }
 
-  /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: JobEnd): Promise<void> {
+  /**
+   * End a job: `event` (finish from R/E; delete before it ran; array-end for an array's
+   * record) to F with compare-and-set, then settle. Idempotent: a job already F is left as it
+   * is and nothing is released or counted twice (the result says `from: 'F'`). Any other
+   * refusal (e.g. gcqdel of a job a runner took meanwhile) is returned, not thrown.
+   *
+   * F is written together with the `settling` mark, and the mark is cleared only once the
+   * snapshot reference, the array and the dependents are settled. Dependents and arrays judge
+   * by their parents' F, so F has to come first; a crash in between leaves the mark, and gcd's
+   * start settles every marked job again (each settle step is idempotent).
+   */
+  async finish(job: JobRecord, end: JobEnd, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
+    const r = await this.o.store.transition(job.id, event, {
+      endedAt: Date.now(),
+      exitStatus: end.exitStatus,
+      comment: end.comment,
+      endReason: end.endReason,
+      cloneId: undefined,
+      holds: undefined,
+      settling: true,
+    });
+    if (r.ok) await this.settle(r.record);
+    return r;
+  }
+
+  /**
+   * Settle a finished job: drop its snapshot reference (once), complete its array and review
+   * its dependents (onFinished), then clear the mark and start its history clock. Safe to run
+   * again on a job already settled in part.
+   */
+  async settle(job: JobRecord): Promise<void> {
     const { store, driver } = this.o;
-    const endedAt = Date.now();
-    await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
-    // Read back before the history clock starts (a TTL of 0 drops it at once): usage, start
-    // time and run count were written by other steps.
-    const final = this.o.lifecycle ? await store.tryGet(job.id).catch(() => undefined) : undefined;
-    await store.expire(job.id, this.o.historyTtlSec);
-    if (job.snapshotId && (await store.releaseSnapshotRef(job.snapshotId))) {
-      await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+    try {
+      if (job.snapshotId && (await store.releaseSnapshotRef(job.id, job.snapshotId))) {
+        await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+      }
+      await this.o.onFinished?.(job);
+      await store.update(job.id, { settling: false });
+      await store.expire(job.id, this.o.historyTtlSec);
+    } catch (e) {
+      // The mark stays: the next gcd start settles it again.
+      log.error('after-finish step failed', { job: job.id, error: errorMessage(e) });
     }
-    const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
-    if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
-    else delete done.exitStatus;
-    await this.o.lifecycle?.emit({ jobId: job.id, event: end.event ?? 'ended', record: final ?? done, at: endedAt });
-    await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
   }
 
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
@@ -179,18 +220,19 @@ export class JobRunner {
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
     const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false, ...u };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', event: 'deleted' }, requeue: false, ...u };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true, ...u };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
-    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}` }, requeue: false, ...u };
+    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */
-  private async deliver(job: JobRecord, spool: string, paths: { out: string; err: string }, join_: 'oe' | 'eo' | 'n'): Promise<void> {
+  private async deliver(job: JobRecord, spool: string, paths: { out: string; err: string }, join_: 'oe' | 'eo' | 'n'): Promise<string | undefined> {
     const { driver, store } = this.o;
+    let note: string | undefined;
     const sends: Array<[string, string]> = [];
     if (join_ === 'oe') sends.push([join(spool, 'stdout'), paths.out]);
     else if (join_ === 'eo') sends.push([join(spool, 'stdout'), paths.err]);
@@ -206,12 +248,13 @@ export class JobRunner {
         const kept = join(keep, guest.split('/').pop() ?? 'output');
         const { rename } = await import('node:fs/promises');
         await rename(host, kept);
-        await store.update(job.id, { comment: `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}` });
+        note = `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`;
       }
     }
     await store.update(job.id, {
       outputPath: join_ === 'eo' ? paths.err : paths.out,
       errorPath: join_ === 'oe' ? paths.out : paths.err,
     });
+    return note;
   }
 }

@@ -3,6 +3,7 @@ import { UsageError } from '../errors.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import { neverFits, type CapacityLimits } from './capacity.js';
+import { nextState } from '../queue/job-states.js';
 import { describeDependencies, judgeDependencies } from './dependencies.js';
 
 export interface SubmitOptions {
@@ -92,7 +93,7 @@ export class Submitter {
         if (!opts.array) {
           const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };
           records.push(r);
-          if (init.state === 'Q' || init.state === 'W') runnable.push(r);
+          if (nextState('run', init.state)) runnable.push(r);
           if (dependsOn.length) waiting.push({ child: r.id, on: dependsOn });
           return;
         }
@@ -103,7 +104,7 @@ export class Submitter {
           const t: JobRecord = { ...common, id: `${seq}[${index}].${this.store.serverName}`, snapshotId: snap.id, arrayParent: parent.id, arrayIndex: index };
           delete t.depend; // the array's record carries the dependency for all its tasks
           records.push(t);
-          if (init.state === 'Q' || init.state === 'W') runnable.push(t);
+          if (nextState('run', init.state)) runnable.push(t);
         }
       });
       await this.store.create(records);

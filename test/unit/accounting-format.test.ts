@@ -6,7 +6,7 @@ import { AccountingReader } from '../../src/accounting/accounting-log.js';
 import { findJobHistory, jobUsage } from '../../src/accounting/job-history.js';
 import type { Actor } from '../../src/scheduler/actor.js';
 import { accountingLine, accountingTime, hms, parseAccountingLine, parseSizeKiB } from '../../src/accounting/record-format.js';
-import { efficiencyReport } from '../../src/cli/tools/gcseff.js';
+import { efficiencyReport } from '../../src/server/commands/gcseff.js';
 import { parseCommandUsage } from '../../src/drivers/qemu/command-usage.js';
 import { parseMetricsAddr } from '../../src/metrics/server.js';
 import type { JobRecord } from '../../src/queue/job.js';
