@@ -14,7 +14,7 @@ async function jobsByStateUser(prom: PrometheusProcess): Promise<Record<string, 
 
 async function scalar(prom: PrometheusProcess, q: string): Promise<number | undefined> {
   const r = await prom.query(q);
-  return r.length ? Number(r[0]!.value[1]) : undefined;
+  return r.length ? Number(r[0].value[1]) : undefined;
 }
 
 /** Poll Prometheus until `read` equals `want` (it scrapes every second), then assert it. */
