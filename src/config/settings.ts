@@ -56,6 +56,10 @@ export interface Settings {
   mailFrom: string | undefined;
   /** Domain added to a bare user name, or undefined for the server name. */
   mailDomain: string | undefined;
+  /** Where Prometheus scrapes GET /metrics (HOST:PORT); undefined or 'off': no metrics. */
+  metricsAddr: string | undefined;
+  /** PBS accounting files (one per day, YYYYMMDD), or 'off'. */
+  accountingDir: string;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -290,6 +294,22 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'domain added to a bare `-M` name or job owner',
   },
+  metricsAddr: {
+    name: 'GC_METRICS_ADDR',
+    type: 'address',
+    defaultText: '(off)',
+    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 127.0.0.1:9464) or off'),
+    fallback: none,
+    meaning: 'where Prometheus scrapes `GET /metrics` (job counts, waits, run times, snapshot pauses)',
+  },
+  accountingDir: {
+    name: 'GC_ACCOUNTING_DIR',
+    type: 'path',
+    defaultText: '`$GC_STATE_DIR/accounting`',
+    parse: (t) => (t === 'off' ? 'off' : path(t, 'GC_ACCOUNTING_DIR')),
+    fallback: (stateDir) => join(stateDir, 'accounting'),
+    meaning: 'PBS accounting files (`YYYYMMDD`, read by `gctracejob`, `gcseff`); `off`: none',
+  },
 };
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
@@ -330,6 +350,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     sendmailPath: r('sendmailPath'),
     mailFrom: r('mailFrom'),
     mailDomain: r('mailDomain'),
+    metricsAddr: r('metricsAddr'),
+    accountingDir: r('accountingDir'),
   };
 }
 

@@ -1,12 +1,13 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
+import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type EndReason, type JobRecord } from '../queue/job.js';
 import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import { oomComment } from './oom-words.js';
 
 /** Why a running job is being stopped from outside. */
 export type StopReason = 'deleted' | 'shutdown';
@@ -25,6 +26,15 @@ export interface RunnerOptions {
    * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
    */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** Clone start latency (run transition to command started), for the metrics. */
+  onCloneStarted?: (job: JobRecord, ms: number) => void;
+}
+
+/** How a job ended; endReason is written with its F, for accounting and metrics. */
+export interface JobEnd {
+  exitStatus?: number;
+  comment: string;
+  endReason?: EndReason;
 }
 
 /** How a job ends: its status (none: it never ran), the comment, and the reason (see JobRecord.endReason). */
@@ -64,9 +74,11 @@ export class JobRunner {
     let cloned = false;
     /** Past E: from here the job is finished, never requeued (its command has run). */
     let exited = false;
+    let guestMeasured = false;
 
     try {
-      await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
+      const startedAt = Date.now();
+      await store.update(job.id, { cloneId, startedAt, comment: undefined });
       await mkdir(spool, { recursive: true });
       const outFile = join(spool, 'stdout');
       const errFile = job.spec.join === 'n' ? join(spool, 'stderr') : outFile;
@@ -91,9 +103,16 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
+      this.o.onCloneStarted?.(job, Date.now() - startedAt);
       const result = await this.supervise(job, running, stop);
       ended = result.ended;
       requeue = result.requeue;
+      if (result.usage) {
+        // The command's own usage (its cgroup in the clone) rather than the whole VM's.
+        guestMeasured = true;
+        const u = result.usage;
+        await store.update(job.id, { cputSec: Math.round(u.cputSec * 100) / 100, ...(u.memPeakKiB !== undefined ? { memKiB: u.memPeakKiB } : {}) });
+      }
 
       if (!requeue) {
         // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
@@ -110,7 +129,7 @@ export class JobRunner {
       else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
-      if (cloned) {
+      if (cloned && !guestMeasured) {
         const used = await driver.usage?.(cloneId).catch(() => undefined);
         if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
       }
@@ -185,7 +204,7 @@ export class JobRunner {
     job: JobRecord,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean }> {
+  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
@@ -207,13 +226,15 @@ export class JobRunner {
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
+    const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
-    return { ended: { exitStatus: status, comment: `Job run, ${how}`, endReason: 'exit' }, requeue: false };
+    const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
+    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */

@@ -23,6 +23,7 @@ import { CLUSTER_COMMANDS, clusterTool } from './commands/gc-clone.js';
 import { gcTool } from './commands/gc.js';
 import { runTool } from './commands/index.js';
 import type { Tool, ToolServices } from './commands/tool.js';
+import { startObservers } from './observers.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -85,6 +86,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    const observers = startObservers(settings);
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -97,6 +99,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       lockDurationMs: settings.lockDurationMs,
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
+      observe: observers.lifecycle,
     });
     // Job mail (-m/-M) hears every transition, those of the recovery in start() too; closed
     // after the scheduler, so the mails of the jobs it ends on the way down still go.
@@ -112,9 +115,11 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       unsubscribeMail();
       await mail.close();
     });
+    // Before start(): the recovery's state changes are observed too.
+    observers.attach(scheduler);
 
     const gc = gcCommand(backend);
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}) };
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}), ...observers.services };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),
@@ -123,6 +128,8 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     api = server;
     await scheduler.start();
     cleanups.push(() => scheduler.close());
+    await observers.serveMetrics();
+    cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
     return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };
