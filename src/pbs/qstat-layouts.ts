@@ -73,11 +73,11 @@ const QUEUE_WIDTHS = [16, 5, 5, 3, 3, 5, 5, 5, 5, 5, 5, 4];
 /** `qstat -Q`: one line per queue. */
 export function formatQueueTable(queues: readonly QueueStatus[]): string {
   const head = ['Queue', 'Max', 'Tot', 'Ena', 'Str', 'Que', 'Run', 'Hld', 'Wat', 'Trn', 'Ext', 'Type'];
-  const headLine = head.map((h, i) => (i === 0 || i === head.length - 1 ? left(h, QUEUE_WIDTHS[i]!) : right(h, QUEUE_WIDTHS[i]!))).join(' ');
+  const headLine = head.map((h, i) => (i === 0 || i === head.length - 1 ? left(h, QUEUE_WIDTHS[i]) : right(h, QUEUE_WIDTHS[i]))).join(' ');
   const rows = queues.map((q) => {
     const c = q.counts;
     const cells = [limitCell(q.maxRunning), String(total(c)), yesNo(q.enabled), yesNo(q.started), String(c.Q), String(c.R + c.S), String(c.H), String(c.W), '0', String(c.E)];
-    return [left(q.name, 16), ...cells.map((v, i) => right(v, QUEUE_WIDTHS[i + 1]!)), 'Exec'].join(' ');
+    return [left(q.name, 16), ...cells.map((v, i) => right(v, QUEUE_WIDTHS[i + 1])), 'Exec'].join(' ');
   });
   return trimLines([headLine, dashes(QUEUE_WIDTHS), ...rows]);
 }
@@ -129,10 +129,10 @@ const SERVER_WIDTHS = [16, 5, 5, 5, 5, 5, 5, 5, 5, 11];
 /** `qstat -B`: one line for the server. */
 export function formatServerTable(s: ServerStatus): string {
   const head = ['Server', 'Max', 'Tot', 'Que', 'Run', 'Hld', 'Wat', 'Trn', 'Ext', 'Status'];
-  const headLine = head.map((h, i) => (i === 0 || i === head.length - 1 ? left(h, SERVER_WIDTHS[i]!) : right(h, SERVER_WIDTHS[i]!))).join(' ');
+  const headLine = head.map((h, i) => (i === 0 || i === head.length - 1 ? left(h, SERVER_WIDTHS[i]) : right(h, SERVER_WIDTHS[i]))).join(' ');
   const c = s.counts;
   const cells = [limitCell(s.maxRunning), String(total(c)), String(c.Q), String(c.R + c.S), String(c.H), String(c.W), '0', String(c.E)];
-  const row = [left(s.name, 16), ...cells.map((v, i) => right(v, SERVER_WIDTHS[i + 1]!)), s.active ? 'Active' : 'Idle'].join(' ');
+  const row = [left(s.name, 16), ...cells.map((v, i) => right(v, SERVER_WIDTHS[i + 1])), s.active ? 'Active' : 'Idle'].join(' ');
   return trimLines([headLine, dashes(SERVER_WIDTHS), row]);
 }
 
@@ -197,21 +197,21 @@ export function formatAltTable(jobs: readonly QstatJob[], o: AltOptions): string
   const reqAt = w.slice(0, 7).reduce((n, x) => n + x + 1, 0);
   const names = ['Job ID', 'Username', 'Queue', 'Jobname', 'SessID', 'NDS', 'TSK', 'Memory', 'Time', 'S', 'Time'];
   const hhmm = (sec: number | undefined): string => (sec === undefined ? BLANK : formatWalltime(sec).slice(0, 5));
-  const lines = ['', `${o.server}: `, `${' '.repeat(reqAt)}Req'd  Req'd   Elap`, names.map((n, i) => left(n, w[i]!)).join(' '), dashes(w)];
+  const lines = ['', `${o.server}: `, `${' '.repeat(reqAt)}Req'd  Req'd   Elap`, names.map((n, i) => left(n, w[i])).join(' '), dashes(w)];
   for (const job of jobs) {
     const mem = job.spec.resources.memMiB > 0 ? shortSize(job.spec.resources.memMiB) : BLANK;
     let row = [
-      left(displayJobId(job.id, o.server), w[0]!),
-      left(job.spec.user, w[1]!),
-      left(job.spec.queue, w[2]!),
-      left(job.spec.name, w[3]!),
-      right(BLANK, w[4]!),
-      right('1', w[5]!),
-      right(String(job.spec.resources.ncpus), w[6]!),
-      right(mem, w[7]!),
-      right(hhmm(job.spec.walltimeSec), w[8]!),
+      left(displayJobId(job.id, o.server), w[0]),
+      left(job.spec.user, w[1]),
+      left(job.spec.queue, w[2]),
+      left(job.spec.name, w[3]),
+      right(BLANK, w[4]),
+      right('1', w[5]),
+      right(String(job.spec.resources.ncpus), w[6]),
+      right(mem, w[7]),
+      right(hhmm(job.spec.walltimeSec), w[8]),
       job.state,
-      right(hhmm(elapsedSec(job, o.now)), w[10]!),
+      right(hhmm(elapsedSec(job, o.now)), w[10]),
     ].join(' ');
     const under: string[] = [];
     if (o.hosts) {

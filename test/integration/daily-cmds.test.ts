@@ -79,7 +79,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     await until('counting again', () => count(file) > frozen + 2);
     // The walltime clock runs on with what was left (4 s minus the ~1 s before suspending).
     await until('walltime reached', () => state(id) === 'F', 15_000);
-    expect(json(id)[id]!.Exit_status).to.equal(-29);
+    expect(json(id)[id].Exit_status).to.equal(-29);
   });
 
   it('gcqsig -s SIG reaches the job\'s process group; bad input and wrong states get one line', async function () {
@@ -103,7 +103,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(g.tool('gcqsig', ['-s', 'resume', id]).stderr.trim()).to.equal(`gcqsig: job ${id} is not suspended`);
     expect(g.tool('gcqdel', [id]).status).to.equal(0);
     await until('deleted', () => state(id) === 'F');
-    expect(json(id)[id]!.Exit_status).to.equal(271);
+    expect(json(id)[id].Exit_status).to.equal(271);
   });
 
   it('gcqdel of a suspended job ends it (the clone is let run to take SIGTERM)', async function () {
@@ -115,7 +115,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(g.tool('gcqdel', [id]).status).to.equal(0);
     await until('deleted', () => state(id) === 'F', 10_000);
     expect(Date.now() - t0).to.be.below(2500, 'SIGTERM was taken at once, no kill delay');
-    expect(json(id)[id]!.Exit_status).to.equal(256 + 15);
+    expect(json(id)[id].Exit_status).to.equal(256 + 15);
   });
 
   it('gcqrerun stops a running job and runs it again from the same snapshot: run_count 2', async function () {
@@ -123,11 +123,11 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     // The first run waits (to be rerun); the second ends at once.
     const id = sub('-N', 'again', '--', 'sh', '-c', `n=$(cat ${marks} 2>/dev/null | wc -l); echo run >> ${marks}; [ $n -ge 1 ] || sleep 30`);
     await until('running', () => state(id) === 'R' && existsSync(marks));
-    expect(json(id)[id]!.run_count).to.equal(1);
+    expect(json(id)[id].run_count).to.equal(1);
     const r = g.tool('gcqrerun', [id]);
     expect(r.status, r.stderr).to.equal(0);
     await until('finished', () => state(id) === 'F', 20_000);
-    const j = json(id)[id]!;
+    const j = json(id)[id];
     expect(j.Exit_status).to.equal(0, j.comment);
     expect(j.run_count).to.equal(2);
     expect(readFileSync(marks, 'utf8')).to.equal('run\nrun\n');
@@ -146,12 +146,12 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     const b = sub('-h', '--', 'true');
     const m = g.tool('gcqmove', ['big', a]);
     expect(m.status, m.stderr).to.equal(0);
-    expect(json(a)[a]!.queue).to.equal('big');
-    expect(json(a)[a]!.job_state).to.equal('H', 'state unchanged');
+    expect(json(a)[a].queue).to.equal('big');
+    expect(json(a)[a].job_state).to.equal('H', 'state unchanged');
     const full = g.tool('gcqalter', ['-q', 'big', b]);
     expect(full.status).to.not.equal(0);
     expect(full.stderr.trim()).to.match(/^gcqalter: would exceed max_queued=1 for queue big/);
-    expect(json(b)[b]!.queue).to.equal('workq', 'a refused move changes nothing');
+    expect(json(b)[b].queue).to.equal('workq', 'a refused move changes nothing');
     const c = sub('-h', '-l', 'ncpus=4', '--', 'true');
     expect(g.tool('gcqmove', ['closed', c]).status).to.equal(0);
     expect(g.tool('gcqmove', ['workq', a]).status).to.equal(0);
@@ -162,7 +162,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     // A released job runs in its new queue.
     expect(g.tool('gcqrls', [b]).status).to.equal(0);
     await until('b ran', () => state(b) === 'F');
-    expect(json(b)[b]!.queue).to.equal('big');
+    expect(json(b)[b].queue).to.equal('big');
     const run = sub('--', 'sleep', '30');
     await until('running', () => state(run) === 'R');
     expect(g.tool('gcqmove', ['big', run]).stderr.trim()).to.equal(`gcqmove: job ${run} is R: only jobs that have not started can be moved`);
@@ -186,7 +186,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
       ].join('\n'),
     );
     const qf = g.tool('gcqstat', ['-Q', '-f', 'big']).stdout;
-    expect(qf).to.match(/^Queue: big\n    queue_type = Execution\n/);
+    expect(qf).to.match(/^Queue: big\n {4}queue_type = Execution\n/);
     expect(qf).to.include('    max_queued = [o:PBS_ALL=1]\n');
     expect(qf).to.include('    resources_max.ncpus = 2\n');
     expect(qf).to.include('    enabled = True\n    started = True\n\n');
@@ -201,7 +201,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
       ].join('\n'),
     );
     const bf = g.tool('gcqstat', ['-B', '-f']).stdout;
-    expect(bf).to.match(/^Server: srv\n    server_state = Active\n/);
+    expect(bf).to.match(/^Server: srv\n {4}server_state = Active\n/);
     expect(bf).to.include('    default_queue = workq\n');
     // A clone has its headnode's RAM (the test double's: 512 MiB).
     expect(bf).to.include('    resources_available.ncpus = 8\n    resources_assigned.mem = 524288kb\n    resources_assigned.ncpus = 2\n');
@@ -240,7 +240,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
 
   it('gcqstat -s gives a plain verdict for a job that can never run, and what would change that', async function () {
     const closed = sub('-N', 'never', '-q', 'closed', '--', 'true');
-    await until('deferred', () => json(closed)[closed]!.comment !== undefined);
+    await until('deferred', () => json(closed)[closed].comment !== undefined);
     const s = g.tool('gcqstat', ['-s', closed]).stdout.trim().split('\n');
     expect(s.pop()).to.equal('   can never run: QueueMaxRun: queue closed has 0 of max_running=0; the admin raises max_running, or gcqmove it to another queue');
     // The host shrank below what a queued job asks (gcd restarted with fewer cpus).
@@ -270,7 +270,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(f.status, f.stderr).to.equal(0);
     await until('ended', () => state(live) === 'F', 10_000);
     expect(Date.now() - t0).to.be.below(2500, 'no SIGTERM and kill delay: destroyed at once');
-    expect(json(live)[live]!.comment).to.equal('deleted by gcqdel -W force: its clone was destroyed at once');
+    expect(json(live)[live].comment).to.equal('deleted by gcqdel -W force: its clone was destroyed at once');
     const gone = sub('--', 'sleep', '30');
     await until('running', () => state(gone) === 'R');
     expect(g.tool('gcqdel', ['-x', '-Wforce', gone]).status).to.equal(0);

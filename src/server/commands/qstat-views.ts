@@ -59,7 +59,7 @@ export async function queueView(s: Scheduler, names: string[], full: boolean): P
   }
   let shown = rows;
   if (names.length) {
-    const wanted = names.map((n) => n.split('@')[0]!);
+    const wanted = names.map((n) => n.split('@')[0]);
     const unknown = wanted.filter((n) => !rows.some((r) => r.name === n));
     if (unknown.length) throw new UsageError(`Unknown queue ${unknown.join(', ')}; queues: ${rows.map((r) => r.name).join(', ')}`);
     shown = rows.filter((r) => wanted.includes(r.name));
