@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a fresh Debian/Ubuntu machine (as root):
+# The main job, end to end, on a fresh Debian/Ubuntu machine (as root, or a user with sudo):
 # install everything, build the headnode image, start gcd, create and boot a headnode, and
 # inside it: install a Debian package, write a program that uses it, `gcqsub python3 myprogram.py`,
 # then read the output file that appears next to the program when the job ends.
