@@ -48,6 +48,10 @@ export interface Settings {
   debianMirror: string | undefined;
   /** Host tools: the headnode they act for when no --headnode is given (read from the caller's environment). */
   headnode: string | undefined;
+  /** The web dashboard's `host:port`, or undefined: no dashboard. */
+  webAddr: string | undefined;
+  /** Seconds between the dashboard's queue-depth and utilisation samples. */
+  webSampleSec: number;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -250,6 +254,22 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'on the host: the headnode `gcqsub` and `gc clone` act for without `--headnode`',
   },
+  webAddr: {
+    name: 'GC_WEB_ADDR',
+    type: 'host:port',
+    defaultText: '(off)',
+    parse: word(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'host:port (e.g. 127.0.0.1:8080)'),
+    fallback: none,
+    meaning: 'serve the web dashboard here (log-in: `gc web token`); off when unset',
+  },
+  webSampleSec: {
+    name: 'GC_WEB_SAMPLE_SEC',
+    type: 'seconds',
+    defaultText: '`10`',
+    parse: wholeNumber(1),
+    fallback: () => 10,
+    meaning: "seconds between the dashboard's queue-depth and utilisation samples",
+  },
 };
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
@@ -286,6 +306,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     imageRecipeDir: r('imageRecipeDir'),
     debianMirror: r('debianMirror'),
     headnode: r('headnode'),
+    webAddr: r('webAddr'),
+    webSampleSec: r('webSampleSec'),
   };
 }
 
