@@ -143,6 +143,13 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     await page.goto(`${base}/history`);
     await page.waitForFunction(() => document.body.dataset.drawn !== undefined);
     expect(await page.getAttribute('#timeline', 'data-bars')).to.equal('3');
+    // Each bar is drawn, with a width on the time axis (Chart.js's own geometry).
+    const widths = await page.evaluate(() => {
+      const c = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: unknown[] }; getDatasetMeta(i: number): { data: Array<{ width: number; x: number }> } } } }).Chart.getChart('timeline');
+      return c.data.datasets.flatMap((_d, i) => c.getDatasetMeta(i).data.map((b) => Math.abs(b.width))).filter((w) => Number.isFinite(w) && w > 0);
+    });
+    expect(widths).to.have.length(3);
+    for (const w of widths) expect(w).to.be.greaterThan(2);
     const res = await page.goto(`${base}/admin/queue/`);
     expect(res?.status()).to.equal(200);
     await page.waitForSelector('text=jobs', { timeout: 20_000 });

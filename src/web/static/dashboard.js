@@ -18,7 +18,10 @@
   }
 
   async function drawTimeline(canvas) {
-    const { bars } = await getJson('/api/timeline');
+    const { bars, now } = await getJson('/api/timeline');
+    // The axis spans the jobs shown (a bar chart's axis would otherwise start at 1970).
+    const first = bars.length ? Math.min(...bars.map((b) => b.start)) : now - 3600e3;
+    const pad = Math.max(1000, (now - first) * 0.02);
     const labels = bars.map((b) => b.id + ' ' + b.name);
     const users = [...new Set(bars.map((b) => b.user))];
     const datasets = users.map((u) => ({
@@ -36,7 +39,7 @@
         indexAxis: 'y',
         maintainAspectRatio: false,
         animation: false,
-        scales: { x: { type: 'linear', ticks: { callback: (v) => hhmm(v) } } },
+        scales: { x: { type: 'linear', beginAtZero: false, min: first - pad, max: now + pad, ticks: { callback: (v) => hhmm(v) } }, y: { stacked: true } },
         plugins: {
           tooltip: {
             callbacks: {
