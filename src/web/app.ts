@@ -52,40 +52,79 @@ function who(res: Response): WebIdentity {
   return res.locals.identity as WebIdentity;
 }
 
-const mine = (id: WebIdentity) => (owner: string): boolean => id.admin || owner === id.user;
+const mine =
+  (id: WebIdentity) =>
+  (owner: string): boolean =>
+    id.admin || owner === id.user;
 
 function jobCells(j: JobRecord, extra: string[]): string[] {
-  return [`<span class="jobid">${esc(j.id)}</span>`, esc(j.spec.name), `<span class="user">${esc(j.spec.user)}</span>`, esc(j.spec.headnode), esc(j.spec.queue), `<span class="state s-${esc(j.state)}">${esc(j.state)}</span>`, ...extra];
+  return [
+    `<span class="jobid">${esc(j.id)}</span>`,
+    esc(j.spec.name),
+    `<span class="user">${esc(j.spec.user)}</span>`,
+    esc(j.spec.headnode),
+    esc(j.spec.queue),
+    `<span class="state s-${esc(j.state)}">${esc(j.state)}</span>`,
+    ...extra,
+  ];
 }
 
 function jobsPage(jobs: JobRecord[], now: number): string {
   const queued = jobs.filter((j) => j.state === 'Q' || j.state === 'H' || j.state === 'W');
   const running = jobs.filter((j) => j.state === 'R' || j.state === 'E' || j.state === 'B');
-  const finished = jobs.filter((j) => j.state === 'F').sort((a, b) => (b.endedAt ?? 0) - (a.endedAt ?? 0)).slice(0, 50);
+  const finished = jobs
+    .filter((j) => j.state === 'F')
+    .sort((a, b) => (b.endedAt ?? 0) - (a.endedAt ?? 0))
+    .slice(0, 50);
   const head = ['Job', 'Name', 'User', 'Headnode', 'Queue', 'S'];
   const res = (j: JobRecord): string => {
     const r = j.spec.assigned ?? j.spec.resources;
     return `${r.ncpus} cpu${r.memMiB ? `, ${r.memMiB} MiB` : ''}`;
   };
   return `<section><h2>Queued <span class="count">${queued.length}</span></h2>
-${table('queued', [...head, 'Waiting since', 'Asks', 'Why it waits'], queued.map((j) => jobCells(j, [when(j.queuedAt), res(j), `<span class="reason">${esc(j.comment ?? (j.holds ? `held (${j.holds})` : j.beginAt ? `not before ${when(j.beginAt)}` : 'waiting for the dispatcher'))}</span>`])), 'No job waits.')}</section>
+${table(
+  'queued',
+  [...head, 'Waiting since', 'Asks', 'Why it waits'],
+  queued.map((j) =>
+    jobCells(j, [
+      when(j.queuedAt),
+      res(j),
+      `<span class="reason">${esc(j.comment ?? (j.holds ? `held (${j.holds})` : j.beginAt ? `not before ${when(j.beginAt)}` : 'waiting for the dispatcher'))}</span>`,
+    ]),
+  ),
+  'No job waits.',
+)}</section>
 <section><h2>Running <span class="count">${running.length}</span></h2>
-${table('running', [...head, 'Started', 'Elapsed', 'Walltime', 'Uses', 'CPU time', 'Peak memory', 'Clone'], running.map((j) => jobCells(j, [
-    when(j.startedAt),
-    j.startedAt ? duration((now - j.startedAt) / 1000) : '',
-    j.spec.walltimeSec ? duration(j.spec.walltimeSec) : '',
-    res(j),
-    j.cputSec !== undefined ? duration(j.cputSec) : '',
-    j.memKiB !== undefined ? `${Math.round(j.memKiB / 1024)} MiB` : '',
-    esc(j.cloneId ?? ''),
-  ])), 'No job runs.')}</section>
+${table(
+  'running',
+  [...head, 'Started', 'Elapsed', 'Walltime', 'Uses', 'CPU time', 'Peak memory', 'Clone'],
+  running.map((j) =>
+    jobCells(j, [
+      when(j.startedAt),
+      j.startedAt ? duration((now - j.startedAt) / 1000) : '',
+      j.spec.walltimeSec ? duration(j.spec.walltimeSec) : '',
+      res(j),
+      j.cputSec !== undefined ? duration(j.cputSec) : '',
+      j.memKiB !== undefined ? `${Math.round(j.memKiB / 1024)} MiB` : '',
+      esc(j.cloneId ?? ''),
+    ]),
+  ),
+  'No job runs.',
+)}</section>
 <section><h2>Finished <span class="count">${finished.length}</span></h2>
-${table('finished', [...head, 'Ended', 'Ran for', 'Exit status', 'Comment'], finished.map((j) => jobCells(j, [
-    when(j.endedAt),
-    j.startedAt && j.endedAt ? duration((j.endedAt - j.startedAt) / 1000) : '',
-    `<span class="exit ${j.exitStatus === 0 ? 'ok' : 'bad'}">${esc(j.exitStatus ?? '')}</span>`,
-    esc(j.comment ?? ''),
-  ])), 'No finished job in the history.')}</section>
+${table(
+  'finished',
+  [...head, 'Ended', 'Ran for', 'Exit status', 'Comment'],
+  finished.map((j) =>
+    jobCells(j, [
+      when(j.endedAt),
+      j.startedAt && j.endedAt ? duration((j.endedAt - j.startedAt) / 1000) : '',
+      `<span class="exit ${j.exitStatus === 0 ? 'ok' : 'bad'}">${esc(j.exitStatus ?? '')}</span>`,
+      esc(j.comment ?? ''),
+    ]),
+  ),
+  'No finished job in the history.',
+)}</section>
 <p class="note">Refreshes every 10 s. <script>setTimeout(() => location.reload(), 10000)</script></p>`;
 }
 
@@ -105,7 +144,15 @@ function timeline(jobs: JobRecord[], now: number): TimelineBar[] {
     .filter((j) => j.startedAt !== undefined)
     .sort((a, b) => a.startedAt! - b.startedAt!)
     .slice(-200)
-    .map((j) => ({ id: j.id, name: j.spec.name, user: j.spec.user, state: j.state, start: j.startedAt!, end: j.endedAt ?? now, ...(j.exitStatus !== undefined ? { exitStatus: j.exitStatus } : {}) }));
+    .map((j) => ({
+      id: j.id,
+      name: j.spec.name,
+      user: j.spec.user,
+      state: j.state,
+      start: j.startedAt!,
+      end: j.endedAt ?? now,
+      ...(j.exitStatus !== undefined ? { exitStatus: j.exitStatus } : {}),
+    }));
 }
 
 /** The dashboard as an Express app; `listen` is the caller's (web/server.ts). */
@@ -159,11 +206,21 @@ export function dashboardApp(s: DashboardServices): Express {
     const body = `<section><h2>Timeline</h2><p class="note">One bar per job from its start to its end (running jobs end now).</p>
 <div class="chart tall"><canvas id="timeline"></canvas></div></section>
 <section><h2>Finished jobs <span class="count">${done.length}</span></h2>
-${table('history', ['Job', 'Name', 'User', 'Headnode', 'Queue', 'S', 'Queued', 'Started', 'Ended', 'Exit status', 'CPU time', 'Comment'], done.map((j) => jobCells(j, [
-      when(j.queuedAt), when(j.startedAt), when(j.endedAt),
+${table(
+  'history',
+  ['Job', 'Name', 'User', 'Headnode', 'Queue', 'S', 'Queued', 'Started', 'Ended', 'Exit status', 'CPU time', 'Comment'],
+  done.map((j) =>
+    jobCells(j, [
+      when(j.queuedAt),
+      when(j.startedAt),
+      when(j.endedAt),
       `<span class="exit ${j.exitStatus === 0 ? 'ok' : 'bad'}">${esc(j.exitStatus ?? '')}</span>`,
-      j.cputSec !== undefined ? duration(j.cputSec) : '', esc(j.comment ?? ''),
-    ])), 'No finished job in the history.')}</section>`;
+      j.cputSec !== undefined ? duration(j.cputSec) : '',
+      esc(j.comment ?? ''),
+    ]),
+  ),
+  'No finished job in the history.',
+)}</section>`;
     res.type('html').send(page('History', pu(id), body, ['/static/chart.umd.js', '/static/dashboard.js']));
   });
   app.get('/charts', (_req, res) => {
@@ -176,8 +233,27 @@ ${table('history', ['Job', 'Name', 'User', 'Headnode', 'Queue', 'S', 'Queued', '
   app.get('/headnodes', async (_req, res) => {
     const id = who(res);
     const hs = await visibleHeadnodes(id);
-    const rows = hs.map((h) => [esc(h.name), `<span class="user">${esc(h.owner)}</span>`, esc(h.group), `<span class="hn-${esc(h.state)}">${esc(h.state)}</span>`, esc(h.accel), `${h.memMiB} MiB`, String(h.vcpus), `${h.diskGiB} GiB`, when(h.startedAt ?? h.createdAt), esc(h.reason ?? '')]);
-    res.type('html').send(page('Headnodes', pu(id), table('headnodes', ['Name', 'Owner', 'Group', 'State', 'Accel', 'Memory', 'vCPUs', 'Disk', 'Since', 'Note'], rows, 'No headnode.')));
+    const rows = hs.map((h) => [
+      esc(h.name),
+      `<span class="user">${esc(h.owner)}</span>`,
+      esc(h.group),
+      `<span class="hn-${esc(h.state)}">${esc(h.state)}</span>`,
+      esc(h.accel),
+      `${h.memMiB} MiB`,
+      String(h.vcpus),
+      `${h.diskGiB} GiB`,
+      when(h.startedAt ?? h.createdAt),
+      esc(h.reason ?? ''),
+    ]);
+    res
+      .type('html')
+      .send(
+        page(
+          'Headnodes',
+          pu(id),
+          table('headnodes', ['Name', 'Owner', 'Group', 'State', 'Accel', 'Memory', 'vCPUs', 'Disk', 'Since', 'Note'], rows, 'No headnode.'),
+        ),
+      );
   });
   app.get('/clones', async (_req, res) => {
     const id = who(res);
@@ -185,9 +261,40 @@ ${table('history', ['Job', 'Name', 'User', 'Headnode', 'Queue', 'S', 'Queued', '
     const jobClones = (await visibleJobs(id)).filter((j) => (j.state === 'R' || j.state === 'E') && j.cloneId);
     const live = s.clones ? (await s.clones()).filter((c) => mine(id)(owners.get(c.headnode) ?? '')) : undefined;
     const body = `<section><h2>Job clones <span class="count">${jobClones.length}</span></h2>
-${table('job-clones', ['Clone', 'Job', 'User', 'Headnode', 'Started', 'Elapsed'], jobClones.map((j) => [esc(j.cloneId), `<span class="jobid">${esc(j.id)}</span>`, `<span class="user">${esc(j.spec.user)}</span>`, esc(j.spec.headnode), when(j.startedAt), j.startedAt ? duration((Date.now() - j.startedAt) / 1000) : '']), 'No job is running in a clone.')}</section>
+${table(
+  'job-clones',
+  ['Clone', 'Job', 'User', 'Headnode', 'Started', 'Elapsed'],
+  jobClones.map((j) => [
+    esc(j.cloneId),
+    `<span class="jobid">${esc(j.id)}</span>`,
+    `<span class="user">${esc(j.spec.user)}</span>`,
+    esc(j.spec.headnode),
+    when(j.startedAt),
+    j.startedAt ? duration((Date.now() - j.startedAt) / 1000) : '',
+  ]),
+  'No job is running in a clone.',
+)}</section>
 <section><h2>Live clones (gc clone) <span class="count">${live?.length ?? 0}</span></h2>
-${live === undefined ? '<p class="empty">This gcd runs without virtual clusters.</p>' : table('live-clones', ['Name', 'Headnode', 'Gen', 'Parent', 'State', 'Address', 'Up', 'Expires', 'Memory'], live.map((c) => [esc(c.name), esc(c.headnode), String(c.generation), esc(c.parent), esc(c.state), esc(c.address), duration(c.uptimeSec), when(c.expiresAt), c.pssMiB !== undefined ? `${c.pssMiB} MiB` : '']), 'No live clone.')}</section>`;
+${
+  live === undefined
+    ? '<p class="empty">This gcd runs without virtual clusters.</p>'
+    : table(
+        'live-clones',
+        ['Name', 'Headnode', 'Gen', 'Parent', 'State', 'Address', 'Up', 'Expires', 'Memory'],
+        live.map((c) => [
+          esc(c.name),
+          esc(c.headnode),
+          String(c.generation),
+          esc(c.parent),
+          esc(c.state),
+          esc(c.address),
+          duration(c.uptimeSec),
+          when(c.expiresAt),
+          c.pssMiB !== undefined ? `${c.pssMiB} MiB` : '',
+        ]),
+        'No live clone.',
+      )
+}</section>`;
     res.type('html').send(page('Clones', pu(id), body));
   });
 
@@ -206,18 +313,33 @@ ${live === undefined ? '<p class="empty">This gcd runs without virtual clusters.
     const board = new ExpressAdapter();
     board.setBasePath('/admin/queue');
     createBullBoard({ queues: [new BullMQAdapter(s.queue, { readOnlyMode: true })], serverAdapter: board });
-    app.use('/admin/queue', (_req: Request, res: Response, next: NextFunction) => {
-      if (!who(res).admin) return void res.status(403).type('html').send(page('Forbidden', pu(who(res)), '<p class="refused">The raw queue is for administrators.</p>'));
-      next();
-    }, board.getRouter() as express.Router);
+    app.use(
+      '/admin/queue',
+      (_req: Request, res: Response, next: NextFunction) => {
+        if (!who(res).admin)
+          return void res
+            .status(403)
+            .type('html')
+            .send(page('Forbidden', pu(who(res)), '<p class="refused">The raw queue is for administrators.</p>'));
+        next();
+      },
+      board.getRouter() as express.Router,
+    );
   }
 
   app.use((_req: Request, res: Response) => {
-    res.status(404).type('html').send(page('Not found', pu(who(res)), '<p>No such page.</p>'));
+    res
+      .status(404)
+      .type('html')
+      .send(page('Not found', pu(who(res)), '<p>No such page.</p>'));
   });
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     log.error('dashboard request failed', { error: errorMessage(err) });
-    if (!res.headersSent) res.status(500).type('text').send('dashboard error: ' + errorMessage(err).split('\n')[0]);
+    if (!res.headersSent)
+      res
+        .status(500)
+        .type('text')
+        .send('dashboard error: ' + errorMessage(err).split('\n')[0]);
   });
   return app;
 }

@@ -40,16 +40,24 @@ export class Dashboard {
   async start(): Promise<void> {
     const { addr, scheduler, redis } = this.p;
     if (!addr) return;
-    const sampler = new Sampler(redis, samplesKey(this.p.keyPrefix), async () => {
-      const live = await scheduler.store.list({ tasks: true });
-      const used = scheduler.capacity.used;
-      const lim = scheduler.capacity.limits;
-      return {
-        queued: live.filter((j) => !j.array && (j.state === 'Q' || j.state === 'H' || j.state === 'W')).length,
-        running: live.filter((j) => !j.array && (j.state === 'R' || j.state === 'E')).length,
-        ncpusUsed: used.ncpus, ncpusTotal: lim.ncpus, memMiBUsed: used.memMiB, memMiBTotal: lim.memMiB,
-      };
-    }, this.p.sampleSec);
+    const sampler = new Sampler(
+      redis,
+      samplesKey(this.p.keyPrefix),
+      async () => {
+        const live = await scheduler.store.list({ tasks: true });
+        const used = scheduler.capacity.used;
+        const lim = scheduler.capacity.limits;
+        return {
+          queued: live.filter((j) => !j.array && (j.state === 'Q' || j.state === 'H' || j.state === 'W')).length,
+          running: live.filter((j) => !j.array && (j.state === 'R' || j.state === 'E')).length,
+          ncpusUsed: used.ncpus,
+          ncpusTotal: lim.ncpus,
+          memMiBUsed: used.memMiB,
+          memMiBTotal: lim.memMiB,
+        };
+      },
+      this.p.sampleSec,
+    );
     sampler.start();
     this.closers.push(() => sampler.close());
     const web = await startWebDashboard(addr, {

@@ -1,5 +1,5 @@
 /** Escaping and the page frame of the dashboard's server-rendered HTML. */
-export function esc(v: unknown): string {
+export function esc(v: string | number | undefined): string {
   return String(v ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 

@@ -47,7 +47,11 @@ export class Sampler {
 
   async sampleNow(): Promise<void> {
     const s: Sample = { t: Date.now(), ...(await this.take()) };
-    await this.redis.multi().lpush(this.key, JSON.stringify(s)).ltrim(this.key, 0, MAX_SAMPLES - 1).exec();
+    await this.redis
+      .multi()
+      .lpush(this.key, JSON.stringify(s))
+      .ltrim(this.key, 0, MAX_SAMPLES - 1)
+      .exec();
   }
 
   /** Oldest first, at most `limit`. */

@@ -27,7 +27,7 @@ export function webTokenTool(tokens: WebTokens, webUrl: () => string | undefined
     let admin = false;
     let ttl = DEFAULT_TTL_SEC;
     for (let i = 0; i < rest.length; i++) {
-      const a = rest[i]!;
+      const a = rest[i];
       const value = (): string => {
         const v = rest[++i];
         if (v === undefined) throw new UsageError(`gc web token: ${a} needs a value`);

@@ -60,12 +60,12 @@ export class WebTokens {
   verify(token: string): WebIdentity {
     const m = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token.trim());
     if (!m) throw new BadTokenError('malformed');
-    const given = Buffer.from(m[2]!, 'base64url');
-    const want = this.mac(m[1]!);
+    const given = Buffer.from(m[2], 'base64url');
+    const want = this.mac(m[1]);
     if (given.length !== want.length || !timingSafeEqual(given, want)) throw new BadTokenError('bad signature');
     let body: { u?: unknown; a?: unknown; e?: unknown };
     try {
-      body = JSON.parse(Buffer.from(m[1]!, 'base64url').toString('utf8')) as typeof body;
+      body = JSON.parse(Buffer.from(m[1], 'base64url').toString('utf8')) as typeof body;
     } catch {
       throw new BadTokenError('malformed');
     }

@@ -8,7 +8,16 @@ import { GcdProcess, ROOT, until } from '../helpers/gcd-process.js';
 
 /** Debian's chromium (scripts/install-deps.sh); never a browser downloaded by playwright. */
 const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 const SHOTS = join(ROOT, 'test-artifacts', 'screenshots');
 const PAGES = ['jobs', 'history', 'charts', 'headnodes', 'clones'] as const;
 
@@ -49,7 +58,12 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     await ctx?.close();
     rmSync(profile, { recursive: true, force: true });
     mkdirSync(profile);
-    ctx = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1280, height: 800 } });
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: CHROMIUM_ARGS,
+      viewport: { width: 1280, height: 800 },
+    });
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     const res = await page.goto(`${base}/?token=${tok}`);
     expect(res?.status(), `log-in of ${who}`).to.equal(200);
@@ -81,8 +95,13 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     g = new GcdProcess({
-      GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn-alice:alice:physics,hn-bob:bob:chem', GC_SERVER_NAME: 'srv',
-      GC_WEB_ADDR: `127.0.0.1:${port}`, GC_WEB_SAMPLE_SEC: '1', GC_KILL_DELAY_MS: '500', GC_LOCK_MS: '3000',
+      GC_DRIVER: 'fake',
+      GC_FAKE_HEADNODES: 'hn-alice:alice:physics,hn-bob:bob:chem',
+      GC_SERVER_NAME: 'srv',
+      GC_WEB_ADDR: `127.0.0.1:${port}`,
+      GC_WEB_SAMPLE_SEC: '1',
+      GC_KILL_DELAY_MS: '500',
+      GC_LOCK_MS: '3000',
     });
     await g.start();
     // Real jobs of two users: finished (one failing), running, and held in the queue.
@@ -91,7 +110,7 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     for (const id of [ids.aliceDone, ids.bobDone]) await until(`${id} finished`, () => / F /.test(g.tool('gcqstat', ['-x', id]).stdout));
     ids.aliceRun = submit('alice-run', 'hn-alice', ['--', 'sleep', '120']);
     ids.bobHeld = submit('bob-held', 'hn-bob', ['-h', '--', 'true']);
-    await until('alice-run running', () => g.tool('gcqstat', [ids.aliceRun!]).stdout.includes(' R '));
+    await until('alice-run running', () => g.tool('gcqstat', [ids.aliceRun]).stdout.includes(' R '));
     await new Promise((r) => setTimeout(r, 2500)); // a few samples for the charts
   });
 
@@ -111,7 +130,9 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     const row = await page.goto(`${base}/jobs`).then(() => page.locator('table.finished tr', { hasText: 'alice-done' }).innerText());
     expect(row).to.match(/\t3\t/);
     const running = await page.locator('table.running tr', { hasText: 'alice-run' }).innerText();
-    expect(running).to.match(/00:00:\d\d/).and.contain('1 cpu');
+    expect(running)
+      .to.match(/00:00:\d\d/)
+      .and.contain('1 cpu');
     expect(t.history).to.contain('alice-done').and.not.contain('bob');
     expect(t.headnodes).to.contain('hn-alice').and.not.contain('hn-bob');
     expect(t.clones).to.contain(ids.aliceRun);
@@ -145,7 +166,11 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     expect(await page.getAttribute('#timeline', 'data-bars')).to.equal('3');
     // Each bar is drawn, with a width on the time axis (Chart.js's own geometry).
     const widths = await page.evaluate(() => {
-      const c = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: unknown[] }; getDatasetMeta(i: number): { data: Array<{ width: number; x: number }> } } } }).Chart.getChart('timeline');
+      const c = (
+        window as unknown as {
+          Chart: { getChart(id: string): { data: { datasets: unknown[] }; getDatasetMeta(i: number): { data: Array<{ width: number; x: number }> } } };
+        }
+      ).Chart.getChart('timeline');
       return c.data.datasets.flatMap((_d, i) => c.getDatasetMeta(i).data.map((b) => Math.abs(b.width))).filter((w) => Number.isFinite(w) && w > 0);
     });
     expect(widths).to.have.length(3);
@@ -167,7 +192,9 @@ describe('web dashboard in a real headless Chromium (test-double driver, real Re
     const page = ctx.pages()[0] ?? (await ctx.newPage());
     let res = await page.goto(`${base}/jobs?token=${forged}`);
     expect(res?.status()).to.equal(401);
-    expect(await page.innerText('body')).to.contain('bad signature').and.not.contain('bob-');
+    expect(await page.innerText('body'))
+      .to.contain('bad signature')
+      .and.not.contain('bob-');
     await page.screenshot({ path: join(SHOTS, 'refused.png') });
     res = await page.goto(`${base}/jobs?token=${payload}`);
     expect(res?.status()).to.equal(401);

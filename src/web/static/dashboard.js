@@ -1,5 +1,5 @@
 // Copper dashboard pictures: Chart.js (served from node_modules) draws the JSON gcd serves.
-/* global Chart */
+/* global Chart, document, fetch */
 (function () {
   'use strict';
   const COLORS = ['#b35c1e', '#2f6f9f', '#3c8d2f', '#8e44ad', '#c0392b', '#16a085', '#7f8c8d'];
@@ -75,8 +75,18 @@
       data: {
         labels,
         datasets: [
-          { label: 'cpus in use (%)', data: samples.map((s) => (s.ncpusTotal ? (100 * s.ncpusUsed) / s.ncpusTotal : 0)), borderColor: '#3c8d2f', stepped: true },
-          { label: 'memory in use (%)', data: samples.map((s) => (s.memMiBTotal ? (100 * s.memMiBUsed) / s.memMiBTotal : 0)), borderColor: '#8e44ad', stepped: true },
+          {
+            label: 'cpus in use (%)',
+            data: samples.map((s) => (s.ncpusTotal ? (100 * s.ncpusUsed) / s.ncpusTotal : 0)),
+            borderColor: '#3c8d2f',
+            stepped: true,
+          },
+          {
+            label: 'memory in use (%)',
+            data: samples.map((s) => (s.memMiBTotal ? (100 * s.memMiBUsed) / s.memMiBTotal : 0)),
+            borderColor: '#8e44ad',
+            stepped: true,
+          },
         ],
       },
       options: { ...common, scales: { y: { beginAtZero: true, max: 100 } } },
@@ -85,8 +95,16 @@
   }
 
   const t = document.getElementById('timeline');
-  if (t) drawTimeline(t).then(() => (document.body.dataset.drawn = '1'), (e) => (document.body.dataset.drawn = 'error: ' + e.message));
+  if (t)
+    drawTimeline(t).then(
+      () => (document.body.dataset.drawn = '1'),
+      (e) => (document.body.dataset.drawn = 'error: ' + e.message),
+    );
   const d = document.getElementById('depth');
   const u = document.getElementById('util');
-  if (d && u) drawSamples(d, u).then(() => (document.body.dataset.drawn = '1'), (e) => (document.body.dataset.drawn = 'error: ' + e.message));
+  if (d && u)
+    drawSamples(d, u).then(
+      () => (document.body.dataset.drawn = '1'),
+      (e) => (document.body.dataset.drawn = 'error: ' + e.message),
+    );
 })();
