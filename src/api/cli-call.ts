@@ -12,6 +12,8 @@ export interface CliCall {
   files: Record<string, string>;
   /** Paths the client was asked for and found not to exist. */
   missing: string[];
+  /** The `more.cursor` of the previous answer, when the client continues one (gcqpeek -f). */
+  cursor?: string;
 }
 
 export interface CliAnswer {
@@ -20,6 +22,11 @@ export interface CliAnswer {
   exitCode: number;
   /** Ask the client to send this file (relative to its cwd) and call again. */
   needFile?: string;
+  /**
+   * The answer goes on: the client prints this round, waits waitMs and sends the same request
+   * again with `cursor` (gcqpeek -f). Absent: this round is the last.
+   */
+  more?: { cursor: string; waitMs: number };
 }
 
 /** Runs a tool by name (the server's commands); the API knows nothing of them but this. */

@@ -16,7 +16,11 @@ interface CliAnswer {
   exitCode?: number;
   needFile?: string;
   error?: string;
+  more?: { cursor?: unknown; waitMs?: unknown };
 }
+
+/** Longest pause gcd may ask for between the rounds of a continued answer (gcqpeek -f). */
+const MAX_MORE_WAIT_MS = 10_000;
 
 const MAX_SCRIPT = 1024 * 1024;
 
@@ -29,8 +33,9 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   const files: Record<string, string> = {};
   const missing: string[] = [];
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing });
+  let cursor: string | undefined;
+  for (let attempt = 0; attempt < 3; ) {
+    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing, ...(cursor !== undefined ? { cursor } : {}) });
     let answer: CliAnswer;
     try {
       const r = await httpCall({ socketPath: settings.socketPath }, 'POST', '/v1/cli', body);
@@ -53,15 +58,24 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !missing.includes(answer.needFile)) {
           missing.push(answer.needFile); // gcd decides: a command name, or a missing script
+          attempt++;
           continue;
         }
         process.stderr.write(`${tool}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
         return 2;
       }
+      attempt++;
       continue;
     }
     if (answer.stdout) process.stdout.write(answer.stdout);
     if (answer.stderr) process.stderr.write(answer.stderr);
+    if (answer.more && typeof answer.more.cursor === 'string') {
+      // More rounds follow (gcqpeek -f): print as it comes, ask again with the cursor.
+      cursor = answer.more.cursor;
+      const wait = typeof answer.more.waitMs === 'number' ? Math.min(Math.max(answer.more.waitMs, 0), MAX_MORE_WAIT_MS) : 0;
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      continue;
+    }
     return answer.exitCode ?? 1;
   }
   process.stderr.write(`${tool}: gcd kept asking for files\n`);

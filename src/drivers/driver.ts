@@ -75,8 +75,39 @@ export interface CloneUsage {
   memKiB: number;
 }
 
+/** Which output file of a running job to read (gcqpeek; -e: stderr). */
+export type OutputStream = 'stdout' | 'stderr';
+
+/** Bytes of a running job's output from an offset (drivers/peek: see there). */
+export interface PeekResult {
+  data: Buffer;
+  /** Offset just after `data`: the next call's offset. */
+  next: number;
+  /** False when the job's command has not started yet (no output file to read). */
+  started: boolean;
+}
+
+/** A command run beside a job in its clone (gcqexec), as the job's account in its directory. */
+export interface EnterSpec {
+  argv: string[];
+  cwd: string;
+  env: Record<string, string>;
+  user: string;
+}
+
+export interface EnterResult {
+  exitCode: number | null;
+  signal: number | null;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
 export interface Driver {
   readonly name: string;
+  /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
+  peek?(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult>;
+  /** Run a command to its end in a clone whose job runs (gcqexec); its output captured. */
+  enter?(cloneId: string, spec: EnterSpec): Promise<EnterResult>;
   /** What the clone has used so far; read just before it is destroyed. */
   usage?(cloneId: string): Promise<CloneUsage | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */

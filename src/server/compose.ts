@@ -99,7 +99,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     });
 
     const gc = gcCommand(backend);
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}) };
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, clones: backend.driver, ...(gc ? { gc } : {}) };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),

@@ -3,6 +3,7 @@ import { UsageError } from '../../errors.js';
 import type { JobRecord } from '../../queue/job.js';
 import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
+import { execHost } from './exec-host.js';
 
 interface QstatArgs {
   f?: boolean;
@@ -27,6 +28,8 @@ function withUsage(j: JobRecord, now: number): QstatJob {
     };
   }
   if (j.state !== 'F' && j.comment) q.reason = j.comment;
+  const exec = execHost(j);
+  if (exec) q.execHost = exec;
   // PBS shows a finished array task as X.
   if (j.arrayParent && j.state === 'F') q.state = 'X';
   return q;

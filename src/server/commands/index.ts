@@ -7,8 +7,10 @@ import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';
 import { gcqalter } from './gcqalter.js';
 import { gcqhold, gcqrls } from './holds.js';
+import { gcqpeek } from './gcqpeek.js';
+import { gcqexec } from './gcqexec.js';
 
-const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter };
+const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqpeek, gcqexec };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */
 export async function runTool(name: string, req: ToolRequest, s: ToolServices): Promise<ToolResult> {

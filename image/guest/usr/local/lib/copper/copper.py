@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import select
+import time
 
 __all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsub", "qstat", "qdel",
            "qhold", "qrls", "qalter", "gc", "clone", "clones", "kill", "whoami", "API_HOST", "API_PORT",
@@ -28,6 +29,8 @@ __all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsu
 API_HOST = "10.0.2.100"
 API_PORT = 80
 MAX_FILE_ROUNDS = 16
+# Longest pause gcd may ask for between the rounds of a continued answer (gcqpeek -f).
+MAX_MORE_WAIT_S = 10.0
 # Written by gcd into every member of a virtual cluster (the headnode too, with COPPER_CLONE=0).
 CLONE_ENV = "/etc/copper/clone.env"
 # How often a waiting `gc clone` looks whether it now runs in a new clone.
@@ -143,8 +146,14 @@ def _read_file(cwd, name):
     return data.decode("utf-8", errors="replace")
 
 
-def call(tool, argv, cwd=None, env=None):
-    """Run one tool (gcqsub, gcqstat, ...) with argv through gcd and return its Result."""
+def call(tool, argv, cwd=None, env=None, on_output=None):
+    """Run one tool (gcqsub, gcqstat, ...) with argv through gcd and return its Result.
+
+    An answer may come in rounds (gcqpeek -f follows a running job: gcd answers with
+    "more": {"cursor": ..., "waitMs": ...} and is asked again with that cursor). With
+    on_output(stdout, stderr), each round's text is handed over as it comes and the Result
+    carries only the exit status; without it, the rounds are joined into the Result.
+    """
     cwd = cwd if cwd is not None else os.getcwd()
     body = {
         "tool": tool,
@@ -156,7 +165,9 @@ def call(tool, argv, cwd=None, env=None):
     files = {}
     missing = []
     fork = tool == "gc" and bool(body["argv"]) and body["argv"][0] == "clone"
-    for _ in range(MAX_FILE_ROUNDS):
+    outs, errs = [], []
+    file_rounds = 0
+    while file_rounds <= MAX_FILE_ROUNDS:
         try:
             answer = _post(body, fork)
         except _NowAClone as child:
@@ -171,7 +182,21 @@ def call(tool, argv, cwd=None, env=None):
             code = answer.get("exitCode")
             if not isinstance(code, int):
                 raise CopperError("gcd's answer has no exitCode")
-            return Result(str(answer.get("stdout", "")), str(answer.get("stderr", "")), code)
+            out, err = str(answer.get("stdout", "")), str(answer.get("stderr", ""))
+            if on_output is not None:
+                on_output(out, err)
+                out, err = "", ""
+            more = answer.get("more")
+            if isinstance(more, dict) and isinstance(more.get("cursor"), str):
+                outs.append(out)
+                errs.append(err)
+                body["cursor"] = more["cursor"]
+                wait = more.get("waitMs")
+                if isinstance(wait, (int, float)) and wait > 0:
+                    time.sleep(min(wait / 1000.0, MAX_MORE_WAIT_S))
+                continue
+            return Result("".join(outs) + out, "".join(errs) + err, code)
+        file_rounds += 1
         if not isinstance(need, str) or need in files or need in missing:
             raise CopperError("gcd asked for file %r again" % (need,))
         try:
