@@ -6,8 +6,8 @@ import { readHostFileAt } from '../drivers/read-at.js';
 /**
  * The host copy of a finished job's output, kept for a minute after its clone is gone, so
  * that `gcqpeek -f` reads the last lines a job wrote between its last round and its end
- * (the clone, and the driver's view of it, are gone by then). Under the spool folder, which
- * gcd empties at start: nothing outlives a restart.
+ * (the clone, and the driver's view of it, are gone by then). Emptied when gcd starts and
+ * stops: nothing outlives the process.
  */
 export class EndedOutputs {
   constructor(
@@ -23,6 +23,11 @@ export class EndedOutputs {
     await rename(spool, to);
     const t = setTimeout(() => void rm(to, { recursive: true, force: true }).catch(() => undefined), this.keepMs);
     t.unref();
+  }
+
+  /** Delete everything kept. */
+  async clear(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
   }
 
   /** Up to maxBytes of a kept stream from offset; undefined when nothing is kept. */

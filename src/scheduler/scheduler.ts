@@ -84,7 +84,7 @@ export class Scheduler {
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
     this.control = new JobControl(this.store, this.queue);
     this.recurring = new RecurringJobs(o.redis, o.connection, o.keys, o.serverName, async (spec) => (await this.submit([spec]))[0]!.id);
-    this.endedOutputs = new EndedOutputs(join(this.spoolDir, '.ended'));
+    this.endedOutputs = new EndedOutputs(join(o.stateDir, 'ended-output'));
     this.runner = new JobRunner({
       driver: o.driver,
       store: this.store,
@@ -300,6 +300,7 @@ export class Scheduler {
     }
     const spooled = await readdir(this.spoolDir).catch(() => [] as string[]);
     for (const d of spooled) await rm(join(this.spoolDir, d), { recursive: true, force: true });
+    await this.endedOutputs.clear();
     await this.store.pruneIndex();
   }
 
@@ -328,5 +329,6 @@ export class Scheduler {
     await this.recurring.close();
     await this.dispatcher?.close();
     await this.queue.close();
+    await this.endedOutputs.clear();
   }
 }
