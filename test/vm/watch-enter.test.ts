@@ -66,6 +66,9 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     expect(live.job_state).to.equal('R');
     expect(live.exec_host).to.equal(`hn-${seq}/0`);
     expect(live.resources_used?.walltime).to.match(/^\d\d:\d\d:\d\d$/).and.not.equal('00:00:00');
+    // CPU time and memory of the clone, sampled while it runs (every 5 s).
+    await until('a usage sample', () => qstat(id).Jobs[id]?.resources_used?.cput !== undefined, 30_000);
+    expect(String(qstat(id).Jobs[id]!.resources_used!.mem)).to.match(/^[1-9]\d*kb$/);
 
     // gcqexec runs in that job's clone, as its account, in its directory, with its environment.
     const hostname = await g.toolAsync('gcqexec', [id, '--', 'hostname']);
