@@ -14,6 +14,10 @@ export interface CliCall {
   missing: string[];
   /** The `more.cursor` of the previous answer, when the client continues one (gcqpeek -f). */
   cursor?: string;
+  /** The client's terminal, when its stdin is one (gcqexec ID opens a shell only then). */
+  terminal?: { rows: number; cols: number };
+  /** Keystrokes typed since the last round of a terminal session, base64. */
+  input?: string;
 }
 
 export interface CliAnswer {
@@ -27,6 +31,8 @@ export interface CliAnswer {
    * again with `cursor` (gcqpeek -f). Absent: this round is the last.
    */
   more?: { cursor: string; waitMs: number };
+  /** The rounds are a terminal session: the client puts its terminal in raw mode and sends `input`. */
+  terminal?: boolean;
 }
 
 /** Runs a tool by name (the server's commands); the API knows nothing of them but this. */

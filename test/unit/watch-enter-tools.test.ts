@@ -11,6 +11,7 @@ import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { completeUtf8 } from '../../src/server/commands/gcqpeek.js';
 import { parseExecArgs } from '../../src/server/commands/gcqexec.js';
 import { runTool } from '../../src/server/commands/index.js';
+import { terminalSessions } from '../../src/server/commands/terminal-sessions.js';
 import type { ToolServices } from '../../src/server/commands/tool.js';
 import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
@@ -132,7 +133,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
       ['gcqpeek', ['-x', id], /^gcqpeek: Unknown argument: x\n$/],
       ['gcqexec', [], /^gcqexec: a job id is required\n$/],
       ['gcqexec', ['-v', id], /^gcqexec: unknown option '-v'\n$/],
-      ['gcqexec', [id], /^gcqexec: an interactive shell in a job is not available yet: give a command, gcqexec ID -- CMD/],
+      ['gcqexec', [id], /^gcqexec: an interactive shell needs a terminal \(stdin is not one\): give a command, gcqexec ID -- CMD/],
     ];
     for (const [tool, argv, re] of cases) {
       const a = await call(tool, argv);
@@ -140,6 +141,9 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
       expect(a.stderr.trim().split('\n'), 'one line').to.have.length(1);
       expect(a.exitCode, `${tool} ${argv.join(' ')}`).to.equal(2);
     }
+    // From a terminal, but the test double has no terminals: refused in one line, not crashed.
+    const noTty = await runTool('gcqexec', { actor: ALICE, argv: [id], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], terminal: { rows: 24, cols: 80 } }, services);
+    expect([noTty.stderr, noTty.exitCode]).to.deep.equal(["gcqexec: this gcd's driver cannot open a shell in a job: give a command, gcqexec ID -- CMD [ARG...]\n", 2]);
     const none = await call('gcqexec', ['999', '--', 'true']);
     expect([none.stderr, none.exitCode]).to.deep.equal(['gcqexec: Unknown Job Id 999\n', 153]);
     await sched.delete(ADMIN, id);
@@ -174,5 +178,30 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
       expect(n - whole.length).to.be.lessThan(4);
     }
     expect(completeUtf8(e).length).to.equal(e.length);
+  });
+
+  it('a terminal session goes on only for the channel that opened it, and ends with its shell', async function () {
+    const rounds: Buffer[] = [];
+    let closed = 0;
+    const outputs: Array<{ output: Buffer; exitCode?: number }> = [{ output: Buffer.from('$ ') }, { output: Buffer.from([0xe2, 0x82]) }, { output: Buffer.from([0xac, 0x0a]), exitCode: 5 }];
+    const id = terminalSessions.add(ALICE, {
+      round: async (input) => (rounds.push(input), outputs.shift()!),
+      close: async () => void closed++,
+    });
+    const round = (actor: Actor, input: string) =>
+      runTool('gcqexec', { actor, argv: ['1'], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], cursor: id, input: Buffer.from(input).toString('base64') }, services);
+    const bob = await round(BOB, 'x');
+    expect([bob.stderr, bob.exitCode]).to.deep.equal(['gcqexec: no such terminal session (it ended, or its client was gone too long)\n', 2]);
+    const a1 = await round(ALICE, 'ls\r');
+    expect([a1.stdout, a1.terminal, a1.more?.cursor]).to.deep.equal(['$ ', true, id]);
+    // A character cut between rounds comes out whole in the next one.
+    const a2 = await round(ALICE, '');
+    expect([a2.stdout, a2.more?.waitMs]).to.deep.equal(['', 0]);
+    const a3 = await round(ALICE, 'exit 5\r');
+    expect([a3.stdout, a3.exitCode, a3.more]).to.deep.equal(['\u20ac\n', 5, undefined]);
+    expect(rounds.map((b) => b.toString())).to.deep.equal(['ls\r', '', 'exit 5\r']);
+    expect(closed).to.equal(1);
+    const gone = await round(ALICE, '');
+    expect(gone.exitCode).to.equal(2);
   });
 });

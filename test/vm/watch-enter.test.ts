@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BIN, GcdProcess, until } from '../helpers/gcd-process.js';
 
@@ -101,5 +101,50 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     // Once it ended: nothing to enter.
     const after = await g.toolAsync('gcqexec', [id, '--', 'true']);
     expect([after.stderr, after.status]).to.deep.equal([`gcqexec: Request invalid for state of job ${id} (F): it is not running\n`, 1]);
+  });
+
+  it('gcqexec ID alone opens a login shell in the job\'s clone on the caller\'s terminal (driven through tmux)', async function () {
+    const sub = await inside('hn', 'mkdir -p /root/w && cd /root/w && gcqsub -N long -- sleep 600');
+    expect(sub.status, sub.stderr).to.equal(0);
+    const id = sub.stdout.trim();
+    const seq = id.split('.')[0]!;
+    await until('job running', () => qstat(id).Jobs[id]?.job_state === 'R', 300_000);
+    // Its command must be running before a shell may join it.
+    await until('job command started', async () => (await g.toolAsync('gcqexec', [id, '--', 'true'])).status === 0, 120_000);
+
+    const sock = `copper-we-${process.pid}`;
+    const tmux = (...args: string[]) => spawnSync('tmux', ['-L', sock, ...args], { encoding: 'utf8' });
+    const envs = ['GC_STATE_DIR', 'GC_IMAGE_DIR', 'GC_SERVER_NAME'].map((k) => `${k}=${g.env[k] ?? ''}`).join(' ');
+    const cmd = `env ${envs} ${process.execPath} ${join(BIN, 'gcqexec.js')} ${id}; echo EXITED=$?; sleep 600`;
+    expect(tmux('new-session', '-d', '-s', 'we', '-x', '120', '-y', '30', cmd).status).to.equal(0);
+    const screen = () => tmux('capture-pane', '-p', '-t', 'we').stdout;
+    try {
+      await until('the clone\'s prompt', () => screen().includes(`@hn-${seq}:`), 120_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${screen()}`);
+      });
+      tmux('send-keys', '-t', 'we', 'echo "in $(hostname) at $(pwd): $((6*7))"', 'Enter');
+      await until('a command\'s output', () => screen().includes(`in hn-${seq} at /root/w: 42`), 60_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${screen()}`);
+      });
+      tmux('send-keys', '-t', 'we', 'exit 3', 'Enter');
+      await until('the shell ended', () => screen().includes('EXITED=3'), 60_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${screen()}`);
+      });
+    } finally {
+      tmux('kill-server');
+    }
+    // The same from inside the headnode: the guest's client on a pseudo-terminal (script(1)).
+    const typed = `(sleep 20; printf 'echo "in $(hostname) at $(pwd): $((6*7))"\\r'; sleep 20; printf 'exit 5\\r'; sleep 30)`;
+    const fromGuest = await inside('hn', `cd /tmp && ${typed} | script -qec "gcqexec ${id}" /dev/null; echo "status=$?"`);
+    expect(fromGuest.stdout).to.include(`@hn-${seq}:`);
+    expect(fromGuest.stdout).to.include(`in hn-${seq} at /root/w: 42`);
+    expect(fromGuest.stdout).to.match(/status=5\n$/);
+
+    // The shell and its bridge are gone from the clone; the job itself runs on.
+    const left = await g.toolAsync('gcqexec', [id, '--', 'sh', '-c', 'ls /run/copper | grep -c "^tty-"; pgrep -fc "[i]mport fcntl"; true']);
+    expect(left.stdout).to.equal('0\n0\n');
+    expect(qstat(id).Jobs[id]!.job_state).to.equal('R');
+    expect(g.tool('gcqdel', [id]).status).to.equal(0);
+    await until('job finished', () => qstat(id).Jobs[id]?.job_state === 'F', 120_000);
   });
 });

@@ -15,9 +15,10 @@ import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../..
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
-import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec, KillSignal, OutputStream, PeekResult, RunningCommand } from '../driver.js';
+import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec, KillSignal, OutputStream, PeekResult, RunningCommand, TerminalSession, TerminalSpec } from '../driver.js';
 import { readHostFileAt } from '../read-at.js';
 import { enterClone } from './job-enter.js';
+import { openTerminal } from './job-terminal.js';
 
 export type QemuDriverOptions = VmHostOptions;
 
@@ -147,6 +148,12 @@ export class QemuDriver extends VmHost implements Driver {
     // Before the job's own command went in, the clone may not have its identity yet.
     if (!this.jobOutput.has(cloneId)) throw new StateError(`the job has not started its command yet in clone '${cloneId}'`);
     return enterClone(c, spec);
+  }
+
+  async openTerminal(cloneId: string, spec: TerminalSpec): Promise<TerminalSession> {
+    const c = this.runningClone(cloneId);
+    if (!this.jobOutput.has(cloneId)) throw new StateError(`the job has not started its command yet in clone '${cloneId}'`);
+    return openTerminal(c, spec);
   }
 
   override async destroy(cloneId: string): Promise<void> {
