@@ -27,7 +27,7 @@ def main():
         print("%s: call it as gcqsub, gcqstat, ... (a symlink to this file)" % tool, file=sys.stderr)
         return 2
     try:
-        result = copper.call(tool, sys.argv[1:], on_output=_write)
+        result = copper.call(tool, sys.argv[1:], on_output=_write, terminal=copper.terminal_size())
     except copper.Unreachable as e:
         reason = " ".join(str(e).split()) or type(e).__name__  # always one line
         print("%s: cannot reach gcd at %s:%d: %s" % (tool, copper.API_HOST, copper.API_PORT, reason), file=sys.stderr)
