@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync, mkdtempSync, realpathSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CliAnswer } from '../../src/api/cli-call.js';
@@ -75,6 +75,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
     await sched.close();
     await driver.close();
     await r.stop();
+    rmSync(work, { recursive: true, force: true });
   });
 
   it('gcqpeek prints a running job\'s stdout so far, -e its stderr; -f follows it line by line until it ends', async function () {
