@@ -18,6 +18,8 @@ export interface CliCall {
   terminal?: { rows: number; cols: number };
   /** Keystrokes typed since the last round of a terminal session, base64. */
   input?: string;
+  /** The account's group names, when the client sent them (checks -W group_list). */
+  groups?: string[];
 }
 
 export interface CliAnswer {

@@ -78,6 +78,7 @@ export class ApiServer {
             missing: body.missing === undefined ? [] : asStringArray(body.missing, 'missing'),
             ...(typeof body.cursor === 'string' && body.cursor.length <= 256 ? { cursor: body.cursor } : {}),
             ...terminalFields(body),
+            ...(body.groups === undefined ? {} : { groups: asStringArray(body.groups, 'groups') }),
           });
           sendJson(res, 200, result);
         },

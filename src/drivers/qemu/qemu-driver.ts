@@ -19,6 +19,7 @@ import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec,
 import { readHostFileAt } from '../read-at.js';
 import { enterClone } from './job-enter.js';
 import { openTerminal } from './job-terminal.js';
+import { parseCommandUsage } from './command-usage.js';
 
 export type QemuDriverOptions = VmHostOptions;
 
@@ -87,7 +88,8 @@ export class QemuDriver extends VmHost implements Driver {
             await appendFile(spec.stderrFile, st.err);
           }
           output.copied = true;
-          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
+          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
         }
         // Each poll is a guest-agent round trip (~15 ms of guest CPU under TCG, taken from the
         // job): every 100 ms at most while a short job may be ending, every second later on.

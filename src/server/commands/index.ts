@@ -9,8 +9,11 @@ import { gcqalter } from './gcqalter.js';
 import { gcqhold, gcqrls } from './holds.js';
 import { gcqpeek } from './gcqpeek.js';
 import { gcqexec } from './gcqexec.js';
+import { gcqselect } from './gcqselect.js';
+import { gctracejob } from './gctracejob.js';
+import { gcseff } from './gcseff.js';
 
-const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqpeek, gcqexec };
+const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqselect, gctracejob, gcseff, gcqpeek, gcqexec };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */
 export async function runTool(name: string, req: ToolRequest, s: ToolServices): Promise<ToolResult> {

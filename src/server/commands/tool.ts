@@ -2,6 +2,7 @@ import type { CliAnswer, CliCall } from '../../api/cli-call.js';
 import type { HeadnodeManager } from '../../headnodes/types.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
 import type { CloneAccess } from './running-job.js';
+import type { AccountingReader } from '../../accounting/accounting-log.js';
 
 /** What a command gets when gcd runs it for a thin client, and what it answers (api/cli-call.ts). */
 export type ToolRequest = CliCall;
@@ -16,6 +17,8 @@ export interface ToolServices {
   gc?: Tool;
   /** Running jobs' clones (gcqpeek, gcqexec): the job driver. */
   clones?: CloneAccess;
+  /** PBS accounting files, for gctracejob and gcseff once a job's history has expired. */
+  accounting?: AccountingReader;
 }
 
 export type Tool = (req: ToolRequest, s: ToolServices) => Promise<ToolResult>;

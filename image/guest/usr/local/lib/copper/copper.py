@@ -16,11 +16,13 @@ Every function sends the same request the command-line tools send (POST /v1/cli 
 channel the request arrives on, not from anything in the request.
 """
 import base64
+import grp
 import http.client
 import json
 import os
 import pwd
 import select
+import sys
 import termios
 import time
 import tty
@@ -72,6 +74,17 @@ class Result:
 
     def __repr__(self):
         return "Result(exit_code=%r, stdout=%r, stderr=%r)" % (self.exit_code, self.stdout, self.stderr)
+
+
+def _groups():
+    """The calling account's group names (gcd checks -W group_list against them)."""
+    names = []
+    for gid in sorted(set(os.getgroups()) | {os.getgid()}):
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.append(str(gid))
+    return names
 
 
 def _account():
@@ -143,6 +156,11 @@ def _post(body, fork=False):
 
 
 def _read_file(cwd, name):
+    if name == "-":
+        # gcqsub with no script operand reads the script from stdin, unless stdin is a terminal.
+        if sys.stdin is None or sys.stdin.isatty():
+            raise FileNotFoundError(name)
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
     path = name if os.path.isabs(name) else os.path.join(cwd, name)
     with open(path, "rb") as f:
         data = f.read()
@@ -205,6 +223,7 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
         "cwd": cwd,
         "env": dict(os.environ if env is None else env),
         "account": _account(),
+        "groups": _groups(),
     }
     files = {}
     missing = []
