@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import { spawn, spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, GcdProcess, until } from '../helpers/gcd-process.js';
 
@@ -132,6 +133,8 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
       });
     } finally {
       tmux('kill-server');
+      // kill-server leaves its socket file behind.
+      rmSync(join(process.env.TMUX_TMPDIR ?? '/tmp', `tmux-${process.getuid?.() ?? 0}`, sock), { force: true });
     }
     // The same from inside the headnode: the guest's client on a pseudo-terminal (script(1)).
     const typed = `(sleep 20; printf 'echo "in $(hostname) at $(pwd): $((6*7))"\\r'; sleep 20; printf 'exit 5\\r'; sleep 30)`;
