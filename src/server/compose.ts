@@ -133,7 +133,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
     };
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, gc, ...observers.services };
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, clones: backend.driver, gc, ...observers.services };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),
