@@ -1,8 +1,8 @@
 import { settings } from '../config/settings.js';
 
 /**
- * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM
- * (the headnode's RAM: a clone cannot have another size) until its clone is destroyed.
+ * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM (what
+ * it asked, at least its headnode's: memory above it is hot-plugged) until its clone is destroyed.
  */
 export interface CapacityLimits {
   ncpus: number;
@@ -40,9 +40,19 @@ export class Capacity {
   }
 }
 
-/** A job that can never fit must fail at once rather than wait forever. */
+/** PBS size text: the largest exact unit (`8gb`, `1536mb`). */
+function sizeText(mib: number): string {
+  if (mib > 0 && mib % 1024 ** 2 === 0) return `${mib / 1024 ** 2}tb`;
+  if (mib > 0 && mib % 1024 === 0) return `${mib / 1024}gb`;
+  return `${mib}mb`;
+}
+
+/**
+ * A job that can never fit must fail at once rather than wait forever, as PBS refuses it:
+ * one line naming the resource, the request and the largest host's amount.
+ */
 export function neverFits(limits: CapacityLimits, ncpus: number, memMiB: number): string | undefined {
-  if (ncpus > limits.ncpus) return `job asks ncpus=${ncpus}, more than this host's capacity of ${limits.ncpus}`;
-  if (memMiB > limits.memMiB) return `job needs ${memMiB} MiB, more than this host's capacity of ${limits.memMiB} MiB`;
+  if (ncpus > limits.ncpus) return `ncpus=${ncpus} exceeds the largest host (${limits.ncpus})`;
+  if (memMiB > limits.memMiB) return `mem=${sizeText(memMiB)} exceeds the largest host (${sizeText(limits.memMiB)})`;
   return undefined;
 }

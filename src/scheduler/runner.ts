@@ -68,6 +68,7 @@ export class JobRunner {
         snapshotId: job.snapshotId ?? '',
         hostname: `${job.spec.headnode}-${job.seq}${task}`,
         ncpus: job.spec.resources.ncpus,
+        memMiB: job.spec.resources.memMiB,
       });
       cloned = true;
       const spec: ExecSpec = {

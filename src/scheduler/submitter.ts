@@ -117,22 +117,28 @@ export class Submitter {
     }
   }
 
-  /** A clone's RAM is its headnode's: fix memMiB to it, and refuse what can never fit. */
+  /**
+   * A clone has its headnode's RAM and gets memory above it hot-plugged, up to the snapshot's
+   * slots: resources.memMiB is what the clone will have (at least the headnode's), reserved
+   * against the host when it runs. Refused: what no host can ever hold (capacity, one line with
+   * the host's figure), and what this headnode's clones cannot grow to.
+   */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
-    if (spec.resources.memMiB > 0 && snap.memMiB !== undefined && spec.resources.memMiB > snap.memMiB) {
-      throw new UsageError(
-        `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
-      );
-    }
     const maxCpus = snap.maxVcpus ?? snap.vcpus;
     if (maxCpus !== undefined && spec.resources.ncpus > maxCpus) {
       throw new UsageError(
         `-l ncpus=${spec.resources.ncpus} is more than the ${maxCpus} vCPUs a clone of headnode ${spec.headnode} can have: its CPU slots are fixed when it boots (gc headnode create --max-vcpus)`,
       );
     }
-    const resources = { ncpus: spec.resources.ncpus, memMiB: snap.memMiB ?? spec.resources.memMiB };
+    const resources = { ncpus: spec.resources.ncpus, memMiB: Math.max(spec.resources.memMiB, snap.memMiB ?? 0) };
     const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
     if (never) throw new UsageError(never);
+    const maxMem = snap.maxMemMiB ?? snap.memMiB;
+    if (maxMem !== undefined && resources.memMiB > maxMem) {
+      throw new UsageError(
+        `-l mem=${resources.memMiB}MiB is more than the ${maxMem} MiB a clone of headnode ${spec.headnode} can have: its memory slots are fixed when it boots (gc headnode create --max-mem; a headnode started before memory hot-plug must be restarted)`,
+      );
+    }
     return { ...spec, resources };
   }
 }
