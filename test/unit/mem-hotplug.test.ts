@@ -207,7 +207,7 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
       });
       const paths = new Layout({ stateDir: '/var/lib/copper', ramDir: '/dev/shm/copper' }).headnode('hn');
       const grows = headnodeVmConfig(rec(8704), paths, 'tcg', '/run/hn.sock', '/var/shared/alice', undefined);
-      expect(grows).to.include({ maxMemMiB: 8704, memSlots: 8, append: 'root=/dev/vda rw memhp_default_state=online' });
+      expect(grows).to.include({ maxMemMiB: 8704, memSlots: 8, append: 'root=/dev/vda rw memhp_default_state=online swiotlb=noforce' });
       // A record from before memory hot-plug (a headnode that may still run without slots).
       const old = headnodeVmConfig(rec(), paths, 'tcg', '/run/hn.sock', '/var/shared/alice', undefined);
       expect(old).to.not.have.any.keys('maxMemMiB', 'memSlots');
