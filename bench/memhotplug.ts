@@ -7,10 +7,11 @@
  * Measured per clone: start-to-command, from the driver's clone() call until a command in the
  * clone (`grep MemTotal /proc/meminfo`, which runs clone-init first as every job's does) has
  * ended and its output is on the host. The last line is one JSON object:
- *   plainMs / memMs    each run and p50, without and with -l mem
+ *   plainMs / memMs    each run and p50, without and with -l mem; cloneReadyRuns: the part
+ *                      until clone() returned (restore, hot-plug, guest has taken the DIMMs)
  *   ratio              p50 with / p50 without (aim: at most 1.2)
  *   memTotalMiB        MemTotal each variant's guest reported (proof the memory was there)
- * Run: node dist/bench/memhotplug.js   (BENCH_ROUNDS=5 pairs by default)
+ * Run: node dist/bench/memhotplug.js   (BENCH_ROUNDS pairs, default 7; BENCH_VERBOSE=1 prints each clone's timings)
  * The image is cached in $GC_STATE_DIR (default /var/tmp/copper-test).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -44,9 +45,12 @@ async function main(): Promise<void> {
   const askMiB = 4 * headMiB;
   const mgr = new QemuHeadnodeManager({ settings, channels, images, capacityMemMiB: 4 * askMiB });
   const drv = new QemuDriver({ settings, channels, headnodes: mgr });
-  const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 7);
   const plainMs: number[] = [];
   const memMs: number[] = [];
+  /** The part of each until clone() returned (restore, hot-plug, the guest taking it). */
+  const plainCloneMs: number[] = [];
+  const memCloneMs: number[] = [];
   const memTotalMiB: { plain: number[]; mem: number[] } = { plain: [], mem: [] };
   let accel = '';
   try {
@@ -55,10 +59,12 @@ async function main(): Promise<void> {
     const snap = await drv.snapshot('bmem');
     console.log(`headnode ${headMiB} MiB (${accel}), clones may grow to ${snap.maxMemMiB} MiB`);
 
-    const once = async (id: string, memMiB: number | undefined): Promise<{ ms: number; memTotal: number }> => {
+    const once = async (id: string, memMiB: number | undefined): Promise<{ ms: number; cloneMs: number; memTotal: number }> => {
       const out = join(root, `${id}.out`);
       const t0 = performance.now();
       const c = await drv.clone({ cloneId: id, snapshotId: snap.id, hostname: id, ...(memMiB !== undefined ? { memMiB } : {}) });
+      const cloneMs = Math.round(performance.now() - t0);
+      if (process.env.BENCH_VERBOSE) console.log(`  ${id} timings ${JSON.stringify(drv.cloneTimings(id))}`);
       try {
         const cmd = await drv.exec(c, { argv: ['grep', 'MemTotal', '/proc/meminfo'], cwd: '/', env: {}, user: 'root', stdoutFile: out, stderrFile: out });
         const r = await cmd.done;
@@ -66,7 +72,7 @@ async function main(): Promise<void> {
         const text = await readFile(out, 'utf8');
         if (r.exitCode !== 0) throw new Error(`${id}: exit ${r.exitCode}: ${text}`);
         const kib = Number(/MemTotal:\s+(\d+)/.exec(text)?.[1]);
-        return { ms, memTotal: Math.round(kib / 1024) };
+        return { ms, cloneMs, memTotal: Math.round(kib / 1024) };
       } finally {
         await drv.destroy(id);
       }
@@ -80,8 +86,9 @@ async function main(): Promise<void> {
       for (const [kind, mem] of order) {
         const r = await once(`${kind}${i}`, mem);
         (kind === 'p' ? plainMs : memMs).push(r.ms);
+        (kind === 'p' ? plainCloneMs : memCloneMs).push(r.cloneMs);
         memTotalMiB[kind === 'p' ? 'plain' : 'mem'].push(r.memTotal);
-        console.log(`${kind === 'p' ? 'without -l mem' : `-l mem=${askMiB}mb`}: ${r.ms} ms, MemTotal ${r.memTotal} MiB`);
+        console.log(`${kind === 'p' ? 'without -l mem' : `-l mem=${askMiB}mb`}: ${r.ms} ms (clone ready at ${r.cloneMs} ms), MemTotal ${r.memTotal} MiB`);
       }
     }
     await drv.releaseSnapshot(snap.id);
@@ -94,8 +101,8 @@ async function main(): Promise<void> {
   }
   const result = {
     bench: 'memhotplug', accel, headnodeMiB: headMiB, askedMiB: askMiB,
-    plainMs: { runs: plainMs, p50: p50(plainMs) },
-    memMs: { runs: memMs, p50: p50(memMs) },
+    plainMs: { runs: plainMs, p50: p50(plainMs), cloneReadyRuns: plainCloneMs },
+    memMs: { runs: memMs, p50: p50(memMs), cloneReadyRuns: memCloneMs },
     ratio: Math.round((p50(memMs) / p50(plainMs)) * 100) / 100,
     memTotalMiB,
   };
