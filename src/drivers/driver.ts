@@ -64,6 +64,17 @@ export interface ExecResult {
   exitCode: number | null;
   /** Signal number when the process was killed by a signal. */
   signal: number | null;
+  /** The command's own usage, measured in the guest (its cgroup), when the guest can. */
+  usage?: CommandUsage;
+}
+
+/** What the command itself used inside the clone (a cgroup v2 of its own). */
+export interface CommandUsage {
+  cputSec: number;
+  /** Peak memory of the command's cgroup (memory.peak), KiB; absent if the kernel lacks it. */
+  memPeakKiB?: number;
+  /** Processes of the command the OOM killer ended (memory.events oom_kill). */
+  oomKills: number;
 }
 
 export type KillSignal = 'TERM' | 'KILL';

@@ -26,7 +26,7 @@ import type { RunningVm } from '../vm/snapshots/types.js';
 import { writeJsonAtomic } from '../vm/json-file.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
-import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
+import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
 export { DEFAULT_MAX_VCPUS, type ImageSource };
 import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
@@ -98,7 +98,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         await createOverlay(paths.disk(0), boot.base, size);
         const rec: HeadnodeRecord = {
           version: 1,
-          spec: { ...spec, maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS), maxMemMiB: spec.maxMemMiB ?? this.defaultMaxMem(spec.memMiB) },
+          spec: { ...spec, maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS), maxMemMiB: spec.maxMemMiB !== undefined ? maxMemFor(spec.memMiB, spec.maxMemMiB) : this.defaultMaxMem(spec.memMiB) },
           createdAt: Date.now(), boot, diskGen: 0, want: 'stopped',
         };
         // The record is written last: a folder without one is a create that did not finish.

@@ -1,4 +1,5 @@
 import { settings } from '../config/settings.js';
+import { UsageError } from '../errors.js';
 
 /**
  * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM (what
@@ -55,4 +56,33 @@ export function neverFits(limits: CapacityLimits, ncpus: number, memMiB: number)
   if (ncpus > limits.ncpus) return `ncpus=${ncpus} exceeds the largest host (${limits.ncpus})`;
   if (memMiB > limits.memMiB) return `mem=${sizeText(memMiB)} exceeds the largest host (${sizeText(limits.memMiB)})`;
   return undefined;
+}
+
+/** The snapshot's shape, as far as a clone's size goes. */
+export interface CloneShape {
+  memMiB?: number;
+  vcpus?: number;
+  maxVcpus?: number;
+  /** The most RAM its clones can have (hot-plugged DIMMs); memMiB (or absent) when they cannot grow. */
+  maxMemMiB?: number;
+}
+
+/**
+ * `resources`: what the job reserves on the host (as asked; a clone inherits the headnode's
+ * RAM, so never less). `assigned`: what its clone has: that RAM up to the snapshot's maxmem
+ * (memory above the snapshot's is hot-plugged; a snapshot without slots cannot grow), and the
+ * asked vCPUs up to the snapshot's slots. A request above the host's capacity is refused with
+ * neverFits's line.
+ */
+export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap: CloneShape, limits: CapacityLimits): {
+  resources: { ncpus: number; memMiB: number };
+  assigned: { ncpus: number; memMiB: number };
+} {
+  const memMiB = Math.max(asked.memMiB, snap.memMiB ?? 0);
+  const resources = { ncpus: asked.ncpus, memMiB };
+  const never = neverFits(limits, resources.ncpus, resources.memMiB);
+  if (never) throw new UsageError(never);
+  const slots = snap.maxVcpus ?? snap.vcpus;
+  const maxMem = snap.maxMemMiB ?? snap.memMiB;
+  return { resources, assigned: { ncpus: slots === undefined ? asked.ncpus : Math.min(asked.ncpus, slots), memMiB: maxMem === undefined ? memMiB : Math.min(memMiB, maxMem) } };
 }

@@ -2,7 +2,7 @@ import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
-import { neverFits, type CapacityLimits } from './capacity.js';
+import { neverFits, resolveAssignment, type CapacityLimits } from './capacity.js';
 import { nextState } from '../queue/job-states.js';
 import { describeDependencies, judgeDependencies } from './dependencies.js';
 
@@ -24,6 +24,8 @@ export interface Submitted {
   runnable: JobRecord[];
   /** Jobs that wait on others: child id -> parents still pending. */
   waiting: Array<{ child: string; on: string[] }>;
+  /** The snapshots taken (one per headnode): their pause is measured by the metrics. */
+  snapshots: SnapshotInfo[];
 }
 
 /** The state a new job starts in and why, in PBS and Slurm terms. */
@@ -65,8 +67,12 @@ export class Submitter {
   }
 
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<Submitted> {
-    if (specs.length === 0) return { records: [], runnable: [], waiting: [] };
+    if (specs.length === 0) return { records: [], runnable: [], waiting: [], snapshots: [] };
     if (opts.array && specs.length !== 1) throw new UsageError('an array job is one submission of one spec');
+    for (const s of specs) {
+      const never = neverFits(this.capacity(), s.resources.ncpus, s.resources.memMiB);
+      if (never) throw new UsageError(never);
+    }
     const dependsOn = await this.checkDependencies(opts.depend);
     const byHeadnode = new Map<string, SnapshotInfo>();
     try {
@@ -106,7 +112,7 @@ export class Submitter {
         }
       });
       await this.store.create(records);
-      return { records, runnable, waiting };
+      return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.
       const refs = await this.store.snapshotRefs().catch(() => new Map<string, number>());
@@ -118,27 +124,12 @@ export class Submitter {
   }
 
   /**
-   * A clone has its headnode's RAM and gets memory above it hot-plugged, up to the snapshot's
-   * slots: resources.memMiB is what the clone will have (at least the headnode's), reserved
-   * against the host when it runs. Refused: what no host can ever hold (capacity, one line with
-   * the host's figure), and what this headnode's clones cannot grow to.
+   * What the job reserves (resources: as asked, and at least the headnode's RAM, which a
+   * clone inherits) and what its clone really gets (assigned: memory and vCPUs as asked, up to
+   * the snapshot's maxmem and CPU slots; memory above its RAM is hot-plugged). Only a request
+   * above the host's capacity is refused.
    */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
-    const maxCpus = snap.maxVcpus ?? snap.vcpus;
-    if (maxCpus !== undefined && spec.resources.ncpus > maxCpus) {
-      throw new UsageError(
-        `-l ncpus=${spec.resources.ncpus} is more than the ${maxCpus} vCPUs a clone of headnode ${spec.headnode} can have: its CPU slots are fixed when it boots (gc headnode create --max-vcpus)`,
-      );
-    }
-    const resources = { ncpus: spec.resources.ncpus, memMiB: Math.max(spec.resources.memMiB, snap.memMiB ?? 0) };
-    const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
-    if (never) throw new UsageError(never);
-    const maxMem = snap.maxMemMiB ?? snap.memMiB;
-    if (maxMem !== undefined && resources.memMiB > maxMem) {
-      throw new UsageError(
-        `-l mem=${resources.memMiB}MiB is more than the ${maxMem} MiB a clone of headnode ${spec.headnode} can have: its memory slots are fixed when it boots (gc headnode create --max-mem; a headnode started before memory hot-plug must be restarted)`,
-      );
-    }
-    return { ...spec, resources };
+    return { ...spec, ...resolveAssignment(spec.resources, snap, this.capacity()) };
   }
 }

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CloneHandle, CloneOptions } from '../../src/drivers/driver.js';
+import type { CloneHandle, CloneOptions, SnapshotInfo } from '../../src/drivers/driver.js';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import { UsageError } from '../../src/errors.js';
 import type { JobSpec } from '../../src/queue/job.js';
@@ -14,6 +14,11 @@ import { until } from '../helpers/gcd-process.js';
 /** The test double, remembering what each clone was asked to be. */
 class RecordingDriver extends FakeDriver {
   readonly asked: CloneOptions[] = [];
+  /** The snapshots' maxmem, as a headnode's --max-mem would set it. */
+  maxMemMiB = 16_384;
+  override async snapshot(headnode: string): Promise<SnapshotInfo> {
+    return { ...(await super.snapshot(headnode)), maxMemMiB: this.maxMemMiB };
+  }
   override async clone(o: CloneOptions): Promise<CloneHandle> {
     this.asked.push(o);
     return super.clone(o);
@@ -59,11 +64,22 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
     const [big] = await sched.submit([spec({ resources: { ncpus: 3, memMiB: 2048 } })]);
     const [small] = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 100 } })]);
     expect(big!.spec.resources).to.deep.equal({ ncpus: 3, memMiB: 2048 });
+    expect(big!.spec.assigned).to.deep.equal({ ncpus: 3, memMiB: 2048 });
     expect(small!.spec.resources).to.deep.equal({ ncpus: 1, memMiB: 512 });
+    expect(small!.spec.assigned).to.deep.equal({ ncpus: 1, memMiB: 512 });
     for (const j of [big!, small!]) expect((await sched.waitFor(j.id)).exitStatus).to.equal(0);
     const byJob = new Map(driver.asked.map((o) => [o.hostname, o]));
     expect(byJob.get('hn1-1')).to.include({ ncpus: 3, memMiB: 2048 });
     expect(byJob.get('hn1-2')).to.include({ ncpus: 1, memMiB: 512 });
+  });
+
+  it('gives a clone no more than its snapshot can grow to, and says so in assigned', async function () {
+    driver.maxMemMiB = 1024; // e.g. gc headnode create --max-mem 1024
+    const [j] = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 4096 } })]);
+    expect(j!.spec.resources.memMiB).to.equal(4096, 'reserved as asked');
+    expect(j!.spec.assigned?.memMiB).to.equal(1024);
+    expect((await sched.waitFor(j!.id)).exitStatus).to.equal(0);
+    expect(driver.asked.at(-1)).to.include({ memMiB: 1024 });
   });
 
   it('refuses memory above the host\'s capacity in one line with the host\'s figure, and queues nothing', async function () {

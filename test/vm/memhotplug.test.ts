@@ -11,7 +11,7 @@ import { GcdProcess } from '../helpers/gcd-process.js';
 const IMAGE_DIR = process.env.GC_IMAGE_DIR ?? '/var/tmp/copper-test/images';
 
 interface QstatJson {
-  Jobs: Record<string, { job_state: string; Exit_status?: number; comment?: string; Resource_List?: Record<string, string | number> }>;
+  Jobs: Record<string, { job_state: string; Exit_status?: number; comment?: string; Resource_List?: Record<string, string | number>; resources_assigned?: Record<string, string | number> }>;
 }
 
 /** MemTotal in MiB from /proc/meminfo text. */
@@ -70,6 +70,8 @@ describe('memory hot-plug: -l mem above the headnode\'s RAM @vm', function () {
     expect(j.Exit_status, j.comment).to.equal(0);
     expect(j.Resource_List?.mem).to.equal('2gb');
     expect(j.Resource_List?.ncpus).to.equal(3);
+    // What the clone really has (gcqstat -f).
+    expect(j.resources_assigned).to.include({ mem: '2gb', ncpus: 3 });
 
     const out = inside(`cat /root/w/big.o${id.split('.')[0]}`).stdout;
     const total = memTotalMiB(out);

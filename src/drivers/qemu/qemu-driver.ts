@@ -15,6 +15,7 @@ import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../..
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import type { CloneHandle, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand } from '../driver.js';
+import { parseCommandUsage } from './command-usage.js';
 
 export type QemuDriverOptions = VmHostOptions;
 
@@ -68,7 +69,8 @@ export class QemuDriver extends VmHost implements Driver {
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
-          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
+          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
         }
         // Each poll is a guest-agent round trip (~15 ms of guest CPU under TCG, taken from the
         // job): every 100 ms at most while a short job may be ending, every second later on.
