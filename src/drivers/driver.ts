@@ -1,3 +1,5 @@
+import type { SignalName } from './signals.js';
+
 /**
  * The seam between the scheduler and virtualization. The scheduler decides what runs
  * when; a driver knows how to freeze a headnode, fork it, run a command in the fork and
@@ -77,7 +79,8 @@ export interface CommandUsage {
   oomKills: number;
 }
 
-export type KillSignal = 'TERM' | 'KILL';
+/** A signal by name (drivers/signals.ts): gcqsig sends any of them, walltime and gcqdel TERM and KILL. */
+export type KillSignal = SignalName;
 
 export interface RunningCommand {
   /** Resolves when the command has ended and its output is in the host files. */
@@ -103,6 +106,12 @@ export interface Driver {
   releaseSnapshot(snapshotId: string): Promise<void>;
   clone(opts: CloneOptions): Promise<CloneHandle>;
   exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand>;
+  /**
+   * gcqsig -s suspend: freeze the clone's VM (vCPUs stopped; QMP `stop`), and resume: let it
+   * run on (`cont`). While paused the driver does not talk to the guest.
+   */
+  pause?(cloneId: string): Promise<void>;
+  resume?(cloneId: string): Promise<void>;
   /** Kill the clone's VM and delete every per-clone file. Idempotent. */
   destroy(cloneId: string): Promise<void>;
   /** Write a host file into the headnode at guestPath, owned by `owner`. */

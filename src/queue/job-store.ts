@@ -259,6 +259,17 @@ export class JobStore {
     await this.redis.expire(this.keys.job(id), ttlSec);
   }
 
+  /**
+   * gcqdel -x: forget a finished, settled job at once (its record and index entries), as its
+   * history expiry would later. False when it is not (or no longer) a settled F record.
+   */
+  async purge(id: string): Promise<boolean> {
+    const j = await this.tryGet(id);
+    if (!j || j.state !== 'F' || j.settling) return false;
+    await this.redis.multi().del(this.keys.job(id)).zrem(this.keys.jobs, id).zrem(this.keys.jobsTop, id).exec();
+    return true;
+  }
+
   /** Remove index entries whose record has expired. */
   async pruneIndex(): Promise<number> {
     const ids = await this.redis.zrange(this.keys.jobs, 0, -1);

@@ -2,10 +2,10 @@
  * The job record: what was asked (spec), what it runs from (snapshot) and what happened.
  * States follow PBS: Q queued, H held, W waiting for its start time, R running,
  * E exiting (output being delivered, clone being destroyed), F finished; B an array job
- * whose tasks have begun.
+ * whose tasks have begun; S suspended (gcqsig -s suspend: its clone paused, walltime stopped).
  */
 /** 'X' is display-only: gcqstat -t shows a finished array task as X, as PBS does. */
-export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F' | 'B' | 'X';
+export type JobState = 'Q' | 'H' | 'W' | 'R' | 'S' | 'E' | 'F' | 'B' | 'X';
 
 /** -j: join stderr into stdout (oe), stdout into stderr (eo), or keep both (n). */
 export type JoinMode = 'oe' | 'eo' | 'n';

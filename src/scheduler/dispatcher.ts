@@ -107,6 +107,7 @@ export class Dispatcher {
       try {
         const out = await runner.run(mine, ctl.signal);
         if (out.requeue) {
+          this.o.policy?.notStarted(rec); // counted as queued again (gcqrerun, shutdown)
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }

@@ -8,9 +8,17 @@ import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 import { oomComment } from './oom-words.js';
+import { SIGNAL_NUMBERS } from '../drivers/signals.js';
+import { LiveJobControl, type LiveJobs } from './live-jobs.js';
+import { WalltimeClock } from './walltime-clock.js';
 
-/** Why a running job is being stopped from outside. */
-export type StopReason = 'deleted' | 'shutdown';
+/**
+ * Why a running job is being stopped from outside: gcqdel, gcd's shutdown, gcqrerun (stop,
+ * then run again from the same snapshot), gcqdel -W force (destroy the clone at once).
+ */
+export type StopReason = 'deleted' | 'shutdown' | 'rerun' | 'forced';
+
+const STOP_REASONS: ReadonlySet<string> = new Set<StopReason>(['deleted', 'shutdown', 'rerun', 'forced']);
 
 export interface RunnerOptions {
   driver: Driver;
@@ -28,13 +36,8 @@ export interface RunnerOptions {
   onFinished?: (job: JobRecord) => Promise<void>;
   /** Clone start latency (run transition to command started), for the metrics. */
   onCloneStarted?: (job: JobRecord, ms: number) => void;
-}
-
-/** How a job ended; endReason is written with its F, for accounting and metrics. */
-export interface JobEnd {
-  exitStatus?: number;
-  comment: string;
-  endReason?: EndReason;
+  /** Where running commands are registered for gcqsig (signals, suspend, resume). */
+  live?: LiveJobs;
 }
 
 /** How a job ends: its status (none: it never ran), the comment, and the reason (see JobRecord.endReason). */
@@ -105,7 +108,7 @@ export class JobRunner {
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
       this.o.onCloneStarted?.(job, Date.now() - startedAt);
-      const result = await this.supervise(job, running, stop);
+      const result = await this.supervise(job, cloneId, running, stop);
       ended = result.ended;
       requeue = result.requeue;
       if (result.usage) {
@@ -125,7 +128,7 @@ export class JobRunner {
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
       }
     } catch (e) {
-      if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
+      if (stop.aborted && (stop.reason === 'shutdown' || stop.reason === 'rerun') && !exited) requeue = true;
       else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', endReason: 'deleted' };
       else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
@@ -140,8 +143,12 @@ export class JobRunner {
     }
 
     if (requeue) {
-      if (job.spec.rerunnable) {
-        const q = await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+      // gcqrerun keeps the job's snapshot reference: the next run clones the same snapshot.
+      const rerun = stop.reason === 'rerun';
+      if (rerun || job.spec.rerunnable) {
+        const q = rerun
+          ? await store.transition(job.id, 'rerun', { comment: `rerun by gcqrerun: run ${job.runCount} stopped, queued to run again`, cloneId: undefined })
+          : await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
         if (q.ok) return { requeue: true };
         log.error('requeue refused', { job: job.id, error: q.error.message });
         return { requeue: false };
@@ -203,27 +210,47 @@ export class JobRunner {
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
   private async supervise(
     job: JobRecord,
+    cloneId: string,
     running: RunningCommand,
     stop: AbortSignal,
   ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
+    const wall = job.spec.walltimeSec;
+    // The walltime clock stops while the job is suspended (gcqsig) and runs on after resume.
+    const clock = wall ? new WalltimeClock(wall, () => terminate('walltime')) : undefined;
+    const live = new LiveJobControl(job.id, cloneId, running, this.o.driver, this.o.store, clock);
+    const unregister = this.o.live?.add(job.id, live);
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
       why = reason;
-      void running.kill('TERM').catch(() => undefined);
+      clock?.clear();
+      if (reason === 'forced') {
+        // gcqdel -W force: the clone may not answer; destroy it without asking it anything.
+        void this.o.driver.destroy(cloneId).catch((e) => log.error('forced clone destroy failed', { cloneId, error: errorMessage(e) }));
+        return;
+      }
+      // A suspended clone is let run first, or it could not take the signal.
+      void live
+        .wake()
+        .catch(() => undefined)
+        .then(() => running.kill('TERM'))
+        .catch(() => undefined);
       const k = setTimeout(() => void running.kill('KILL').catch(() => undefined), this.o.killDelayMs);
-      void running.done.finally(() => clearTimeout(k));
+      void running.done.finally(() => clearTimeout(k)).catch(() => undefined);
     };
-    const wall = job.spec.walltimeSec;
-    const timer = wall ? setTimeout(() => terminate('walltime'), wall * 1000) : undefined;
-    const onStop = (): void => terminate(stop.reason === 'shutdown' ? 'shutdown' : 'deleted');
+    const onStop = (): void => terminate(typeof stop.reason === 'string' && STOP_REASONS.has(stop.reason) ? (stop.reason as StopReason) : 'deleted');
     if (stop.aborted) onStop();
     stop.addEventListener('abort', onStop);
     let result: ExecResult;
     try {
       result = await running.done;
+    } catch (e) {
+      // The clone destroyed under the command (forced) is the end we asked for, not a failure.
+      if (why !== 'forced') throw e;
+      result = { exitCode: null, signal: SIGNAL_NUMBERS.KILL };
     } finally {
-      if (timer) clearTimeout(timer);
+      clock?.clear();
+      unregister?.();
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
@@ -232,6 +259,8 @@ export class JobRunner {
       return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
     }
     if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'forced') return { ended: { exitStatus: status, comment: 'deleted by gcqdel -W force: its clone was destroyed at once', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'rerun') return { ended: { exitStatus: status, comment: 'stopped by gcqrerun' }, requeue: true, ...u };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
