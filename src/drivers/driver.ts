@@ -19,6 +19,8 @@ export interface SnapshotInfo {
   vcpus?: number;
   /** The most vCPUs a clone of it can have (hot-plugged); vcpus when it cannot grow. */
   maxVcpus?: number;
+  /** The most RAM (MiB) a clone of it can have (DIMMs hot-plugged); memMiB when it cannot grow. */
+  maxMemMiB?: number;
 }
 
 export interface CloneOptions {
@@ -32,6 +34,11 @@ export interface CloneOptions {
    * are unplugged. Undefined: the snapshot's own.
    */
   ncpus?: number;
+  /**
+   * RAM (MiB) for the clone: above the snapshot's, the rest is hot-plugged (up to its
+   * maxMemMiB); at or below it, the clone has the snapshot's (forked memory is never taken away).
+   */
+  memMiB?: number;
 }
 
 export interface CloneHandle {

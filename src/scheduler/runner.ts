@@ -98,6 +98,7 @@ export class JobRunner {
         snapshotId: job.snapshotId ?? '',
         hostname: cloneHostname(job),
         ncpus: job.spec.assigned?.ncpus ?? job.spec.resources.ncpus,
+        memMiB: job.spec.assigned?.memMiB ?? job.spec.resources.memMiB,
       });
       cloned = true;
       sampler = sampleUsage(driver, store, job.id, cloneId, this.o.usageSampleMs ?? 5000);

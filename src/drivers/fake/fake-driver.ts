@@ -60,7 +60,7 @@ export class FakeDriver implements Driver {
     const id = `fake-${randomUUID()}`;
     this.snapshots.add(id);
     if (this.opts.snapshotDir) writeFileSync(join(this.opts.snapshotDir, id), headnode);
-    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1, maxVcpus: 8 };
+    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1, maxVcpus: 8, maxMemMiB: 16_384 };
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {
