@@ -70,13 +70,17 @@ async function main(): Promise<void> {
     result.accel = (gc('headnode', 'list').match(new RegExp(`^${HN}\\s+\\S+\\s+\\S+\\s+\\S+\\s+(\\S+)`, 'm')) ?? [])[1];
     // copper-init mounts /shared after the network; wait for it, then keep or drop it.
     inside(`for i in $(seq 300); do grep -q " /shared fuse.sshfs " /proc/mounts && break; sleep 0.2; done${SHARED ? '' : '; umount -l /shared'}`);
-    inside(`cat > /root/fork.py <<'PY'\n${FORK_AND_PROBE}\nPY\nsetsid python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && exit 0; sleep 0.2; done; exit 1`);
+    inside(
+      `cat > /root/fork.py <<'PY'\n${FORK_AND_PROBE}\nPY\nsetsid python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && exit 0; sleep 0.2; done; exit 1`,
+    );
 
     t = Date.now();
     const out = inside(`python3 /root/fork.py ${N}`);
     const wallMs = Date.now() - t;
     const probe = JSON.parse(out.trim().split('\n').pop()!) as { returnMs: number; allAnsweringMs: number | null; answered: number };
-    console.log(`gc clone ${N}: returned after ${probe.returnMs} ms, all ${probe.answered} answering after ${probe.allAnsweringMs} ms (in the headnode; ${wallMs} ms with gc headnode exec around it)`);
+    console.log(
+      `gc clone ${N}: returned after ${probe.returnMs} ms, all ${probe.answered} answering after ${probe.allAnsweringMs} ms (in the headnode; ${wallMs} ms with gc headnode exec around it)`,
+    );
     result.gcCloneReturnMs = probe.returnMs;
     result.allAnsweringMs = probe.allAnsweringMs;
     result.answered = probe.answered;
@@ -94,17 +98,22 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, IDLE_S * 1000));
     const idle = memory();
     console.log(`memory per clone after ${IDLE_S} s idle: Pss ${idle.pssMiB} MiB, Private ${idle.privateMiB} MiB`);
-    result.perCloneMiB = { afterFork: { pss: fresh.pssMiB, private: fresh.privateMiB }, afterIdle: { pss: idle.pssMiB, private: idle.privateMiB, idleS: IDLE_S } };
+    result.perCloneMiB = {
+      afterFork: { pss: fresh.pssMiB, private: fresh.privateMiB },
+      afterIdle: { pss: idle.pssMiB, private: idle.privateMiB, idleS: IDLE_S },
+    };
 
     t = Date.now();
     gc('kill', '--all', '--headnode', HN);
     result.killAllMs = Date.now() - t;
-    console.log(`gc kill --all: ${result.killAllMs} ms`);
+    console.log(`gc kill --all: ${String(result.killAllMs)} ms`);
   } finally {
     g.tool('gc', ['kill', '--all', '--headnode', HN]);
     g.tool('gc', ['headnode', 'destroy', HN]);
     await g.stop();
-    const left = spawnSync('pgrep', ['-f', `qemu-system.*${g.stateDir}`]).stdout.toString().trim();
+    const left = spawnSync('pgrep', ['-f', `qemu-system.*${g.stateDir}`])
+      .stdout.toString()
+      .trim();
     if (left) console.error(`left running: ${left}`);
     await g.cleanup();
   }

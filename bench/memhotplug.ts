@@ -33,7 +33,7 @@ const channels: GuestChannels = {
 
 const p50 = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)]!;
+  return s[Math.floor((s.length - 1) / 2)];
 };
 
 async function main(): Promise<void> {
@@ -82,7 +82,16 @@ async function main(): Promise<void> {
     await once('warm', undefined);
     for (let i = 0; i < rounds; i++) {
       // Alternate which goes first, so that a drift in the host's load hits both alike.
-      const order: Array<[string, number | undefined]> = i % 2 === 0 ? [['p', undefined], ['m', askMiB]] : [['m', askMiB], ['p', undefined]];
+      const order: Array<[string, number | undefined]> =
+        i % 2 === 0
+          ? [
+              ['p', undefined],
+              ['m', askMiB],
+            ]
+          : [
+              ['m', askMiB],
+              ['p', undefined],
+            ];
       for (const [kind, mem] of order) {
         const r = await once(`${kind}${i}`, mem);
         (kind === 'p' ? plainMs : memMs).push(r.ms);
@@ -100,7 +109,10 @@ async function main(): Promise<void> {
     await rm(root, { recursive: true, force: true });
   }
   const result = {
-    bench: 'memhotplug', accel, headnodeMiB: headMiB, askedMiB: askMiB,
+    bench: 'memhotplug',
+    accel,
+    headnodeMiB: headMiB,
+    askedMiB: askMiB,
     plainMs: { runs: plainMs, p50: p50(plainMs), cloneReadyRuns: plainCloneMs },
     memMs: { runs: memMs, p50: p50(memMs), cloneReadyRuns: memCloneMs },
     ratio: Math.round((p50(memMs) / p50(plainMs)) * 100) / 100,

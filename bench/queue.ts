@@ -21,13 +21,24 @@ import { Scheduler } from '../src/scheduler/scheduler.js';
 import { BIN, GcdProcess } from '../test/helpers/gcd-process.js';
 
 const spec = (i: number): JobSpec => ({
-  argv: ['true', String(i)], name: 'bench', cwd: '/tmp', env: {}, user: 'u' + (i % 10), group: 'g', headnode: 'hn1',
-  queue: 'workq', priority: 0, join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'bench',
+  argv: ['true', String(i)],
+  name: 'bench',
+  cwd: '/tmp',
+  env: {},
+  user: 'u' + (i % 10),
+  group: 'g',
+  headnode: 'hn1',
+  queue: 'workq',
+  priority: 0,
+  join: 'n',
+  rerunnable: true,
+  resources: { ncpus: 1, memMiB: 0 },
+  submitHost: 'bench',
 });
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+  return s[Math.floor(s.length / 2)];
 }
 
 async function apiFigures(): Promise<{ bulk: number; seq: number; dispatch: number }> {
@@ -35,7 +46,15 @@ async function apiFigures(): Promise<{ bulk: number; seq: number; dispatch: numb
   const server = await startEmbeddedRedis(dir);
   const redis = await connectRedis(server.target);
   const driver = new FakeDriver({ deliverRoot: join(dir, 'out'), headnodes: new Set(['hn1']), instant: true });
-  const base = { redis, connection: bullConnection(server.target), keys: keysFor('copper'), serverName: 'b', driver, stateDir: dir, capacity: { ncpus: 100000, memMiB: 1e9 } };
+  const base = {
+    redis,
+    connection: bullConnection(server.target),
+    keys: keysFor('copper'),
+    serverName: 'b',
+    driver,
+    stateDir: dir,
+    capacity: { ncpus: 100000, memMiB: 1e9 },
+  };
   const submitOnly = new Scheduler({ ...base, dispatch: false });
   await submitOnly.start();
 

@@ -24,8 +24,19 @@ import { admit, trackedJob, UsageTracker } from '../src/scheduler/policy.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
 
 const spec = (user: string): JobSpec => ({
-  argv: ['true'], name: 'bench', cwd: '/tmp', env: {}, user, group: `g${user.length % 7}`, headnode: 'hn1',
-  queue: '', priority: 0, join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'bench',
+  argv: ['true'],
+  name: 'bench',
+  cwd: '/tmp',
+  env: {},
+  user,
+  group: `g${user.length % 7}`,
+  headnode: 'hn1',
+  queue: '',
+  priority: 0,
+  join: 'n',
+  rerunnable: true,
+  resources: { ncpus: 1, memMiB: 0 },
+  submitHost: 'bench',
 });
 const quotaText = 'defaults:\n  max_running: 4\n  max_queued: 100000\n  shares: 1\nsystem:\n  max_queued: 1000000\n';
 
@@ -34,7 +45,16 @@ const server = await startEmbeddedRedis(dir);
 const redis = await connectRedis(server.target);
 const driver = new FakeDriver({ deliverRoot: join(dir, 'out'), headnodes: new Set(['hn1']), instant: true });
 const quotas = parseQuotaText(quotaText, 'bench.yaml');
-const base = { redis, connection: bullConnection(server.target), keys: keysFor('copper'), serverName: 'b', driver, stateDir: dir, capacity: { ncpus: 1e6, memMiB: 1e9 }, quotas: () => quotas };
+const base = {
+  redis,
+  connection: bullConnection(server.target),
+  keys: keysFor('copper'),
+  serverName: 'b',
+  driver,
+  stateDir: dir,
+  capacity: { ncpus: 1e6, memMiB: 1e9 },
+  quotas: () => quotas,
+};
 let result: Record<string, number> = {};
 try {
   const sched = new Scheduler({ ...base, dispatch: false });
@@ -54,7 +74,9 @@ try {
   const all = await sched.list(ADMIN, { tasks: true });
   const text = formatQstatTable(all, { server: 'b' });
   const qstat100kTasksMs = performance.now() - t;
-  console.log(`gcqstat with ${all.length} jobs in the system: ${qstat100kMs.toFixed(0)} ms; gcqstat -t (${text.split('\n').length} lines): ${qstat100kTasksMs.toFixed(0)} ms`);
+  console.log(
+    `gcqstat with ${all.length} jobs in the system: ${qstat100kMs.toFixed(0)} ms; gcqstat -t (${text.split('\n').length} lines): ${qstat100kTasksMs.toFixed(0)} ms`,
+  );
   await sched.close();
   await redis.flushdb();
 

@@ -41,7 +41,7 @@ const channels: GuestChannels = {
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
@@ -69,14 +69,21 @@ async function main(): Promise<void> {
     });
 
   /** Snapshots `n` times, idle, then with `busyMiB` of guest RAM filled; returns pauses. */
-  const pauses = async (name: string, busyMiB: number, n: number): Promise<{ idle: number[]; busy: number[]; idleCopy: number[]; busyCopy: number[]; lastSnap: string }> => {
+  const pauses = async (
+    name: string,
+    busyMiB: number,
+    n: number,
+  ): Promise<{ idle: number[]; busy: number[]; idleCopy: number[]; busyCopy: number[]; lastSnap: string }> => {
     const idle: number[] = [];
     const busy: number[] = [];
     const idleCopy: number[] = [];
     const busyCopy: number[] = [];
     let lastSnap = '';
     const both = async (auto: number[], copy: number[]): Promise<void> => {
-      for (const [d, into] of [[drv, auto], [copyDrv, copy]] as const) {
+      for (const [d, into] of [
+        [drv, auto],
+        [copyDrv, copy],
+      ] as const) {
         const s = await d.snapshot(name);
         into.push(s.pauseMs);
         await d.releaseSnapshot(s.id);
@@ -85,7 +92,10 @@ async function main(): Promise<void> {
     for (let i = 0; i < n; i++) await both(idle, idleCopy);
     // A process holding busyMiB of non-zero pages: what a working headnode looks like.
     const fill = `import time\nb = bytearray(${busyMiB} << 20); c = b'x' * (1 << 20)\nfor i in range(${busyMiB}): b[i << 20:(i + 1) << 20] = c\nopen('/tmp/filled', 'w').close()\ntime.sleep(10 ** 6)`;
-    await inHead(name, `printf '%b' "${fill}" > /tmp/fill.py; setsid python3 /tmp/fill.py </dev/null >/dev/null 2>&1 & while [ ! -e /tmp/filled ]; do sleep 0.3; done`);
+    await inHead(
+      name,
+      `printf '%b' "${fill}" > /tmp/fill.py; setsid python3 /tmp/fill.py </dev/null >/dev/null 2>&1 & while [ ! -e /tmp/filled ]; do sleep 0.3; done`,
+    );
     for (let i = 0; i < n; i++) await both(busy, busyCopy);
     lastSnap = (await drv.snapshot(name)).id;
     return { idle, busy, idleCopy, busyCopy, lastSnap };
@@ -97,10 +107,13 @@ async function main(): Promise<void> {
     const info = await mgr.start('b512');
     result.accel = info.accel;
     result.bootMs512 = Date.now() - t;
-    console.log(`512 MiB headnode booted in ${result.bootMs512} ms (${info.accel})`);
+    console.log(`512 MiB headnode booted in ${String(result.bootMs512)} ms (${String(info.accel)})`);
     const p512 = await pauses('b512', 256, 5);
     result.pauseMs512 = {
-      idle: p512.idle, with256MiBInUse: p512.busy, p50Idle: pct(p512.idle, 50), p50InUse: pct(p512.busy, 50),
+      idle: p512.idle,
+      with256MiBInUse: p512.busy,
+      p50Idle: pct(p512.idle, 50),
+      p50InUse: pct(p512.busy, 50),
       copy: { idle: p512.idleCopy, with256MiBInUse: p512.busyCopy, p50Idle: pct(p512.idleCopy, 50), p50InUse: pct(p512.busyCopy, 50) },
     };
     console.log(`pause at 512 MiB: idle ${p512.idle.join(', ')} ms; with 256 MiB in use ${p512.busy.join(', ')} ms`);
@@ -162,24 +175,41 @@ async function main(): Promise<void> {
       const server = await startEmbeddedRedis(join(root, 'redis'));
       const redis = await connectRedis(server.target);
       const sched = new Scheduler({
-        redis, connection: bullConnection(server.target), keys: keysFor('copperbench'), serverName: 'bench',
-        driver: drv, stateDir: join(root, 'sched'), capacity: { ncpus: 2, memMiB: 8192 },
+        redis,
+        connection: bullConnection(server.target),
+        keys: keysFor('copperbench'),
+        serverName: 'bench',
+        driver: drv,
+        stateDir: join(root, 'sched'),
+        capacity: { ncpus: 2, memMiB: 8192 },
       });
       await sched.start();
       try {
         const spec: JobSpec = {
-          argv: ['echo', 'first output'], name: 'trivial', cwd: '/root', env: {}, user: 'root', group: 'root', headnode: 'b512',
-          queue: 'workq', priority: 0, join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'bench',
+          argv: ['echo', 'first output'],
+          name: 'trivial',
+          cwd: '/root',
+          env: {},
+          user: 'root',
+          group: 'root',
+          headnode: 'b512',
+          queue: 'workq',
+          priority: 0,
+          join: 'n',
+          rerunnable: true,
+          resources: { ncpus: 1, memMiB: 0 },
+          submitHost: 'bench',
         };
         const lat: number[] = [];
         for (let i = 0; i < 5; i++) {
           const t1 = performance.now();
           const [job] = await sched.submit([spec]);
-          const done = await sched.waitFor(job!.id, 20);
+          const done = await sched.waitFor(job.id, 20);
           lat.push(Math.round(performance.now() - t1));
-          const seq = job!.id.split('.')[0]!;
+          const seq = job.id.split('.')[0];
           const out = await mgr.withRunning('b512', (h) => h.agent.run('/bin/cat', [`/root/trivial.o${seq}`]));
-          if (done.exitStatus !== 0 || out.out?.toString() !== 'first output\n') throw new Error(`trivial job ${job!.id}: ${JSON.stringify(done)} '${out.out?.toString() ?? ''}'`);
+          if (done.exitStatus !== 0 || out.out?.toString() !== 'first output\n')
+            throw new Error(`trivial job ${job.id}: ${JSON.stringify(done)} '${out.out?.toString() ?? ''}'`);
         }
         result.submitToOutputMs = { p50: pct(lat, 50), each: lat };
         console.log(`submit -> .o file in the headnode: ${lat.join(', ')} ms`);
@@ -198,7 +228,10 @@ async function main(): Promise<void> {
       console.log(`2 GiB headnode booted in ${Date.now() - t} ms`);
       const p2 = await pauses('b2g', 1024, 3);
       result.pauseMs2048 = {
-        idle: p2.idle, with1GiBInUse: p2.busy, p50Idle: pct(p2.idle, 50), p50InUse: pct(p2.busy, 50),
+        idle: p2.idle,
+        with1GiBInUse: p2.busy,
+        p50Idle: pct(p2.idle, 50),
+        p50InUse: pct(p2.busy, 50),
         copy: { idle: p2.idleCopy, with1GiBInUse: p2.busyCopy, p50Idle: pct(p2.idleCopy, 50), p50InUse: pct(p2.busyCopy, 50) },
       };
       console.log(`pause at 2 GiB: idle ${p2.idle.join(', ')} ms; with 1 GiB in use ${p2.busy.join(', ')} ms`);

@@ -3,7 +3,14 @@
  * typed errors again). Errors themselves carry a code and fields only (src/errors.ts).
  */
 import {
-  CopperError, NotFoundError, PermissionError, QuotaError, StateError, UnavailableError, UnknownJobError, UsageError,
+  CopperError,
+  NotFoundError,
+  PermissionError,
+  QuotaError,
+  StateError,
+  UnavailableError,
+  UnknownJobError,
+  UsageError,
   type QuotaFields,
 } from '../errors.js';
 

@@ -46,7 +46,7 @@ export function asObject(v: unknown, what: string): Record<string, unknown> {
 
 export function asStringArray(v: unknown, what: string): string[] {
   if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new UsageError(`${what} must be an array of strings`);
-  return v as string[];
+  return v;
 }
 
 export function asStringMap(v: unknown, what: string): Record<string, string> {

@@ -94,14 +94,14 @@ export class ApiServer {
         method: 'GET',
         path: /^\/v1\/jobs\/([^/]+)\/?$/,
         async handle({ res, actor, params }) {
-          sendJson(res, 200, await scheduler.get(actor, params[0]!));
+          sendJson(res, 200, await scheduler.get(actor, params[0]));
         },
       },
       {
         method: 'DELETE',
         path: /^\/v1\/jobs\/([^/]+)\/?$/,
         async handle({ res, actor, params }) {
-          sendJson(res, 200, await scheduler.delete(actor, params[0]!));
+          sendJson(res, 200, await scheduler.delete(actor, params[0]));
         },
       },
     ];

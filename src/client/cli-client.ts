@@ -47,7 +47,7 @@ async function call(tool: string, argv: string[], calledAs: string, term: { keys
   let cursor: string | undefined;
   // A terminal session (gcqexec ID alone) only from a terminal: its size goes with the call.
   const tty = process.stdin.isTTY && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
-  for (let attempt = 0; attempt < 3; ) {
+  for (let attempt = 0; attempt < 3;) {
     const input = term.keys?.take();
     const extra = { ...(cursor !== undefined ? { cursor } : {}), ...(tty ? { terminal: tty } : {}), ...(input ? { input } : {}) };
     const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing, ...extra });
@@ -82,7 +82,9 @@ async function call(tool: string, argv: string[], calledAs: string, term: { keys
           attempt++;
           continue;
         }
-        process.stderr.write(`${calledAs}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+        process.stderr.write(
+          `${calledAs}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`,
+        );
         return 2;
       }
       attempt++;

@@ -17,7 +17,6 @@ import { httpCall, type CopperTarget } from './http.js';
 
 export type { CopperTarget };
 
-
 export interface CopperClientOptions {
   /** On the host: the headnode whose cluster to act on. */
   headnode?: string;

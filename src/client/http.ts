@@ -12,15 +12,12 @@ export type CopperTarget = { socketPath: string } | { host: string; port: number
 export function httpCall(target: CopperTarget, method: string, path: string, body: string, timeoutMs?: number): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const where = 'socketPath' in target ? { socketPath: target.socketPath } : { host: target.host, port: target.port };
-    const req = request(
-      { ...where, path, method, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
+    const req = request({ ...where, path, method, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
     if (timeoutMs !== undefined) req.setTimeout(timeoutMs, () => req.destroy(new UnavailableError(`gcd did not answer within ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end(body);

@@ -86,7 +86,7 @@ export function parseCloneVmId(vmId: string): { headnode: string; id: number } |
   if (!m) return undefined;
   const id = Number(m[2]);
   if (id < 1 || id > MAX_CLONE_ID || String(id) !== m[2]) return undefined;
-  return { headnode: m[1]!, id };
+  return { headnode: m[1], id };
 }
 
 export const HOSTS_BEGIN = '# copper cluster: begin';

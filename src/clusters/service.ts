@@ -27,9 +27,7 @@ import { KeyedLock } from '../vm/keyed-lock.js';
 import type { LiveHeadnode } from '../headnodes/manager.js';
 import type { GuestIdentity, HeadnodeSpec } from '../headnodes/types.js';
 import { userLimit } from '../scheduler/policy.js';
-import {
-  MAX_CLONE_ID, cloneName, cloneVmId, clusterNetwork, hostsBlock, memberAddress, memberMac, memberNic,
-} from './addressing.js';
+import { MAX_CLONE_ID, cloneName, cloneVmId, clusterNetwork, hostsBlock, memberAddress, memberMac, memberNic } from './addressing.js';
 import { CLUSTER_NIC_ID, ensureClusterNic } from './cluster-nic.js';
 import { CLONE_IDENTITY, HEADNODE_PREPARE, cloneEnvText, withPrefix, type MemberIdentity } from './guest-scripts.js';
 import { processMemory } from './proc-mem.js';
@@ -183,8 +181,14 @@ export class ClusterService {
       }
       const now = Date.now();
       const batch: CloneEntry[] = ids.map((id) => ({
-        id, vmId: cloneVmId(hn, id), generation: parent ? parent.generation + 1 : 1, parent: parent?.id ?? 0,
-        snapshotId: '', diskBase: '', createdAt: now, state: 'creating',
+        id,
+        vmId: cloneVmId(hn, id),
+        generation: parent ? parent.generation + 1 : 1,
+        parent: parent?.id ?? 0,
+        snapshotId: '',
+        diskBase: '',
+        createdAt: now,
+        state: 'creating',
       }));
       for (const e of batch) this.registry.addClone(cluster, e);
       await this.registry.save();
@@ -241,19 +245,33 @@ export class ClusterService {
   private async startClone(cluster: ClusterEntry, e: CloneEntry, parent: CloneEntry | undefined, batch: { rank: number; size: number }): Promise<void> {
     const hn = cluster.headnode;
     await this.driver.clone({
-      cloneId: e.vmId, snapshotId: e.snapshotId, hostname: cloneName(hn, e.id),
-      clusterNic: memberNic(cluster.network, e.id), clusterLinkDown: true, init: 'none',
+      cloneId: e.vmId,
+      snapshotId: e.snapshotId,
+      hostname: cloneName(hn, e.id),
+      clusterNic: memberNic(cluster.network, e.id),
+      clusterLinkDown: true,
+      init: 'none',
     });
     const env = cloneEnvText({
-      ...this.identity(cluster, e.id, e.generation, parent ? cloneName(hn, parent.id) : hn), rank: batch.rank, batchSize: batch.size,
+      ...this.identity(cluster, e.id, e.generation, parent ? cloneName(hn, parent.id) : hn),
+      rank: batch.rank,
+      batchSize: batch.size,
     });
     const t0 = Date.now();
     await this.driver.withClone(e.vmId, async (c) => {
       const st = await c.agent.run(
         '/bin/sh',
         [
-          '-c', CLONE_IDENTITY, 'sh', memberMac(cluster.network, e.id), withPrefix(memberAddress(cluster.network, e.id)), env,
-          cloneName(hn, e.id), randomBytes(16).toString('hex'), (Date.now() / 1000).toFixed(3), randomBytes(32).toString('hex'),
+          '-c',
+          CLONE_IDENTITY,
+          'sh',
+          memberMac(cluster.network, e.id),
+          withPrefix(memberAddress(cluster.network, e.id)),
+          env,
+          cloneName(hn, e.id),
+          randomBytes(16).toString('hex'),
+          (Date.now() / 1000).toFixed(3),
+          randomBytes(32).toString('hex'),
         ],
         { timeoutMs: GUEST_SCRIPT_TIMEOUT_MS },
       );
@@ -270,7 +288,10 @@ export class ClusterService {
   private identity(cluster: ClusterEntry, id: number, generation: number, parent: string): MemberIdentity {
     const hn = cluster.headnode;
     return {
-      id, generation, parent, headnode: hn,
+      id,
+      generation,
+      parent,
+      headnode: hn,
       address: memberAddress(cluster.network, id),
       name: id === 0 ? hn : cloneName(hn, id),
       subnet: clusterNetwork(cluster.network).subnet,
@@ -347,8 +368,13 @@ export class ClusterService {
     const { clone } = found;
     const hn = found.cluster.headnode;
     return {
-      kind: 'clone', headnode: hn, id: clone.id, generation: clone.generation, name: cloneName(hn, clone.id),
-      address: memberAddress(found.cluster.network, clone.id), parent: clone.parent === 0 ? hn : cloneName(hn, clone.parent),
+      kind: 'clone',
+      headnode: hn,
+      id: clone.id,
+      generation: clone.generation,
+      name: cloneName(hn, clone.id),
+      address: memberAddress(found.cluster.network, clone.id),
+      parent: clone.parent === 0 ? hn : cloneName(hn, clone.parent),
     };
   }
 
@@ -392,7 +418,9 @@ export class ClusterService {
         const missing = [...new Set(sel.ids)].filter((id) => !clones.some((c) => c.id === id));
         if (missing.length) {
           const have = clones.map((c) => c.id).join(', ');
-          throw new NotFoundError(`gc kill: no clone ${missing.join(', ')} in the cluster of ${hn} (${have ? `its clones: ${have}` : 'it has none'}); nothing killed`);
+          throw new NotFoundError(
+            `gc kill: no clone ${missing.join(', ')} in the cluster of ${hn} (${have ? `its clones: ${have}` : 'it has none'}); nothing killed`,
+          );
         }
         targets = clones.filter((c) => sel.ids.includes(c.id));
       } else if ('generation' in sel) {
@@ -586,7 +614,7 @@ async function pool<T>(items: T[], limit: number, fn: (item: T) => Promise<void>
   let failed = false;
   const worker = async (): Promise<void> => {
     while (next < items.length && !failed) {
-      const item = items[next++]!;
+      const item = items[next++];
       try {
         await fn(item);
       } catch (err) {

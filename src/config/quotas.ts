@@ -122,13 +122,13 @@ export function formatLimit(kind: 'count' | 'size' | 'duration', value: number):
 /** Edit distance where swapping two neighbouring letters counts as one edit (optimal string alignment). */
 function editDistance(a: string, b: string): number {
   const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  const at = (i: number, j: number): number => (d[i] as number[])[j] as number;
+  const at = (i: number, j: number): number => d[i][j];
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
       let v = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
       if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, at(i - 2, j - 2) + 1);
-      (d[i] as number[])[j] = v;
+      d[i][j] = v;
     }
   }
   return at(a.length, b.length);
@@ -238,7 +238,7 @@ class Reader {
     }
     const v = node.value;
     const bad = (why: string): never => this.fail(node, `${path}: ${why}`);
-    const got = typeof v === 'string' ? `"${v}"` : String(v);
+    const got = typeof v === 'string' ? `"${v}"` : (JSON.stringify(v) ?? 'nothing');
     const unlimitedOk = spec.kind === 'count' || spec.kind === 'size' || spec.kind === 'duration';
     if (v === 'unlimited' && unlimitedOk) return Infinity;
     switch (spec.kind) {
@@ -314,7 +314,7 @@ const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w
 /** `1d12h30m` -> seconds (the text already matched DURATION_TEXT). */
 function unitSeconds(text: string): number {
   let total = 0;
-  for (const m of text.toLowerCase().matchAll(/(\d+)([smhdw])/g)) total += Number(m[1]) * (UNIT_SECONDS[m[2] as string] as number);
+  for (const m of text.toLowerCase().matchAll(/(\d+)([smhdw])/g)) total += Number(m[1]) * UNIT_SECONDS[m[2]];
   return total;
 }
 
@@ -349,7 +349,7 @@ function describe(node: Node | null): string {
   if (isScalar(node)) {
     const v = node.value;
     if (v === null) return 'nothing';
-    return typeof v === 'string' ? `"${v}"` : String(v);
+    return typeof v === 'string' ? `"${v}"` : (JSON.stringify(v) ?? 'nothing');
   }
   return 'an unexpected value';
 }
@@ -365,9 +365,7 @@ const PAIRS: readonly { small: LimitProp; big: LimitProp; kind: 'count' | 'size'
   { small: 'maxJobMemMiB', big: 'maxRunningMemMiB', kind: 'size', why: 'such a job could never start' },
 ];
 
-const KEY_OF: Record<string, string> = Object.fromEntries(
-  [...QUEUE_FIELDS, ...DEFAULTS_FIELDS, ...TOP_FIELDS].map((f) => [f.prop, f.key]),
-);
+const KEY_OF: Record<string, string> = Object.fromEntries([...QUEUE_FIELDS, ...DEFAULTS_FIELDS, ...TOP_FIELDS].map((f) => [f.prop, f.key]));
 
 /**
  * `own` is what the entity sets itself, `inherited` what it falls back to (defaults for a user).
@@ -381,14 +379,11 @@ function checkPairs(r: Reader, path: string, own: Limits, inherited: Limits, inh
     const small = ownSmall ?? inherited[p.small];
     const big = ownBig ?? inherited[p.big];
     if (small === undefined || big === undefined || small <= big) continue;
-    const sk = KEY_OF[p.small] as string;
-    const bk = KEY_OF[p.big] as string;
+    const sk = KEY_OF[p.small];
+    const bk = KEY_OF[p.big];
     const from = (v: number | undefined): string => (v === undefined ? ` (from ${inheritedFrom})` : '');
     const line = r.lines.get(`${path}.${ownSmall !== undefined ? sk : bk}`) ?? 1;
-    r.failAt(
-      line,
-      `${path}: ${sk}=${formatLimit(p.kind, small)}${from(ownSmall)} is above ${bk}=${formatLimit(p.kind, big)}${from(ownBig)}; ${p.why}`,
-    );
+    r.failAt(line, `${path}: ${sk}=${formatLimit(p.kind, small)}${from(ownSmall)} is above ${bk}=${formatLimit(p.kind, big)}${from(ownBig)}; ${p.why}`);
   }
 }
 
@@ -475,16 +470,16 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
     r.lines.set(e.key, r.lineOf(e.keyNode));
     switch (e.key) {
       case 'defaults':
-        defaults = r.fields(e.value, 'defaults', DEFAULTS_FIELDS, e.keyNode) as EntityLimits;
+        defaults = r.fields(e.value, 'defaults', DEFAULTS_FIELDS, e.keyNode);
         break;
       case 'system':
-        system = r.fields(e.value, 'system', SYSTEM_FIELDS, e.keyNode) as SystemLimits;
+        system = r.fields(e.value, 'system', SYSTEM_FIELDS, e.keyNode);
         break;
       case 'users':
-        named(e, 'user', ENTITY_NAME, (name, n) => users.set(name, r.fields(n.value, `users.${name}`, USER_FIELDS, n.keyNode) as EntityLimits));
+        named(e, 'user', ENTITY_NAME, (name, n) => users.set(name, r.fields(n.value, `users.${name}`, USER_FIELDS, n.keyNode)));
         break;
       case 'groups':
-        named(e, 'group', ENTITY_NAME, (name, n) => groups.set(name, r.fields(n.value, `groups.${name}`, GROUP_FIELDS, n.keyNode) as EntityLimits));
+        named(e, 'group', ENTITY_NAME, (name, n) => groups.set(name, r.fields(n.value, `groups.${name}`, GROUP_FIELDS, n.keyNode)));
         break;
       case 'queues':
         queuesNode = e.keyNode;
@@ -492,10 +487,10 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
           let perUser: Limits = {};
           const own = r.fields(n.value, `queues.${name}`, QUEUE_FIELDS, n.keyNode, {
             per_user: (p, path) => {
-              perUser = r.fields(p.value, path, PER_USER_FIELDS, p.keyNode) as Limits;
+              perUser = r.fields(p.value, path, PER_USER_FIELDS, p.keyNode);
             },
           });
-          queues.set(name, { enabled: true, started: true, priority: 0, ...own, name, perUser } as QueueConfig);
+          queues.set(name, { enabled: true, started: true, priority: 0, ...own, name, perUser });
         });
         break;
       case 'default_queue':
@@ -536,7 +531,10 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
   }
   if (defaultQueue === undefined && queues.size === 1) defaultQueue = [...queues.keys()][0];
   if (defaultQueue === undefined && queues.size > 1) {
-    r.fail(queuesNode, `queues: ${queues.size} queues are defined but default_queue is not set; name the queue of jobs submitted without -q (one of ${[...queues.keys()].join(', ')})`);
+    r.fail(
+      queuesNode,
+      `queues: ${queues.size} queues are defined but default_queue is not set; name the queue of jobs submitted without -q (one of ${[...queues.keys()].join(', ')})`,
+    );
   }
 
   return freezeConfig({

@@ -42,28 +42,44 @@ const limit = (key: string, prop: string, kind: FieldKind, description: string):
 
 /** Limits that every entity (default user, user, group, queue, a queue's per-user block, the system) may set. */
 export const LIMIT_FIELDS: readonly FieldSpec[] = [
-  limit('max_queued', 'maxQueued', 'count',
-    'Most jobs not yet finished (queued, held, waiting, running, exiting), as PBS counts max_queued. Each subjob of an array counts as one. A submission that would go above it is refused.'),
-  limit('max_running', 'maxRunning', 'count',
-    'Most jobs running at once. A job over it stays queued with a reason such as UserMaxRun (PBS max_run).'),
-  limit('max_running_ncpus', 'maxRunningNcpus', 'count',
-    'Most cpus held by running jobs at once (PBS max_run_res.ncpus, Slurm GrpTRES=cpu).'),
-  limit('max_running_mem', 'maxRunningMemMiB', 'size',
-    'Most memory held by running jobs at once (PBS max_run_res.mem), e.g. 256gb.'),
-  limit('max_job_ncpus', 'maxJobNcpus', 'count',
-    'Most cpus one job may ask for (PBS resources_max.ncpus). Checked at submission.'),
-  limit('max_job_mem', 'maxJobMemMiB', 'size',
-    'Most memory one job may ask for (PBS resources_max.mem), e.g. 64gb. Checked at submission when the job size is known.'),
-  limit('max_job_walltime', 'maxJobWalltimeSec', 'duration',
-    'Longest walltime one job may ask for (PBS resources_max.walltime), e.g. 48:00:00. A job that asks none gets the smallest such maximum.'),
+  limit(
+    'max_queued',
+    'maxQueued',
+    'count',
+    'Most jobs not yet finished (queued, held, waiting, running, exiting), as PBS counts max_queued. Each subjob of an array counts as one. A submission that would go above it is refused.',
+  ),
+  limit('max_running', 'maxRunning', 'count', 'Most jobs running at once. A job over it stays queued with a reason such as UserMaxRun (PBS max_run).'),
+  limit('max_running_ncpus', 'maxRunningNcpus', 'count', 'Most cpus held by running jobs at once (PBS max_run_res.ncpus, Slurm GrpTRES=cpu).'),
+  limit('max_running_mem', 'maxRunningMemMiB', 'size', 'Most memory held by running jobs at once (PBS max_run_res.mem), e.g. 256gb.'),
+  limit('max_job_ncpus', 'maxJobNcpus', 'count', 'Most cpus one job may ask for (PBS resources_max.ncpus). Checked at submission.'),
+  limit(
+    'max_job_mem',
+    'maxJobMemMiB',
+    'size',
+    'Most memory one job may ask for (PBS resources_max.mem), e.g. 64gb. Checked at submission when the job size is known.',
+  ),
+  limit(
+    'max_job_walltime',
+    'maxJobWalltimeSec',
+    'duration',
+    'Longest walltime one job may ask for (PBS resources_max.walltime), e.g. 48:00:00. A job that asks none gets the smallest such maximum.',
+  ),
 ];
 
 /** Live `gc clone` VMs (interactive clones, not the clones that run batch jobs). */
-export const CLONE_FIELD: FieldSpec = limit('max_clones', 'maxClones', 'count',
-  'Most live `gc clone` VMs at once (clones made by hand; batch jobs are counted by max_running).');
+export const CLONE_FIELD: FieldSpec = limit(
+  'max_clones',
+  'maxClones',
+  'count',
+  'Most live `gc clone` VMs at once (clones made by hand; batch jobs are counted by max_running).',
+);
 
-export const SHARES_FIELD: FieldSpec = limit('shares', 'shares', 'shares',
-  'Fair-share weight: when cpus are short, users get turns in proportion to their shares. Default 1 (see defaults.shares).');
+export const SHARES_FIELD: FieldSpec = limit(
+  'shares',
+  'shares',
+  'shares',
+  'Fair-share weight: when cpus are short, users get turns in proportion to their shares. Default 1 (see defaults.shares).',
+);
 
 /** Keys of `defaults:` (PBS u:PBS_GENERIC, every user without a value of their own). */
 export const DEFAULTS_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD];
@@ -89,7 +105,12 @@ export const QUEUE_FIELDS: readonly FieldSpec[] = [...QUEUE_OWN_FIELDS, ...LIMIT
 /** Top-level scalar keys. */
 export const TOP_FIELDS: readonly FieldSpec[] = [
   limit('default_queue', 'defaultQueue', 'queueName', 'The queue of a job submitted without -q. Required when more than one queue is defined.'),
-  limit('history_ttl', 'historyTtlSec', 'ttl', 'How long finished jobs stay visible to gcqstat -x (PBS job_history_duration). Default 14d; 0 drops them at once.'),
+  limit(
+    'history_ttl',
+    'historyTtlSec',
+    'ttl',
+    'How long finished jobs stay visible to gcqstat -x (PBS job_history_duration). Default 14d; 0 drops them at once.',
+  ),
 ];
 
 /** Every top-level key, in the order the documentation lists them. */
@@ -168,9 +189,21 @@ function fieldSchema(f: FieldSpec): Json {
     case 'duration':
       return { description: d, anyOf: [{ type: 'integer', minimum: 1 }, { type: 'string', pattern: DURATION_TEXT.source }, UNLIMITED] };
     case 'walltime':
-      return { description: d, anyOf: [{ type: 'integer', minimum: 1 }, { type: 'string', pattern: DURATION_TEXT.source }] };
+      return {
+        description: d,
+        anyOf: [
+          { type: 'integer', minimum: 1 },
+          { type: 'string', pattern: DURATION_TEXT.source },
+        ],
+      };
     case 'ttl':
-      return { description: d, anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: DURATION_TEXT.source }] };
+      return {
+        description: d,
+        anyOf: [
+          { type: 'integer', minimum: 0 },
+          { type: 'string', pattern: DURATION_TEXT.source },
+        ],
+      };
     case 'boolean':
       return { description: d, type: 'boolean' };
     case 'priority':
@@ -202,7 +235,8 @@ export const QUOTA_SCHEMA: Json = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
   $id: 'copper:quotas.yaml',
   title: 'Copper quotas and queues',
-  description: 'Admin limits (PBS qmgr max_queued/max_run/resources_max), queues and fair-share weights. Every key is optional; an empty file means no limits and one queue-less system.',
+  description:
+    'Admin limits (PBS qmgr max_queued/max_run/resources_max), queues and fair-share weights. Every key is optional; an empty file means no limits and one queue-less system.',
   type: 'object',
   additionalProperties: false,
   properties: {
@@ -213,7 +247,8 @@ export const QUOTA_SCHEMA: Json = {
     queues: named('Queues (qsub -q). When none is defined any queue name is accepted and no queue limit applies.', QUEUE_NAME, '#/$defs/queue'),
     ...Object.fromEntries(TOP_FIELDS.map((f) => [f.key, fieldSchema(f)])),
     resources: {
-      description: 'Custom -l resources jobs may ask for (PBS custom resources, e.g. licences): recorded in Resource_List, not enforced. Any other unknown resource is refused at gcqsub.',
+      description:
+        'Custom -l resources jobs may ask for (PBS custom resources, e.g. licences): recorded in Resource_List, not enforced. Any other unknown resource is refused at gcqsub.',
       type: 'array',
       items: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
     },

@@ -302,7 +302,7 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     name: 'GC_METRICS_ADDR',
     type: 'address',
     defaultText: '(off)',
-    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 127.0.0.1:9464) or off'),
+    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 127.0.0.1:9464) or off'),
     fallback: none,
     meaning: 'where Prometheus scrapes `GET /metrics` (job counts, waits, run times, snapshot pauses)',
   },

@@ -98,8 +98,15 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         await createOverlay(paths.disk(0), boot.base, size);
         const rec: HeadnodeRecord = {
           version: 1,
-          spec: { ...spec, maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS), maxMemMiB: spec.maxMemMiB !== undefined ? maxMemFor(spec.memMiB, spec.maxMemMiB) : this.defaultMaxMem(spec.memMiB) },
-          createdAt: Date.now(), boot, diskGen: 0, want: 'stopped',
+          spec: {
+            ...spec,
+            maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS),
+            maxMemMiB: spec.maxMemMiB !== undefined ? maxMemFor(spec.memMiB, spec.maxMemMiB) : this.defaultMaxMem(spec.memMiB),
+          },
+          createdAt: Date.now(),
+          boot,
+          diskGen: 0,
+          want: 'stopped',
         };
         // The record is written last: a folder without one is a create that did not finish.
         await writeJsonAtomic(paths.record, rec);

@@ -42,4 +42,3 @@ export async function readRecord(path: string, name: string): Promise<HeadnodeRe
   }
   return parseRecord(path, 'headnode record', text, HEADNODE_RECORD);
 }
-

@@ -100,7 +100,12 @@ function withMemoryOnline(append: string, cfg: VmConfig): string {
 
 /** The QEMU configuration a headnode boots with. */
 export function headnodeVmConfig(
-rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string, sharedDir: string, tcgTbMiB: number | undefined,
+  rec: HeadnodeRecord,
+  paths: HeadnodePaths,
+  accel: Accel,
+  apiSocket: string,
+  sharedDir: string,
+  tcgTbMiB: number | undefined,
 ): VmConfig {
   const cfg: VmConfig = {
     vmId: rec.spec.name,

@@ -115,4 +115,3 @@ export async function buildInitramfs(plan: Plan, tmp: string, modules: string[],
 function modulesOrder(paths: string[]): string {
   return paths.map((p) => `${moduleName(p)} ${p}`).join('\n') + '\n';
 }
-

@@ -35,7 +35,7 @@ export async function hostMirror(suite: string): Promise<string | undefined> {
     }
     const oneLine = /^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/gm;
     for (const m of text.matchAll(oneLine)) {
-      if (m[2] === suite && !m[1]!.includes('security')) return m[1]!.replace(/\/$/, '');
+      if (m[2] === suite && !m[1].includes('security')) return m[1].replace(/\/$/, '');
     }
     // deb822: a stanza with URIs: and Suites: that lists the suite
     for (const stanza of text.split(/\n\s*\n/)) {

@@ -77,6 +77,11 @@ export async function loadKernelModules(modulesDir: string): Promise<{ deps: Mod
   } catch {
     // optional: without it every name must be a module
   }
-  const builtin = new Set(builtinText.split('\n').filter((l) => l !== '').map(moduleName));
+  const builtin = new Set(
+    builtinText
+      .split('\n')
+      .filter((l) => l !== '')
+      .map(moduleName),
+  );
   return { deps: parseModulesDep(depText), builtin };
 }

@@ -1,8 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import {
-  copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile,
-} from 'node:fs/promises';
+import { copyFile, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { settings } from '../config/settings.js';
@@ -33,7 +31,14 @@ export { hasPvhNote, SUITE };
 /** Bump when the build steps change in a way the hashed inputs do not show. */
 export const RECIPE_VERSION = 2;
 export const PACKAGES = [
-  'qemu-guest-agent', 'python3', 'iproute2', 'kmod', 'procps', 'netbase', 'ca-certificates', 'less',
+  'qemu-guest-agent',
+  'python3',
+  'iproute2',
+  'kmod',
+  'procps',
+  'netbase',
+  'ca-certificates',
+  'less',
   // The shared volume (/shared): SFTP straight over TCP (-o directport), no ssh client run.
   'sshfs',
 ] as const;
@@ -97,10 +102,18 @@ export function guestKernelCmdline(opts: CmdlineOptions): string {
     throw new UsageError(`invalid guest hostname '${opts.hostname}'`);
   }
   const parts = [
-    'root=/dev/vda', 'rw', `init=${GUEST_INIT}`, 'console=ttyS0',
+    'root=/dev/vda',
+    'rw',
+    `init=${GUEST_INIT}`,
+    'console=ttyS0',
     // Boot speed under TCG: no keyboard/mouse controller probing, no CPU bug mitigations
     // (the guest is one user's own machine), fewer legacy UARTs.
-    'quiet', 'i8042.noaux', 'i8042.nokbd', '8250.nr_uarts=1', 'mitigations=off', 'random.trust_cpu=on',
+    'quiet',
+    'i8042.noaux',
+    'i8042.nokbd',
+    '8250.nr_uarts=1',
+    'mitigations=off',
+    'random.trust_cpu=on',
     // Keep the SMP code paths even while one vCPU is online: otherwise every clone given more
     // vCPUs (-l ncpus, hot-plugged) re-patches the kernel first, 0.45-0.85 s under TCG.
     'noreplace-smp',
@@ -148,7 +161,6 @@ export async function buildImage(opts: ImageOptions): Promise<ImageInfo> {
   }
 }
 
-
 async function planImage(opts: ImageOptions): Promise<Plan> {
   const env = opts.env ?? process.env;
   const recipeDir = findRecipeDir(env);
@@ -160,7 +172,7 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   }
   const sizeMiB = opts.sizeMiB ?? DEFAULT_SIZE_MIB;
   if (!Number.isInteger(sizeMiB) || sizeMiB < 1024) throw new UsageError(`image size ${sizeMiB} MiB: must be an integer >= 1024`);
-  const mirror = opts.mirror ?? (settings(env).debianMirror ?? ((await hostMirror(SUITE)) || DEFAULT_MIRROR));
+  const mirror = opts.mirror ?? settings(env).debianMirror ?? ((await hostMirror(SUITE)) || DEFAULT_MIRROR);
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ RECIPE_VERSION, SUITE, PACKAGES, sizeMiB, kernelVersion }));
   hash.update(await readFile(kernelPath));
@@ -171,7 +183,13 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   return {
     imagesDir: imagesDirPath,
     finalDir: join(imagesDirPath, `debian-${SUITE}-${recipeHash}`),
-    recipeDir, mirror, kernelVersion, kernelPath, modulesDir, sizeMiB, recipeHash,
+    recipeDir,
+    mirror,
+    kernelVersion,
+    kernelPath,
+    modulesDir,
+    sizeMiB,
+    recipeHash,
   };
 }
 
@@ -217,7 +235,12 @@ async function readImageInfo(dir: string): Promise<ImageInfo | undefined> {
     // Paths are stored relative so the state folder can move.
     const kernel = existsSync(join(dir, 'vmlinux')) ? 'vmlinux' : 'vmlinuz';
     return {
-      ...info, dir, disk: join(dir, 'disk.qcow2'), kernel: join(dir, kernel), bzImage: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'),
+      ...info,
+      dir,
+      disk: join(dir, 'disk.qcow2'),
+      kernel: join(dir, kernel),
+      bzImage: join(dir, 'vmlinuz'),
+      initrd: join(dir, 'initrd.img'),
     };
   } catch (err) {
     throw new DriverError(`${dir}/image.json is corrupt; delete ${dir} and build again`, { cause: err });
@@ -285,10 +308,7 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
     let t = Date.now();
     log('debootstrap (about a minute)...');
     try {
-      await run('debootstrap', [
-        '--variant=minbase', `--include=${PACKAGES.join(',')}`, `--cache-dir=${cacheDir}`,
-        SUITE, tree, plan.mirror,
-      ]);
+      await run('debootstrap', ['--variant=minbase', `--include=${PACKAGES.join(',')}`, `--cache-dir=${cacheDir}`, SUITE, tree, plan.mirror]);
     } catch (err) {
       // debootstrap says "see debootstrap.log" and that log is inside the tree we delete.
       const detail = await readFile(join(tree, 'debootstrap', 'debootstrap.log'), 'utf8').catch(() => '');
@@ -316,9 +336,7 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
     const raw = join(tmp, 'root.ext4');
     // Inode tables and journal are initialised now: lazy init would make every headnode's
     // kernel write them into its own overlay.
-    await run('mkfs.ext4', [
-      '-q', '-F', '-L', 'copper-root', '-d', tree, '-E', 'lazy_itable_init=0,lazy_journal_init=0', raw, `${plan.sizeMiB}M`,
-    ]);
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'copper-root', '-d', tree, '-E', 'lazy_itable_init=0,lazy_journal_init=0', raw, `${plan.sizeMiB}M`]);
     await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, join(tmp, 'disk.qcow2')]);
     await rm(raw);
     await rm(tree, { recursive: true, force: true });

@@ -52,7 +52,7 @@ export function hasPvhNote(elf: Buffer): boolean {
     if (ph + 56 > elf.length || elf.readUInt32LE(ph) !== 4) continue; // PT_NOTE
     const off = Number(elf.readBigUInt64LE(ph + 8));
     const end = Math.min(off + Number(elf.readBigUInt64LE(ph + 32)), elf.length);
-    for (let p = off; p + 12 <= end; ) {
+    for (let p = off; p + 12 <= end;) {
       const namesz = elf.readUInt32LE(p);
       const descsz = elf.readUInt32LE(p + 4);
       const type = elf.readUInt32LE(p + 8);

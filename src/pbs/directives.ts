@@ -65,13 +65,13 @@ export function splitDirectiveWords(body: string): string[] {
   let word: string | undefined;
   let quote: '"' | "'" | undefined;
   for (let i = 0; i < body.length; i++) {
-    const c = body[i] as string;
+    const c = body[i];
     if (quote === "'") {
       if (c === "'") quote = undefined;
       else word += c;
     } else if (quote === '"') {
       if (c === '"') quote = undefined;
-      else if (c === '\\' && (body[i + 1] === '"' || body[i + 1] === '\\')) word += body[++i] as string;
+      else if (c === '\\' && (body[i + 1] === '"' || body[i + 1] === '\\')) word += body[++i];
       else word += c;
     } else if (/\s/.test(c)) {
       if (word !== undefined) words.push(word);
@@ -82,7 +82,7 @@ export function splitDirectiveWords(body: string): string[] {
       quote = c;
       word ??= '';
     } else if (c === '\\' && i + 1 < body.length) {
-      word = (word ?? '') + (body[++i] as string);
+      word = (word ?? '') + body[++i];
     } else {
       word = (word ?? '') + c;
     }
@@ -99,7 +99,7 @@ export function extractDirectives(script: string, options: DirectiveScanOptions 
   const scan: DirectiveScan = { directives: [], ignored: [] };
   const lines = script.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const raw = (lines[i] as string).replace(/\r$/, '');
+    const raw = lines[i].replace(/\r$/, '');
     const body = directiveBody(raw, prefix);
     if (body !== undefined && scan.firstCommandLine !== undefined) {
       scan.ignored.push({ line: i + 1, text: raw.trim(), args: [] });

@@ -14,6 +14,7 @@ export function validateJobName(name: string): string {
   if (name.length > MAX_JOB_NAME) throw new UsageError(`-N: the job name has ${name.length} characters; at most ${MAX_JOB_NAME} are allowed`);
   if (!/^[A-Za-z]/.test(name)) throw new UsageError(`-N ${name}: the job name must start with a letter`);
   if (/\s/.test(name)) throw new UsageError(`-N "${name}": the job name must not contain white space`);
+  // eslint-disable-next-line no-control-regex -- control characters are what a job name must not hold
   if (/[/\x00-\x1f\x7f]/.test(name)) throw new UsageError(`-N ${name}: the job name must not contain "/" or control characters`);
   return name;
 }
@@ -101,7 +102,7 @@ function splitQuotedList(value: string): string[] {
 
 function unquote(value: string): string {
   const m = /^(["'])(.*)\1$/s.exec(value);
-  return m ? (m[2] as string) : value;
+  return m ? m[2] : value;
 }
 
 export interface VariableListResult {
@@ -119,7 +120,7 @@ export function parseVariableList(value: string, callerEnv: Record<string, strin
     if (eq >= 0) {
       out.vars[name] = unquote(item.slice(eq + 1));
     } else if (callerEnv[name] !== undefined) {
-      out.vars[name] = callerEnv[name] as string;
+      out.vars[name] = callerEnv[name];
     } else {
       out.vars[name] = '';
       out.warnings.push(`-v ${name}: not set in your environment; the job gets it empty`);
@@ -147,7 +148,7 @@ export function parseDependList(value: string): Dependency[] {
   const byType = new Map<DependencyType, string[]>();
   for (const item of value.split(',')) {
     const [type, ...ids] = item.split(':');
-    if (!(DEPENDENCY_TYPES as readonly string[]).includes(type as string)) {
+    if (!(DEPENDENCY_TYPES as readonly string[]).includes(type)) {
       throw new UsageError(`-W depend: "${type}" is not supported; use afterok, afternotok or afterany`);
     }
     if (ids.length === 0) throw new UsageError(`-W depend: ${type} needs job ids, e.g. ${type}:123`);
@@ -173,12 +174,25 @@ export interface WAttributes {
   warnings?: string[];
 }
 
-const SUPPORTED_W = ['depend', 'block', 'group_list', 'umask', 'sandbox', 'stagein', 'run_count', 'pwd', 'release_nodes_on_stageout', 'tolerate_node_failures', 'max_run_subjobs', 'x'];
+const SUPPORTED_W = [
+  'depend',
+  'block',
+  'group_list',
+  'umask',
+  'sandbox',
+  'stagein',
+  'run_count',
+  'pwd',
+  'release_nodes_on_stageout',
+  'tolerate_node_failures',
+  'max_run_subjobs',
+  'x',
+];
 
 /** -W attributes with no meaning here: accepted, and the warning says what Copper does. */
 const IGNORED_W: Readonly<Record<string, string>> = {
   sandbox: 'the job runs in its submission directory inside the clone (a private copy of the headnode)',
-  stagein: 'the clone already sees the headnode\'s files; nothing is copied in',
+  stagein: "the clone already sees the headnode's files; nothing is copied in",
   run_count: 'Copper counts runs itself; a job lost by gcd runs again if rerunnable (-r y)',
   pwd: 'the job starts in the submission directory',
   release_nodes_on_stageout: 'a job has one clone, destroyed when it ends',
@@ -207,8 +221,8 @@ export function parseWAttributes(value: string, into: WAttributes = {}): WAttrib
   const attrs: [string, string][] = [];
   for (const item of value.split(',')) {
     const m = /^([A-Za-z_]+)=(.*)$/s.exec(item);
-    if (m) attrs.push([m[1] as string, m[2] as string]);
-    else if (attrs.length > 0) (attrs[attrs.length - 1] as [string, string])[1] += `,${item}`;
+    if (m) attrs.push([m[1], m[2]]);
+    else if (attrs.length > 0) attrs[attrs.length - 1][1] += `,${item}`;
     else throw new UsageError(`-W ${value}: expected attribute=value, e.g. depend=afterok:123`);
   }
   for (const [name, v] of attrs) {

@@ -27,7 +27,10 @@ const STATES = /^[QHWREFBXTSMU]+$/;
 export function parseSelectCriteria(a: { u?: string; s?: string; N?: string; q?: string; A?: string; P?: string; h?: string }): SelectCriteria {
   const c: SelectCriteria = {};
   if (a.u !== undefined) {
-    const users = a.u.split(',').map((u) => u.split('@')[0] ?? '').filter((u) => u !== '');
+    const users = a.u
+      .split(',')
+      .map((u) => u.split('@')[0] ?? '')
+      .filter((u) => u !== '');
     if (users.length === 0) throw new UsageError(`-u ${a.u}: give a comma-separated list of users`);
     c.users = users;
   }

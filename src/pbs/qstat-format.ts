@@ -106,12 +106,12 @@ export function shortSize(mib: number): string {
   const m = /^(\d+)(mb|gb|tb)$/.exec(formatSize(mib)) as RegExpExecArray;
   const units = ['mb', 'gb', 'tb', 'pb'];
   let n = Number(m[1]);
-  let unit = units.indexOf(m[2] as string);
+  let unit = units.indexOf(m[2]);
   while (n > 9999) {
     n = Math.ceil(n / 1024);
     unit++;
   }
-  return `${n}${units[unit] as string}`;
+  return `${n}${units[unit]}`;
 }
 
 // ------------------------------------------------------------ default table
@@ -124,7 +124,7 @@ const DEFAULT_HEADER = [
 /** Default-table id: the sequence number and the first label of the server name. */
 function shortJobId(id: string, server: string): string {
   const [seq, host] = displayJobId(id, server).split('.');
-  return host === undefined ? (seq as string) : `${seq as string}.${host}`;
+  return host === undefined ? seq : `${seq}.${host}`;
 }
 
 /** PBS cuts names of 16 characters or more to 15 plus "*". */
@@ -137,7 +137,14 @@ export function formatQstatTable(jobs: readonly QstatJob[], opts: QstatFormatOpt
   if (jobs.length === 0) return '';
   const rows = jobs.map((job) => {
     const cput = job.usage?.cputSec === undefined ? '0' : formatWalltime(job.usage.cputSec);
-    return [left(shortJobId(job.id, opts.server), 17), left(tableName(job.spec.name), 16), left(job.spec.user, 16), ' ' + right(cput, 8), job.state, trunc(job.spec.queue, 16)].join(' ');
+    return [
+      left(shortJobId(job.id, opts.server), 17),
+      left(tableName(job.spec.name), 16),
+      left(job.spec.user, 16),
+      ' ' + right(cput, 8),
+      job.state,
+      trunc(job.spec.queue, 16),
+    ].join(' ');
   });
   return trimLines([...DEFAULT_HEADER, ...rows]);
 }
@@ -288,7 +295,12 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   // PBS shows the octal digits without leading zeros (-W umask=022 -> umask = 22).
   add('umask', s.umask?.replace(/^0+(?=\d)/, ''));
   add('obittime', time(job.endedAt));
-  add('Variable_List', variableList(job).map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`).join(','));
+  add(
+    'Variable_List',
+    variableList(job)
+      .map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`)
+      .join(','),
+  );
   add('comment', comment(job));
   add('mail_error', job.mailError);
   add('run_count', String(job.runCount));

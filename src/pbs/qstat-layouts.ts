@@ -76,7 +76,18 @@ export function formatQueueTable(queues: readonly QueueStatus[]): string {
   const headLine = head.map((h, i) => (i === 0 || i === head.length - 1 ? left(h, QUEUE_WIDTHS[i]) : right(h, QUEUE_WIDTHS[i]))).join(' ');
   const rows = queues.map((q) => {
     const c = q.counts;
-    const cells = [limitCell(q.maxRunning), String(total(c)), yesNo(q.enabled), yesNo(q.started), String(c.Q), String(c.R + c.S), String(c.H), String(c.W), '0', String(c.E)];
+    const cells = [
+      limitCell(q.maxRunning),
+      String(total(c)),
+      yesNo(q.enabled),
+      yesNo(q.started),
+      String(c.Q),
+      String(c.R + c.S),
+      String(c.H),
+      String(c.W),
+      '0',
+      String(c.E),
+    ];
     return [left(q.name, 16), ...cells.map((v, i) => right(v, QUEUE_WIDTHS[i + 1])), 'Exec'].join(' ');
   });
   return trimLines([headLine, dashes(QUEUE_WIDTHS), ...rows]);
@@ -88,7 +99,12 @@ const set = (n: number | undefined): n is number => n !== undefined && n !== Inf
 export function formatQueueFull(queues: readonly QueueStatus[]): string {
   return queues
     .map((q) => {
-      const a: Array<[string, string]> = [['queue_type', 'Execution'], ['Priority', String(q.priority)], ['total_jobs', String(total(q.counts))], ['state_count', stateCount(q.counts)]];
+      const a: Array<[string, string]> = [
+        ['queue_type', 'Execution'],
+        ['Priority', String(q.priority)],
+        ['total_jobs', String(total(q.counts))],
+        ['state_count', stateCount(q.counts)],
+      ];
       if (set(q.maxQueued)) a.push(['max_queued', `[o:PBS_ALL=${q.maxQueued}]`]);
       if (set(q.perUserMaxQueued)) a.push(['max_queued', `[u:PBS_GENERIC=${q.perUserMaxQueued}]`]);
       if (set(q.maxRunning)) a.push(['max_run', `[o:PBS_ALL=${q.maxRunning}]`]);
@@ -166,7 +182,9 @@ export function formatWideTable(jobs: readonly QstatJob[], opts: QstatFormatOpti
   const head = `${left('Job id', 30)} ${left('Name', 15)} ${left('User', 15)} ${right('Time Use', 8)} S ${left('Queue', 15)}`;
   const rows = jobs.map((j) => {
     const cput = j.usage?.cputSec === undefined ? '0' : formatWalltime(j.usage.cputSec);
-    return [left(displayJobId(j.id, opts.server), 30), left(j.spec.name, 15), left(j.spec.user, 15), right(cput, 8), j.state, trunc(j.spec.queue, 15)].join(' ');
+    return [left(displayJobId(j.id, opts.server), 30), left(j.spec.name, 15), left(j.spec.user, 15), right(cput, 8), j.state, trunc(j.spec.queue, 15)].join(
+      ' ',
+    );
   });
   return trimLines([head, dashes([30, 15, 15, 8, 1, 15]), ...rows]);
 }

@@ -175,7 +175,7 @@ function scanArgv(argv: readonly string[]): ScannedArgs {
   const tokens: string[] = [];
   let i = 0;
   while (i < argv.length) {
-    const arg = argv[i] as string;
+    const arg = argv[i];
     if (arg === '--') return { tokens, operands: argv.slice(i + 1), dashDash: true, help: tokens.includes('--help') };
     if (!arg.startsWith('-') || arg === '-') break;
     i = arg.startsWith('--') ? scanLong(argv, i, tokens) : scanShort(argv, i, tokens);
@@ -184,7 +184,7 @@ function scanArgv(argv: readonly string[]): ScannedArgs {
 }
 
 function scanLong(argv: readonly string[], i: number, tokens: string[]): number {
-  const arg = argv[i] as string;
+  const arg = argv[i];
   const eq = arg.indexOf('=');
   const name = arg.slice(2, eq < 0 ? undefined : eq);
   const def = BY_NAME.get(name);
@@ -199,14 +199,14 @@ function scanLong(argv: readonly string[], i: number, tokens: string[]): number 
     return i + 1;
   }
   if (i + 1 >= argv.length) throw new UsageError(`option --${name} needs a value`);
-  tokens.push(`--${name}=${argv[i + 1] as string}`);
+  tokens.push(`--${name}=${argv[i + 1]}`);
   return i + 2;
 }
 
 function scanShort(argv: readonly string[], i: number, tokens: string[]): number {
-  const arg = argv[i] as string;
+  const arg = argv[i];
   for (let k = 1; k < arg.length; k++) {
-    const letter = arg[k] as string;
+    const letter = arg[k];
     const def = BY_NAME.get(letter);
     if (!def) throw new UsageError(`unknown option -${letter}`);
     if (!def.takesValue) {
@@ -218,7 +218,7 @@ function scanShort(argv: readonly string[], i: number, tokens: string[]): number
       return i + 1;
     }
     if (i + 1 >= argv.length) throw new UsageError(`option -${letter} needs a value`);
-    tokens.push(`-${letter}=${argv[i + 1] as string}`);
+    tokens.push(`-${letter}=${argv[i + 1]}`);
     return i + 2;
   }
   return i + 1;
@@ -385,7 +385,7 @@ function interpretSimple(raw: RawOptions, set: OptionSet, source: Source): void 
 
 /** Options with no meaning for a clone VM: accepted, each with one warning saying what Copper does. */
 const IGNORED_FLAGS: Readonly<Record<string, string>> = {
-  n: '-n ignored: a clone VM is always the job\'s alone',
+  n: "-n ignored: a clone VM is always the job's alone",
   X: '-X ignored: X11 forwarding needs an interactive job; run graphical programs in your headnode',
   f: '-f ignored: a job survives a gcd restart when it is rerunnable (-r y)',
   x: '-x ignored: it only applies to interactive jobs',
@@ -397,7 +397,7 @@ const IGNORED_VALUES: Readonly<Record<string, string>> = {
   c: 'Copper does not checkpoint jobs; a job lost by gcd is run again if rerunnable (-r y)',
   u: 'the job runs as the account that submitted it in your headnode',
   b: 'gcqsub reaches gcd at once or fails',
-  D: 'the job sees the headnode\'s file system as it was at submission',
+  D: "the job sees the headnode's file system as it was at submission",
   K: 'gcqdel sends TERM, then KILL after a few seconds',
   T: 'Copper runs no prologue or epilogue scripts',
   L: 'NUMA requests have no meaning in one clone VM; use -l ncpus and mem',
@@ -481,7 +481,7 @@ function applyDirective(d: Directive, fileName: string, ctx: QsubContext): Optio
       scanned.operands = [];
     }
     if (scanned.dashDash || scanned.operands.length > 0) {
-      throw new UsageError(`unexpected argument "${scanned.dashDash ? '--' : (scanned.operands[0] as string)}"`);
+      throw new UsageError(`unexpected argument "${scanned.dashDash ? '--' : scanned.operands[0]}"`);
     }
     if (scanned.help) throw new UsageError('unknown option --help');
     return interpret(parseTokens(scanned.tokens), ctx, 'directive');
@@ -522,7 +522,7 @@ function resolveOutput(value: string, option: string, ctx: QsubContext, warnings
   let p = value;
   const host = /^([A-Za-z0-9][A-Za-z0-9.-]*):(.*)$/s.exec(value);
   if (host) {
-    p = host[2] as string;
+    p = host[2];
     if (host[1] !== ctx.headnode && host[1] !== ctx.submitHost) {
       warnings.push(`${option} ${value}: host ${host[1]} ignored; output is written inside the headnode`);
     }
@@ -550,7 +550,7 @@ function checkCombinations(o: OptionSet): void {
 
 function defaultName(form: JobForm): string {
   if (form.kind === 'script' && form.path === STDIN) return 'STDIN'; // PBS's name for a script read from stdin
-  const base = posix.basename(form.kind === 'script' ? form.path : (form.argv[0] as string));
+  const base = posix.basename(form.kind === 'script' ? form.path : form.argv[0]);
   return base.slice(0, MAX_JOB_NAME);
 }
 

@@ -60,12 +60,12 @@ export const SUPPORTED_RESOURCES = ['walltime', 'ncpus', 'mem', 'select', 'nodes
 const RECORDED: Readonly<Record<string, string>> = {
   cput: 'not enforced; the job is limited by its walltime',
   pcput: 'not enforced; the job is limited by its walltime',
-  file: 'not enforced; the clone\'s disk is a copy of the headnode\'s',
+  file: "not enforced; the clone's disk is a copy of the headnode's",
   software: 'the clone has the software installed in your headnode',
   host: 'ignored; the job runs in a clone of your headnode',
   vnode: 'ignored; the job runs in a clone of your headnode',
-  arch: 'ignored; the clone has the host\'s architecture',
-  nice: 'ignored; the clone\'s CPUs are the job\'s own',
+  arch: "ignored; the clone has the host's architecture",
+  nice: "ignored; the clone's CPUs are the job's own",
   other: 'ignored',
   feature: 'ignored; every clone has the same features',
   partition: 'ignored; Copper has no partitions',
@@ -110,7 +110,7 @@ function isCustom(name: string, opts: ResourceParseOptions): boolean {
 /** `N:ncpus=C:mem=M:mpiprocs=P:ompthreads=T` (N optional, default 1). */
 function parseChunk(text: string, opts: ResourceParseOptions): ChunkRequest {
   const parts = text.split(':');
-  const count = /^\d+$/.test(parts[0] as string) ? positiveInt(parts.shift() as string, 'select count') : 1;
+  const count = /^\d+$/.test(parts[0]) ? positiveInt(parts.shift() as string, 'select count') : 1;
   const chunk: ChunkRequest = { count, ncpus: 1 };
   for (const part of parts) {
     const eq = part.indexOf('=');
@@ -260,7 +260,9 @@ export function resolveResources(req: ResourceRequest): ResolvedResources {
   if (req.chunks) {
     const syntax = req.chunkSyntax ?? 'select';
     if (req.ncpus !== undefined) {
-      throw new UsageError(`-l ncpus cannot be combined with -l ${syntax}; give the CPUs inside the ${syntax === 'select' ? 'chunk (select=1:ncpus=8)' : 'node spec (nodes=1:ppn=8)'}`);
+      throw new UsageError(
+        `-l ncpus cannot be combined with -l ${syntax}; give the CPUs inside the ${syntax === 'select' ? 'chunk (select=1:ncpus=8)' : 'node spec (nodes=1:ppn=8)'}`,
+      );
     }
     const totals = chunkTotals(req.chunks);
     if (totals.memMiB !== undefined && req.memMiB !== undefined) {

@@ -38,7 +38,7 @@ export function parseWalltime(text: string, label = 'walltime'): number {
   if (!m) throw bad(label, text, 'is not a duration; use [[HH:]MM:]SS, e.g. 01:30:00');
   const fields = [m[1], m[2], m[3]].filter((f): f is string => f !== undefined).map(Number);
   for (let i = 1; i < fields.length; i++) {
-    if ((fields[i] as number) > 59) throw bad(label, text, 'has minutes or seconds above 59');
+    if (fields[i] > 59) throw bad(label, text, 'has minutes or seconds above 59');
   }
   let seconds = fields.reduce((acc, f) => acc * 60 + f, 0);
   if (m[4] !== undefined && Number(m[4]) > 0) seconds += 1;
@@ -70,11 +70,11 @@ export function parseSize(text: string, label = 'mem'): number {
     const hint = /^\d+\.\d+/.test(text) ? 'has a fraction; use a smaller unit, e.g. 1536mb' : 'is not a size; use e.g. 8gb, 512mb or 1024kb';
     throw bad(label, text, hint);
   }
-  const n = toSafeInt(m[1] as string);
+  const n = toSafeInt(m[1]);
   if (n === undefined) throw bad(label, text, 'is too large');
   if (n === 0) throw bad(label, text, 'must be more than 0');
-  const power = MAGNITUDE[(m[2] as string).toLowerCase()] as number;
-  const unitBytes = (m[3] as string).toLowerCase() === 'w' ? BYTES_PER_WORD : 1;
+  const power = MAGNITUDE[m[2].toLowerCase()];
+  const unitBytes = m[3].toLowerCase() === 'w' ? BYTES_PER_WORD : 1;
   // Work in MiB directly for big units so large values stay exact.
   const mib = power >= 2 ? n * unitBytes * 1024 ** (power - 2) : Math.ceil((n * unitBytes * 1024 ** power) / 1024 ** 2);
   if (!Number.isSafeInteger(mib)) throw bad(label, text, 'is too large');
@@ -137,7 +137,7 @@ export function parsePbsDateTime(text: string, now: number, label = '-a'): numbe
   const m = DATETIME.exec(text);
   if (!m) throw bad(label, text, 'is not a date-time; use [[[[CC]YY]MM]DD]hhmm[.SS], e.g. 202501311830');
   const today = new Date(now);
-  const f = splitDateTime(m[1] as string, m[2], today.getFullYear());
+  const f = splitDateTime(m[1], m[2], today.getFullYear());
   checkRanges(f, label, text);
   let year = f.year ?? today.getFullYear();
   let month = f.month ?? today.getMonth() + 1;
@@ -197,7 +197,7 @@ function parseRangeItem(item: string, text: string, label: string, strict: boole
     const form = strict ? 'X-Y[:Z][%max], e.g. 1-100:2%10' : 'X-Y[,X-Y...][%max] or a list, e.g. 1,3,5-7%2';
     throw bad(label, text, `is not an index range; use ${form}`);
   }
-  const start = toSafeInt(m[1] as string);
+  const start = toSafeInt(m[1]);
   const end = m[2] === undefined ? start : toSafeInt(m[2]);
   const step = m[3] === undefined ? 1 : Number(m[3]);
   if (start === undefined || end === undefined) throw bad(label, text, 'has an index that is too large');

@@ -51,9 +51,7 @@ export type JobPatch = Partial<Pick<JobRecord, Field>>;
 /** Fields a transition or an update may write; the state comes from the transition table only. */
 export type FieldPatch = Omit<JobPatch, 'state'>;
 
-export type TransitionResult =
-  | { ok: true; from: JobState; to: JobState; record: JobRecord }
-  | { ok: false; from: JobState | undefined; error: JobStateError };
+export type TransitionResult = { ok: true; from: JobState; to: JobState; record: JobRecord } | { ok: false; from: JobState | undefined; error: JobStateError };
 
 interface StoreScripts {
   gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
@@ -110,7 +108,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
 
 function pairs(flat: string[]): Record<string, string> {
   const h: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+  for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]] = flat[i + 1]!;
   return h;
 }
 
@@ -163,7 +161,7 @@ export class JobStore {
       if (array) json.push('array', JSON.stringify(array));
       // snapRef: this job still holds one reference to its snapshot (dropped once, at settle).
       if (r.snapshotId) json.push('snapRef', '1');
-      m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest as JobPatch));
+      m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest));
       m.zadd(this.keys.jobs, r.seq, id);
       if (r.arrayParent === undefined) m.zadd(this.keys.jobsTop, r.seq, id);
       if (r.snapshotId) m.hincrby(this.keys.snapshotRefs, r.snapshotId, 1);
@@ -194,7 +192,7 @@ export class JobStore {
       const res = (await p.exec()) ?? [];
       res.forEach(([err, h], j) => {
         const hash = h as Record<string, string>;
-        if (!err && hash && hash.state) out.push(decode(part[j]!, hash));
+        if (!err && hash && hash.state) out.push(decode(part[j], hash));
       });
     }
     return out;
@@ -279,7 +277,11 @@ export class JobStore {
     const gone = ids.filter((_, i) => res[i]?.[1] === 0);
     for (let i = 0; i < gone.length; i += 1000) {
       const part = gone.slice(i, i + 1000);
-      await this.redis.multi().zrem(this.keys.jobs, ...part).zrem(this.keys.jobsTop, ...part).exec();
+      await this.redis
+        .multi()
+        .zrem(this.keys.jobs, ...part)
+        .zrem(this.keys.jobsTop, ...part)
+        .exec();
     }
     return gone.length;
   }

@@ -15,7 +15,6 @@ export interface RunQueueData {
   vstart: number;
 }
 
-
 /** The BullMQ queue jobs wait in until the dispatcher takes them. */
 export class RunQueue {
   readonly queue: Queue<RunQueueData>;
@@ -31,7 +30,13 @@ export class RunQueue {
   private entry(r: JobRecord, now: number): { name: string; data: RunQueueData; opts: JobsOptions } {
     const delayMs = r.state === 'W' && r.beginAt !== undefined ? r.beginAt - now : 0;
     const { spec } = r;
-    const { vstart, bullPriority } = this.fair.tag({ user: spec.user, group: spec.group, queue: spec.queue, priority: spec.priority, ncpus: spec.resources.ncpus });
+    const { vstart, bullPriority } = this.fair.tag({
+      user: spec.user,
+      group: spec.group,
+      queue: spec.queue,
+      priority: spec.priority,
+      ncpus: spec.resources.ncpus,
+    });
     return {
       name: r.spec.name,
       data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv, vstart },

@@ -74,7 +74,11 @@ export interface CloneShape {
  * asked vCPUs up to the snapshot's slots. A request above the host's capacity is refused with
  * neverFits's line.
  */
-export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap: CloneShape, limits: CapacityLimits): {
+export function resolveAssignment(
+  asked: { ncpus: number; memMiB: number },
+  snap: CloneShape,
+  limits: CapacityLimits,
+): {
   resources: { ncpus: number; memMiB: number };
   assigned: { ncpus: number; memMiB: number };
 } {
@@ -84,5 +88,8 @@ export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap
   if (never) throw new UsageError(never);
   const slots = snap.maxVcpus ?? snap.vcpus;
   const maxMem = snap.maxMemMiB ?? snap.memMiB;
-  return { resources, assigned: { ncpus: slots === undefined ? asked.ncpus : Math.min(asked.ncpus, slots), memMiB: maxMem === undefined ? memMiB : Math.min(memMiB, maxMem) } };
+  return {
+    resources,
+    assigned: { ncpus: slots === undefined ? asked.ncpus : Math.min(asked.ncpus, slots), memMiB: maxMem === undefined ? memMiB : Math.min(memMiB, maxMem) },
+  };
 }

@@ -1,10 +1,7 @@
 import type { JobDependency, JobRecord } from '../queue/job.js';
 
 /** Where a job's -W depend stands, given its parents' records (undefined: record gone). */
-export type DependencyVerdict =
-  | { kind: 'met' }
-  | { kind: 'pending'; on: string[] }
-  | { kind: 'never'; reason: string };
+export type DependencyVerdict = { kind: 'met' } | { kind: 'pending'; on: string[] } | { kind: 'never'; reason: string };
 
 function satisfied(type: JobDependency['type'], parent: JobRecord): boolean | undefined {
   if (parent.state !== 'F') return undefined;

@@ -147,7 +147,7 @@ export class UsageTracker implements Usage {
     bump(this.groups, job.group, d);
     bump(this.queues, job.queue, d);
     let qu = this.queueUsers.get(job.queue);
-    if (!qu) this.queueUsers.set(job.queue, (qu = new Map()));
+    if (!qu) this.queueUsers.set(job.queue, (qu = new Map<string, Counts>()));
     bump(qu, job.user, d);
     if (qu.size === 0) this.queueUsers.delete(job.queue);
     add(this.total, d);
@@ -192,9 +192,7 @@ export function userLimit<K extends keyof EntityLimits>(cfg: QuotaConfig, user: 
 }
 
 function entities(cfg: QuotaConfig, usage: Usage, user: string, group: string, queue: QueueConfig | undefined): Entity[] {
-  const out: Entity[] = [
-    { kind: 'User', label: `user ${user}`, who: user, get: (k) => userLimit(cfg, user, k), counts: usage.users.get(user) ?? ZERO },
-  ];
+  const out: Entity[] = [{ kind: 'User', label: `user ${user}`, who: user, get: (k) => userLimit(cfg, user, k), counts: usage.users.get(user) ?? ZERO }];
   const g = cfg.groups.get(group);
   if (g) out.push({ kind: 'Group', label: `group ${group}`, who: `group ${group}`, get: (k) => g[k], counts: usage.groups.get(group) ?? ZERO });
   if (queue) {
@@ -253,7 +251,8 @@ export function resolveQueue(cfg: QuotaConfig, name: string | undefined): QueueC
  */
 export function checkSubmit(cfg: QuotaConfig, usage: Usage, job: SubmitRequest, count = 1): ResolvedJob {
   const q = resolveQueue(cfg, job.queue);
-  if (q && !q.enabled) throw new QuotaError(`queue ${q.name} is disabled (enabled: false) and accepts no new jobs`, { limit: 'enabled', entity: `queue ${q.name}` });
+  if (q && !q.enabled)
+    throw new QuotaError(`queue ${q.name} is disabled (enabled: false) and accepts no new jobs`, { limit: 'enabled', entity: `queue ${q.name}` });
   const ents = entities(cfg, usage, job.user, job.group, q);
   const ncpus = job.ncpus ?? q?.defaultNcpus ?? 1;
   const memMiB = job.memMiB ?? 0;
@@ -267,16 +266,29 @@ export function checkSubmit(cfg: QuotaConfig, usage: Usage, job: SubmitRequest, 
   for (const e of ents) {
     const maxCpus = e.get('maxJobNcpus');
     if (maxCpus !== undefined && ncpus > maxCpus) {
-      throw new QuotaError(`ncpus=${ncpus} exceeds max_job_ncpus=${maxCpus} for ${e.label}`, { limit: 'max_job_ncpus', max: maxCpus, entity: e.label, amount: ncpus });
+      throw new QuotaError(`ncpus=${ncpus} exceeds max_job_ncpus=${maxCpus} for ${e.label}`, {
+        limit: 'max_job_ncpus',
+        max: maxCpus,
+        entity: e.label,
+        amount: ncpus,
+      });
     }
     const maxMem = e.get('maxJobMemMiB');
     if (maxMem !== undefined && memMiB > maxMem) {
-      throw new QuotaError(`mem=${formatSize(memMiB)} exceeds max_job_mem=${formatLimit('size', maxMem)} for ${e.label}`, { limit: 'max_job_mem', max: maxMem, entity: e.label, amount: memMiB });
+      throw new QuotaError(`mem=${formatSize(memMiB)} exceeds max_job_mem=${formatLimit('size', maxMem)} for ${e.label}`, {
+        limit: 'max_job_mem',
+        max: maxMem,
+        entity: e.label,
+        amount: memMiB,
+      });
     }
     const maxWall = e.get('maxJobWalltimeSec');
     if (maxWall !== undefined && walltimeSec !== undefined && walltimeSec > maxWall) {
       throw new QuotaError(`walltime=${formatWalltime(walltimeSec)} exceeds max_job_walltime=${formatLimit('duration', maxWall)} for ${e.label}`, {
-        limit: 'max_job_walltime', max: maxWall, entity: e.label, amount: walltimeSec,
+        limit: 'max_job_walltime',
+        max: maxWall,
+        entity: e.label,
+        amount: walltimeSec,
       });
     }
   }
@@ -285,7 +297,11 @@ export function checkSubmit(cfg: QuotaConfig, usage: Usage, job: SubmitRequest, 
     const held = e.counts.queued + e.counts.running;
     if (max !== undefined && held + count > max) {
       throw new QuotaError(`would exceed max_queued=${max} for ${e.label} (has ${held} queued or running, submitting ${count})`, {
-        limit: 'max_queued', max, entity: e.label, amount: count, used: held,
+        limit: 'max_queued',
+        max,
+        entity: e.label,
+        amount: count,
+        used: held,
       });
     }
   }
@@ -360,7 +376,12 @@ export function checkClone(cfg: QuotaConfig, usage: Usage, who: { user: string; 
   for (const [label, max, live] of checks) {
     if (max !== undefined && live + 1 > max) {
       throw new QuotaError(`would exceed max_clones=${max} for ${label} (${live} live clone${live === 1 ? '' : 's'})`, {
-        limit: 'max_clones', max, entity: label, amount: 1, used: live, source: cfg.source,
+        limit: 'max_clones',
+        max,
+        entity: label,
+        amount: 1,
+        used: live,
+        source: cfg.source,
       });
     }
   }

@@ -31,11 +31,19 @@ export async function moveJob(d: MoveDeps, rec: JobRecord, targets: JobRecord[],
   for (const t of runnable) d.usage.onDequeued(trackedJob(t));
   let resolved: ReturnType<typeof checkSubmit>;
   try {
-    resolved = checkSubmit(d.quotas, d.usage, {
-      user: s.user, group: s.group, queue: dest, ncpus: s.resources.ncpus,
-      ...(s.resources.memMiB ? { memMiB: s.resources.memMiB } : {}),
-      ...(s.walltimeSec !== undefined ? { walltimeSec: s.walltimeSec } : {}),
-    }, Math.max(1, runnable.length));
+    resolved = checkSubmit(
+      d.quotas,
+      d.usage,
+      {
+        user: s.user,
+        group: s.group,
+        queue: dest,
+        ncpus: s.resources.ncpus,
+        ...(s.resources.memMiB ? { memMiB: s.resources.memMiB } : {}),
+        ...(s.walltimeSec !== undefined ? { walltimeSec: s.walltimeSec } : {}),
+      },
+      Math.max(1, runnable.length),
+    );
   } finally {
     for (const t of runnable) d.usage.onQueued(trackedJob(t));
   }

@@ -90,9 +90,15 @@ export class Submitter {
         const resolved = this.resolveSpec(spec, snap);
         const seq = first + i;
         const common = {
-          seq, spec: resolved, state: init.state, queuedAt: now, runCount: 0,
-          ...(init.holds ? { holds: init.holds } : {}), ...(init.comment ? { comment: init.comment } : {}),
-          ...(opts.beginAt !== undefined ? { beginAt: opts.beginAt } : {}), ...(opts.depend?.length ? { depend: opts.depend } : {}),
+          seq,
+          spec: resolved,
+          state: init.state,
+          queuedAt: now,
+          runCount: 0,
+          ...(init.holds ? { holds: init.holds } : {}),
+          ...(init.comment ? { comment: init.comment } : {}),
+          ...(opts.beginAt !== undefined ? { beginAt: opts.beginAt } : {}),
+          ...(opts.depend?.length ? { depend: opts.depend } : {}),
         };
         if (!opts.array) {
           const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };

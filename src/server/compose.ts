@@ -68,6 +68,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
 
     // The channels exist before the API (headnodes re-attach while the backend opens); a
     // guest's request in that window is told gcd is starting.
+    // eslint-disable-next-line prefer-const -- assigned once the API exists, read earlier by the channels
     let api: ApiServer | undefined;
     const channels = new ChannelServer(settings.stateDir, (req, res, actor) => {
       if (api) api.handle(req, res, actor);
@@ -123,7 +124,12 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     // The web dashboard (src/web): `gc web token` always; the site itself only with GC_WEB_ADDR.
     const admin = backend.admin;
     const dashboard = new Dashboard({
-      stateDir: settings.stateDir, keyPrefix: settings.keyPrefix, addr: settings.webAddr, sampleSec: settings.webSampleSec, redis, scheduler,
+      stateDir: settings.stateDir,
+      keyPrefix: settings.keyPrefix,
+      addr: settings.webAddr,
+      sampleSec: settings.webSampleSec,
+      redis,
+      scheduler,
       headnodes: async () => (backend.headnodes.list ? backend.headnodes.list() : []),
       ...(admin ? { clones: () => admin.clusters.list(ADMIN, { all: true }) } : {}),
     });

@@ -30,7 +30,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, q
     // Take the agent under the headnode's lock but run outside it: the command may itself
     // submit a job, whose snapshot needs that lock.
     const agent = await headnodes.withRunning(name, async (h) => h.agent);
-    const st = await agent.run(argv[0]!, argv.slice(1), { timeoutMs });
+    const st = await agent.run(argv[0], argv.slice(1), { timeoutMs });
     return {
       stdout: st.out?.toString('utf8') ?? '',
       stderr: st.err?.toString('utf8') ?? '',

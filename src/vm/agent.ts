@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DriverError } from '../errors.js';
-import { JsonLineReader, SYNC_BYTE, isRecord } from './json-lines.js';
+import { JsonLineReader, SYNC_BYTE, isRecord, textOf } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 
 /** The guest agent answered a command with an error object. */
@@ -136,7 +136,7 @@ export class AgentClient {
       if (args) msg.arguments = args;
       const reply = await this.roundTrip(command, Buffer.from(JSON.stringify(msg) + '\n'), timeoutMs ?? this.requestTimeoutMs);
       if (isRecord(reply.error)) {
-        throw new AgentError(command, String(reply.error.class ?? 'GenericError'), String(reply.error.desc ?? ''));
+        throw new AgentError(command, textOf(reply.error.class, 'GenericError'), textOf(reply.error.desc, ''));
       }
       return reply.return as T;
     });
@@ -220,10 +220,7 @@ export class AgentClient {
 
   private async syncNow(timeoutMs: number): Promise<void> {
     const id = randomInt(1, 2 ** 31 - 1);
-    const req = Buffer.concat([
-      Buffer.from([SYNC_BYTE]),
-      Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n'),
-    ]);
+    const req = Buffer.concat([Buffer.from([SYNC_BYTE]), Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n')]);
     this.needsSync = true;
     this.reader.expectSyncByte();
     // Replies to earlier syncs (queued while the guest was not reading) are skipped by the predicate.

@@ -52,7 +52,12 @@ export class VmHost {
     this.layout = new Layout(opts.settings);
     this.store = new SnapshotStore(this.layout);
     this.snapshotter = new Snapshotter({
-      layout: this.layout, store: this.store, vms: opts.headnodes, snapshotRam: opts.snapshotRam, streams: opts.streams, clusterNicOf: opts.clusterNicOf,
+      layout: this.layout,
+      store: this.store,
+      vms: opts.headnodes,
+      snapshotRam: opts.snapshotRam,
+      streams: opts.streams,
+      clusterNicOf: opts.clusterNicOf,
     });
     const clones: ConstructorParameters<typeof Clones>[0] = { layout: this.layout, store: this.store, channels: opts.channels };
     if (opts.cloneLifetime !== undefined) clones.lifetime = opts.cloneLifetime;

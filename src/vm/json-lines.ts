@@ -73,3 +73,10 @@ function stripSyncBytes(b: Buffer): Buffer {
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/** A field of a peer's error as text: strings as they are, anything else as JSON (never "[object Object]"). */
+export function textOf(v: unknown, fallback: string): string {
+  if (typeof v === 'string') return v;
+  if (v === undefined || v === null) return fallback;
+  return JSON.stringify(v) ?? fallback;
+}

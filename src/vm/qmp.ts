@@ -4,7 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import { DriverError } from '../errors.js';
-import { JsonLineReader, isRecord } from './json-lines.js';
+import { JsonLineReader, isRecord, textOf } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 
 /** QMP answered a command with an error object. */
@@ -189,7 +189,7 @@ export class QmpClient {
         this.pending.delete(msg.id);
         clearTimeout(p.timer);
         if (isRecord(msg.error)) {
-          p.reject(new QmpError(p.command, String(msg.error.class ?? 'GenericError'), String(msg.error.desc ?? '')));
+          p.reject(new QmpError(p.command, textOf(msg.error.class, 'GenericError'), textOf(msg.error.desc, '')));
         } else {
           p.resolve(msg.return);
         }

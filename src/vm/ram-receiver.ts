@@ -18,7 +18,10 @@ import { buildVmArgs, type VmConfig } from './vm-args.js';
 import { VmProcess } from './vm-process.js';
 
 /** The machine layout a receiver needs; the same as a snapshot's FrozenVm. */
-export type ReceiverVm = Omit<VmConfig, 'vmId' | 'ramFile' | 'ramShare' | 'disk' | 'qmpSocket' | 'qgaSocket' | 'consoleSocket' | 'consoleLog' | 'apiSocket' | 'incoming' | 'pidFile'>;
+export type ReceiverVm = Omit<
+  VmConfig,
+  'vmId' | 'ramFile' | 'ramShare' | 'disk' | 'qmpSocket' | 'qgaSocket' | 'consoleSocket' | 'consoleLog' | 'apiSocket' | 'incoming' | 'pidFile'
+>;
 
 export interface ReceiverOptions {
   /** Unique per receiver; names its folder and QEMU. */
@@ -73,8 +76,12 @@ export class RamReceiver {
       if (cfg.clusterNic) cfg.clusterNic = { kind: 'isolated', mac: cfg.clusterNic.mac };
       delete cfg.ramPrealloc; // the stream fills it; preallocating would only cost time
       vm = await VmProcess.spawn({
-        vmId: cfg.vmId, args: buildVmArgs(cfg), lifetime: 'job', qmpSocket: cfg.qmpSocket,
-        logFile: join(opts.dir, 'qemu.log'), pidFile: join(opts.dir, 'qemu.pid'),
+        vmId: cfg.vmId,
+        args: buildVmArgs(cfg),
+        lifetime: 'job',
+        qmpSocket: cfg.qmpSocket,
+        logFile: join(opts.dir, 'qemu.log'),
+        pidFile: join(opts.dir, 'qemu.pid'),
       });
       await setMigrationCaps(vm.qmp, { ignoreShared: false });
       const uri = source ?? `unix:${join(opts.dir, 'mig.sock')}`;

@@ -59,7 +59,8 @@ export async function resizeVcpus(qmp: QmpClient, have: number, max: number, wan
     const info = (ev.data.info ?? {}) as { 'slot-type'?: string; source?: number; status?: number; slot?: string };
     if (info['slot-type'] !== 'CPU' || info.source !== expectSource) return;
     if (info.status === 0) answered++;
-    else if (info.status === OST_PENDING[expectSource]) return; // an eject is answered 0x84 first
+    else if (info.status === OST_PENDING[expectSource])
+      return; // an eject is answered 0x84 first
     else failures.push(`slot ${info.slot ?? '?'}: _OST status ${info.status ?? '?'}`);
     wake();
   });

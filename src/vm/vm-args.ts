@@ -134,18 +134,26 @@ const MAX_SOCKET_PATH = 107;
 export function buildVmArgs(cfg: VmConfig): string[] {
   validate(cfg);
   const args: string[] = [
-    '-name', `${cfg.vmId},debug-threads=on`,
+    '-name',
+    `${cfg.vmId},debug-threads=on`,
     '-nodefaults',
     '-no-user-config',
-    '-display', 'none',
-    '-accel', accelOption(cfg),
-    '-machine', `${cfg.machine ?? DEFAULT_MACHINE},memory-backend=${RAM_BACKEND_ID}`,
-    '-cpu', cfg.cpu ?? (cfg.accel === 'kvm' ? 'host' : 'max'),
-    '-smp', cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus ? `${cfg.vcpus},maxcpus=${cfg.maxVcpus}` : String(cfg.vcpus),
-    '-m', memOption(cfg),
+    '-display',
+    'none',
+    '-accel',
+    accelOption(cfg),
+    '-machine',
+    `${cfg.machine ?? DEFAULT_MACHINE},memory-backend=${RAM_BACKEND_ID}`,
+    '-cpu',
+    cfg.cpu ?? (cfg.accel === 'kvm' ? 'host' : 'max'),
+    '-smp',
+    cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus ? `${cfg.vcpus},maxcpus=${cfg.maxVcpus}` : String(cfg.vcpus),
+    '-m',
+    memOption(cfg),
     '-object',
     `memory-backend-file,id=${RAM_BACKEND_ID},size=${cfg.memMiB}M,mem-path=${esc(cfg.ramFile)},share=${cfg.ramShare ? 'on' : 'off'}${cfg.ramPrealloc === true ? ',prealloc=on' : ''}`,
-    '-rtc', 'base=utc,clock=host',
+    '-rtc',
+    'base=utc,clock=host',
   ];
 
   if (cfg.kernel !== undefined) {
@@ -155,56 +163,59 @@ export function buildVmArgs(cfg: VmConfig): string[] {
   }
 
   // QMP control socket
-  args.push(
-    '-chardev', `socket,id=qmp0,path=${esc(cfg.qmpSocket)},server=on,wait=off`,
-    '-mon', 'chardev=qmp0,mode=control',
-  );
+  args.push('-chardev', `socket,id=qmp0,path=${esc(cfg.qmpSocket)},server=on,wait=off`, '-mon', 'chardev=qmp0,mode=control');
 
   // Serial console on ttyS0
   const log = cfg.consoleLog !== undefined ? `,logfile=${esc(cfg.consoleLog)},logappend=on` : '';
-  args.push(
-    '-chardev', `socket,id=con0,path=${esc(cfg.consoleSocket)},server=on,wait=off${log}`,
-    '-serial', 'chardev:con0',
-  );
+  args.push('-chardev', `socket,id=con0,path=${esc(cfg.consoleSocket)},server=on,wait=off${log}`, '-serial', 'chardev:con0');
 
   // User networking + the guest's channel to gcd. libslirp connects the command's stderr to
   // the guest's TCP stream too, so socat must log elsewhere: its error messages would otherwise
   // reach the guest as a corrupt HTTP answer (and show host paths).
   const socat = cfg.socat ?? 'socat';
-  const sftp = cfg.sharedSftp !== undefined
-    ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${sftpSandboxCommand(cfg.sharedSftp.dir)}`
-    : '';
+  const sftp = cfg.sharedSftp !== undefined ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${sftpSandboxCommand(cfg.sharedSftp.dir)}` : '';
   args.push(
-    '-netdev', `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
-    '-device', `virtio-net-pci,netdev=net0,id=nic0,mac=${NIC_MAC},bus=pci.0,addr=0x3`,
+    '-netdev',
+    `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
+    '-device',
+    `virtio-net-pci,netdev=net0,id=nic0,mac=${NIC_MAC},bus=pci.0,addr=0x3`,
   );
 
   // Disk: explicit blockdev nodes so QMP can name them
   args.push(
     '-blockdev',
     `driver=file,node-name=${DISK_FILE_NODE},filename=${esc(cfg.disk)},aio=threads,cache.direct=off,discard=unmap`,
-    '-blockdev', `driver=qcow2,node-name=${DISK_NODE},file=${DISK_FILE_NODE},discard=unmap`,
+    '-blockdev',
+    `driver=qcow2,node-name=${DISK_NODE},file=${DISK_FILE_NODE},discard=unmap`,
     '-device',
     `virtio-blk-pci,drive=${DISK_NODE},id=${DISK_DEVICE_ID},bus=pci.0,addr=0x4${cfg.kernel === undefined ? ',bootindex=0' : ''}`,
   );
 
   // Guest agent
   args.push(
-    '-device', 'virtio-serial-pci,id=vser0,bus=pci.0,addr=0x5',
-    '-chardev', `socket,id=qga0,path=${esc(cfg.qgaSocket)},server=on,wait=off`,
-    '-device', `virtserialport,bus=vser0.0,chardev=qga0,name=${GUEST_AGENT_PORT}`,
+    '-device',
+    'virtio-serial-pci,id=vser0,bus=pci.0,addr=0x5',
+    '-chardev',
+    `socket,id=qga0,path=${esc(cfg.qgaSocket)},server=on,wait=off`,
+    '-device',
+    `virtserialport,bus=vser0.0,chardev=qga0,name=${GUEST_AGENT_PORT}`,
   );
 
   args.push(
-    '-object', 'rng-random,id=rng0,filename=/dev/urandom',
-    '-device', 'virtio-rng-pci,rng=rng0,id=rng0dev,bus=pci.0,addr=0x6',
-    '-device', 'vmgenid,guid=auto',
+    '-object',
+    'rng-random,id=rng0,filename=/dev/urandom',
+    '-device',
+    'virtio-rng-pci,rng=rng0,id=rng0dev,bus=pci.0,addr=0x6',
+    '-device',
+    'vmgenid,guid=auto',
   );
 
   if (cfg.sharedDir !== undefined) {
     args.push(
-      '-fsdev', `local,id=fs0,path=${esc(cfg.sharedDir)},security_model=passthrough`,
-      '-device', `virtio-9p-pci,fsdev=fs0,mount_tag=${SHARE_MOUNT_TAG},bus=pci.0,addr=0x7`,
+      '-fsdev',
+      `local,id=fs0,path=${esc(cfg.sharedDir)},security_model=passthrough`,
+      '-device',
+      `virtio-9p-pci,fsdev=fs0,mount_tag=${SHARE_MOUNT_TAG},bus=pci.0,addr=0x7`,
     );
   }
 
@@ -233,10 +244,32 @@ function sftpServerLibs(arch: string = process.arch): string[] {
 export function sftpSandboxCommand(dir: string, arch: string = process.arch): string {
   const libs = sftpServerLibs(arch).flatMap((l) => ['--ro-bind', l, l]);
   const bwrap = [
-    'bwrap', '--unshare-all', '--die-with-parent', '--new-session', '--cap-drop', 'ALL', '--clearenv',
-    '--dev', '/dev', '--file', '3', '/etc/passwd', '--ro-bind', SFTP_SERVER, '/sftp-server', ...libs,
-    '--bind', dir, SHARED_MOUNT, '--remount-ro', '/', '--chdir', SHARED_MOUNT,
-    '/sftp-server', '-d', SHARED_MOUNT,
+    'bwrap',
+    '--unshare-all',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
+    '--clearenv',
+    '--dev',
+    '/dev',
+    '--file',
+    '3',
+    '/etc/passwd',
+    '--ro-bind',
+    SFTP_SERVER,
+    '/sftp-server',
+    ...libs,
+    '--bind',
+    dir,
+    SHARED_MOUNT,
+    '--remount-ro',
+    '/',
+    '--chdir',
+    SHARED_MOUNT,
+    '/sftp-server',
+    '-d',
+    SHARED_MOUNT,
   ].join(' ');
   return `sh -c 'exec 4<&0 2>/dev/null; printf "root:x:0:0::${SHARED_MOUNT}:/nonexistent\\n" | exec ${bwrap} 3<&0 0<&4 4<&-'`;
 }
@@ -310,7 +343,10 @@ function validate(cfg: VmConfig): void {
   // where ',', ':' and spaces are special: only allow plain path characters.
   if (!SAFE_PATH.test(cfg.apiSocket)) bad(`apiSocket contains characters socat cannot take: '${cfg.apiSocket}'`);
   if (cfg.socat !== undefined && !SAFE_PATH.test(cfg.socat)) bad(`socat path '${cfg.socat}'`);
-  if (cfg.sharedSftp !== undefined && (!cfg.sharedSftp.dir.startsWith('/') || !SAFE_PATH.test(cfg.sharedSftp.dir) || cfg.sharedSftp.dir.split('/').includes('..'))) {
+  if (
+    cfg.sharedSftp !== undefined &&
+    (!cfg.sharedSftp.dir.startsWith('/') || !SAFE_PATH.test(cfg.sharedSftp.dir) || cfg.sharedSftp.dir.split('/').includes('..'))
+  ) {
     bad(`shared folder '${cfg.sharedSftp.dir}' (an absolute path of plain characters)`);
   }
   if (cfg.kernel === undefined && (cfg.initrd !== undefined || cfg.append !== undefined)) {

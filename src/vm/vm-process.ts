@@ -71,8 +71,7 @@ export class VmProcess {
     const log = await open(opts.logFile, 'w');
     let child: ChildProcess;
     try {
-      const [cmd, argv] =
-        opts.lifetime === 'job' ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', QEMU_BINARY, ...opts.args]] : [QEMU_BINARY, opts.args];
+      const [cmd, argv] = opts.lifetime === 'job' ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', QEMU_BINARY, ...opts.args]] : [QEMU_BINARY, opts.args];
       child = spawn(cmd, argv, {
         stdio: ['ignore', log.fd, log.fd],
         detached: opts.lifetime === 'detached',
@@ -103,10 +102,7 @@ export class VmProcess {
       await new Promise<void>((r) => (exited || child.exitCode !== null ? r() : child.once('exit', () => r())));
       await rm(opts.pidFile, { force: true });
       const tail = await logTail(opts.logFile);
-      throw new DriverError(
-        `QEMU for ${opts.vmId} failed to start: ${errorMessage(err)}${tail ? ` — qemu said: ${tail}` : ''}`,
-        { cause: err },
-      );
+      throw new DriverError(`QEMU for ${opts.vmId} failed to start: ${errorMessage(err)}${tail ? ` — qemu said: ${tail}` : ''}`, { cause: err });
     }
   }
 

@@ -35,7 +35,16 @@ export class PrometheusProcess {
     const config = join(this.dir, 'prometheus.yml');
     writeFileSync(
       config,
-      ['global:', '  scrape_interval: 1s', '  evaluation_interval: 1s', 'scrape_configs:', '  - job_name: gcd', '    static_configs:', `      - targets: ['${this.target}']`, ''].join('\n'),
+      [
+        'global:',
+        '  scrape_interval: 1s',
+        '  evaluation_interval: 1s',
+        'scrape_configs:',
+        '  - job_name: gcd',
+        '    static_configs:',
+        `      - targets: ['${this.target}']`,
+        '',
+      ].join('\n'),
     );
     this.proc = spawn(
       'prometheus',
@@ -47,7 +56,10 @@ export class PrometheusProcess {
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline) {
       if (this.proc.exitCode !== null) throw new Error(`prometheus exited: ${this.log}`);
-      const ready = await fetch(`http://127.0.0.1:${this.port}/-/ready`).then((r) => r.ok, () => false);
+      const ready = await fetch(`http://127.0.0.1:${this.port}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ready) return;
       await new Promise((r) => setTimeout(r, 200));
     }

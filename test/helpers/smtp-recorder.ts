@@ -46,7 +46,7 @@ export class SmtpRecorder {
     let buf = '';
     await new Promise<void>((resolve, reject) => {
       proc.once('exit', (c) => reject(new Error(`SMTP test server exited (${c})`)));
-      proc.stdout!.on('data', (d: Buffer) => {
+      proc.stdout.on('data', (d: Buffer) => {
         buf += d.toString();
         let nl: number;
         while ((nl = buf.indexOf('\n')) >= 0) {

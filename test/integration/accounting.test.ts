@@ -21,7 +21,7 @@ function pbsParse(line: string): PbsRecord {
     const eq = tok.indexOf('=');
     fields[tok.slice(0, eq)] = tok.slice(eq + 1);
   }
-  return { date: date!, type: type!, id: id!, fields };
+  return { date: date, type: type, id: id, fields };
 }
 
 function records(g: GcdProcess): PbsRecord[] {
@@ -36,7 +36,13 @@ describe('accounting: PBS accounting files, gctracejob and gcseff (test-double d
   let g: GcdProcess;
 
   beforeEach(async function () {
-    g = new GcdProcess({ GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice:physics,hn2:bob:chem', GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '500', GC_LOCK_MS: '3000' });
+    g = new GcdProcess({
+      GC_DRIVER: 'fake',
+      GC_FAKE_HEADNODES: 'hn1:alice:physics,hn2:bob:chem',
+      GC_SERVER_NAME: 'srv',
+      GC_KILL_DELAY_MS: '500',
+      GC_LOCK_MS: '3000',
+    });
     // History expires 3 s after a job ends: the accounting file must outlive it.
     mkdirSync(join(g.stateDir, 'config'), { recursive: true });
     writeFileSync(join(g.stateDir, 'config', 'quotas.yaml'), 'history_ttl: 3s\n');
@@ -62,7 +68,11 @@ describe('accounting: PBS accounting files, gctracejob and gcseff (test-double d
     expect(files).to.deep.equal([`${d.getFullYear()}${String(d.getMonth() + 1).padStart(2, '0')}${String(d.getDate()).padStart(2, '0')}`]);
     const all = records(g);
     for (const r of all) expect(r.date).to.match(/^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d$/);
-    const of = (id: string): string => all.filter((r) => r.id === id).map((r) => r.type).join('');
+    const of = (id: string): string =>
+      all
+        .filter((r) => r.id === id)
+        .map((r) => r.type)
+        .join('');
     expect(of('1.srv')).to.equal('QSE');
     expect(of('2.srv')).to.equal('QD');
     expect(of('3.srv')).to.equal('QSDE');
@@ -85,7 +95,7 @@ describe('accounting: PBS accounting files, gctracejob and gcseff (test-double d
     expect(all.find((r) => r.id === '1.srv' && r.type === 'Q')!.fields).to.deep.equal({ queue: 'workq' });
   });
 
-  it('gctracejob and gcseff read the accounting files once the job\'s history has expired', async function () {
+  it("gctracejob and gcseff read the accounting files once the job's history has expired", async function () {
     const r = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'eff', '-W', 'block=true', '--', 'sh', '-c', 'sleep 1.2']);
     expect(r.status, r.stderr).to.equal(0);
     const live = g.tool('gctracejob', ['1']);

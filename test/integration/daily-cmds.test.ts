@@ -82,7 +82,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(json(id)[id].Exit_status).to.equal(-29);
   });
 
-  it('gcqsig -s SIG reaches the job\'s process group; bad input and wrong states get one line', async function () {
+  it("gcqsig -s SIG reaches the job's process group; bad input and wrong states get one line", async function () {
     const mark = join(g.stateDir, 'usr1');
     const id = sub('--', 'sh', '-c', `trap 'echo got >> ${mark}' USR1; while :; do sleep 0.1; done`);
     await until('running', () => state(id) === 'R');
@@ -141,7 +141,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(g.tool('gcqrerun', [norerun]).stderr.trim()).to.equal(`gcqrerun: job ${norerun} is not rerunnable (submitted with -r n)`);
   });
 
-  it('gcqmove and gcqalter -q move jobs that have not started; the destination\'s limits apply', async function () {
+  it("gcqmove and gcqalter -q move jobs that have not started; the destination's limits apply", async function () {
     const a = sub('-h', '--', 'true');
     const b = sub('-h', '--', 'true');
     const m = g.tool('gcqmove', ['big', a]);
@@ -168,7 +168,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(g.tool('gcqmove', ['big', run]).stderr.trim()).to.equal(`gcqmove: job ${run} is R: only jobs that have not started can be moved`);
   });
 
-  it('gcqstat -Q and -B: PBS\'s layouts with limits and counts', async function () {
+  it("gcqstat -Q and -B: PBS's layouts with limits and counts", async function () {
     sub('-h', '--', 'true');
     const run = sub('-l', 'ncpus=2', '--', 'sleep', '30');
     sub('-q', 'closed', '--', 'true');
@@ -215,7 +215,13 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     await until('running and done', () => state(run) === 'R' && state(done) === 'F');
     const n = (id: string) => id.split('.')[0];
     const alt = g.tool('gcqstat', ['-n']).stdout.split('\n');
-    expect(alt.slice(0, 5)).to.deep.equal(['', 'srv:', "                                                            Req'd  Req'd   Elap", 'Job ID          Username Queue    Jobname    SessID NDS TSK Memory Time  S Time', '--------------- -------- -------- ---------- ------ --- --- ------ ----- - -----']);
+    expect(alt.slice(0, 5)).to.deep.equal([
+      '',
+      'srv:',
+      "                                                            Req'd  Req'd   Elap",
+      'Job ID          Username Queue    Jobname    SessID NDS TSK Memory Time  S Time',
+      '--------------- -------- -------- ---------- ------ --- --- ------ ----- - -----',
+    ]);
     expect(alt[5]).to.match(new RegExp(`^${n(held)}\\.srv +alice +workq +waiting .* H +--$`));
     expect(alt[6]).to.equal('   --');
     expect(alt[7]).to.match(new RegExp(`^${n(run)}\\.srv +alice +workq +busy +-- +1 +2 +512mb +-- +R \\d\\d:\\d\\d$`));
@@ -223,7 +229,12 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     const one = g.tool('gcqstat', ['-n1', run]).stdout.trim().split('\n').pop()!;
     expect(one).to.match(new RegExp(` R \\d\\d:\\d\\d hn1-${n(run)}/0\\*2$`));
     expect(g.tool('gcqstat', ['-n', '-1', run]).stdout.trim().split('\n').pop()).to.equal(one);
-    const rows = (args: string[]) => g.tool('gcqstat', args).stdout.split('\n').filter((l) => /^\d+\.srv/.test(l)).map((l) => l.split('.')[0]);
+    const rows = (args: string[]) =>
+      g
+        .tool('gcqstat', args)
+        .stdout.split('\n')
+        .filter((l) => /^\d+\.srv/.test(l))
+        .map((l) => l.split('.')[0]);
     expect(rows(['-i'])).to.deep.equal([n(held)]);
     expect(rows(['-r'])).to.deep.equal([n(run)]);
     expect(rows(['-H'])).to.deep.equal([n(done)]);
@@ -242,14 +253,18 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     const closed = sub('-N', 'never', '-q', 'closed', '--', 'true');
     await until('deferred', () => json(closed)[closed].comment !== undefined);
     const s = g.tool('gcqstat', ['-s', closed]).stdout.trim().split('\n');
-    expect(s.pop()).to.equal('   can never run: QueueMaxRun: queue closed has 0 of max_running=0; the admin raises max_running, or gcqmove it to another queue');
+    expect(s.pop()).to.equal(
+      '   can never run: QueueMaxRun: queue closed has 0 of max_running=0; the admin raises max_running, or gcqmove it to another queue',
+    );
     // The host shrank below what a queued job asks (gcd restarted with fewer cpus).
     const big = sub('-h', '-l', 'ncpus=8', '--', 'true');
     await g.stop();
     g.env.GC_CAPACITY_NCPUS = '4';
     await g.start();
     const v = g.tool('gcqstat', ['-s', '-1', big]).stdout.trim().split('\n').pop()!;
-    expect(v).to.match(/ H +-- +can never run: asks ncpus=8, the largest host has 4; lower -l ncpus to 4 or less \(gcqdel it and gcqsub again\), or the admin raises GC_CAPACITY_NCPUS$/);
+    expect(v).to.match(
+      / H +-- +can never run: asks ncpus=8, the largest host has 4; lower -l ncpus to 4 or less \(gcqdel it and gcqsub again\), or the admin raises GC_CAPACITY_NCPUS$/,
+    );
     // A job that only waits its turn gets no verdict.
     const ok = sub('-h', '--', 'true');
     expect(g.tool('gcqstat', ['-s', ok]).stdout).to.not.include('can never run');

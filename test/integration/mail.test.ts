@@ -18,7 +18,7 @@ interface JsonJob {
 function job(g: GcdProcess, id: string): JsonJob {
   const r = g.tool('gcqstat', ['-x', '-f', '-F', 'json', id]);
   if (r.status !== 0) throw new Error(`gcqstat failed (${r.status}): ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { Jobs: Record<string, JsonJob> }).Jobs[id]!;
+  return (JSON.parse(r.stdout) as { Jobs: Record<string, JsonJob> }).Jobs[id];
 }
 
 function submit(g: GcdProcess, args: string[]): string {
@@ -101,12 +101,12 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       const k = await finished(g, killed);
       expect(k.Exit_status).to.equal(-29);
       const [abort] = await until('the abort message', () => (smtp.about(killed).length ? smtp.about(killed) : undefined));
-      expect(abort!.subject).to.match(/aborted by copper/);
-      expect(abort!.to).to.deep.equal(['alice@srv'], 'the owner by default');
-      expect(abort!.body).to.contain('Aborted by Copper');
-      expect(abort!.body).to.contain('Exit_status=-29');
-      expect(abort!.body).to.match(/comment=walltime 1s exceeded/);
-      expect(abort!.body).to.match(/resources_used\.walltime=00:00:0\d \(asked: 00:00:01\)/);
+      expect(abort.subject).to.match(/aborted by copper/);
+      expect(abort.to).to.deep.equal(['alice@srv'], 'the owner by default');
+      expect(abort.body).to.contain('Aborted by Copper');
+      expect(abort.body).to.contain('Exit_status=-29');
+      expect(abort.body).to.match(/comment=walltime 1s exceeded/);
+      expect(abort.body).to.match(/resources_used\.walltime=00:00:0\d \(asked: 00:00:01\)/);
       // Mail is sent in job order here; by the time the third job's arrived, the others' would have.
       expect(smtp.messages.map((m) => m.subject)).to.have.length(1);
     });
@@ -120,10 +120,10 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       expect(d.status, d.stderr).to.equal(0);
       await finished(g, del);
       const [a] = await until('abort message', () => (smtp.about(del).length ? smtp.about(del) : undefined));
-      expect(a!.body).to.contain('comment=deleted by gcqdel while running');
+      expect(a.body).to.contain('comment=deleted by gcqdel while running');
       const [e] = await until('end message', () => (smtp.about(ends).length ? smtp.about(ends) : undefined));
-      expect(e!.subject).to.match(/execution terminated/);
-      expect(e!.body).to.contain('Exit_status=1');
+      expect(e.subject).to.match(/execution terminated/);
+      expect(e.body).to.contain('Exit_status=1');
     });
 
     it('an array sends one begin and one end message for the whole array, none per task', async function () {
@@ -137,7 +137,7 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       await until('marker mail', () => smtp.about(marker).length > 0);
       const all = smtp.messages.filter((m) => !m.subject.includes(marker));
       expect(all.map((m) => m.subject)).to.deep.equal([`PBS JOB ${id} sweep: begun execution`, `PBS JOB ${id} sweep: execution terminated`]);
-      const end = all[1]!;
+      const end = all[1];
       expect(end.body).to.contain('Job Array: 4 tasks');
       expect(end.body).to.contain('Exit_status=0');
       expect(end.body).to.contain('Output_Path=hn1:/tmp/sweep.o1.<index>');
@@ -149,8 +149,8 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       const done = await finished(g, id);
       expect(done.Exit_status).to.not.equal(0);
       const [m] = await until('the abort message', () => (smtp.about(id).length ? smtp.about(id) : undefined));
-      expect(m!.subject).to.equal(`PBS JOB ${id} part: aborted by copper`);
-      expect(m!.body).to.contain('Job Array: 3 tasks');
+      expect(m.subject).to.equal(`PBS JOB ${id} part: aborted by copper`);
+      expect(m.body).to.contain('Job Array: 3 tasks');
       const marker = submit(g, ['-N', 'marker', '-m', 'e', '--', 'true']);
       await until('marker mail', () => smtp.about(marker).length > 0);
       expect(smtp.messages).to.have.length(2, "the array's abort and the marker's end, nothing per task");
@@ -164,9 +164,9 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       expect(smtp.about(lost)).to.have.length(0, 'nothing before the crash: default -m a, no begin');
       await g.start();
       const [m] = await until('the abort message', () => (smtp.about(lost).length ? smtp.about(lost) : undefined));
-      expect(m!.subject).to.equal(`PBS JOB ${lost} lost: aborted by copper`);
-      expect(m!.body).to.contain('Exit_status=-3');
-      expect(m!.body).to.match(/comment=gcd stopped while the job ran; not rerunnable/);
+      expect(m.subject).to.equal(`PBS JOB ${lost} lost: aborted by copper`);
+      expect(m.body).to.contain('Exit_status=-3');
+      expect(m.body).to.match(/comment=gcd stopped while the job ran; not rerunnable/);
       expect(job(g, lost).Exit_status).to.equal(-3);
     });
 
@@ -229,10 +229,10 @@ describe('job mail (-m/-M) through a real SMTP server process (gcd, test-double 
       const r = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'viamta', '-m', 'e', '-M', 'dave@example.org', '-W', 'block=true', '--', 'true'], { cwd: '/tmp' });
       expect(r.status, r.stderr).to.equal(0);
       const [m] = await until('the message', () => (smtp.about('1.srv').length ? smtp.about('1.srv') : undefined));
-      expect(m!.from).to.equal('grid@example.org');
-      expect(m!.to).to.deep.equal(['dave@example.org']);
-      expect(m!.subject).to.equal('PBS JOB 1.srv viamta: execution terminated');
-      expect(m!.body).to.contain('Exit_status=0');
+      expect(m.from).to.equal('grid@example.org');
+      expect(m.to).to.deep.equal(['dave@example.org']);
+      expect(m.subject).to.equal('PBS JOB 1.srv viamta: execution terminated');
+      expect(m.body).to.contain('Exit_status=0');
       expect(job(g, '1.srv').mail_error).to.equal(undefined);
     });
   });

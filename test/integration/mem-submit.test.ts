@@ -27,9 +27,20 @@ class RecordingDriver extends FakeDriver {
 
 function spec(over: Partial<JobSpec> = {}): JobSpec {
   return {
-    argv: ['true'], name: 'STDIN', cwd: '/tmp', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice', group: 'users', headnode: 'hn1', queue: 'workq', priority: 0, join: 'n', rerunnable: true,
-    resources: { ncpus: 1, memMiB: 0 }, submitHost: 'hn1', ...over,
+    argv: ['true'],
+    name: 'STDIN',
+    cwd: '/tmp',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    user: 'alice',
+    group: 'users',
+    headnode: 'hn1',
+    queue: 'workq',
+    priority: 0,
+    join: 'n',
+    rerunnable: true,
+    resources: { ncpus: 1, memMiB: 0 },
+    submitHost: 'hn1',
+    ...over,
   };
 }
 
@@ -48,8 +59,15 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
     mkdirSync(deliverRoot);
     driver = new RecordingDriver({ deliverRoot, headnodes: new Set(['hn1']) });
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
-      stateDir: r.dir, capacity: { ncpus: 8, memMiB: 6144 }, killDelayMs: 300, lockDurationMs: 4000,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 8, memMiB: 6144 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
     });
     await sched.start();
   });
@@ -60,14 +78,14 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
     await r.stop();
   });
 
-  it('gives the clone what the job asked above the headnode\'s RAM, and the headnode\'s RAM below it', async function () {
+  it("gives the clone what the job asked above the headnode's RAM, and the headnode's RAM below it", async function () {
     const [big] = await sched.submit([spec({ resources: { ncpus: 3, memMiB: 2048 } })]);
     const [small] = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 100 } })]);
-    expect(big!.spec.resources).to.deep.equal({ ncpus: 3, memMiB: 2048 });
-    expect(big!.spec.assigned).to.deep.equal({ ncpus: 3, memMiB: 2048 });
-    expect(small!.spec.resources).to.deep.equal({ ncpus: 1, memMiB: 512 });
-    expect(small!.spec.assigned).to.deep.equal({ ncpus: 1, memMiB: 512 });
-    for (const j of [big!, small!]) expect((await sched.waitFor(j.id)).exitStatus).to.equal(0);
+    expect(big.spec.resources).to.deep.equal({ ncpus: 3, memMiB: 2048 });
+    expect(big.spec.assigned).to.deep.equal({ ncpus: 3, memMiB: 2048 });
+    expect(small.spec.resources).to.deep.equal({ ncpus: 1, memMiB: 512 });
+    expect(small.spec.assigned).to.deep.equal({ ncpus: 1, memMiB: 512 });
+    for (const j of [big, small]) expect((await sched.waitFor(j.id)).exitStatus).to.equal(0);
     const byJob = new Map(driver.asked.map((o) => [o.hostname, o]));
     expect(byJob.get('hn1-1')).to.include({ ncpus: 3, memMiB: 2048 });
     expect(byJob.get('hn1-2')).to.include({ ncpus: 1, memMiB: 512 });
@@ -76,13 +94,13 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
   it('gives a clone no more than its snapshot can grow to, and says so in assigned', async function () {
     driver.maxMemMiB = 1024; // e.g. gc headnode create --max-mem 1024
     const [j] = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 4096 } })]);
-    expect(j!.spec.resources.memMiB).to.equal(4096, 'reserved as asked');
-    expect(j!.spec.assigned?.memMiB).to.equal(1024);
-    expect((await sched.waitFor(j!.id)).exitStatus).to.equal(0);
+    expect(j.spec.resources.memMiB).to.equal(4096, 'reserved as asked');
+    expect(j.spec.assigned?.memMiB).to.equal(1024);
+    expect((await sched.waitFor(j.id)).exitStatus).to.equal(0);
     expect(driver.asked.at(-1)).to.include({ memMiB: 1024 });
   });
 
-  it('refuses memory above the host\'s capacity in one line with the host\'s figure, and queues nothing', async function () {
+  it("refuses memory above the host's capacity in one line with the host's figure, and queues nothing", async function () {
     const before = await sched.list(ADMIN, { includeFinished: true });
     const err = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 8192 } })]).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(UsageError);
@@ -93,14 +111,14 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
 
   it('reserves the asked memory against the host: a job that fits the host but not now waits with a reason', async function () {
     const [a] = await sched.submit([spec({ argv: ['sleep', '2'], resources: { ncpus: 1, memMiB: 4096 } })]);
-    await until('first job running', async () => (await sched.get(ADMIN, a!.id)).state === 'R');
+    await until('first job running', async () => (await sched.get(ADMIN, a.id)).state === 'R');
     const [b] = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 4096 } })]);
     const waiting = await until('second job waiting', async () => {
-      const j = await sched.get(ADMIN, b!.id);
+      const j = await sched.get(ADMIN, b.id);
       return j.comment?.startsWith('Resources:') ? j : undefined;
     });
     expect(waiting.state).to.equal('Q');
     expect(waiting.comment).to.equal('Resources: waiting for 4096 MiB (4096/6144 in use)');
-    expect((await sched.waitFor(b!.id)).exitStatus).to.equal(0);
+    expect((await sched.waitFor(b.id)).exitStatus).to.equal(0);
   });
 });

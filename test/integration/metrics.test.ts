@@ -29,7 +29,7 @@ async function settle<T>(what: string, read: () => Promise<T>, want: T, timeoutM
   expect(last, what).to.deep.equal(want);
 }
 
-describe('metrics: a real Prometheus scrapes gcd\'s /metrics (test-double driver, real Redis)', function () {
+describe("metrics: a real Prometheus scrapes gcd's /metrics (test-double driver, real Redis)", function () {
   this.timeout(120_000);
   let g: GcdProcess;
   let prom: PrometheusProcess;
@@ -62,7 +62,7 @@ describe('metrics: a real Prometheus scrapes gcd\'s /metrics (test-double driver
     }
     const held = g.tool('gcqsub', ['--headnode', 'hn2', '-h', '--', 'true']);
     expect(held.status, held.stderr).to.equal(0);
-    await until('two of alice\'s jobs running', () => (g.tool('gcqstat', []).stdout.match(/ R workq/g) ?? []).length === 2);
+    await until("two of alice's jobs running", () => (g.tool('gcqstat', []).stdout.match(/ R workq/g) ?? []).length === 2);
     // bob's job cannot start while alice's take both cpus: it waits (Q) like her third.
     const bobQ = g.tool('gcqsub', ['--headnode', 'hn2', '--', 'true']);
     expect(bobQ.status, bobQ.stderr).to.equal(0);
@@ -93,7 +93,10 @@ describe('metrics: a real Prometheus scrapes gcd\'s /metrics (test-double driver
   it('gcd refuses a malformed GC_METRICS_ADDR at start with one line naming it', async function () {
     const bad = new GcdProcess({ GC_DRIVER: 'fake', GC_METRICS_ADDR: 'localhost' });
     try {
-      const err = await bad.start().then(() => undefined, (e: Error) => e.message);
+      const err = await bad.start().then(
+        () => undefined,
+        (e: Error) => e.message,
+      );
       expect(err).to.match(/GC_METRICS_ADDR=localhost: not HOST:PORT/);
     } finally {
       await bad.cleanup();

@@ -26,8 +26,13 @@ interface Expect {
 const ACCEPTED: Record<string, Expect> = {
   'torque-mpi-ppn24.pbs': {
     attrs: {
-      Job_Name: 'wrf_d02', queue: 'batch', Join_Path: 'oe', Mail_Points: 'abe', Mail_Users: 'alice@example.org',
-      Account_Name: 'atmos-2024', Shell_Path_List: '/bin/bash',
+      Job_Name: 'wrf_d02',
+      queue: 'batch',
+      Join_Path: 'oe',
+      Mail_Points: 'abe',
+      Mail_Users: 'alice@example.org',
+      Account_Name: 'atmos-2024',
+      Shell_Path_List: '/bin/bash',
       Resource_List: { ncpus: 48, mem: '120gb', walltime: '36:00:00' },
       resources_assigned: { ncpus: 8, mem: '16gb' }, // the test double's maxmem and CPU slots
     },
@@ -35,22 +40,30 @@ const ACCEPTED: Record<string, Expect> = {
   },
   'pbspro-project-group.pbs': {
     attrs: {
-      Job_Name: 'align_reads', queue: 'workq', project: 'bio0123', group_list: 'physics', Account_Name: 'bio-grant-77',
-      Mail_Points: 'ae', Mail_Users: 'alice@example.org,pi@example.org',
+      Job_Name: 'align_reads',
+      queue: 'workq',
+      project: 'bio0123',
+      group_list: 'physics',
+      Account_Name: 'bio-grant-77',
+      Mail_Points: 'ae',
+      Mail_Users: 'alice@example.org,pi@example.org',
       Resource_List: { ncpus: 16, mem: '64gb', walltime: '12:00:00' },
     },
     warnings: [/group_list=physics recorded, not checked/],
   },
   'torque-array-pmem.pbs': {
     attrs: {
-      Job_Name: 'param_scan', array: 'True', array_indices_submitted: '1-10',
+      Job_Name: 'param_scan',
+      array: 'True',
+      array_indices_submitted: '1-10',
       Resource_List: { ncpus: 4, mem: '8gb', pmem: '2gb', cput: '40:00:00', walltime: '10:00:00' },
     },
     warnings: [/-l cput=40:00:00: not enforced/, /-n ignored/, /-k oe ignored/],
   },
   'torque-one-line.pbs': {
     attrs: {
-      Job_Name: 'matlab_batch', Rerunable: 'False',
+      Job_Name: 'matlab_batch',
+      Rerunable: 'False',
       Resource_List: { ncpus: 12, mem: '15gb', vmem: '16gb', file: '10gb', software: 'matlab', walltime: '23:00:00' },
       Variable_List: { PBS_O_WORKDIR: '/home/alice/matlab' },
     },
@@ -59,10 +72,24 @@ const ACCEPTED: Record<string, Expect> = {
   'pbspro-odds.pbs': {
     quiet: 'sweep_odds',
     attrs: {
-      Job_Name: 'sweep_odds', Priority: 10, Mail_Points: 'n', umask: 27, array: 'True', array_indices_submitted: '1-91:10', max_run_subjobs: 5,
+      Job_Name: 'sweep_odds',
+      Priority: 10,
+      Mail_Points: 'n',
+      umask: 27,
+      array: 'True',
+      array_indices_submitted: '1-91:10',
+      max_run_subjobs: 5,
       Resource_List: { ncpus: 2, mem: '4gb', walltime: '01:30:00' },
     },
-    warnings: [/select host=node12: ignored/, /umask=027 recorded/, /sandbox=PRIVATE ignored/, /-R oe ignored/, /-c n ignored/, /-u alice ignored/, /place=scatter ignored/],
+    warnings: [
+      /select host=node12: ignored/,
+      /umask=027 recorded/,
+      /sandbox=PRIVATE ignored/,
+      /-R oe ignored/,
+      /-c n ignored/,
+      /-u alice ignored/,
+      /place=scatter ignored/,
+    ],
   },
   'slurm-dual.sh': {
     attrs: { Job_Name: 'md_equil', Join_Path: 'oe', Resource_List: { ncpus: 8, mem: '32gb', walltime: '04:00:00' } },
@@ -84,7 +111,8 @@ const REFUSED: Record<string, string> = {
   'mpi-select.pbs': 'gcqsub: ncpus=128 exceeds the largest host (64)',
   'bad-custom-resource.pbs':
     'gcqsub: bad-custom-resource.pbs:5: #PBS -l matlab_lic=1: -l: unknown resource "matlab_lic"; an administrator can declare it in quotas.yaml (resources: [matlab_lic])',
-  'bad-gpu-chunk.pbs': 'gcqsub: bad-gpu-chunk.pbs:3: #PBS -l select=1:ncpus=4:ngpus=1: -l select: "ngpus" asks for GPUs or accelerators, which no Copper host has',
+  'bad-gpu-chunk.pbs':
+    'gcqsub: bad-gpu-chunk.pbs:3: #PBS -l select=1:ncpus=4:ngpus=1: -l select: "ngpus" asks for GPUs or accelerators, which no Copper host has',
   'bad-shell.pbs': 'gcqsub: bad-shell.pbs:3: #PBS -S bash: -S bash: give the absolute path of a shell, e.g. /bin/bash',
   'bad-walltime.pbs': 'gcqsub: bad-walltime.pbs:3: #PBS -l walltime=1:75:00: -l walltime: "1:75:00" has minutes or seconds above 59',
   'bad-unknown-option.pbs': 'gcqsub: bad-unknown-option.pbs:4: #PBS -Y: unknown option -Y',
@@ -105,9 +133,13 @@ describe('PBS/Torque/Slurm-style script corpus through gcqsub and gcqstat -f -F 
 
   before(async function () {
     g = new GcdProcess({
-      GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice:physics', GC_SERVER_NAME: 'srv', GC_LOCK_MS: '3000',
+      GC_DRIVER: 'fake',
+      GC_FAKE_HEADNODES: 'hn1:alice:physics',
+      GC_SERVER_NAME: 'srv',
+      GC_LOCK_MS: '3000',
       // A host of 64 CPUs and 125 GiB: 120gb jobs fit, 128gb ones never can.
-      GC_CAPACITY_NCPUS: '64', GC_CAPACITY_MEM_MIB: String(125 * 1024),
+      GC_CAPACITY_NCPUS: '64',
+      GC_CAPACITY_MEM_MIB: String(125 * 1024),
     });
     const config = join(g.stateDir, 'config');
     mkdirSync(config, { recursive: true });
@@ -125,7 +157,7 @@ describe('PBS/Torque/Slurm-style script corpus through gcqsub and gcqstat -f -F 
     const r = g.tool('gcqstat', ['-f', '-F', 'json', id]);
     expect(r.status).to.equal(0, r.stderr);
     const doc = JSON.parse(r.stdout) as { Jobs: Record<string, Attrs> };
-    return doc.Jobs[id] as Attrs;
+    return doc.Jobs[id];
   }
 
   for (const [file, want] of Object.entries(ACCEPTED)) {
@@ -144,7 +176,11 @@ describe('PBS/Torque/Slurm-style script corpus through gcqsub and gcqstat -f -F 
       for (const w of warnings) expect(w).to.match(/^gcqsub: warning: /);
       if (want.warnings) {
         expect(warnings, r.stderr).to.have.length(want.warnings.length);
-        for (const re of want.warnings) expect(warnings.some((w) => re.test(w)), `${re} in:\n${r.stderr}`).to.equal(true);
+        for (const re of want.warnings)
+          expect(
+            warnings.some((w) => re.test(w)),
+            `${re} in:\n${r.stderr}`,
+          ).to.equal(true);
       }
       subset(stat(id), want.attrs, file);
       expect(g.tool('gcqdel', [id]).status).to.equal(0);

@@ -12,8 +12,20 @@ import { until } from '../helpers/gcd-process.js';
 
 function spec(over: Partial<JobSpec> = {}): JobSpec {
   return {
-    argv: ['true'], name: 'job', cwd: '/tmp', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, user: 'alice', group: 'users',
-    headnode: 'hn1', queue: '', priority: 0, join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'hn1', ...over,
+    argv: ['true'],
+    name: 'job',
+    cwd: '/tmp',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    user: 'alice',
+    group: 'users',
+    headnode: 'hn1',
+    queue: '',
+    priority: 0,
+    join: 'n',
+    rerunnable: true,
+    resources: { ncpus: 1, memMiB: 0 },
+    submitHost: 'hn1',
+    ...over,
   };
 }
 
@@ -28,8 +40,17 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
 
   async function open(over: Partial<SchedulerOptions> = {}): Promise<void> {
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver, stateDir: r.dir,
-      capacity: { ncpus: 8, memMiB: 100_000 }, killDelayMs: 300, retryDelayMs: 150, quotas: () => quotas, ...over,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 8, memMiB: 100_000 },
+      killDelayMs: 300,
+      retryDelayMs: 150,
+      quotas: () => quotas,
+      ...over,
     });
     await sched.start();
   }
@@ -53,50 +74,50 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
   it('-h holds a job (H) until gcqrls; gcqhold takes a queued job out of the queue', async function () {
     const [held] = await sched.submit([spec({ argv: ['echo', 'held'], name: 'h' })], { hold: true });
     await sleep(400);
-    expect(await state(held!.id)).to.equal('H');
-    await sched.release(ADMIN, held!.id);
-    expect((await sched.waitFor(held!.id)).exitStatus).to.equal(0);
+    expect(await state(held.id)).to.equal('H');
+    await sched.release(ADMIN, held.id);
+    expect((await sched.waitFor(held.id)).exitStatus).to.equal(0);
     expect(out('h', 1)).to.equal('held\n');
 
     await sched.close();
     await open({ dispatch: false });
     const [q] = await sched.submit([spec()]);
-    await sched.hold(ADMIN, q!.id);
-    const rec = await sched.get(ADMIN, q!.id);
+    await sched.hold(ADMIN, q.id);
+    const rec = await sched.get(ADMIN, q.id);
     expect(rec.state).to.equal('H');
     expect(rec.holds).to.equal('u');
-    expect(await sched.queue.has(q!.id)).to.equal(false, 'a held job is not in BullMQ');
-    await sched.release(ADMIN, q!.id);
-    expect(await sched.queue.has(q!.id)).to.equal(true);
+    expect(await sched.queue.has(q.id)).to.equal(false, 'a held job is not in BullMQ');
+    await sched.release(ADMIN, q.id);
+    expect(await sched.queue.has(q.id)).to.equal(true);
   });
 
   it('-a defers a job (W, BeginTime) and runs it after its time', async function () {
     const [w] = await sched.submit([spec({ argv: ['echo', 'later'], name: 'w' })], { beginAt: Date.now() + 1500 });
-    const rec = await sched.get(ADMIN, w!.id);
+    const rec = await sched.get(ADMIN, w.id);
     expect(rec.state).to.equal('W');
     expect(rec.comment).to.match(/^BeginTime/);
     await sleep(500);
-    expect(await state(w!.id)).to.equal('W');
-    const done = await sched.waitFor(w!.id);
+    expect(await state(w.id)).to.equal('W');
+    const done = await sched.waitFor(w.id);
     expect(done.startedAt).to.be.at.least(rec.beginAt!);
   });
 
   it('afterok/afternotok/afterany with several parents; an unmeetable dependency deletes the job with a reason', async function () {
     const [a] = await sched.submit([spec({ argv: ['sh', '-c', 'sleep 0.5; exit 0'] })]);
     const [b] = await sched.submit([spec({ argv: ['sh', '-c', 'sleep 0.5; exit 3'] })]);
-    const ok = { type: 'afterok' as const, jobIds: [a!.id] };
-    const [c] = await sched.submit([spec({ argv: ['echo', 'c'], name: 'c' })], { depend: [ok, { type: 'afternotok', jobIds: [b!.id] }] });
-    const [d] = await sched.submit([spec({ argv: ['echo', 'd'] })], { depend: [{ type: 'afterok', jobIds: [a!.id, b!.id] }] });
-    const [e] = await sched.submit([spec({ argv: ['echo', 'e'] })], { depend: [{ type: 'afterany', jobIds: [b!.id] }] });
-    const c0 = await sched.get(ADMIN, c!.id);
+    const ok = { type: 'afterok' as const, jobIds: [a.id] };
+    const [c] = await sched.submit([spec({ argv: ['echo', 'c'], name: 'c' })], { depend: [ok, { type: 'afternotok', jobIds: [b.id] }] });
+    const [d] = await sched.submit([spec({ argv: ['echo', 'd'] })], { depend: [{ type: 'afterok', jobIds: [a.id, b.id] }] });
+    const [e] = await sched.submit([spec({ argv: ['echo', 'e'] })], { depend: [{ type: 'afterany', jobIds: [b.id] }] });
+    const c0 = await sched.get(ADMIN, c.id);
     expect(c0.state).to.equal('H');
     expect(c0.comment).to.match(/^Dependency/);
-    expect((await sched.waitFor(c!.id)).exitStatus).to.equal(0);
-    expect(out('c', c!.seq)).to.equal('c\n');
-    const dd = await sched.waitFor(d!.id);
+    expect((await sched.waitFor(c.id)).exitStatus).to.equal(0);
+    expect(out('c', c.seq)).to.equal('c\n');
+    const dd = await sched.waitFor(d.id);
     expect(dd.exitStatus).to.equal(undefined);
-    expect(dd.comment).to.equal(`deleted: dependency afterok:${b!.id} can never be met: ${b!.id} ended with Exit_status 3`);
-    expect((await sched.waitFor(e!.id)).exitStatus).to.equal(0);
+    expect(dd.comment).to.equal(`deleted: dependency afterok:${b.id} can never be met: ${b.id} ended with Exit_status 3`);
+    expect((await sched.waitFor(e.id)).exitStatus).to.equal(0);
   });
 
   it('refuses unknown or already-unmeetable dependencies at submission', async function () {
@@ -104,9 +125,9 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     await sched.submit([spec()], { depend: [{ type: 'afterok', jobIds: ['99.srv'] }] }).catch((x: Error) => (err = x.message));
     expect(err).to.equal('-W depend: unknown job 99.srv');
     const [f] = await sched.submit([spec({ argv: ['false'] })]);
-    await sched.waitFor(f!.id);
-    await sched.submit([spec()], { depend: [{ type: 'afterok', jobIds: [f!.id] }] }).catch((x: Error) => (err = x.message));
-    expect(err).to.equal(`-W depend: afterok:${f!.id} can never be met: ${f!.id} ended with Exit_status 1`);
+    await sched.waitFor(f.id);
+    await sched.submit([spec()], { depend: [{ type: 'afterok', jobIds: [f.id] }] }).catch((x: Error) => (err = x.message));
+    expect(err).to.equal(`-W depend: afterok:${f.id} can never be met: ${f.id} ended with Exit_status 1`);
   });
 
   it('arrays: ids 1[].srv and 1[i].srv, PBS_ARRAY_INDEX, one snapshot, %max throttle changeable later, array exit status', async function () {
@@ -135,9 +156,9 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     // Throttle changed after submission: 0 removes it.
     writeFileSync(marks, '');
     const [parent] = await sched.submit([spec({ argv: ['sh', '-c', script], name: 'arr2' })], { array: { indices: [1, 2, 3, 4], max: 1 }, hold: true });
-    await sched.alter(ADMIN, parent!.id, { throttle: 4 });
-    await sched.release(ADMIN, parent!.id);
-    await sched.waitFor(parent!.id);
+    await sched.alter(ADMIN, parent.id, { throttle: 4 });
+    await sched.release(ADMIN, parent.id);
+    await sched.waitFor(parent.id);
     cur = 0;
     peak = 0;
     for (const ch of readFileSync(marks, 'utf8').trim().split('\n')) {
@@ -151,10 +172,10 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     await sched.close();
     await open({ dispatch: false });
     const [j] = await sched.submit([spec({ name: 'before' })], { beginAt: Date.now() + 3_600_000 });
-    await sched.alter(ADMIN, j!.id, { name: 'after', priority: 100, walltimeSec: 60, beginAt: 0 });
-    const rec = await sched.get(ADMIN, j!.id);
+    await sched.alter(ADMIN, j.id, { name: 'after', priority: 100, walltimeSec: 60, beginAt: 0 });
+    const rec = await sched.get(ADMIN, j.id);
     expect([rec.spec.name, rec.spec.priority, rec.spec.walltimeSec, rec.state, rec.beginAt]).to.deep.equal(['after', 100, 60, 'Q', undefined]);
-    const bull = await sched.queue.queue.getJob(j!.id);
+    const bull = await sched.queue.queue.getJob(j.id);
     expect(bull?.opts.delay ?? 0).to.equal(0);
   });
 
@@ -165,7 +186,7 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     await sched.submit([spec()]).catch((x: Error) => (err = x.message));
     expect(err).to.equal('would exceed max_queued=3 for user alice (has 3 queued or running, submitting 1)');
     const reason = await until('a UserMaxRun reason', async () => {
-      const w = await sched.get(ADMIN, first[1]!.id);
+      const w = await sched.get(ADMIN, first[1].id);
       return w.state === 'Q' && w.comment?.startsWith('UserMaxRun') ? w.comment : undefined;
     });
     expect(reason).to.equal('UserMaxRun: alice has 1 of max_running=1');
@@ -183,13 +204,13 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     const fired = await sched.list(ADMIN, { includeFinished: true });
     expect(fired.length).to.be.at.least(2);
     expect(new Set(fired.map((j) => j.snapshotId)).size).to.equal(fired.length, 'a fresh snapshot per firing');
-    expect((await sched.recurring.list(ADMIN))[0]!.lastJob).to.match(/^\d+\.srv$/);
+    expect((await sched.recurring.list(ADMIN))[0].lastJob).to.match(/^\d+\.srv$/);
     await sched.hold(ADMIN, 'cron1');
     await sleep(300);
     const n = (await sched.list(ADMIN, { includeFinished: true })).length;
     await sleep(2200);
     expect((await sched.list(ADMIN, { includeFinished: true })).length).to.equal(n, 'paused: no firing');
-    expect((await sched.recurring.list(ADMIN))[0]!.paused).to.equal(true);
+    expect((await sched.recurring.list(ADMIN))[0].paused).to.equal(true);
     await sched.release(ADMIN, 'cron1');
     await until('a firing after resume', async () => (await sched.list(ADMIN, { includeFinished: true })).length > n);
     expect((await sched.list(ADMIN, { includeFinished: true })).length).to.be.greaterThan(n, 'resumed');

@@ -63,8 +63,8 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
   it('runs a job and delivers PBS output files, exit status and timestamps', async function () {
     const [job] = await sched.submit([spec()]);
-    expect(job!.id).to.equal('1.srv');
-    const done = await sched.waitFor(job!.id);
+    expect(job.id).to.equal('1.srv');
+    const done = await sched.waitFor(job.id);
     expect(done.state).to.equal('F');
     expect(done.exitStatus).to.equal(0);
     expect(done.startedAt).to.be.at.least(done.queuedAt);
@@ -76,14 +76,20 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
   });
 
   it('gives the job the PBS environment', async function () {
-    const [job] = await sched.submit([spec({ argv: ['sh', '-c', 'echo $PBS_JOBID $PBS_JOBNAME $PBS_O_WORKDIR $PBS_QUEUE $PBS_ENVIRONMENT $NCPUS'], name: 'envjob', resources: { ncpus: 2, memMiB: 0 } })]);
-    await sched.waitFor(job!.id);
+    const [job] = await sched.submit([
+      spec({
+        argv: ['sh', '-c', 'echo $PBS_JOBID $PBS_JOBNAME $PBS_O_WORKDIR $PBS_QUEUE $PBS_ENVIRONMENT $NCPUS'],
+        name: 'envjob',
+        resources: { ncpus: 2, memMiB: 0 },
+      }),
+    ]);
+    await sched.waitFor(job.id);
     expect(readFileSync(join(deliverRoot, 'hn1', '/tmp/envjob.o1'), 'utf8')).to.equal('1.srv envjob /tmp workq PBS_BATCH 2\n');
   });
 
   it('joins stderr into stdout with -j oe', async function () {
     const [job] = await sched.submit([spec({ join: 'oe', name: 'j' })]);
-    await sched.waitFor(job!.id);
+    await sched.waitFor(job.id);
     const out = readFileSync(join(deliverRoot, 'hn1', '/tmp/j.o1'), 'utf8');
     expect(out).to.contain('hello').and.to.contain('oops');
     expect(existsSync(join(deliverRoot, 'hn1', '/tmp/j.e1'))).to.equal(false);
@@ -91,15 +97,15 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
   it('records a non-zero exit and a signal as PBS does (256+N)', async function () {
     const [a, b] = await sched.submit([spec({ argv: ['sh', '-c', 'exit 3'] }), spec({ argv: ['sh', '-c', 'kill -KILL $$'] })]);
-    expect((await sched.waitFor(a!.id)).exitStatus).to.equal(3);
-    expect((await sched.waitFor(b!.id)).exitStatus).to.equal(256 + 9);
-    expect(a!.snapshotId).to.equal(b!.snapshotId, 'one submission, one snapshot');
+    expect((await sched.waitFor(a.id)).exitStatus).to.equal(3);
+    expect((await sched.waitFor(b.id)).exitStatus).to.equal(256 + 9);
+    expect(a.snapshotId).to.equal(b.snapshotId, 'one submission, one snapshot');
   });
 
   it('kills a job over its walltime: SIGTERM, kill delay, SIGKILL; Exit_status -29', async function () {
     const [job] = await sched.submit([spec({ argv: ['sh', '-c', "trap '' TERM; sleep 30"], walltimeSec: 1 })]);
     const t0 = Date.now();
-    const done = await sched.waitFor(job!.id);
+    const done = await sched.waitFor(job.id);
     expect(done.exitStatus).to.equal(EXIT.WALLTIME);
     expect(done.comment).to.match(/walltime/);
     expect(Date.now() - t0).to.be.below(10_000);
@@ -108,23 +114,23 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
   it('gcqdel removes a queued job and stops a running one, destroying its clone', async function () {
     const [run] = await sched.submit([spec({ argv: ['sleep', '30.01'] })]);
-    await until('job running', async () => (await sched.get(ADMIN, run!.id)).state === 'R');
+    await until('job running', async () => (await sched.get(ADMIN, run.id)).state === 'R');
     await until('its command running', () => spawnSync('pgrep', ['-f', '^sleep 30\\.01$']).status === 0);
-    expect((await sched.get(ADMIN, run!.id)).state).to.equal('R');
-    await sched.delete(ADMIN, run!.id);
-    const done = await sched.waitFor(run!.id);
+    expect((await sched.get(ADMIN, run.id)).state).to.equal('R');
+    await sched.delete(ADMIN, run.id);
+    const done = await sched.waitFor(run.id);
     expect(done.exitStatus).to.equal(256 + 15);
     expect(done.comment).to.match(/deleted/);
     expect(driver.clones.size).to.equal(0);
 
     const [held] = await sched.submit([spec()], { hold: true });
-    await sched.delete(ADMIN, held!.id);
-    const gone = await sched.get(ADMIN, held!.id);
+    await sched.delete(ADMIN, held.id);
+    const gone = await sched.get(ADMIN, held.id);
     expect(gone.state).to.equal('F');
     expect(gone.exitStatus).to.equal(undefined);
   });
 
-  it('refuses an unknown job id and another user\'s job', async function () {
+  it("refuses an unknown job id and another user's job", async function () {
     let err: unknown;
     try {
       await sched.get(ADMIN, '999.srv');
@@ -136,7 +142,7 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
     const bob = { kind: 'guest' as const, identity: { vmId: 'hn2', kind: 'headnode' as const, headnode: 'hn2', owner: 'bob', group: 'users' } };
     err = undefined;
     try {
-      await sched.delete(bob, job!.id);
+      await sched.delete(bob, job.id);
     } catch (e) {
       err = e;
     }
@@ -161,11 +167,11 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
       spec({ argv: ['true'], resources: { ncpus: 3, memMiB: 0 } }),
     ]);
     const saw = await until('a Resources reason', async () => {
-      const b = await sched.get(ADMIN, jobs[1]!.id);
+      const b = await sched.get(ADMIN, jobs[1].id);
       return b.state === 'Q' && b.comment?.startsWith('Resources') ? b.comment : undefined;
     });
     expect(saw).to.match(/Resources: waiting for 3 cpus/);
-    expect((await sched.waitFor(jobs[1]!.id)).exitStatus).to.equal(0);
+    expect((await sched.waitFor(jobs[1].id)).exitStatus).to.equal(0);
   });
 
   it('refuses only what no host can hold (one line: resource, request, host); records asked and assigned', async function () {
@@ -181,28 +187,43 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
     // Above the headnode's 512 MiB but within the host: accepted, the rest hot-plugged (up to its maxmem).
     const [big] = await sched.submit([spec({ argv: ['true'], resources: { ncpus: 2, memMiB: 2048 } })]);
-    expect(big!.spec.resources).to.deep.equal({ ncpus: 2, memMiB: 2048 });
-    expect(big!.spec.assigned).to.deep.equal({ ncpus: 2, memMiB: 2048 });
-    expect((await sched.waitFor(big!.id)).exitStatus).to.equal(0);
+    expect(big.spec.resources).to.deep.equal({ ncpus: 2, memMiB: 2048 });
+    expect(big.spec.assigned).to.deep.equal({ ncpus: 2, memMiB: 2048 });
+    expect((await sched.waitFor(big.id)).exitStatus).to.equal(0);
   });
 
   it('runs higher PBS priority first', async function () {
     await sched.close();
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
-      stateDir: r.dir, capacity: { ncpus: 1, memMiB: 4096 }, concurrency: 1, killDelayMs: 300, dispatch: false,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 1, memMiB: 4096 },
+      concurrency: 1,
+      killDelayMs: 300,
+      dispatch: false,
     });
     const order = join(r.dir, 'order');
     const [lo] = await sched.submit([spec({ argv: ['sh', '-c', `echo lo >> ${order}`], priority: -100 })]);
     const [hi] = await sched.submit([spec({ argv: ['sh', '-c', `echo hi >> ${order}`], priority: 500 })]);
     await sched.close();
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
-      stateDir: r.dir, capacity: { ncpus: 1, memMiB: 4096 }, concurrency: 1, killDelayMs: 300,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 1, memMiB: 4096 },
+      concurrency: 1,
+      killDelayMs: 300,
     });
     await sched.start();
-    await sched.waitFor(lo!.id);
-    await sched.waitFor(hi!.id);
+    await sched.waitFor(lo.id);
+    await sched.waitFor(hi.id);
     expect(readFileSync(order, 'utf8')).to.equal('hi\nlo\n');
   });
 });

@@ -14,15 +14,36 @@ import { oomComment } from '../../src/scheduler/oom-words.js';
 
 const t0 = new Date(2026, 10, 28, 6, 40, 1).getTime();
 const rec: JobRecord = {
-  id: '12.srv', seq: 12, state: 'F', queuedAt: t0, startedAt: t0 + 5000, endedAt: t0 + 65_000, runCount: 1, exitStatus: 0, cputSec: 30, memKiB: 131072,
+  id: '12.srv',
+  seq: 12,
+  state: 'F',
+  queuedAt: t0,
+  startedAt: t0 + 5000,
+  endedAt: t0 + 65_000,
+  runCount: 1,
+  exitStatus: 0,
+  cputSec: 30,
+  memKiB: 131072,
   spec: {
-    argv: ['x'], name: 'my job', cwd: '/root', env: {}, user: 'alice', group: 'physics', headnode: 'hn', queue: 'workq', priority: 0,
-    walltimeSec: 3600, join: 'n', rerunnable: true, resources: { ncpus: 2, memMiB: 512 }, submitHost: 'hn',
+    argv: ['x'],
+    name: 'my job',
+    cwd: '/root',
+    env: {},
+    user: 'alice',
+    group: 'physics',
+    headnode: 'hn',
+    queue: 'workq',
+    priority: 0,
+    walltimeSec: 3600,
+    join: 'n',
+    rerunnable: true,
+    resources: { ncpus: 2, memMiB: 512 },
+    submitHost: 'hn',
   },
 };
 
 describe('accounting records, efficiency and guest usage (unit)', function () {
-  it('writes PBS\'s line layout and reads it back, a name with spaces kept in one field', function () {
+  it("writes PBS's line layout and reads it back, a name with spaces kept in one field", function () {
     const line = accountingLine('E', rec, t0 + 65_000);
     expect(line.startsWith(`${accountingTime(t0 + 65_000)};E;12.srv;user=alice group=physics `)).to.equal(true);
     expect(accountingTime(t0)).to.equal('11/28/2026 06:40:01');
@@ -48,7 +69,7 @@ describe('accounting records, efficiency and guest usage (unit)', function () {
     expect(fromFile).to.contain('Memory Efficiency: 25.00% of 512.00 MB');
   });
 
-  it('reads run-job\'s usage line and words an OOM kill with the peak and the limit', function () {
+  it("reads run-job's usage line and words an OOM kill with the peak and the limit", function () {
     const u = parseCommandUsage('cpu_usec=2500000 mem_peak=367001600 oom_kill=1\n')!;
     expect(u).to.deep.equal({ cputSec: 2.5, memPeakKiB: 358400, oomKills: 1 });
     expect(parseCommandUsage('cpu_usec= mem_peak= oom_kill=0')).to.equal(undefined);
@@ -68,7 +89,7 @@ describe('accounting records, efficiency and guest usage (unit)', function () {
 });
 
 describe('job history from the accounting files (unit)', function () {
-  it('a guest sees only its owner\'s expired jobs; the admin sees all; an unknown id is unknown', async function () {
+  it("a guest sees only its owner's expired jobs; the admin sees all; an unknown id is unknown", async function () {
     const dir = mkdtempSync(join(tmpdir(), 'copper-acct-'));
     try {
       writeFileSync(join(dir, '20261128'), ['Q', 'S', 'E'].map((t) => accountingLine(t as 'Q' | 'S' | 'E', rec, t0 + 65_000)).join('\n') + '\n');
@@ -77,9 +98,15 @@ describe('job history from the accounting files (unit)', function () {
       const guest = (owner: string): Actor => ({ kind: 'guest', identity: { vmId: 'hn', kind: 'headnode', headnode: 'hn', owner, group: 'g' } });
       const mine = await findJobHistory(expired, reader, guest('alice'), '12');
       expect(mine.lines.map((l) => l.type).join('')).to.equal('QSE');
-      await findJobHistory(expired, reader, guest('bob'), '12').then(() => expect.fail('bob saw alice\'s job'), (e: Error) => expect(e.message).to.equal('Unknown Job Id 12'));
+      await findJobHistory(expired, reader, guest('bob'), '12').then(
+        () => expect.fail("bob saw alice's job"),
+        (e: Error) => expect(e.message).to.equal('Unknown Job Id 12'),
+      );
       expect((await findJobHistory(expired, reader, { kind: 'admin' }, '12.srv')).lines).to.have.length(3);
-      await findJobHistory(expired, reader, { kind: 'admin' }, '13').then(() => expect.fail('13 found'), (e: Error) => expect(e.message).to.equal('Unknown Job Id 13'));
+      await findJobHistory(expired, reader, { kind: 'admin' }, '13').then(
+        () => expect.fail('13 found'),
+        (e: Error) => expect(e.message).to.equal('Unknown Job Id 13'),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

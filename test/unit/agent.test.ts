@@ -189,11 +189,7 @@ describe('AgentClient', () => {
     const path = join(dir, 'qga.sock');
     srv = (await fakeAgent(path)).srv;
     const ag = await AgentClient.connect(path, { deadline: Date.now() + 2000 });
-    const [a, b, c] = await Promise.allSettled([
-      ag.exec('/bin/a', [], null, null, false),
-      ag.execStatus(999),
-      ag.exec('/bin/b', [], null, null, false),
-    ]);
+    const [a, b, c] = await Promise.allSettled([ag.exec('/bin/a', [], null, null, false), ag.execStatus(999), ag.exec('/bin/b', [], null, null, false)]);
     expect(a.status === 'fulfilled' && a.value).to.equal(4000);
     expect(b.status).to.equal('rejected');
     const err = (b as PromiseRejectedResult).reason as AgentError;

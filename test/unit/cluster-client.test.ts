@@ -53,7 +53,7 @@ describe('clusters: CopperClient speaks the typed /v1/clusters routes', () => {
     ]);
   });
 
-  it('a refusal is a typed error with gcd\'s one line (and a quota refusal\'s fields)', async () => {
+  it("a refusal is a typed error with gcd's one line (and a quota refusal's fields)", async () => {
     const fields = { limit: 'max_clones', max: 3, entity: 'user alice', amount: 4, used: 0 };
     answer = () => ({ status: 409, body: { error: 'gc clone 4: refused, none created: max_clones=3 for user alice', code: 'EQUOTA', fields } });
     const c = new CopperClient({ socketPath });

@@ -15,8 +15,16 @@ import type { Scheduler } from '../../src/scheduler/scheduler.js';
 /** A clone record as the service would give it. */
 function info(headnode: string, id: number): CloneInfo {
   return {
-    id, name: `${headnode}-c${id}`, headnode, generation: 1, parent: headnode, state: 'running',
-    address: `10.100.0.${id + 1}`, mac: '52:54:00:00:00:01', createdAt: 0, uptimeSec: 1,
+    id,
+    name: `${headnode}-c${id}`,
+    headnode,
+    generation: 1,
+    parent: headnode,
+    state: 'running',
+    address: `10.100.0.${id + 1}`,
+    mac: '52:54:00:00:00:01',
+    createdAt: 0,
+    uptimeSec: 1,
   };
 }
 
@@ -97,7 +105,7 @@ describe('api: typed /v1/clusters routes and their identity rules', () => {
     refuse = undefined;
   });
 
-  it('a headnode\'s channel clones, lists, kills and asks whoami as itself', async () => {
+  it("a headnode's channel clones, lists, kills and asks whoami as itself", async () => {
     const made = await http(hnA, 'POST', '/v1/clusters/clone', { n: 2, ttlSec: 60 });
     expect(made.status).to.equal(200);
     expect((made.body.clones as CloneInfo[]).map((c) => c.name)).to.deep.equal(['hn-a-c1', 'hn-a-c2']);
@@ -108,7 +116,7 @@ describe('api: typed /v1/clusters routes and their identity rules', () => {
     expect(calls).to.deep.equal([`clone ${me} n=2 ttl=60`, 'list hn-a admin=false', `kill ${me} {"ids":[1]}`, `whoami ${me}`]);
   });
 
-  it('a clone\'s channel acts as that clone, in its headnode\'s cluster', async () => {
+  it("a clone's channel acts as that clone, in its headnode's cluster", async () => {
     await http(cloneA, 'POST', '/v1/clusters/clone', { n: 1 });
     await http(cloneA, 'GET', '/v1/clusters');
     const me = JSON.stringify({ kind: 'clone', vmId: 'hn-a-c2', headnode: 'hn-a' });
@@ -131,7 +139,7 @@ describe('api: typed /v1/clusters routes and their identity rules', () => {
     expect(calls).to.deep.equal([]);
   });
 
-  it('a guest sees its owner\'s usage row; the administrator everybody\'s', async () => {
+  it("a guest sees its owner's usage row; the administrator everybody's", async () => {
     await http(hnA, 'GET', '/v1/clusters/usage');
     const all = await new CopperClient({ socketPath: adminSocket }).usage();
     expect(all).to.have.length(1);
@@ -152,7 +160,7 @@ describe('api: typed /v1/clusters routes and their identity rules', () => {
     expect((err as Error).message).to.equal('gc clones: on the host, name the headnode: gc clones --headnode NAME ...');
   });
 
-  it('a quota refusal is HTTP 409 with the limit\'s fields, and a QuotaError again in CopperClient', async () => {
+  it("a quota refusal is HTTP 409 with the limit's fields, and a QuotaError again in CopperClient", async () => {
     const fields = { limit: 'max_clones', max: 3, entity: 'user alice', amount: 4, used: 0, source: 'gcd setting GC_MAX_CLONES' };
     refuse = new QuotaError('gc clone 4: refused, none created: max_clones=3 for user alice (gcd setting GC_MAX_CLONES) (0 live clones, 4 more asked)', fields);
     const r = await http(hnA, 'POST', '/v1/clusters/clone', { n: 4 });

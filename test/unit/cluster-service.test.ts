@@ -151,7 +151,9 @@ describe('clusters: the service over a stand-in driver', function () {
     svc = await open();
     const made = await svc.clone(HN, { n: 3, ttlSec: 60 });
     expect(made.map((c) => [c.id, c.name, c.generation, c.address, c.state])).to.deep.equal([
-      [1, 'hn-c1', 1, '10.100.0.2', 'running'], [2, 'hn-c2', 1, '10.100.0.3', 'running'], [3, 'hn-c3', 1, '10.100.0.4', 'running'],
+      [1, 'hn-c1', 1, '10.100.0.2', 'running'],
+      [2, 'hn-c2', 1, '10.100.0.3', 'running'],
+      [3, 'hn-c3', 1, '10.100.0.4', 'running'],
     ]);
     expect(made.every((c) => c.expiresAt !== undefined)).to.equal(true);
     // Each clone got MAC, address/24, its env (rank in the batch), hostname in one script.
@@ -160,7 +162,7 @@ describe('clusters: the service over a stand-in driver', function () {
     expect(s2[3]).to.contain('COPPER_CLONE_ID=2\n').and.contain('COPPER_BATCH_RANK=1\nCOPPER_BATCH_SIZE=3\n');
     expect(s2[4]).to.equal('hn-c2');
     const reg = JSON.parse(await readFile(join(root, 'clusters', 'registry.json'), 'utf8')) as { clusters: Array<{ clones: Array<{ state: string }> }> };
-    expect(reg.clusters[0]!.clones.map((c) => c.state)).to.deep.equal(['running', 'running', 'running']);
+    expect(reg.clusters[0].clones.map((c) => c.state)).to.deep.equal(['running', 'running', 'running']);
     expect(svc.whoami({ kind: 'clone', vmId: 'hn.c3', headnode: 'hn' })).to.deep.include({ id: 3, generation: 1, parent: 'hn' });
   });
 
@@ -206,7 +208,10 @@ describe('clusters: the service over a stand-in driver', function () {
     svc = await open();
     await svc.clone(HN, { n: 2 });
     const { killed } = await svc.kill({ kind: 'clone', vmId: 'hn.c1', headnode: 'hn' }, { all: true });
-    expect(killed.map((c) => [c.id, c.state])).to.deep.equal([[1, 'killing'], [2, 'killing']]);
+    expect(killed.map((c) => [c.id, c.state])).to.deep.equal([
+      [1, 'killing'],
+      [2, 'killing'],
+    ]);
     expect([...drv.procs.keys()], 'the caller still runs while its answer leaves').to.deep.equal(['hn.c1']);
     await new Promise((r) => setTimeout(r, 1500));
     expect(drv.procs.size).to.equal(0);
@@ -230,7 +235,7 @@ describe('clusters: the service over a stand-in driver', function () {
     svc = undefined;
     const path = join(root, 'clusters', 'registry.json');
     const reg = JSON.parse(await readFile(path, 'utf8')) as { clusters: Array<{ clones: Array<{ id: number; state: string }> }> };
-    reg.clusters[0]!.clones.find((c) => c.id === 3)!.state = 'creating'; // died while being made
+    reg.clusters[0].clones.find((c) => c.id === 3)!.state = 'creating'; // died while being made
     await writeFile(path, JSON.stringify(reg));
     drv.snapshots.add('hn.orphan');
     drv.reattachable = new Set(['hn.c1', 'hn.c3']); // c2's QEMU is gone

@@ -6,7 +6,15 @@ import { spawnSync } from 'node:child_process';
 import { parseQuotaText, type QuotaConfig } from '../../src/config/quotas.js';
 import { QuotaError, UsageError } from '../../src/errors.js';
 import {
-  MAX_CLONE_ID, cloneName, cloneVmId, clusterNetwork, hostsBlock, memberAddress, memberMac, memberNic, parseCloneVmId,
+  MAX_CLONE_ID,
+  cloneName,
+  cloneVmId,
+  clusterNetwork,
+  hostsBlock,
+  memberAddress,
+  memberMac,
+  memberNic,
+  parseCloneVmId,
 } from '../../src/clusters/addressing.js';
 import { CLONE_IDENTITY, HEADNODE_PREPARE, cloneEnvText } from '../../src/clusters/guest-scripts.js';
 import { parseSmapsRollup } from '../../src/clusters/proc-mem.js';
@@ -69,15 +77,26 @@ describe('clusters: addressing', () => {
 
   it('the cluster NIC goes on the loopback multicast group; job clones get an isolated one', () => {
     const base: VmConfig = {
-      vmId: 'hn.c1', accel: 'tcg', memMiB: 256, vcpus: 1, ramFile: '/r', ramShare: false, disk: '/d',
-      qmpSocket: '/q', qgaSocket: '/g', consoleSocket: '/c', apiSocket: '/a',
+      vmId: 'hn.c1',
+      accel: 'tcg',
+      memMiB: 256,
+      vcpus: 1,
+      ramFile: '/r',
+      ramShare: false,
+      disk: '/d',
+      qmpSocket: '/q',
+      qgaSocket: '/g',
+      consoleSocket: '/c',
+      apiSocket: '/a',
     };
     const mc = buildVmArgs({ ...base, clusterNic: memberNic(3, 1) });
     expect(mc).to.include('socket,id=net1,mcast=239.193.0.3:20003,localaddr=127.0.0.1');
     expect(mc).to.include('virtio-net-pci,netdev=net1,id=nic1,mac=52:54:0c:00:03:02,bus=pci.0,addr=0x8');
     const iso = buildVmArgs({ ...base, clusterNic: { kind: 'isolated', mac: '52:54:0c:00:03:01' } });
     expect(iso).to.include('hubport,id=net1,hubid=0');
-    expect(() => buildVmArgs({ ...base, clusterNic: { kind: 'mcast', mcast: '239.1.1.1:1', mac: '52:54:0c:00:03:01', localaddr: 'lo;x' } })).to.throw(UsageError);
+    expect(() => buildVmArgs({ ...base, clusterNic: { kind: 'mcast', mcast: '239.1.1.1:1', mac: '52:54:0c:00:03:01', localaddr: 'lo;x' } })).to.throw(
+      UsageError,
+    );
   });
 });
 
@@ -135,7 +154,15 @@ describe('clusters: registry', () => {
   });
 
   const clone = (id: number, over: Partial<CloneEntry> = {}): CloneEntry => ({
-    id, vmId: cloneVmId('hn', id), generation: 1, parent: 0, snapshotId: 's1', diskBase: 's1', createdAt: 1, state: 'running', ...over,
+    id,
+    vmId: cloneVmId('hn', id),
+    generation: 1,
+    parent: 0,
+    snapshotId: 's1',
+    diskBase: 's1',
+    createdAt: 1,
+    state: 'running',
+    ...over,
   });
 
   it('allocates network indexes and the lowest free clone ids; persists and reloads', async () => {
@@ -211,7 +238,22 @@ describe('clusters: gc clone|clones|kill|whoami formats', () => {
   it('durations, the clones table and whoami', () => {
     expect([5, 65, 3700, 90_000].map(formatDuration)).to.deep.equal(['5s', '1m05s', '1h01m', '1d01h']);
     const t = formatClones(
-      [{ id: 1, name: 'hn-c1', headnode: 'hn', generation: 1, parent: 'hn', state: 'running', address: '10.100.0.2', mac: 'm', createdAt: 0, uptimeSec: 65, pssMiB: 40.4, expiresAt: 60_000 }],
+      [
+        {
+          id: 1,
+          name: 'hn-c1',
+          headnode: 'hn',
+          generation: 1,
+          parent: 'hn',
+          state: 'running',
+          address: '10.100.0.2',
+          mac: 'm',
+          createdAt: 0,
+          uptimeSec: 65,
+          pssMiB: 40.4,
+          expiresAt: 60_000,
+        },
+      ],
       { now: 30_000 },
     );
     expect(t).to.equal('ID  NAME   GEN  PARENT  STATE    ADDRESS     UPTIME  MEM  TTL\n1   hn-c1  1    hn      running  10.100.0.2  1m05s   40M  30s\n');
@@ -228,7 +270,16 @@ describe('clusters: gc clone|clones|kill|whoami formats', () => {
 
 describe('clusters: guest scripts', () => {
   it('clone.env is sourceable, one KEY=VALUE a line, COPPER_VM last', () => {
-    const env = cloneEnvText({ id: 2, generation: 1, parent: 'hn', headnode: 'hn', address: '10.100.0.3', name: 'hn-c2', subnet: '10.100.0.0/24', vmId: 'hn.c2' });
+    const env = cloneEnvText({
+      id: 2,
+      generation: 1,
+      parent: 'hn',
+      headnode: 'hn',
+      address: '10.100.0.3',
+      name: 'hn-c2',
+      subnet: '10.100.0.0/24',
+      vmId: 'hn.c2',
+    });
     const r = spawnSync('sh', ['-c', `${env}\necho "$COPPER_CLONE $COPPER_CLONE_ID $COPPER_GENERATION $COPPER_CLUSTER_IP $COPPER_VM"`], { encoding: 'utf8' });
     expect(r.stdout).to.equal('1 2 1 10.100.0.3 hn.c2\n');
     expect(env.trimEnd().split('\n').pop()).to.equal('COPPER_VM=hn.c2');
@@ -246,7 +297,7 @@ describe('clusters: guest scripts', () => {
       await import('node:fs/promises').then((fs) =>
         fs.writeFile(hosts, '127.0.0.1\tlocalhost\n# copper cluster: begin 10.100.9.0/24\n10.100.9.1\told\n# copper cluster: end\n10.0.0.9\tmine\n'),
       );
-      const part = HEADNODE_PREPARE.slice(HEADNODE_PREPARE.indexOf('FIRST=')).split('[ -d /etc/copper ]')[0]!.replaceAll('/etc/hosts', hosts);
+      const part = HEADNODE_PREPARE.slice(HEADNODE_PREPARE.indexOf('FIRST=')).split('[ -d /etc/copper ]')[0].replaceAll('/etc/hosts', hosts);
       const r = spawnSync('sh', ['-c', `HOSTS='${hostsBlock('hn', 0)}'\n${part}`], { encoding: 'utf8' });
       expect(r.status, r.stderr).to.equal(0);
       const out = await readFile(hosts, 'utf8');

@@ -42,7 +42,10 @@ describe('daily commands: walltime clock, signals, never-runs verdict', function
   });
 
   it('says when a waiting job can never run, and what would change that', function () {
-    const cfg = parseQuotaText('queues:\n  workq: {}\n  closed:\n    max_running: 0\n  narrow:\n    max_running_ncpus: 2\ndefault_queue: workq\n', 'quotas.yaml');
+    const cfg = parseQuotaText(
+      'queues:\n  workq: {}\n  closed:\n    max_running: 0\n  narrow:\n    max_running_ncpus: 2\ndefault_queue: workq\n',
+      'quotas.yaml',
+    );
     const cap = { ncpus: 8, memMiB: 4096 };
     const job = (queue: string, ncpus: number, memMiB = 512, state: 'Q' | 'H' | 'R' = 'Q') => {
       const r = testRecord(1, state);
@@ -52,7 +55,9 @@ describe('daily commands: walltime clock, signals, never-runs verdict', function
       'can never run: asks ncpus=64, the largest host has 8; lower -l ncpus to 8 or less (gcqdel it and gcqsub again), or the admin raises GC_CAPACITY_NCPUS',
     );
     expect(neverRunsVerdict(job('workq', 1, 8192), cap, cfg)).to.match(/^can never run: needs mem=8gb, the largest host gives 4gb; /);
-    expect(neverRunsVerdict(job('closed', 1), cap, cfg)).to.match(/^can never run: QueueMaxRun: .*max_running=0; the admin raises max_running, or gcqmove it to another queue$/);
+    expect(neverRunsVerdict(job('closed', 1), cap, cfg)).to.match(
+      /^can never run: QueueMaxRun: .*max_running=0; the admin raises max_running, or gcqmove it to another queue$/,
+    );
     expect(neverRunsVerdict(job('narrow', 4), cap, cfg)).to.match(/^can never run: QueueMaxCpus: .*; lower -l ncpus/);
     expect(neverRunsVerdict(job('narrow', 2), cap, cfg)).to.equal(undefined, 'fits once others end');
     expect(neverRunsVerdict(job('workq', 8), cap, cfg)).to.equal(undefined);

@@ -61,8 +61,14 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
   function dispatcher(): { d: Dispatcher; queue: RunQueue } {
     const queue = new RunQueue(redisOptions(r.target), keys);
     const d = new Dispatcher({
-      connection: redisOptions(r.target), keys, store, runner, capacity: new Capacity({ ncpus: 4, memMiB: 4096 }),
-      concurrency: 4, lockDurationMs: 4000, retryDelayMs: 200,
+      connection: redisOptions(r.target),
+      keys,
+      store,
+      runner,
+      capacity: new Capacity({ ncpus: 4, memMiB: 4096 }),
+      concurrency: 4,
+      lockDurationMs: 4000,
+      retryDelayMs: 200,
     });
     dispatchers.push(d);
     queues.push(queue);

@@ -4,7 +4,15 @@ import { PayloadTooLargeError } from '../../src/api/http-util.js';
 import { parseQuotaText } from '../../src/config/quotas.js';
 import { UsageTracker, checkSubmit } from '../../src/scheduler/policy.js';
 import {
-  CopperError, DriverError, NotFoundError, PermissionError, QuotaError, StateError, UnavailableError, UnknownJobError, UsageError,
+  CopperError,
+  DriverError,
+  NotFoundError,
+  PermissionError,
+  QuotaError,
+  StateError,
+  UnavailableError,
+  UnknownJobError,
+  UsageError,
 } from '../../src/errors.js';
 
 /** The one edge table: what a user sees of each error as an exit status and an HTTP status. */
@@ -28,14 +36,16 @@ describe('errors at the edge: exit statuses and HTTP statuses', () => {
     }
   });
 
-  it('an answer body has one line, the code and a quota refusal\'s fields; a client gets the typed error back', () => {
+  it("an answer body has one line, the code and a quota refusal's fields; a client gets the typed error back", () => {
     const q = new QuotaError('over\nsecond line', { limit: 'max_queued', max: 2, entity: 'user bob', amount: 1, used: 2 });
     const body = errorBody(q);
     expect(body).to.deep.equal({ error: 'over', code: 'EQUOTA', fields: q.fields });
     const back = errorFromBody(JSON.parse(JSON.stringify(body)) as object, 'fallback');
     expect(back).to.be.instanceOf(QuotaError);
     expect((back as QuotaError).fields).to.deep.equal(q.fields);
-    expect(errorFromBody({ error: 'Unknown Job Id 7.srv', code: 'ENOJOB' }, '')).to.be.instanceOf(UnknownJobError).and.have.property('jobId', '7.srv');
+    expect(errorFromBody({ error: 'Unknown Job Id 7.srv', code: 'ENOJOB' }, ''))
+      .to.be.instanceOf(UnknownJobError)
+      .and.have.property('jobId', '7.srv');
     expect(errorFromBody({ code: 'EWHAT' }, 'gcd answered HTTP 500').message).to.equal('gcd answered HTTP 500');
   });
 });
@@ -58,7 +68,10 @@ describe('quota refusals carry fields, not just a message', () => {
     const req = { user: 'alice', group: 'g', queue: 'workq', ncpus: 1, memMiB: 0 };
     expect(refusal(() => checkSubmit(cfg, t, req)).fields).to.deep.equal({ limit: 'max_queued', max: 2, entity: 'user alice', amount: 1, used: 2 });
     expect(refusal(() => checkSubmit(cfg, new UsageTracker(), { ...req, ncpus: 6 })).fields).to.deep.equal({
-      limit: 'max_job_ncpus', max: 4, entity: 'user alice', amount: 6,
+      limit: 'max_job_ncpus',
+      max: 4,
+      entity: 'user alice',
+      amount: 6,
     });
   });
 });

@@ -61,7 +61,15 @@ describe('FairOrder (fair share as BullMQ priorities)', function () {
   });
 
   it('a higher-priority queue goes first whatever the shares; fair share within it', function () {
-    const cfg = cfgOf('users:', '  alice: {shares: 100}', 'queues:', '  workq: {}', '  urgent: {priority: 10}', '  low: {priority: -5}', 'default_queue: workq');
+    const cfg = cfgOf(
+      'users:',
+      '  alice: {shares: 100}',
+      'queues:',
+      '  workq: {}',
+      '  urgent: {priority: 10}',
+      '  low: {priority: -5}',
+      'default_queue: workq',
+    );
     const q = new SimQueue(new FairOrder(() => cfg));
     q.add('alice', 50, { queue: 'low' });
     q.add('alice', 50, { queue: 'workq' });
@@ -69,7 +77,12 @@ describe('FairOrder (fair share as BullMQ priorities)', function () {
     q.add('carol', 10, { queue: 'urgent' });
     const first = q.take(20);
     expect(first.every((j) => j.queue === 'urgent')).to.equal(true);
-    expect(first.slice(0, 2).map((j) => j.user).sort()).to.deep.equal(['bob', 'carol'], 'the two urgent users alternate');
+    expect(
+      first
+        .slice(0, 2)
+        .map((j) => j.user)
+        .sort(),
+    ).to.deep.equal(['bob', 'carol'], 'the two urgent users alternate');
     const next = q.take(50);
     expect(next.every((j) => j.queue === 'workq')).to.equal(true, 'workq (priority 0) before low (-5)');
   });
@@ -78,7 +91,7 @@ describe('FairOrder (fair share as BullMQ priorities)', function () {
     const q = new SimQueue(new FairOrder(() => cfgOf('')));
     q.add('alice', 5, { priority: 0 });
     q.add('bob', 1, { priority: 100 });
-    expect(q.take(1)[0]!.user).to.equal('bob');
+    expect(q.take(1)[0].user).to.equal('bob');
   });
 
   it("a group's shares are split among its members who wait without shares of their own", function () {

@@ -122,7 +122,11 @@ describe('job state machine (real redis-server)', function () {
     const b = await make('Q', { snapshotId: snap.id });
     const settled: string[] = [];
     const runner = new JobRunner({
-      driver, store, spoolDir: join(r.dir, 'spool'), killDelayMs: 100, historyTtlSec: 60,
+      driver,
+      store,
+      spoolDir: join(r.dir, 'spool'),
+      killDelayMs: 100,
+      historyTtlSec: 60,
       onFinished: async (j) => void settled.push(j.id),
     });
     const first = await runner.finish(a, { exitStatus: 0, comment: 'done' });
@@ -149,7 +153,13 @@ describe('job state machine (real redis-server)', function () {
 
   it('finish of a running job by gcqdel is refused (delete is only before it starts)', async function () {
     const rec = await make('R');
-    const runner = new JobRunner({ driver: new FakeDriver({ deliverRoot: r.dir, headnodes: new Set() }), store, spoolDir: join(r.dir, 'spool'), killDelayMs: 100, historyTtlSec: 60 });
+    const runner = new JobRunner({
+      driver: new FakeDriver({ deliverRoot: r.dir, headnodes: new Set() }),
+      store,
+      spoolDir: join(r.dir, 'spool'),
+      killDelayMs: 100,
+      historyTtlSec: 60,
+    });
     const res = await runner.finish(rec, { comment: 'deleted' }, 'delete');
     expect(res.ok).to.equal(false);
     if (!res.ok) expect([res.from, res.error.event]).to.deep.equal(['R', 'delete']);

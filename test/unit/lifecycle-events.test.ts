@@ -6,8 +6,19 @@ import { JobEvents } from '../../src/queue/job-events.js';
 import type { JobEvent } from '../../src/queue/job-states.js';
 
 const spec: JobRecord['spec'] = {
-  argv: ['x'], name: 'j', cwd: '/root', env: {}, user: 'alice', group: 'physics', headnode: 'hn', queue: 'workq', priority: 0,
-  join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'hn',
+  argv: ['x'],
+  name: 'j',
+  cwd: '/root',
+  env: {},
+  user: 'alice',
+  group: 'physics',
+  headnode: 'hn',
+  queue: 'workq',
+  priority: 0,
+  join: 'n',
+  rerunnable: true,
+  resources: { ncpus: 1, memMiB: 0 },
+  submitHost: 'hn',
 };
 
 function job(id: string, state: JobState, extra: Partial<JobRecord> = {}): JobRecord {
@@ -47,7 +58,14 @@ describe('job lifecycle from the state-change stream (unit)', function () {
     await life.close();
 
     expect(rec.seen.map((t) => `${t.jobId} ${t.event}`)).to.deep.equal([
-      '1.s started', '1.s ended', '2.s ended', '3.s deleted', '4.s aborted', '5.s aborted', '6.s deleted', '7.s rerun',
+      '1.s started',
+      '1.s ended',
+      '2.s ended',
+      '3.s deleted',
+      '4.s aborted',
+      '5.s aborted',
+      '6.s deleted',
+      '7.s rerun',
     ]);
     // The start record carries its start time (the runner writes it just after the CAS).
     expect(rec.seen[0].record.startedAt).to.be.a('number');

@@ -55,7 +55,12 @@ function monitor(path: string, answer: (slot: number) => number[]): Promise<Moni
             const slot = slots++;
             setTimeout(() => {
               for (const status of answer(slot)) {
-                s.write(JSON.stringify({ event: 'ACPI_DEVICE_OST', data: { info: { device: `dimm${slot}`, slot: String(slot), 'slot-type': 'DIMM', source: 1, status } } }) + '\r\n');
+                s.write(
+                  JSON.stringify({
+                    event: 'ACPI_DEVICE_OST',
+                    data: { info: { device: `dimm${slot}`, slot: String(slot), 'slot-type': 'DIMM', source: 1, status } },
+                  }) + '\r\n',
+                );
               }
             }, 5);
             break;
@@ -71,7 +76,7 @@ function monitor(path: string, answer: (slot: number) => number[]): Promise<Moni
 
 const LAYOUT = { memMiB: 512, slots: 8, maxMemMiB: 16_384 + 512 };
 
-describe('hot-plugging a clone\'s memory (-l mem)', () => {
+describe("hot-plugging a clone's memory (-l mem)", () => {
   describe('planDimms', () => {
     it('adds nothing when the snapshot has enough, and never takes forked memory away', () => {
       expect(planDimms(LAYOUT, 512)).to.deep.equal([]);
@@ -84,7 +89,7 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
       expect(planDimms(LAYOUT, 513)).to.deep.equal([128]);
     });
 
-    it('grows geometrically so that each DIMM\'s page tables fit in what the guest has online', () => {
+    it("grows geometrically so that each DIMM's page tables fit in what the guest has online", () => {
       const sizes = planDimms(LAYOUT, 16_384);
       expect(sizes).to.deep.equal([2048, 10_240, 3584]);
       let online = 512;
@@ -138,7 +143,7 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
       ]);
     });
 
-    it('sends nothing when the clone keeps the snapshot\'s RAM', async () => {
+    it("sends nothing when the clone keeps the snapshot's RAM", async () => {
       const q = await open(() => [0]);
       const change = await growMemory(q, LAYOUT, 512);
       await change.settled(Date.now());
@@ -165,7 +170,7 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
       expect(String(e)).to.match(/took 0 of 2 memory DIMMs \(3584 MiB\) in time/);
     });
 
-    it('refuses more than the snapshot\'s maxmem before sending anything', async () => {
+    it("refuses more than the snapshot's maxmem before sending anything", async () => {
       const q = await open(() => [0]);
       const e = await growMemory(q, LAYOUT, 20_000).catch((x: unknown) => x);
       expect(e).to.be.instanceOf(DriverError);
@@ -175,8 +180,18 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
 
   describe('the headnode and snapshot layout', () => {
     const vm = (over: Partial<VmConfig> = {}): VmConfig => ({
-      vmId: 'hn', accel: 'tcg', memMiB: 512, vcpus: 1, ramFile: '/dev/shm/hn.ram', ramShare: true, disk: '/var/hn.qcow2',
-      qmpSocket: '/run/hn.qmp', qgaSocket: '/run/hn.qga', consoleSocket: '/run/hn.con', apiSocket: '/run/hn.sock', ...over,
+      vmId: 'hn',
+      accel: 'tcg',
+      memMiB: 512,
+      vcpus: 1,
+      ramFile: '/dev/shm/hn.ram',
+      ramShare: true,
+      disk: '/var/hn.qcow2',
+      qmpSocket: '/run/hn.qmp',
+      qgaSocket: '/run/hn.qga',
+      consoleSocket: '/run/hn.con',
+      apiSocket: '/run/hn.sock',
+      ...over,
     });
     const mOption = (cfg: VmConfig): string | undefined => {
       const a = buildVmArgs(cfg);
@@ -201,7 +216,10 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
 
     it('gives a headnode slots from its record and a kernel that onlines hot-plugged memory', () => {
       const rec = (maxMemMiB?: number): HeadnodeRecord => ({
-        version: 1, createdAt: 0, diskGen: 0, want: 'stopped',
+        version: 1,
+        createdAt: 0,
+        diskGen: 0,
+        want: 'stopped',
         spec: { name: 'hn', owner: 'alice', group: 'alice', memMiB: 512, vcpus: 1, diskGiB: 4, ...(maxMemMiB !== undefined ? { maxMemMiB } : {}) },
         boot: { base: '/img/base.qcow2', kernel: '/img/vmlinuz', append: 'root=/dev/vda rw' },
       });
@@ -214,7 +232,7 @@ describe('hot-plugging a clone\'s memory (-l mem)', () => {
       expect(old.append).to.equal('root=/dev/vda rw');
     });
 
-    it('defaults maxmem to the host\'s clone capacity in whole memory blocks, and checks --max-mem', () => {
+    it("defaults maxmem to the host's clone capacity in whole memory blocks, and checks --max-mem", () => {
       expect(defaultMaxMemMiB(512, 12_000)).to.equal(512 + 11_520);
       expect(defaultMaxMemMiB(512, 256)).to.equal(512);
       expect(defaultMaxMemMiB(512, 10_000_000)).to.equal(262_144);

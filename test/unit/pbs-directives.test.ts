@@ -64,9 +64,7 @@ describe('pbs directives: extraction', () => {
   });
 
   it('reports an unterminated quote with file, line and directive', () => {
-    expect(usageError(() => extractDirectives('#!/bin/sh\n#PBS -N "abc\n', { fileName: 'job.sh' }))).to.equal(
-      'job.sh:2: #PBS -N "abc: unterminated " quote',
-    );
+    expect(usageError(() => extractDirectives('#!/bin/sh\n#PBS -N "abc\n', { fileName: 'job.sh' }))).to.equal('job.sh:2: #PBS -N "abc: unterminated " quote');
   });
 
   it('ignores quoting mistakes in directives PBS would ignore anyway', () => {

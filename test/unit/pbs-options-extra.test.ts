@@ -14,8 +14,16 @@ import { neverFits, resolveAssignment } from '../../src/scheduler/capacity.js';
 
 function ctx(script: string, over: Partial<QsubContext> = {}): QsubContext {
   return {
-    cwd: '/home/alice/work', env: { HOME: '/home/alice' }, user: 'alice', group: 'physics', headnode: 'hn', submitHost: 'hn',
-    now: Date.UTC(2024, 5, 13), defaultQueue: 'workq', readFile: (p) => (p === 'job.sh' || p === '-' ? script : undefined), ...over,
+    cwd: '/home/alice/work',
+    env: { HOME: '/home/alice' },
+    user: 'alice',
+    group: 'physics',
+    headnode: 'hn',
+    submitHost: 'hn',
+    now: Date.UTC(2024, 5, 13),
+    defaultQueue: 'workq',
+    readFile: (p) => (p === 'job.sh' || p === '-' ? script : undefined),
+    ...over,
   };
 }
 
@@ -44,7 +52,9 @@ describe('pbs qsub: options honoured', () => {
   });
 
   it('-A, -P, -m, -M, -W group_list land on the spec; -z prints no id', () => {
-    const r = job(['-A', 'acct-1', '-P', 'proj', '-m', 'be', '-M', 'a@x.org,b@x.org', '-W', 'group_list=physics', '-z', 'job.sh'], 'echo\n', { accountGroups: ['root', 'physics'] });
+    const r = job(['-A', 'acct-1', '-P', 'proj', '-m', 'be', '-M', 'a@x.org,b@x.org', '-W', 'group_list=physics', '-z', 'job.sh'], 'echo\n', {
+      accountGroups: ['root', 'physics'],
+    });
     expect(r.spec).to.include({ accountName: 'acct-1', project: 'proj', mailPoints: 'be', groupList: 'physics' });
     expect(r.spec.mailUsers).to.deep.equal(['a@x.org', 'b@x.org']);
     expect(r.quiet).to.equal(true);
@@ -54,9 +64,9 @@ describe('pbs qsub: options honoured', () => {
     );
     expect(refusal(['-P', 'a b', '--', 'x'])).to.equal('-P a b: a project name has no spaces or commas');
     const fixture = readFileSync(fileURLToPath(new URL('../../../test/fixtures/pbs/bad-group.pbs', import.meta.url)), 'utf8');
-    expect(refusal(['bad-group.pbs'], fixture, { accountGroups: ['root', 'physics'], readFile: (p) => (p === 'bad-group.pbs' ? fixture : undefined) })).to.equal(
-      'bad-group.pbs:3: #PBS -W group_list=astro: -W group_list=astro: the submitting account is not in group astro (its groups: root, physics)',
-    );
+    expect(
+      refusal(['bad-group.pbs'], fixture, { accountGroups: ['root', 'physics'], readFile: (p) => (p === 'bad-group.pbs' ? fixture : undefined) }),
+    ).to.equal('bad-group.pbs:3: #PBS -W group_list=astro: -W group_list=astro: the submitting account is not in group astro (its groups: root, physics)');
   });
 
   it('-d/-w set the working directory, -F adds script arguments', () => {
@@ -87,7 +97,9 @@ describe('pbs qsub: options honoured', () => {
   });
 
   it('custom resources: refused unless declared', () => {
-    expect(refusal(['-l', 'matlab=1', '--', 'x'])).to.equal('-l: unknown resource "matlab"; an administrator can declare it in quotas.yaml (resources: [matlab])');
+    expect(refusal(['-l', 'matlab=1', '--', 'x'])).to.equal(
+      '-l: unknown resource "matlab"; an administrator can declare it in quotas.yaml (resources: [matlab])',
+    );
     const r = job(['-l', 'matlab=1', '--', 'x'], 'echo\n', { customResources: ['matlab'] });
     expect(r.spec.extraResources).to.deep.equal({ matlab: '1' });
     expect(r.warnings).to.deep.equal([]);
@@ -103,16 +115,48 @@ describe('pbs qsub: options honoured', () => {
   });
 
   it('every accepted-with-warning option says what Copper does, in one line', () => {
-    const r = job(['-k', 'oe', '-R', 'oe', '-c', 'n', '-u', 'bob', '-n', '-X', '-f', '-x', '-b', '10', '-D', '/r', '-K', '5', '-T', 'pro', '-L', 'tasks=2', '-W', 'sandbox=PRIVATE', '-W', 'umask=022', '--', 'x']);
+    const r = job([
+      '-k',
+      'oe',
+      '-R',
+      'oe',
+      '-c',
+      'n',
+      '-u',
+      'bob',
+      '-n',
+      '-X',
+      '-f',
+      '-x',
+      '-b',
+      '10',
+      '-D',
+      '/r',
+      '-K',
+      '5',
+      '-T',
+      'pro',
+      '-L',
+      'tasks=2',
+      '-W',
+      'sandbox=PRIVATE',
+      '-W',
+      'umask=022',
+      '--',
+      'x',
+    ]);
     expect(r.warnings).to.have.length(15);
-    for (const w of r.warnings) expect(w).to.match(/^-[A-Za-z]\b.*(ignored|recorded)/).and.not.include('\n');
+    for (const w of r.warnings)
+      expect(w)
+        .to.match(/^-[A-Za-z]\b.*(ignored|recorded)/)
+        .and.not.include('\n');
     expect(r.spec.umask).to.equal('022');
     expect(refusal(['-G', '--', 'x'])).to.match(/^-G: interactive jobs are not supported/);
   });
 });
 
 describe('capacity: a job is as big as it asks, up to the largest host', () => {
-  it('refuses above the host with resource, request and the host\'s figure', () => {
+  it("refuses above the host with resource, request and the host's figure", () => {
     expect(neverFits({ ncpus: 16, memMiB: 18432 }, 4, 131072)).to.equal('mem=128gb exceeds the largest host (18gb)');
     expect(neverFits({ ncpus: 16, memMiB: 18432 }, 24, 1024)).to.equal('ncpus=24 exceeds the largest host (16)');
     expect(neverFits({ ncpus: 16, memMiB: 18432 }, 16, 18432)).to.equal(undefined);
@@ -128,8 +172,27 @@ describe('capacity: a job is as big as it asks, up to the largest host', () => {
 function rec(over: Omit<Partial<JobRecord>, 'spec'> & { spec?: Partial<JobRecord['spec']> } = {}): JobRecord {
   const { spec, ...rest } = over;
   return {
-    id: '7.srv', seq: 7, state: 'Q', queuedAt: Date.UTC(2024, 0, 1), runCount: 0,
-    spec: { argv: ['x'], name: 'job', cwd: '/w', env: {}, user: 'alice', group: 'g', headnode: 'hn', queue: 'workq', priority: 0, join: 'n', rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'hn', ...spec },
+    id: '7.srv',
+    seq: 7,
+    state: 'Q',
+    queuedAt: Date.UTC(2024, 0, 1),
+    runCount: 0,
+    spec: {
+      argv: ['x'],
+      name: 'job',
+      cwd: '/w',
+      env: {},
+      user: 'alice',
+      group: 'g',
+      headnode: 'hn',
+      queue: 'workq',
+      priority: 0,
+      join: 'n',
+      rerunnable: true,
+      resources: { ncpus: 1, memMiB: 0 },
+      submitHost: 'hn',
+      ...spec,
+    },
     ...rest,
   };
 }
@@ -151,15 +214,45 @@ describe('gcqselect criteria', () => {
 describe('qstat -f: the attributes PBS scripts set', () => {
   it('shows Account_Name, group_list, mail, shell, project, extras, assigned resources and array range', () => {
     const text = formatQstatFull(
-      [rec({ id: '7[].srv', array: { indices: [1, 3, 5, 7], max: 2 }, spec: { accountName: 'acct', groupList: 'physics', mailPoints: 'abe', mailUsers: ['a@x', 'b@x'], shell: '/bin/bash', project: 'p1', umask: '022', extraResources: { cput: '10:00:00' }, resources: { ncpus: 12, memMiB: 16384 }, assigned: { ncpus: 8, memMiB: 512 } } })],
+      [
+        rec({
+          id: '7[].srv',
+          array: { indices: [1, 3, 5, 7], max: 2 },
+          spec: {
+            accountName: 'acct',
+            groupList: 'physics',
+            mailPoints: 'abe',
+            mailUsers: ['a@x', 'b@x'],
+            shell: '/bin/bash',
+            project: 'p1',
+            umask: '022',
+            extraResources: { cput: '10:00:00' },
+            resources: { ncpus: 12, memMiB: 16384 },
+            assigned: { ncpus: 8, memMiB: 512 },
+          },
+        }),
+      ],
       { server: 'srv', timeZone: 'UTC' },
     );
     for (const line of [
-      'Job Id: 7[].srv', '    Account_Name = acct', '    group_list = physics', '    Mail_Points = abe', '    Mail_Users = a@x,b@x',
-      '    Resource_List.cput = 10:00:00', '    Resource_List.mem = 16gb', '    Resource_List.ncpus = 12', '    resources_assigned.mem = 512mb',
-      '    resources_assigned.ncpus = 8', '    Shell_Path_List = /bin/bash', '    umask = 22', '    project = p1', '    array = True',
-      '    array_indices_submitted = 1-7:2', '    max_run_subjobs = 2',
-    ]) expect(text.split('\n')).to.include(line);
+      'Job Id: 7[].srv',
+      '    Account_Name = acct',
+      '    group_list = physics',
+      '    Mail_Points = abe',
+      '    Mail_Users = a@x,b@x',
+      '    Resource_List.cput = 10:00:00',
+      '    Resource_List.mem = 16gb',
+      '    Resource_List.ncpus = 12',
+      '    resources_assigned.mem = 512mb',
+      '    resources_assigned.ncpus = 8',
+      '    Shell_Path_List = /bin/bash',
+      '    umask = 22',
+      '    project = p1',
+      '    array = True',
+      '    array_indices_submitted = 1-7:2',
+      '    max_run_subjobs = 2',
+    ])
+      expect(text.split('\n')).to.include(line);
   });
   it('writes array ranges as PBS does', () => {
     expect(formatArrayIndices([1, 2, 3])).to.equal('1-3');
@@ -181,7 +274,7 @@ describe('gc install-pbs-names', () => {
       installPbsNames(dir, '/opt/copper/dist/src/client/cli-client.js', true);
       expect(existsSync(join(dir, 'qsub'))).to.equal(false);
       writeFileSync(join(dir, 'qsub'), '#!/bin/sh\n# Torque\n');
-      expect(() => installPbsNames(dir, '/x.js')).to.throw(UsageError, 'qsub already exist and are not Copper\'s');
+      expect(() => installPbsNames(dir, '/x.js')).to.throw(UsageError, "qsub already exist and are not Copper's");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

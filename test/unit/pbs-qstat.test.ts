@@ -203,14 +203,18 @@ describe('pbs qstat: -f', () => {
   it('wraps long values at commas and breaks over-long pieces, unless wide', () => {
     const env = { A: 'x'.repeat(90), B: '1,2' };
     const job = record('7', {}, { env });
-    const line = formatQstatFull([job], OPTS).split('\n').filter((l) => l.startsWith('    Variable_List') || l.startsWith('\t'));
+    const line = formatQstatFull([job], OPTS)
+      .split('\n')
+      .filter((l) => l.startsWith('    Variable_List') || l.startsWith('\t'));
     expect(line).to.deep.equal([
       '    Variable_List = PBS_O_LOGNAME=alice,PBS_O_WORKDIR=/home/alice/work,',
       '\tPBS_O_QUEUE=workq,PBS_O_HOST=hn-alice,',
       `\tA=${'x'.repeat(68)}`,
       `\t${'x'.repeat(22)},B=1\\,2`,
     ]);
-    const wide = formatQstatFull([job], { ...OPTS, wide: true }).split('\n').find((l) => l.startsWith('    Variable_List'));
+    const wide = formatQstatFull([job], { ...OPTS, wide: true })
+      .split('\n')
+      .find((l) => l.startsWith('    Variable_List'));
     expect(wide).to.equal(
       `    Variable_List = PBS_O_LOGNAME=alice,PBS_O_WORKDIR=/home/alice/work,PBS_O_QUEUE=workq,PBS_O_HOST=hn-alice,A=${'x'.repeat(90)},B=1\\,2`,
     );

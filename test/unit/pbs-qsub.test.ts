@@ -281,7 +281,9 @@ describe('pbs qsub: forms and defaults', () => {
   });
 
   it('checks command-line options before asking for the script', () => {
-    expect(usageError(['-p', '5000', 'job.sh'], ctx({ readFile: () => undefined }))).to.equal('-p 5000: the priority must be a whole number from -1024 to 1023');
+    expect(usageError(['-p', '5000', 'job.sh'], ctx({ readFile: () => undefined }))).to.equal(
+      '-p 5000: the priority must be a whole number from -1024 to 1023',
+    );
   });
 
   it('refuses a missing operand, an empty --, stdin and a relative cwd', () => {
@@ -351,15 +353,19 @@ describe('pbs qsub: command line against directives', () => {
     expect(r.spec.resources).to.deep.equal({ ncpus: 128, memMiB: 491520 });
   });
 
-  it('a command-line select replaces the script\'s Torque nodes; the script\'s mem stays', () => {
+  it("a command-line select replaces the script's Torque nodes; the script's mem stays", () => {
     const r = job(['-l', 'select=1:ncpus=2', 'torque-nodes.pbs']);
     expect(r.spec.resources).to.deep.equal({ ncpus: 2, memMiB: 16384 });
     expect(r.chunks).to.deep.equal([{ count: 1, ncpus: 2 }]);
   });
 
   it('refuses a job-wide ncpus next to select chunks', () => {
-    expect(usageError(['-l', 'ncpus=4', 'mpi-select.pbs'])).to.equal('-l ncpus cannot be combined with -l select; give the CPUs inside the chunk (select=1:ncpus=8)');
-    expect(usageError(['-l', 'ncpus=4', 'torque-nodes.pbs'])).to.equal('-l ncpus cannot be combined with -l nodes; give the CPUs inside the node spec (nodes=1:ppn=8)');
+    expect(usageError(['-l', 'ncpus=4', 'mpi-select.pbs'])).to.equal(
+      '-l ncpus cannot be combined with -l select; give the CPUs inside the chunk (select=1:ncpus=8)',
+    );
+    expect(usageError(['-l', 'ncpus=4', 'torque-nodes.pbs'])).to.equal(
+      '-l ncpus cannot be combined with -l nodes; give the CPUs inside the node spec (nodes=1:ppn=8)',
+    );
   });
 
   it('merges -v variables, the command line winning', () => {
@@ -405,7 +411,10 @@ describe('pbs qsub: option values', () => {
   });
 
   it('-o/-e resolve against cwd; a directory gets the default name', () => {
-    expect(job(['-o', '../out.txt', '-e', 'err.txt', '--', 'x']).spec).to.include({ stdoutPath: '/home/alice/out.txt', stderrPath: '/home/alice/work/err.txt' });
+    expect(job(['-o', '../out.txt', '-e', 'err.txt', '--', 'x']).spec).to.include({
+      stdoutPath: '/home/alice/out.txt',
+      stderrPath: '/home/alice/work/err.txt',
+    });
     expect(job(['-o', 'logs/', '--', 'x']).outputDirs).to.deep.equal({ stdout: '/home/alice/work/logs' });
     const dirs = ctx({ isDirectory: (p) => p === '/scratch/alice' });
     const r = job(['-e', '/scratch/alice', '--', 'x'], dirs);
@@ -449,7 +458,9 @@ describe('pbs qsub: option values', () => {
     expect(usageError(['-l', 'place=spread', '--', 'x'])).to.equal(
       '-l place: unknown placement "spread" (use free, pack, scatter, vscatter, excl, shared, exclhost or group=RES)',
     );
-    expect(usageError(['-l', 'select=1:ncpus=2:mem=4gb,mem=8gb', '--', 'x'])).to.equal('-l mem cannot be combined with mem= inside -l select; give one of them');
+    expect(usageError(['-l', 'select=1:ncpus=2:mem=4gb,mem=8gb', '--', 'x'])).to.equal(
+      '-l mem cannot be combined with mem= inside -l select; give one of them',
+    );
   });
 
   it('parses -W depend and block', () => {
@@ -477,11 +488,19 @@ describe('pbs qsub: option values', () => {
   it('checks --cron patterns', () => {
     expect(usageError(['--cron', '0 0 30 2 *', '--', 'x'])).to.equal('--cron "0 0 30 2 *": never fires (no listed month has that day)');
     expect(usageError(['--cron', '0 0 * *', '--', 'x'])).to.equal('--cron "0 0 * *": expected 5 fields (minute hour day-of-month month day-of-week), got 4');
-    expect(usageError(['--cron', '* * * * * *', '--', 'x'])).to.equal('--cron "* * * * * *": expected 5 fields (minute hour day-of-month month day-of-week), got 6');
-    expect(usageError(['--cron', '@reboot', '--', 'x'])).to.equal('--cron "@reboot": unknown alias; use @yearly, @annually, @monthly, @weekly, @daily, @hourly');
-    expect(usageError(['--cron', '61 * * * *', '--', 'x'])).to.equal('--cron "61 * * * *": invalid pattern (Constraint error, got value 61 expected range 0-59)');
+    expect(usageError(['--cron', '* * * * * *', '--', 'x'])).to.equal(
+      '--cron "* * * * * *": expected 5 fields (minute hour day-of-month month day-of-week), got 6',
+    );
+    expect(usageError(['--cron', '@reboot', '--', 'x'])).to.equal(
+      '--cron "@reboot": unknown alias; use @yearly, @annually, @monthly, @weekly, @daily, @hourly',
+    );
+    expect(usageError(['--cron', '61 * * * *', '--', 'x'])).to.equal(
+      '--cron "61 * * * *": invalid pattern (Constraint error, got value 61 expected range 0-59)',
+    );
     expect(usageError(['--cron', '@daily', '-a', '2330', '--', 'x'])).to.equal('--cron and -a both set a start time; give one of them');
-    expect(usageError(['--cron', '@daily', '-W', 'block=true', '--', 'x'])).to.equal('--cron cannot be combined with -W block=true: a recurring job never finishes');
+    expect(usageError(['--cron', '@daily', '-W', 'block=true', '--', 'x'])).to.equal(
+      '--cron cannot be combined with -W block=true: a recurring job never finishes',
+    );
   });
 
   it('accepts --headnode on the host only, and requires it there', () => {

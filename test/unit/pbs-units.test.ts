@@ -115,12 +115,8 @@ describe('pbs units: -a date-time', () => {
     expect(usageError(() => parsePbsDateTime('321200', now))).to.equal('-a: "321200" has a day outside 01-31');
     expect(usageError(() => parsePbsDateTime('2330.61', now))).to.equal('-a: "2330.61" has seconds above 59');
     expect(usageError(() => parsePbsDateTime('202502301200', now))).to.equal('-a: "202502301200" names a day that does not exist (30/02)');
-    expect(usageError(() => parsePbsDateTime('930', now))).to.equal(
-      '-a: "930" is not a date-time; use [[[[CC]YY]MM]DD]hhmm[.SS], e.g. 202501311830',
-    );
-    expect(usageError(() => parsePbsDateTime('tomorrow', now))).to.equal(
-      '-a: "tomorrow" is not a date-time; use [[[[CC]YY]MM]DD]hhmm[.SS], e.g. 202501311830',
-    );
+    expect(usageError(() => parsePbsDateTime('930', now))).to.equal('-a: "930" is not a date-time; use [[[[CC]YY]MM]DD]hhmm[.SS], e.g. 202501311830');
+    expect(usageError(() => parsePbsDateTime('tomorrow', now))).to.equal('-a: "tomorrow" is not a date-time; use [[[[CC]YY]MM]DD]hhmm[.SS], e.g. 202501311830');
   });
 });
 

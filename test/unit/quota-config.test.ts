@@ -4,15 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../../src/errors.js';
-import {
-  QUOTA_FILE_NAME,
-  QuotaWatcher,
-  emptyQuotaConfig,
-  loadQuotaFile,
-  parseQuotaText,
-  suggest,
-  type QuotaConfig,
-} from '../../src/config/quotas.js';
+import { QUOTA_FILE_NAME, QuotaWatcher, emptyQuotaConfig, loadQuotaFile, parseQuotaText, suggest, type QuotaConfig } from '../../src/config/quotas.js';
 import { DEFAULTS_FIELDS, QUEUE_FIELDS, QUOTA_SCHEMA, SYSTEM_FIELDS, TOP_KEYS } from '../../src/config/schema.js';
 
 const EXAMPLE = fileURLToPath(new URL('../../../config/quotas.yaml', import.meta.url));
@@ -131,11 +123,15 @@ describe('quota config: refusals (file:line: reason)', () => {
     expect(refusal(lines('# limits', 'users:', '  bob:', '    max_queued: ten'))).to.equal(
       'quotas.yaml:4: users.bob.max_queued: expected a whole number or unlimited, got "ten"',
     );
-    expect(refusal(lines('users:', '  bob:', '    max_queued: 2.5'))).to.equal('quotas.yaml:3: users.bob.max_queued: expected a whole number or unlimited, got 2.5');
+    expect(refusal(lines('users:', '  bob:', '    max_queued: 2.5'))).to.equal(
+      'quotas.yaml:3: users.bob.max_queued: expected a whole number or unlimited, got 2.5',
+    );
     expect(refusal(lines('queues:', '  q:', '    enabled: yes'))).to.equal('quotas.yaml:3: queues.q.enabled: expected true or false, got "yes"');
     expect(refusal(lines('users:', '  alice: 3'))).to.equal('quotas.yaml:2: users.alice: expected a mapping of keys, got 3');
     expect(refusal(lines('defaults:', '  max_queued:'))).to.equal('quotas.yaml:2: defaults.max_queued: expected a whole number or unlimited, got nothing');
-    expect(refusal(lines('defaults:', '  max_queued: [1, 2]'))).to.equal('quotas.yaml:2: defaults.max_queued: expected a whole number or unlimited, got a list');
+    expect(refusal(lines('defaults:', '  max_queued: [1, 2]'))).to.equal(
+      'quotas.yaml:2: defaults.max_queued: expected a whole number or unlimited, got a list',
+    );
     expect(refusal('- a\n- b\n')).to.equal('quotas.yaml:1: the top level: expected a mapping of keys, got a list');
   });
 
@@ -149,7 +145,9 @@ describe('quota config: refusals (file:line: reason)', () => {
 
   it('malformed sizes and durations', () => {
     expect(refusal(lines('defaults:', '  max_job_mem: 8'))).to.equal('quotas.yaml:2: defaults.max_job_mem: 8 has no unit; write a size such as 8gb or 512mb');
-    expect(refusal(lines('defaults:', '  max_job_mem: "8"'))).to.equal('quotas.yaml:2: defaults.max_job_mem: "8" has no unit; write a size such as 8gb or 512mb');
+    expect(refusal(lines('defaults:', '  max_job_mem: "8"'))).to.equal(
+      'quotas.yaml:2: defaults.max_job_mem: "8" has no unit; write a size such as 8gb or 512mb',
+    );
     expect(refusal(lines('defaults:', '  max_job_mem: 8 gigs'))).to.equal(
       'quotas.yaml:2: defaults.max_job_mem: "8 gigs" is not a size; use e.g. 8gb, 512mb or 1024kb',
     );
@@ -221,7 +219,9 @@ describe('quota config: refusals (file:line: reason)', () => {
   });
 
   it('YAML syntax errors and duplicate keys', () => {
-    expect(refusal(lines('defaults:', '  max_queued: 1', '\tmax_running: 2'))).to.equal('quotas.yaml:3: YAML syntax error: Tabs are not allowed as indentation');
+    expect(refusal(lines('defaults:', '  max_queued: 1', '\tmax_running: 2'))).to.equal(
+      'quotas.yaml:3: YAML syntax error: Tabs are not allowed as indentation',
+    );
     expect(refusal(lines('# users', 'users: alice: 1'))).to.equal('quotas.yaml:2: YAML syntax error: Nested mappings are not allowed in compact mappings');
     expect(refusal(lines('users:', '  alice: {}', '  alice: {}'))).to.equal(
       'quotas.yaml:3: YAML syntax error: duplicate key: each key may appear only once in a mapping',
@@ -239,6 +239,7 @@ describe('quota config: refusals (file:line: reason)', () => {
   });
 });
 
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument -- these tests walk a JSON Schema document */
 describe('quota config: JSON Schema', () => {
   it('documents every top-level key and every field', () => {
     const s = QUOTA_SCHEMA as Record<string, any>;

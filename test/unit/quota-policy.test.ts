@@ -41,7 +41,7 @@ function run(t: UsageTracker, j: TrackedJob, n: number): void {
 }
 
 describe('quota policy: checkSubmit', () => {
-  it('refuses a submission over the user\'s max_queued, counting running jobs too', () => {
+  it("refuses a submission over the user's max_queued, counting running jobs too", () => {
     const cfg = cfgOf('users:', '  alice:', '    max_queued: 10');
     const t = new UsageTracker();
     queue(t, job(), 8);
@@ -58,11 +58,13 @@ describe('quota policy: checkSubmit', () => {
     expect(quotaError(() => checkSubmit(cfg, t, req(), 51))).to.equal('would exceed max_queued=100 for user alice (has 50 queued or running, submitting 51)');
   });
 
-  it('a user\'s own value replaces the default user\'s; unlimited lifts it', () => {
+  it("a user's own value replaces the default user's; unlimited lifts it", () => {
     const cfg = cfgOf('defaults:', '  max_queued: 5', 'users:', '  bob:', '    max_queued: 50', '  carol:', '    max_queued: unlimited');
     const t = new UsageTracker();
     for (const user of ['alice', 'bob', 'carol']) queue(t, job({ user }), 5);
-    expect(quotaError(() => checkSubmit(cfg, t, req({ user: 'alice' })))).to.equal('would exceed max_queued=5 for user alice (has 5 queued or running, submitting 1)');
+    expect(quotaError(() => checkSubmit(cfg, t, req({ user: 'alice' })))).to.equal(
+      'would exceed max_queued=5 for user alice (has 5 queued or running, submitting 1)',
+    );
     expect(() => checkSubmit(cfg, t, req({ user: 'bob' }))).not.to.throw();
     expect(() => checkSubmit(cfg, t, req({ user: 'carol' }), 1_000_000)).not.to.throw();
     expect(userLimit(cfg, 'carol', 'maxQueued')).to.equal(Infinity);
@@ -105,14 +107,7 @@ describe('quota policy: checkSubmit', () => {
   });
 
   it('per-job ncpus, mem and walltime, naming the entity', () => {
-    const cfg = cfgOf(
-      'defaults:',
-      '  max_job_ncpus: 8',
-      'groups:',
-      '  physics: {max_job_mem: 32gb}',
-      'queues:',
-      '  short: {max_job_walltime: 01:00:00}',
-    );
+    const cfg = cfgOf('defaults:', '  max_job_ncpus: 8', 'groups:', '  physics: {max_job_mem: 32gb}', 'queues:', '  short: {max_job_walltime: 01:00:00}');
     const t = new UsageTracker();
     expect(quotaError(() => checkSubmit(cfg, t, req({ queue: 'short', ncpus: 16 })))).to.equal('ncpus=16 exceeds max_job_ncpus=8 for user alice');
     expect(quotaError(() => checkSubmit(cfg, t, req({ queue: 'short', memMiB: 64 * 1024 })))).to.equal('mem=64gb exceeds max_job_mem=32gb for group physics');
@@ -127,7 +122,7 @@ describe('quota policy: checkSubmit', () => {
     });
   });
 
-  it('an unknown memory size (0: the headnode\'s RAM) is not checked against max_job_mem', () => {
+  it("an unknown memory size (0: the headnode's RAM) is not checked against max_job_mem", () => {
     const cfg = cfgOf('defaults:', '  max_job_mem: 1gb');
     expect(checkSubmit(cfg, new UsageTracker(), req({ memMiB: 0 })).memMiB).to.equal(0);
   });
@@ -186,7 +181,7 @@ describe('quota policy: admit', () => {
     expect(admit(cfg, t, a()).ok).to.equal(true);
   });
 
-  it('the default user\'s max_running applies to everybody without their own', () => {
+  it("the default user's max_running applies to everybody without their own", () => {
     const cfg = cfgOf('defaults: {max_running: 1}', 'users:', '  bob: {max_running: 3}');
     const t = new UsageTracker();
     run(t, job(), 1);
@@ -215,7 +210,10 @@ describe('quota policy: admit', () => {
       reason: 'QueueUserMaxRun: bob in queue workq has 1 of max_running=1',
     });
     run(t, job({ user: 'dan', group: 'chem' }), 1);
-    expect(admit(cfg, t, a({ user: 'erin', group: 'chem' }))).to.deep.include({ code: 'QueueMaxRun', reason: 'QueueMaxRun: queue workq has 3 of max_running=3' });
+    expect(admit(cfg, t, a({ user: 'erin', group: 'chem' }))).to.deep.include({
+      code: 'QueueMaxRun',
+      reason: 'QueueMaxRun: queue workq has 3 of max_running=3',
+    });
     run(t, job({ user: 'dan', group: 'chem', queue: 'big' }), 1);
     expect(admit(cfg, t, a({ user: 'erin', group: 'chem', queue: 'big' }))).to.deep.include({
       code: 'SystemMaxRun',
@@ -350,12 +348,7 @@ describe('quota policy: UsageTracker', () => {
 
 describe('quota policy: many users', () => {
   it('1,000 users x 20 jobs: limits hold at every step and the counts stay exact', () => {
-    const cfg = cfgOf(
-      'defaults: {max_queued: 20, max_running: 3, max_running_ncpus: 4}',
-      'groups:',
-      '  g0: {max_running: 50}',
-      'system: {max_running: 1500}',
-    );
+    const cfg = cfgOf('defaults: {max_queued: 20, max_running: 3, max_running_ncpus: 4}', 'groups:', '  g0: {max_running: 50}', 'system: {max_running: 1500}');
     const t = new UsageTracker();
     const users = Array.from({ length: 1000 }, (_, i) => ({ user: `u${i}`, group: `g${i % 10}` }));
     for (const u of users) {

@@ -40,10 +40,14 @@ function monitor(path: string, have: number, max: number, answer: (slot: number,
             break;
           case 'query-hotpluggable-cpus':
             // Newest first, as QEMU lists them; plugged ones carry a qom-path.
-            reply(Array.from({ length: max }, (_, i) => max - 1 - i).map((core) => ({
-              type: 'max-x86_64-cpu', 'vcpus-count': 1, props: { 'socket-id': 0, 'core-id': core, 'thread-id': 0 },
-              ...(core < have ? { 'qom-path': `/machine/unattached/device[${core}]` } : {}),
-            })));
+            reply(
+              Array.from({ length: max }, (_, i) => max - 1 - i).map((core) => ({
+                type: 'max-x86_64-cpu',
+                'vcpus-count': 1,
+                props: { 'socket-id': 0, 'core-id': core, 'thread-id': 0 },
+                ...(core < have ? { 'qom-path': `/machine/unattached/device[${core}]` } : {}),
+              })),
+            );
             break;
           case 'query-cpus-fast':
             reply(Array.from({ length: have }, (_, i) => ({ 'cpu-index': i, 'qom-path': `/machine/unattached/device[${i}]` })));
@@ -70,7 +74,7 @@ function monitor(path: string, have: number, max: number, answer: (slot: number,
   return new Promise((resolve) => server.listen(path, () => resolve({ server, calls })));
 }
 
-describe('resizing a clone\'s vCPUs (-l ncpus)', () => {
+describe("resizing a clone's vCPUs (-l ncpus)", () => {
   let dir: string;
   let mon: Monitor | undefined;
   let qmp: QmpClient | undefined;

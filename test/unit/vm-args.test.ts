@@ -27,7 +27,7 @@ function base(over: Partial<VmConfig> = {}): VmConfig {
 function values(args: string[], flag: string): string[] {
   const out: string[] = [];
   args.forEach((a, i) => {
-    if (a === flag && i + 1 < args.length) out.push(args[i + 1]!);
+    if (a === flag && i + 1 < args.length) out.push(args[i + 1]);
   });
   return out;
 }
@@ -114,19 +114,17 @@ describe('buildVmArgs', () => {
   });
 
   it('adds the optional 9p share and cluster NIC in their own slots', () => {
-    const a = buildVmArgs(
-      base({ sharedDir: '/srv/a,b', clusterNic: { kind: 'mcast', mcast: '230.0.0.1:1234', mac: '52:54:00:00:00:02' } }),
-    );
+    const a = buildVmArgs(base({ sharedDir: '/srv/a,b', clusterNic: { kind: 'mcast', mcast: '230.0.0.1:1234', mac: '52:54:00:00:00:02' } }));
     expect(values(a, '-fsdev')).to.deep.equal(['local,id=fs0,path=/srv/a,,b,security_model=passthrough']);
     expect(values(a, '-device')).to.include('virtio-9p-pci,fsdev=fs0,mount_tag=copper,bus=pci.0,addr=0x7');
     expect(values(a, '-netdev')[1]).to.equal('socket,id=net1,mcast=230.0.0.1:1234');
     expect(values(a, '-device')).to.include('virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:00:00:02,bus=pci.0,addr=0x8');
   });
 
-  it('serves the owner\'s shared folder over a second guestfwd to a confined sftp-server', () => {
+  it("serves the owner's shared folder over a second guestfwd to a confined sftp-server", () => {
     const net = values(buildVmArgs(base({ sharedSftp: { dir: '/var/lib/copper/shared/alice' } })), '-netdev');
     expect(net).to.have.length(1);
-    const fwd = net[0]!.split(',guestfwd=');
+    const fwd = net[0].split(',guestfwd=');
     expect(fwd[1]).to.equal('tcp:10.0.2.100:80-cmd:socat -lf /dev/null - UNIX-CONNECT:/var/lib/copper/run/channels/alice-hn.sock');
     expect(fwd[2]).to.equal(`tcp:10.0.2.101:22-cmd:${sftpSandboxCommand('/var/lib/copper/shared/alice')}`);
     const cmd = sftpSandboxCommand('/var/lib/copper/shared/alice', 'x64');
@@ -140,7 +138,9 @@ describe('buildVmArgs', () => {
     expect(cmd).to.contain('--remount-ro /');
     // Only the server, the loader and libc come from the host, read-only.
     expect(cmd.match(/--ro-bind \S+/g)).to.deep.equal([
-      '--ro-bind /usr/lib/openssh/sftp-server', '--ro-bind /lib64/ld-linux-x86-64.so.2', '--ro-bind /lib/x86_64-linux-gnu/libc.so.6',
+      '--ro-bind /usr/lib/openssh/sftp-server',
+      '--ro-bind /lib64/ld-linux-x86-64.so.2',
+      '--ro-bind /lib/x86_64-linux-gnu/libc.so.6',
     ]);
     expect(cmd.match(/--bind \S+/g)).to.deep.equal(['--bind /var/lib/copper/shared/alice']);
     for (const dir of ['shared', '/x y', '/a,b', "/a'b", '/a/../b']) {
@@ -161,9 +161,7 @@ describe('buildVmArgs', () => {
     expect(() => buildVmArgs(base({ apiSocket: '/tmp/a:b.sock' }))).to.throw(UsageError);
     expect(() => buildVmArgs(base({ qmpSocket: '/' + 'x'.repeat(120) }))).to.throw(UsageError);
     expect(() => buildVmArgs(base({ disk: 'relative.qcow2' }))).to.throw(UsageError);
-    expect(() =>
-      buildVmArgs(base({ clusterNic: { kind: 'tap', ifname: 'tap0', mac: '52:54:00:12:34:56' } })),
-    ).to.throw(UsageError);
+    expect(() => buildVmArgs(base({ clusterNic: { kind: 'tap', ifname: 'tap0', mac: '52:54:00:12:34:56' } }))).to.throw(UsageError);
   });
 });
 

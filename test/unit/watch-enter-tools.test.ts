@@ -53,7 +53,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
 
   async function submit(over: Partial<JobSpec>): Promise<string> {
     const [rec] = await sched.submit([testSpec({ cwd: work, ...over })]);
-    return rec!.id;
+    return rec.id;
   }
   const state = async (id: string): Promise<string> => (await sched.get(ADMIN, id)).state;
 
@@ -64,11 +64,27 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
     work = realpathSync(mkdtempSync(join(tmpdir(), 'copper-we-')));
     driver = new FakeDriver({ deliverRoot, headnodes: new Set(['hn1']) });
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
-      stateDir: r.dir, capacity: { ncpus: 2, memMiB: 4096 }, killDelayMs: 300, lockDurationMs: 4000,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 2, memMiB: 4096 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
     });
     await sched.start();
-    services = { scheduler: sched, headnodes: { get: async () => { throw new Error('unused'); } }, serverName: 'srv', clones: driver };
+    services = {
+      scheduler: sched,
+      headnodes: {
+        get: async () => {
+          throw new Error('unused');
+        },
+      },
+      serverName: 'srv',
+      clones: driver,
+    };
   });
 
   afterEach(async function () {
@@ -78,7 +94,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
     rmSync(work, { recursive: true, force: true });
   });
 
-  it('gcqpeek prints a running job\'s stdout so far, -e its stderr; -f follows it line by line until it ends', async function () {
+  it("gcqpeek prints a running job's stdout so far, -e its stderr; -f follows it line by line until it ends", async function () {
     const id = await submit({ argv: ['sh', '-c', 'echo err-line >&2; for i in 1 2 3 4 5; do echo line $i; sleep 0.4; done'] });
     await until('job running', async () => (await state(id)) === 'R');
     await until('first line', async () => (await call('gcqpeek', [id])).stdout.startsWith('line 1\n'));
@@ -95,7 +111,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
 
   it('gcqpeek -f started on a held job waits for it to run, then follows it; without -f it is refused', async function () {
     const [rec] = await sched.submit([testSpec({ cwd: work, argv: ['sh', '-c', 'echo a; sleep 0.5; echo b'] })], { hold: true });
-    const id = rec!.id;
+    const id = rec.id;
     expect(await state(id)).to.equal('H');
     const now = await call('gcqpeek', [id]);
     expect([now.stderr, now.exitCode]).to.deep.equal([`gcqpeek: Request invalid for state of job ${id} (H): it is not running\n`, 1]);
@@ -121,10 +137,14 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
     await sched.delete(ADMIN, id);
   });
 
-  it('another user\'s job is unknown to gcqpeek and gcqexec; bad arguments get one line and exit 2', async function () {
+  it("another user's job is unknown to gcqpeek and gcqexec; bad arguments get one line and exit 2", async function () {
     const id = await submit({ argv: ['sleep', '20'] });
     await until('job running', async () => (await state(id)) === 'R');
-    for (const [tool, argv] of [['gcqpeek', [id]], ['gcqpeek', ['-f', id]], ['gcqexec', [id, '--', 'hostname']]] as const) {
+    for (const [tool, argv] of [
+      ['gcqpeek', [id]],
+      ['gcqpeek', ['-f', id]],
+      ['gcqexec', [id, '--', 'hostname']],
+    ] as const) {
       const a = await call(tool, [...argv], BOB);
       expect([a.stdout, a.stderr, a.exitCode], `${tool} ${argv.join(' ')}`).to.deep.equal(['', `${tool}: Unknown Job Id ${id}\n`, 153]);
     }
@@ -143,8 +163,15 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
       expect(a.exitCode, `${tool} ${argv.join(' ')}`).to.equal(2);
     }
     // From a terminal, but the test double has no terminals: refused in one line, not crashed.
-    const noTty = await runTool('gcqexec', { actor: ALICE, argv: [id], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], terminal: { rows: 24, cols: 80 } }, services);
-    expect([noTty.stderr, noTty.exitCode]).to.deep.equal(["gcqexec: this gcd's driver cannot open a shell in a job: give a command, gcqexec ID -- CMD [ARG...]\n", 2]);
+    const noTty = await runTool(
+      'gcqexec',
+      { actor: ALICE, argv: [id], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], terminal: { rows: 24, cols: 80 } },
+      services,
+    );
+    expect([noTty.stderr, noTty.exitCode]).to.deep.equal([
+      "gcqexec: this gcd's driver cannot open a shell in a job: give a command, gcqexec ID -- CMD [ARG...]\n",
+      2,
+    ]);
     const none = await call('gcqexec', ['999', '--', 'true']);
     expect([none.stderr, none.exitCode]).to.deep.equal(['gcqexec: Unknown Job Id 999\n', 153]);
     await sched.delete(ADMIN, id);
@@ -160,14 +187,16 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
     await new Promise((res) => setTimeout(res, 1100));
     const f = await call('gcqstat', ['-f', id]);
     expect(f.stdout).to.match(new RegExp(`\\n    exec_host = hn1-${id.split('.')[0]}/0\\*2\\n`));
-    const json = JSON.parse((await call('gcqstat', ['-f', '-F', 'json', id])).stdout) as { Jobs: Record<string, { exec_host: string; resources_used: { walltime: string } }> };
-    const j = json.Jobs[id]!;
+    const json = JSON.parse((await call('gcqstat', ['-f', '-F', 'json', id])).stdout) as {
+      Jobs: Record<string, { exec_host: string; resources_used: { walltime: string } }>;
+    };
+    const j = json.Jobs[id];
     expect(j.exec_host).to.equal(`hn1-${id.split('.')[0]}/0*2`);
     expect(j.resources_used.walltime).to.not.equal('00:00:00');
     await sched.delete(ADMIN, id);
   });
 
-  it('parses gcqexec\'s argv by hand and keeps UTF-8 characters whole across rounds', function () {
+  it("parses gcqexec's argv by hand and keeps UTF-8 characters whole across rounds", function () {
     expect(parseExecArgs(['12', 'ls', '-l'])).to.deep.equal({ id: '12', command: ['ls', '-l'] });
     expect(parseExecArgs(['12', '--', 'ls', '--', 'x'])).to.deep.equal({ id: '12', command: ['ls', '--', 'x'] });
     expect(parseExecArgs(['--', '12'])).to.deep.equal({ id: '12', command: [] });
@@ -184,13 +213,21 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
   it('a terminal session goes on only for the channel that opened it, and ends with its shell', async function () {
     const rounds: Buffer[] = [];
     let closed = 0;
-    const outputs: Array<{ output: Buffer; exitCode?: number }> = [{ output: Buffer.from('$ ') }, { output: Buffer.from([0xe2, 0x82]) }, { output: Buffer.from([0xac, 0x0a]), exitCode: 5 }];
+    const outputs: Array<{ output: Buffer; exitCode?: number }> = [
+      { output: Buffer.from('$ ') },
+      { output: Buffer.from([0xe2, 0x82]) },
+      { output: Buffer.from([0xac, 0x0a]), exitCode: 5 },
+    ];
     const id = terminalSessions.add(ALICE, {
       round: async (input) => (rounds.push(input), outputs.shift()!),
       close: async () => void closed++,
     });
     const round = (actor: Actor, input: string) =>
-      runTool('gcqexec', { actor, argv: ['1'], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], cursor: id, input: Buffer.from(input).toString('base64') }, services);
+      runTool(
+        'gcqexec',
+        { actor, argv: ['1'], cwd: '/', env: {}, account: 'alice', files: {}, missing: [], cursor: id, input: Buffer.from(input).toString('base64') },
+        services,
+      );
     const bob = await round(BOB, 'x');
     expect([bob.stderr, bob.exitCode]).to.deep.equal(['gcqexec: no such terminal session (it ended, or its client was gone too long)\n', 2]);
     const a1 = await round(ALICE, 'ls\r');

@@ -79,16 +79,34 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(r.status, r.stderr).to.equal(0);
     return JSON.parse(r.stdout) as CloneInfo[];
   };
-  const envOf = (text: string): Record<string, string> => Object.fromEntries(text.trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
-  const qemuPids = (): string => spawnSync('pgrep', ['-f', `qemu-system.*${g.stateDir}`]).stdout.toString().trim();
+  const envOf = (text: string): Record<string, string> =>
+    Object.fromEntries(
+      text
+        .trim()
+        .split('\n')
+        .map((l) => l.split('=', 2) as [string, string]),
+    );
+  const qemuPids = (): string =>
+    spawnSync('pgrep', ['-f', `qemu-system.*${g.stateDir}`])
+      .stdout.toString()
+      .trim();
 
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_MAX_CLONES: '3' });
     await g.start();
-    g.startHeadnodes([[HN, 'alice'], ['bob-hn', 'bob']], 256);
+    g.startHeadnodes(
+      [
+        [HN, 'alice'],
+        ['bob-hn', 'bob'],
+      ],
+      256,
+    );
     // copper-init mounts the owner's shared volume after the network, maybe after the agent answers.
     await until('/shared in the headnode', () => inside(HN, 'grep -q " /shared fuse.sshfs " /proc/mounts').status === 0, 60_000);
-    const w = inside(HN, `echo from-the-headnode > /shared/hello; cat > /root/probe.py <<'PY'\n${PROBE}\nPY\nsetsid python3 /root/probe.py </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && echo up && exit 0; sleep 0.2; done; exit 1`);
+    const w = inside(
+      HN,
+      `echo from-the-headnode > /shared/hello; cat > /root/probe.py <<'PY'\n${PROBE}\nPY\nsetsid python3 /root/probe.py </dev/null >/dev/null 2>&1 &\nfor i in $(seq 150); do python3 -c 'import socket; socket.create_connection(("127.0.0.1", 8000))' 2>/dev/null && echo up && exit 0; sleep 0.2; done; exit 1`,
+    );
     expect(w.stdout, w.stderr).to.equal('up\n');
   });
 
@@ -120,8 +138,13 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
       const f = fetchIn(HN, `http://${HN}-c${id}:8000/env`);
       expect(f.status, f.stderr).to.equal(0);
       expect(envOf(f.stdout)).to.deep.include({
-        COPPER_CLONE: '1', COPPER_CLONE_ID: String(id), COPPER_GENERATION: '1', COPPER_PARENT: HN, COPPER_HEADNODE: HN,
-        COPPER_CLUSTER_IP: `10.100.0.${id + 1}`, COPPER_CLUSTER_NAME: `${HN}-c${id}`,
+        COPPER_CLONE: '1',
+        COPPER_CLONE_ID: String(id),
+        COPPER_GENERATION: '1',
+        COPPER_PARENT: HN,
+        COPPER_HEADNODE: HN,
+        COPPER_CLUSTER_IP: `10.100.0.${id + 1}`,
+        COPPER_CLUSTER_NAME: `${HN}-c${id}`,
       });
     }
     // The headnode's own file says it is not a clone.
@@ -144,7 +167,10 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(shared.out, shared.err).to.equal('from-the-headnode\n');
     expect(inside(HN, 'cat /shared/from-c1').stdout).to.equal('from-c1\n');
     const list = clones();
-    expect(list.map((c) => [c.id, c.generation, c.state, c.address])).to.deep.equal([[1, 1, 'running', '10.100.0.2'], [2, 1, 'running', '10.100.0.3']]);
+    expect(list.map((c) => [c.id, c.generation, c.state, c.address])).to.deep.equal([
+      [1, 1, 'running', '10.100.0.2'],
+      [2, 1, 'running', '10.100.0.3'],
+    ]);
     expect(list.every((c) => (c.pssMiB ?? 0) > 0 && c.uptimeSec >= 0)).to.equal(true);
     // The TypeScript client (host admin socket) sees the same through the same call.
     const viaClient = await new CopperClient({ socketPath: join(g.stateDir, 'gcd.sock') }, { headnode: HN }).clones();
@@ -152,7 +178,10 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
   });
 
   it('a job submitted from a headnode that has a cluster runs in a clone that is not on the cluster network', function () {
-    const sub = inside(HN, `cd /root && gcqsub -W block=true -N net -- sh -c 'ip -br addr show cl0; python3 -c "import socket; socket.create_connection((\\"${HN}-c1\\", 8000), timeout=3)" 2>&1 | tail -1'`);
+    const sub = inside(
+      HN,
+      `cd /root && gcqsub -W block=true -N net -- sh -c 'ip -br addr show cl0; python3 -c "import socket; socket.create_connection((\\"${HN}-c1\\", 8000), timeout=3)" 2>&1 | tail -1'`,
+    );
     expect(sub.status, sub.stderr).to.equal(0);
     const seq = sub.stdout.trim().split('.')[0];
     const out = inside(HN, `cat /root/net.o${seq}`).stdout;
@@ -160,8 +189,11 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(out).to.match(/timed out|No route|unreachable/i);
   });
 
-  it('another user\'s cluster is another L2: bob\'s headnode cannot reach alice\'s clones even with an address in her subnet', function () {
-    const r = inside('bob-hn', 'gc clone 1 --ttl 600 >/dev/null && ip addr add 10.100.0.200/24 dev cl0 && python3 -c \'import socket; socket.create_connection(("10.100.0.2", 8000), timeout=5)\' 2>&1 | tail -1; ip addr del 10.100.0.200/24 dev cl0');
+  it("another user's cluster is another L2: bob's headnode cannot reach alice's clones even with an address in her subnet", function () {
+    const r = inside(
+      'bob-hn',
+      'gc clone 1 --ttl 600 >/dev/null && ip addr add 10.100.0.200/24 dev cl0 && python3 -c \'import socket; socket.create_connection(("10.100.0.2", 8000), timeout=5)\' 2>&1 | tail -1; ip addr del 10.100.0.200/24 dev cl0',
+    );
     expect(r.stdout).to.match(/timed out|No route|unreachable/i);
     const bob = JSON.parse(gc('clones', '--headnode', 'bob-hn', '--json').stdout) as CloneInfo[];
     expect(bob.map((c) => c.address)).to.deep.equal(['10.100.1.2']);
@@ -181,7 +213,11 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     const child = JSON.parse(fetchIn(HN, `http://${HN}-c3:8000/file?p=/tmp/run-fork.json`).stdout) as { rc: number; out: string; err: string };
     expect(child).to.deep.include({ rc: 0, out: '[]\n' });
     expect(envOf(fetchIn(HN, `http://${HN}-c3:8000/env`).stdout)).to.deep.include({
-      COPPER_CLONE_ID: '3', COPPER_GENERATION: '2', COPPER_PARENT: `${HN}-c1`, COPPER_BATCH_RANK: '0', COPPER_BATCH_SIZE: '1',
+      COPPER_CLONE_ID: '3',
+      COPPER_GENERATION: '2',
+      COPPER_PARENT: `${HN}-c1`,
+      COPPER_BATCH_RANK: '0',
+      COPPER_BATCH_SIZE: '1',
     });
     // The server started in the headnode before anything was cloned answers in generation 2 too.
     const three = inClone(`${HN}-c3`, `python3 -c 'import copper; print(copper.whoami()["COPPER_CLONE_ID"], len(copper.clones()))'`);
@@ -191,7 +227,9 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
   it('the quota refuses a batch over the limit whole (all or nothing) and says which limit', function () {
     const over = inside(HN, 'gc clone 1');
     expect(over.status).to.equal(38);
-    expect(over.stderr).to.equal('gc: gc clone 1: refused, none created: max_clones=3 for user alice (gcd setting GC_MAX_CLONES) (3 live clones, 1 more asked)\n');
+    expect(over.stderr).to.equal(
+      'gc: gc clone 1: refused, none created: max_clones=3 for user alice (gcd setting GC_MAX_CLONES) (3 live clones, 1 more asked)\n',
+    );
     expect(inside(HN, 'gc kill 2').stdout).to.equal(`killed 2 ${HN}-c2\n`);
     const two = inside(HN, 'gc clone 2');
     expect(two.status).to.equal(38);

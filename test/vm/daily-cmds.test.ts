@@ -44,7 +44,9 @@ describe('gcqsig suspend/resume and gcqrerun with real clones @vm', function () 
   });
 
   it('gcqsig -s suspend pauses the clone (the count stops, state S); resume continues it', async function () {
-    const sub = inside('mkdir -p /root/w && cd /root/w && gcqsub -N counter -l walltime=00:10:00 -- sh -c \'i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo $i > /shared/count; sleep 0.5; done\'');
+    const sub = inside(
+      "mkdir -p /root/w && cd /root/w && gcqsub -N counter -l walltime=00:10:00 -- sh -c 'i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo $i > /shared/count; sleep 0.5; done'",
+    );
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
     await until('counting in the clone', () => count() >= 4, 300_000);
@@ -66,7 +68,9 @@ describe('gcqsig suspend/resume and gcqrerun with real clones @vm', function () 
 
   it('gcqrerun runs the job again from the same snapshot: run_count 2', async function () {
     // marker changes in the headnode after submission: both runs still see the snapshot's v1.
-    const sub = inside('cd /root/w && echo v1 > marker && rm -f /shared/runs && gcqsub -N twice -- sh -c \'cat /root/w/marker >> /shared/runs; n=$(wc -l < /shared/runs); [ "$n" -ge 2 ] || sleep 600\' && echo v2 > marker');
+    const sub = inside(
+      'cd /root/w && echo v1 > marker && rm -f /shared/runs && gcqsub -N twice -- sh -c \'cat /root/w/marker >> /shared/runs; n=$(wc -l < /shared/runs); [ "$n" -ge 2 ] || sleep 600\' && echo v2 > marker',
+    );
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
     await until('first run', () => existsSync(shared('runs')) && readFileSync(shared('runs'), 'utf8') === 'v1\n', 300_000);

@@ -188,32 +188,52 @@ describe('QemuDriver end to end under TCG @vm', function () {
     const joined = join(root, 'joined.txt');
     const j = await run(c, ['/bin/sh', '-c', 'echo one; echo two >&2'], { stdoutFile: joined, stderrFile: joined });
     expect(j.out).to.equal('one\ntwo\n');
-    const sc = await run(c, [], { script: '#!/bin/sh\necho "script $1 $2 in $(pwd) as $(id -un)"\n', scriptArgs: ['x', 'y'], cwd: '/home/alice', user: 'alice' });
+    const sc = await run(c, [], {
+      script: '#!/bin/sh\necho "script $1 $2 in $(pwd) as $(id -un)"\n',
+      scriptArgs: ['x', 'y'],
+      cwd: '/home/alice',
+      user: 'alice',
+    });
     expect(sc.out).to.equal('script x y in /home/alice as alice\n');
     await drv.destroy(c.cloneId);
   });
 
   // REPRO=N runs it N times (a race between a stop and a clone taking its identity hid here).
-  for (let rep = 0; rep < (Number(process.env.REPRO) || 1); rep++) it('kills a running command by its process group', async () => {
-    const c = await newClone();
-    const out = join(root, 'kill.out');
-    const cmd = await drv.exec(c, { argv: ['/bin/sh', '-c', 'sleep 1000 & sleep 1000; echo never'], cwd: '/', env: {}, user: 'root', stdoutFile: out, stderrFile: out });
-    await new Promise((r) => setTimeout(r, 1500));
-    await cmd.kill('TERM');
-    const r = await cmd.done;
-    expect(r.signal).to.equal(15);
-    const left = await run(c, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
-    expect(left.out.trim()).to.equal('0');
-    await drv.destroy(c.cloneId);
-    // Stopped at once, while the fresh clone is still taking its identity: the stop waits for
-    // the command's process group, then ends it.
-    const early = await newClone();
-    const cmd2 = await drv.exec(early, { argv: ['/bin/sh', '-c', 'sleep 1000 & sleep 1000; echo never'], cwd: '/', env: {}, user: 'root', stdoutFile: out, stderrFile: out });
-    await cmd2.kill('TERM');
-    expect((await cmd2.done).signal).to.equal(15);
-    const ran = await run(early, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
-    expect(ran.out).to.equal('0\n');
-  });
+  for (let rep = 0; rep < (Number(process.env.REPRO) || 1); rep++)
+    it('kills a running command by its process group', async () => {
+      const c = await newClone();
+      const out = join(root, 'kill.out');
+      const cmd = await drv.exec(c, {
+        argv: ['/bin/sh', '-c', 'sleep 1000 & sleep 1000; echo never'],
+        cwd: '/',
+        env: {},
+        user: 'root',
+        stdoutFile: out,
+        stderrFile: out,
+      });
+      await new Promise((r) => setTimeout(r, 1500));
+      await cmd.kill('TERM');
+      const r = await cmd.done;
+      expect(r.signal).to.equal(15);
+      const left = await run(c, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
+      expect(left.out.trim()).to.equal('0');
+      await drv.destroy(c.cloneId);
+      // Stopped at once, while the fresh clone is still taking its identity: the stop waits for
+      // the command's process group, then ends it.
+      const early = await newClone();
+      const cmd2 = await drv.exec(early, {
+        argv: ['/bin/sh', '-c', 'sleep 1000 & sleep 1000; echo never'],
+        cwd: '/',
+        env: {},
+        user: 'root',
+        stdoutFile: out,
+        stderrFile: out,
+      });
+      await cmd2.kill('TERM');
+      expect((await cmd2.done).signal).to.equal(15);
+      const ran = await run(early, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
+      expect(ran.out).to.equal('0\n');
+    });
 
   it('brings back more than 16 MiB of stdout whole', async () => {
     const c = await newClone();
@@ -242,7 +262,9 @@ describe('QemuDriver end to end under TCG @vm', function () {
     // A clone has no RAM file of its own: only snapshot RAM files are on tmpfs.
     const ram = await readdir(settings.ramDir, { recursive: true });
     expect(ram.filter((f) => f.includes(c.cloneId))).to.deep.equal([]);
-    const gone = await drv.exec(c, { argv: ['true'], cwd: '/', env: {}, user: 'root', stdoutFile: '/dev/null', stderrFile: '/dev/null' }).catch((e: unknown) => e);
+    const gone = await drv
+      .exec(c, { argv: ['true'], cwd: '/', env: {}, user: 'root', stdoutFile: '/dev/null', stderrFile: '/dev/null' })
+      .catch((e: unknown) => e);
     expect(gone).to.be.instanceOf(NotFoundError);
   });
 
@@ -283,7 +305,11 @@ describe('QemuDriver end to end under TCG @vm', function () {
   });
 
   it('rejects bad input with typed errors', async () => {
-    const err = async (p: Promise<unknown>): Promise<unknown> => p.then(() => expect.fail('resolved'), (e: unknown) => e);
+    const err = async (p: Promise<unknown>): Promise<unknown> =>
+      p.then(
+        () => expect.fail('resolved'),
+        (e: unknown) => e,
+      );
     expect(await err(drv.snapshot('nosuch'))).to.be.instanceOf(NotFoundError);
     expect(await err(drv.snapshot('../etc'))).to.be.instanceOf(UsageError);
     expect(await err(drv.clone({ cloneId: 'x1', snapshotId: 'nosuch.1', hostname: 'x', ncpus: 1 }))).to.be.instanceOf(NotFoundError);
@@ -324,7 +350,7 @@ describe('QemuDriver end to end under TCG @vm', function () {
     await drv.releaseSnapshot(partial);
   });
 
-  it('gives a clone the vCPUs its job asks for (-l ncpus), hot-plugged up to the headnode\'s slots', async () => {
+  it("gives a clone the vCPUs its job asks for (-l ncpus), hot-plugged up to the headnode's slots", async () => {
     const id = `t${++seq}`;
     clonesOfTest.push(id);
     const c = await drv.clone({ cloneId: id, snapshotId: snapId, hostname: `${hn}-${id}`, ncpus: 3 });

@@ -22,7 +22,13 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
     await g.start();
-    g.startHeadnodes([['alice-hn', 'alice'], ['bob-hn', 'bob']], 384);
+    g.startHeadnodes(
+      [
+        ['alice-hn', 'alice'],
+        ['bob-hn', 'bob'],
+      ],
+      384,
+    );
   });
 
   after(async function () {
@@ -35,7 +41,11 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
 
   it('apt-get install, write a program, `gcqsub python3 myprogram.py`: the output appears next to it', function () {
     // Only bookworm main: the package lists are what makes apt slow under TCG.
-    const apt = inside('alice-hn', 'echo "deb http://deb.debian.org/debian bookworm main" > /etc/apt/sources.list && apt-get update -q >/dev/null && apt-get install -y -q python3-six >/dev/null && python3 -c "import six; print(six.__version__)"', 900);
+    const apt = inside(
+      'alice-hn',
+      'echo "deb http://deb.debian.org/debian bookworm main" > /etc/apt/sources.list && apt-get update -q >/dev/null && apt-get install -y -q python3-six >/dev/null && python3 -c "import six; print(six.__version__)"',
+      900,
+    );
     expect(apt.status, apt.stderr + apt.stdout).to.equal(0);
     const prog = 'import six, socket\nprint("six", six.__version__, "on", socket.gethostname())\n';
     const w = inside('alice-hn', `mkdir -p /root/work && cat > /root/work/myprogram.py <<'PY'\n${prog}PY\necho ok`);
@@ -49,14 +59,17 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
     expect(out.stdout).to.equal(`six ${apt.stdout.trim()} on alice-hn-${seq}\nroot 644\n`);
     // The clone wrote nothing back into the headnode but the output files.
     const st = g.tool('gcqstat', ['-x', '-f', '-F', 'json', id]);
-    const job = (JSON.parse(st.stdout) as { Jobs: Record<string, { Job_Owner: string; Exit_status: number }> }).Jobs[id]!;
+    const job = (JSON.parse(st.stdout) as { Jobs: Record<string, { Job_Owner: string; Exit_status: number }> }).Jobs[id];
     expect(job.Job_Owner).to.match(/^alice@/);
     expect(job.Exit_status).to.equal(0);
   });
 
-  it('gc console attaches to the headnode\'s root shell (scripted here through stdin)', function () {
+  it("gc console attaches to the headnode's root shell (scripted here through stdin)", function () {
     const r = spawnSync(process.execPath, [`${BIN}/gc.js`, 'console', 'alice-hn'], {
-      env: g.env, input: 'echo CONSOLE-$((6*7)) $(id -un) $(hostname)\n', encoding: 'utf8', timeout: 60_000,
+      env: g.env,
+      input: 'echo CONSOLE-$((6*7)) $(id -un) $(hostname)\n',
+      encoding: 'utf8',
+      timeout: 60_000,
     });
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.contain('CONSOLE-42 root alice-hn');
@@ -65,7 +78,7 @@ describe('working inside a headnode: gcqsub from the guest, identity by construc
     expect(none.stderr.trim()).to.match(/^gc console: headnode nosuch is not running/);
   });
 
-  it('another user\'s headnode cannot see, delete or alter the job; forged fields are ignored', function () {
+  it("another user's headnode cannot see, delete or alter the job; forged fields are ignored", function () {
     const sub = inside('alice-hn', 'cd /root && gcqsub -N longjob -- sleep 120');
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
@@ -92,7 +105,7 @@ PY`,
     );
     const [refusal, bobsJob] = forged.stdout.trim().split('\n');
     expect(refusal).to.match(/^2 gcqsub: --headnode/);
-    const owner = g.tool('gcqstat', ['-f', '-F', 'json', bobsJob!]);
+    const owner = g.tool('gcqstat', ['-f', '-F', 'json', bobsJob]);
     expect(owner.stdout).to.match(/"Job_Owner":"bob@/);
     // alice's job is still there, and alice can delete it.
     expect(inside('alice-hn', `gcqdel ${id} && echo deleted`).stdout).to.equal('deleted\n');
@@ -113,10 +126,20 @@ PY`,
     );
     expect(r.stdout).to.equal('closed 6379\nclosed 6380\nclosed 16379\n');
     // Redis has no TCP listener at all: only its Unix socket.
-    const redisPid = spawnSync('cat', [`${g.stateDir}/redis/redis.pid`]).stdout.toString().trim();
-    const tcp = spawnSync('sh', ['-c', `ls -l /proc/${redisPid}/fd 2>/dev/null | grep -c socket; cat /proc/net/tcp /proc/net/tcp6 | awk '$4=="0A"' | wc -l`]).stdout.toString();
+    const redisPid = spawnSync('cat', [`${g.stateDir}/redis/redis.pid`])
+      .stdout.toString()
+      .trim();
+    const tcp = spawnSync('sh', [
+      '-c',
+      `ls -l /proc/${redisPid}/fd 2>/dev/null | grep -c socket; cat /proc/net/tcp /proc/net/tcp6 | awk '$4=="0A"' | wc -l`,
+    ]).stdout.toString();
     expect(Number(tcp.split('\n')[0])).to.be.greaterThan(0);
-    const listeners = spawnSync('sh', ['-c', `for f in /proc/${redisPid}/fd/*; do readlink $f; done | grep socket | sed 's/socket:\\[\\(.*\\)\\]/\\1/' | while read i; do grep -l " $i " /proc/net/tcp /proc/net/tcp6; done`]).stdout.toString().trim();
+    const listeners = spawnSync('sh', [
+      '-c',
+      `for f in /proc/${redisPid}/fd/*; do readlink $f; done | grep socket | sed 's/socket:\\[\\(.*\\)\\]/\\1/' | while read i; do grep -l " $i " /proc/net/tcp /proc/net/tcp6; done`,
+    ])
+      .stdout.toString()
+      .trim();
     expect(listeners, 'redis-server holds no TCP socket').to.equal('');
   });
 

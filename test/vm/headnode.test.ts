@@ -48,7 +48,13 @@ describe('QemuHeadnodeManager @vm', function () {
     return m;
   };
   const spec = (over: Partial<HeadnodeSpec> = {}): HeadnodeSpec => ({
-    name: 'h1', owner: 'bob', group: 'bob', memMiB: 256, vcpus: 1, diskGiB: 4, ...over,
+    name: 'h1',
+    owner: 'bob',
+    group: 'bob',
+    memMiB: 256,
+    vcpus: 1,
+    diskGiB: 4,
+    ...over,
   });
 
   before(async function () {
@@ -71,7 +77,11 @@ describe('QemuHeadnodeManager @vm', function () {
 
   it('validates specs and refuses duplicates and unknown names', async () => {
     const m = manager();
-    const bad = async (s: HeadnodeSpec): Promise<unknown> => m.create(s).then(() => expect.fail('created'), (e: unknown) => e);
+    const bad = async (s: HeadnodeSpec): Promise<unknown> =>
+      m.create(s).then(
+        () => expect.fail('created'),
+        (e: unknown) => e,
+      );
     expect(await bad(spec({ name: 'Bad_Name' }))).to.be.instanceOf(UsageError);
     expect(await bad(spec({ name: '../x' }))).to.be.instanceOf(UsageError);
     expect(await bad(spec({ owner: 'ro ot' }))).to.be.instanceOf(UsageError);
@@ -84,7 +94,12 @@ describe('QemuHeadnodeManager @vm', function () {
     expect(info.state).to.equal('stopped');
     expect(await bad(spec({ name: 'dup' }))).to.be.instanceOf(StateError);
     for (const op of [m.get('nosuch'), m.start('nosuch'), m.stop('nosuch'), m.destroy('nosuch')]) {
-      expect(await op.then(() => undefined, (e: unknown) => e)).to.be.instanceOf(NotFoundError);
+      expect(
+        await op.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ).to.be.instanceOf(NotFoundError);
     }
     await m.destroy('dup');
     expect(await exists(join(settings.stateDir, 'headnodes', 'dup'))).to.equal(false);

@@ -88,7 +88,7 @@ describe('headnode image boots under QEMU @vm', function () {
     } catch (err) {
       const qlog = await readFile(join(dir, 'qemu.log'), 'utf8').catch(() => '');
       const con = await readFile(join(dir, 'console.log'), 'utf8').catch(() => '');
-      throw new Error(`guest agent never answered: ${String(err)}\nqemu.log:\n${qlog}\nconsole tail:\n${con.slice(-3000)}`);
+      throw new Error(`guest agent never answered: ${String(err)}\nqemu.log:\n${qlog}\nconsole tail:\n${con.slice(-3000)}`, { cause: err });
     }
     bootMs = Date.now() - started;
     process.stderr.write(`      boot to guest agent: ${(bootMs / 1000).toFixed(1)} s (${detectAccel()})\n`);
@@ -134,7 +134,10 @@ describe('headnode image boots under QEMU @vm', function () {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j3', '--user', 'nobody', '--join', '--', 'sh', '-c', 'id -u; ps -o pgid= -p $$; echo e >&2']);
     expect(st.exitCode, text(st.err)).to.equal(0);
     const out = await run('/bin/sh', ['-c', 'cat /run/copper/j3.stdout; cat /run/copper/j3.pgid; test ! -e /run/copper/j3.stderr']);
-    const [uid, pgid, e, pgidFile] = text(out.out).trim().split('\n').map((l) => l.trim());
+    const [uid, pgid, e, pgidFile] = text(out.out)
+      .trim()
+      .split('\n')
+      .map((l) => l.trim());
     expect(uid).to.equal('65534');
     expect(pgid).to.equal(pgidFile);
     expect(e).to.equal('e');
@@ -144,7 +147,10 @@ describe('headnode image boots under QEMU @vm', function () {
   it('run-job captures output to files, reports the status and falls back to $HOME', async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j1', '--cwd', '/no/such/dir', '--', 'sh', '-c', 'pwd; echo err >&2; exit 3']);
     expect(st.exitCode, text(st.err)).to.equal(3);
-    const out = await run('/bin/sh', ['-c', 'cat /run/copper/j1.stdout; echo ---; cat /run/copper/j1.stderr; echo ---; cat /run/copper/j1.exit; test -s /run/copper/j1.pgid']);
+    const out = await run('/bin/sh', [
+      '-c',
+      'cat /run/copper/j1.stdout; echo ---; cat /run/copper/j1.stderr; echo ---; cat /run/copper/j1.exit; test -s /run/copper/j1.pgid',
+    ]);
     expect(out.exitCode).to.equal(0);
     expect(text(out.out)).to.match(/^\/root\n---\nrun-job: directory '\/no\/such\/dir' does not exist.*\nerr\n---\nexit 3\n$/);
   });
@@ -158,9 +164,9 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(text(out.out)).to.equal('args:a b c\nshell:/tmp/job.sh\n');
   });
 
-  it('run-job runs a script through its #! interpreter and that line\'s one argument', async () => {
+  it("run-job runs a script through its #! interpreter and that line's one argument", async () => {
     // Written without the x bit, as the driver writes job scripts.
-    const put = await run('/bin/sh', ['-c', 'printf \'#!/usr/bin/env  python3 \nimport sys; print(sys.argv[1:])\n\' > /tmp/job.py; chmod 644 /tmp/job.py']);
+    const put = await run('/bin/sh', ['-c', "printf '#!/usr/bin/env  python3 \nimport sys; print(sys.argv[1:])\n' > /tmp/job.py; chmod 644 /tmp/job.py"]);
     expect(put.exitCode).to.equal(0);
     const st = await run(GUEST_RUN_JOB, ['--job', 'j5', '--user', 'nobody', '--script', '/tmp/job.py', '--', 'x', 'y z']);
     expect(st.exitCode, text(st.err)).to.equal(0);
@@ -168,7 +174,7 @@ describe('headnode image boots under QEMU @vm', function () {
     expect(text(out.out)).to.equal("['x', 'y z']\n");
   });
 
-  it('run-job reports an unknown account in the job\'s stderr with status 2', async () => {
+  it("run-job reports an unknown account in the job's stderr with status 2", async () => {
     const st = await run(GUEST_RUN_JOB, ['--job', 'j6', '--user', 'nosuchuser', '--', 'true']);
     expect(st.exitCode).to.equal(2);
     const out = await run('/bin/sh', ['-c', 'cat /run/copper/j6.stderr /run/copper/j6.exit']);
@@ -186,7 +192,10 @@ describe('headnode image boots under QEMU @vm', function () {
     const now = (Date.now() / 1000).toFixed(3);
     const st = await run(GUEST_CLONE_INIT, ['boottest-j9', '0123456789abcdef0123456789abcdef', now], Buffer.from('seed\n'));
     expect(st.exitCode, text(st.err)).to.equal(0);
-    const chk = await run('/bin/sh', ['-c', 'hostname; cat /etc/machine-id; date +%s; cat /etc/hostname; grep -c "^127.0.1.1[[:space:]]boottest-j9$" /etc/hosts; grep -c "^127.0.0.1" /etc/hosts']);
+    const chk = await run('/bin/sh', [
+      '-c',
+      'hostname; cat /etc/machine-id; date +%s; cat /etc/hostname; grep -c "^127.0.1.1[[:space:]]boottest-j9$" /etc/hosts; grep -c "^127.0.0.1" /etc/hosts',
+    ]);
     const [host, mid, t, etcHostname, named, localhost] = text(chk.out).trim().split('\n');
     expect(host).to.equal('boottest-j9');
     expect(mid).to.equal('0123456789abcdef0123456789abcdef');
@@ -203,7 +212,11 @@ describe('headnode image boots under QEMU @vm', function () {
 
   it('run-job --init gives the clone its identity in the same exec, before the command', async () => {
     const now = (Date.now() / 1000).toFixed(3);
-    const st = await run(GUEST_RUN_JOB, ['--init', 'boottest-j11', 'fedcba9876543210fedcba9876543210', now, '--job', 'j7', '--', 'sh', '-c', 'hostname; cat /etc/machine-id'], Buffer.from('seed\n'));
+    const st = await run(
+      GUEST_RUN_JOB,
+      ['--init', 'boottest-j11', 'fedcba9876543210fedcba9876543210', now, '--job', 'j7', '--', 'sh', '-c', 'hostname; cat /etc/machine-id'],
+      Buffer.from('seed\n'),
+    );
     expect(st.exitCode, text(st.err)).to.equal(0);
     const out = await run('/bin/cat', ['/run/copper/j7.stdout']);
     expect(text(out.out)).to.equal('boottest-j11\nfedcba9876543210fedcba9876543210\n');

@@ -22,12 +22,19 @@ async function endRecord(stateDir: string, id: string): Promise<Record<string, s
       .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n'))
       .find((l) => l.split(';')[1] === 'E' && l.split(';')[2] === id),
   );
-  return Object.fromEntries(line.split(';').slice(3).join(';').split(' ').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  return Object.fromEntries(
+    line
+      .split(';')
+      .slice(3)
+      .join(';')
+      .split(' ')
+      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+  );
 }
 
 const hmsSec = (t: string): number => t.split(':').reduce((a, x) => a * 60 + Number(x), 0);
 
-describe('per-job usage from the clone\'s cgroup, accounting and OOM in plain words @vm', function () {
+describe("per-job usage from the clone's cgroup, accounting and OOM in plain words @vm", function () {
   this.timeout(900_000);
   let g: GcdProcess;
   const inside = (script: string) => g.inHeadnode('hn', script);
@@ -58,12 +65,12 @@ describe('per-job usage from the clone\'s cgroup, accounting and OOM in plain wo
     await waitDone(id);
     const e = await endRecord(g.stateDir, id);
     expect(e.user).to.equal('alice');
-    const cput = hmsSec(e['resources_used.cput']!);
-    const wall = hmsSec(e['resources_used.walltime']!);
+    const cput = hmsSec(e['resources_used.cput']);
+    const wall = hmsSec(e['resources_used.walltime']);
     // timeout 4: about 4 s of the job's own CPU (the clone's boot and agent are not in its cgroup).
     expect(cput, `cput ${e['resources_used.cput']} walltime ${e['resources_used.walltime']}`).to.be.within(3, 5);
     expect(cput).to.be.at.most(wall + 1);
-    const memKb = Number(/^(\d+)kb$/.exec(e['resources_used.mem']!)?.[1]);
+    const memKb = Number(/^(\d+)kb$/.exec(e['resources_used.mem'])?.[1]);
     // A shell loop: a few MiB, far below the clone's RAM (the VM's own would be ~100 MiB and more).
     expect(memKb).to.be.within(100, 64 * 1024);
     console.log(`      burn: cput ${e['resources_used.cput']} walltime ${e['resources_used.walltime']} mem ${e['resources_used.mem']}`);

@@ -37,7 +37,7 @@ describe('job mail from real clones @vm', function () {
     const seq = id.split('.')[0];
     const mails = await until('begin and end messages', () => (smtp.about(id).length >= 2 ? smtp.about(id) : undefined), 600_000);
     expect(mails.map((m) => m.subject)).to.deep.equal([`PBS JOB ${id} mailed: begun execution`, `PBS JOB ${id} mailed: execution terminated`]);
-    const end = mails[1]!;
+    const end = mails[1];
     expect(end.from).to.equal('grid@example.org');
     expect(end.to).to.deep.equal(['alice@example.org']);
     expect(end.body).to.contain('Exit_status=6');

@@ -11,7 +11,16 @@ import { GcdProcess } from '../helpers/gcd-process.js';
 const IMAGE_DIR = process.env.GC_IMAGE_DIR ?? '/var/tmp/copper-test/images';
 
 interface QstatJson {
-  Jobs: Record<string, { job_state: string; Exit_status?: number; comment?: string; Resource_List?: Record<string, string | number>; resources_assigned?: Record<string, string | number> }>;
+  Jobs: Record<
+    string,
+    {
+      job_state: string;
+      Exit_status?: number;
+      comment?: string;
+      Resource_List?: Record<string, string | number>;
+      resources_assigned?: Record<string, string | number>;
+    }
+  >;
 }
 
 /** MemTotal in MiB from /proc/meminfo text. */
@@ -21,7 +30,7 @@ function memTotalMiB(meminfo: string): number {
   return Number(m[1]) / 1024;
 }
 
-describe('memory hot-plug: -l mem above the headnode\'s RAM @vm', function () {
+describe("memory hot-plug: -l mem above the headnode's RAM @vm", function () {
   this.timeout(900_000);
   let g: GcdProcess;
   const inside = (script: string) => g.inHeadnode('hn', script);
@@ -35,14 +44,18 @@ describe('memory hot-plug: -l mem above the headnode\'s RAM @vm', function () {
     throw new Error(`job ${id} did not finish`);
   };
   /** QEMU processes of this gcd other than the headnode's. */
-  const cloneQemus = (): string[] => g.processesLeft().split('\n').filter((pid) => {
-    if (!pid) return false;
-    try {
-      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/clones/');
-    } catch {
-      return false;
-    }
-  });
+  const cloneQemus = (): string[] =>
+    g
+      .processesLeft()
+      .split('\n')
+      .filter((pid) => {
+        if (!pid) return false;
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/clones/');
+        } catch {
+          return false;
+        }
+      });
 
   before(async function () {
     // The host may give clones 4 GiB: the headnode's maxmem, and the refusal's figure.
@@ -88,7 +101,7 @@ describe('memory hot-plug: -l mem above the headnode\'s RAM @vm', function () {
     expect(readdirSync(join(loadSettings(g.env).ramDir, 'snapshots')), 'snapshot RAM released').to.deep.equal([]);
   });
 
-  it('a request above the host is refused at submission with the host\'s figure, and nothing is queued', function () {
+  it("a request above the host is refused at submission with the host's figure, and nothing is queued", function () {
     const r = inside('cd / && gcqsub -l mem=8gb -- true');
     expect(r.status).to.not.equal(0);
     expect(r.stderr.trim().split('\n').pop()).to.equal('gcqsub: mem=8gb exceeds the largest host (4gb)');

@@ -32,7 +32,13 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
     await g.start();
-    g.startHeadnodes([['alice-hn', 'alice'], ['bob-hn', 'bob']], 384);
+    g.startHeadnodes(
+      [
+        ['alice-hn', 'alice'],
+        ['bob-hn', 'bob'],
+      ],
+      384,
+    );
     // copper-init mounts /shared after the network, possibly just after the agent answers.
     for (const hn of ['alice-hn', 'bob-hn']) await until(`/shared in ${hn}`, () => mounted(hn), 60_000);
   });
@@ -45,26 +51,29 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
     expect(left, 'no qemu, bwrap or sftp-server left running for this state folder').to.equal('');
   });
 
-  it('keeps the owner\'s folder root-only on the host', function () {
+  it("keeps the owner's folder root-only on the host", function () {
     expect(statSync(join(g.stateDir, 'shared')).mode & 0o777).to.equal(0o700);
     expect(statSync(join(g.stateDir, 'shared', 'alice')).mode & 0o777).to.equal(0o700);
     expect(statSync(join(g.stateDir, 'shared', 'bob')).mode & 0o777).to.equal(0o700);
   });
 
   it('a job reads what the headnode left in /shared and leaves a file that outlives its clone', async function () {
-    const prep = inside('alice-hn', 'echo input-from-headnode > /shared/input.txt && printf "%s\\n" "cat /shared/input.txt > /shared/result.txt" "echo written-by-\\$(hostname) >> /shared/result.txt" > /root/job.sh && echo ok');
+    const prep = inside(
+      'alice-hn',
+      'echo input-from-headnode > /shared/input.txt && printf "%s\\n" "cat /shared/input.txt > /shared/result.txt" "echo written-by-\\$(hostname) >> /shared/result.txt" > /root/job.sh && echo ok',
+    );
     expect(prep.stdout, prep.stderr).to.equal('ok\n');
     const t0 = Date.now();
     const sub = inside('alice-hn', 'cd /root && gcqsub -W block=true sh /root/job.sh');
     const jobMs = Date.now() - t0;
     expect(sub.status, sub.stderr + g.log.slice(-3000)).to.equal(0);
     const id = sub.stdout.trim();
-    const seq = id.split('.')[0]!;
+    const seq = id.split('.')[0];
     const st = g.tool('gcqstat', ['-x', '-f', '-F', 'json', id]);
-    const job = (JSON.parse(st.stdout) as { Jobs: Record<string, { Exit_status: number }> }).Jobs[id]!;
+    const job = (JSON.parse(st.stdout) as { Jobs: Record<string, { Exit_status: number }> }).Jobs[id];
     expect(job.Exit_status, inside('alice-hn', `cat /root/sh.e${seq}`).stdout).to.equal(0);
     // The clone is gone before the file is checked.
-    await until('the job\'s clone to be destroyed', () => readdirSafe(join(g.stateDir, 'clones')).length === 0, 60_000);
+    await until("the job's clone to be destroyed", () => readdirSafe(join(g.stateDir, 'clones')).length === 0, 60_000);
     const expected = `input-from-headnode\nwritten-by-alice-hn-${seq}\n`;
     const seen = inside('alice-hn', 'cat /shared/result.txt');
     expect(seen.stdout, seen.stderr).to.equal(expected);
@@ -76,7 +85,7 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
     console.log(`      job wall time (gcqsub -W block=true, TCG): ${jobMs} ms`);
   });
 
-  it('a second job sees the first job\'s file, and jobs can write as non-root accounts', function () {
+  it("a second job sees the first job's file, and jobs can write as non-root accounts", function () {
     const add = inside('alice-hn', 'id nobody >/dev/null && echo ok');
     expect(add.stdout).to.equal('ok\n');
     const sub = inside('alice-hn', 'cd /root && gcqsub -W block=true -- sh -c "cat /shared/result.txt | wc -l > /shared/count.txt"');
@@ -88,7 +97,7 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
     expect(statSync(join(g.stateDir, 'shared', 'alice', 'nobody.txt')).uid).to.equal(0);
   });
 
-  it('another user\'s headnode sees only its own folder', function () {
+  it("another user's headnode sees only its own folder", function () {
     const bob = inside('bob-hn', 'echo bobs > /shared/bob.txt; ls -A /shared; test -e /shared/result.txt && echo LEAK; true');
     expect(bob.stdout).to.equal('bob.txt\n');
     expect(readFileSync(join(g.stateDir, 'shared', 'bob', 'bob.txt'), 'utf8')).to.equal('bobs\n');
@@ -110,7 +119,11 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
       const out = r.stdout;
       expect(out).to.contain('/shared/mine.txt');
       // The root holds only what the server needs to run; /etc/passwd is the sandbox's one line.
-      const root = out.split('sftp> ls -1 /shared')[0]!.split('\n').filter((l) => l.startsWith('/')).sort();
+      const root = out
+        .split('sftp> ls -1 /shared')[0]
+        .split('\n')
+        .filter((l) => l.startsWith('/'))
+        .sort();
       expect(root).to.deep.equal(['/dev', '/etc', '/lib', '/lib64', '/sftp-server', '/shared']);
       expect(out).to.match(/\/lib\/x86_64-linux-gnu\/libc\.so\.6\s*$/m);
       expect(r.stderr).to.match(/mkdir "\/escape": Failure|Couldn't create directory/);

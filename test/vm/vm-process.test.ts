@@ -47,8 +47,12 @@ describe('VmProcess @vm', function () {
   it('spawns a job VM, answers QMP, and is gone after kill', async () => {
     const cfg = await config(dir, 'vp-job');
     const vm = await VmProcess.spawn({
-      vmId: cfg.vmId, args: buildVmArgs(cfg), lifetime: 'job', qmpSocket: cfg.qmpSocket,
-      logFile: join(dir, 'q.log'), pidFile: join(dir, 'q.pid'),
+      vmId: cfg.vmId,
+      args: buildVmArgs(cfg),
+      lifetime: 'job',
+      qmpSocket: cfg.qmpSocket,
+      logFile: join(dir, 'q.log'),
+      pidFile: join(dir, 'q.pid'),
     });
     started.push(vm);
     const st = await vm.qmp.execute<{ status: string }>('query-status');
@@ -63,20 +67,31 @@ describe('VmProcess @vm', function () {
   it('reports a QEMU that fails to start with its own message', async () => {
     const cfg = await config(dir, 'vp-bad', { disk: join(dir, 'missing.qcow2') });
     const err = await VmProcess.spawn({
-      vmId: cfg.vmId, args: buildVmArgs(cfg), lifetime: 'job', qmpSocket: cfg.qmpSocket,
-      logFile: join(dir, 'q.log'), pidFile: join(dir, 'q.pid'),
+      vmId: cfg.vmId,
+      args: buildVmArgs(cfg),
+      lifetime: 'job',
+      qmpSocket: cfg.qmpSocket,
+      logFile: join(dir, 'q.log'),
+      pidFile: join(dir, 'q.pid'),
     }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(DriverError);
     expect(String(err)).to.match(/failed to start.*missing\.qcow2/s);
-    await access(join(dir, 'q.pid')).then(() => expect.fail('pid file left'), () => undefined);
+    await access(join(dir, 'q.pid')).then(
+      () => expect.fail('pid file left'),
+      () => undefined,
+    );
   });
 
   it('finds a detached VM again through its pid file, and not a dead one', async () => {
     const cfg = await config(dir, 'vp-det');
     const pidFile = join(dir, 'q.pid');
     const vm = await VmProcess.spawn({
-      vmId: cfg.vmId, args: buildVmArgs(cfg), lifetime: 'detached', qmpSocket: cfg.qmpSocket,
-      logFile: join(dir, 'q.log'), pidFile,
+      vmId: cfg.vmId,
+      args: buildVmArgs(cfg),
+      lifetime: 'detached',
+      qmpSocket: cfg.qmpSocket,
+      logFile: join(dir, 'q.log'),
+      pidFile,
     });
     started.push(vm);
     await vm.qmp.close();

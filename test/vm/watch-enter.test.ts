@@ -37,7 +37,13 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
     await g.start();
-    g.startHeadnodes([['hn', 'alice'], ['hn2', 'bob']], 384);
+    g.startHeadnodes(
+      [
+        ['hn', 'alice'],
+        ['hn2', 'bob'],
+      ],
+      384,
+    );
   });
   after(async function () {
     if (!g) return;
@@ -46,12 +52,15 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     await g.cleanup();
   });
 
-  it('follows a job\'s output while it runs, shows exec_host and live usage, enters its clone, refuses another user', async function () {
+  it("follows a job's output while it runs, shows exec_host and live usage, enters its clone, refuses another user", async function () {
     const ticks = 30;
-    const sub = await inside('hn', `mkdir -p /root/w && cd /root/w && gcqsub -N tick -- sh -c 'i=1; while [ $i -le ${ticks} ]; do echo tick $i; i=$((i+1)); sleep 1; done'`);
+    const sub = await inside(
+      'hn',
+      `mkdir -p /root/w && cd /root/w && gcqsub -N tick -- sh -c 'i=1; while [ $i -le ${ticks} ]; do echo tick $i; i=$((i+1)); sleep 1; done'`,
+    );
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
-    const seq = id.split('.')[0]!;
+    const seq = id.split('.')[0];
 
     // Followers from the start (the job is still queued): the host's client and the guest's.
     const host = followed(g, 'gcqpeek', ['-f', id]);
@@ -63,13 +72,15 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     // Where it runs and what it has used so far, while it runs.
     const full = (await g.toolAsync('gcqstat', ['-f', id])).stdout;
     expect(full).to.include(`    exec_host = hn-${seq}/0\n`);
-    const live = qstat(id).Jobs[id]!;
+    const live = qstat(id).Jobs[id];
     expect(live.job_state).to.equal('R');
     expect(live.exec_host).to.equal(`hn-${seq}/0`);
-    expect(live.resources_used?.walltime).to.match(/^\d\d:\d\d:\d\d$/).and.not.equal('00:00:00');
+    expect(live.resources_used?.walltime)
+      .to.match(/^\d\d:\d\d:\d\d$/)
+      .and.not.equal('00:00:00');
     // CPU time and memory of the clone, sampled while it runs (every 5 s).
     await until('a usage sample', () => qstat(id).Jobs[id]?.resources_used?.cput !== undefined, 30_000);
-    expect(String(qstat(id).Jobs[id]!.resources_used!.mem)).to.match(/^[1-9]\d*kb$/);
+    expect(String(qstat(id).Jobs[id].resources_used!.mem)).to.match(/^[1-9]\d*kb$/);
 
     // gcqexec runs in that job's clone, as its account, in its directory, with its environment.
     const hostname = await g.toolAsync('gcqexec', [id, '--', 'hostname']);
@@ -88,15 +99,18 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     expect(h.chunks.map((c) => c.text).join('')).to.equal(want);
     // Printed as the job ran: many pieces, spread over most of its run.
     expect(h.chunks.length).to.be.greaterThan(5);
-    expect(h.chunks[h.chunks.length - 1]!.at - h.chunks[0]!.at).to.be.greaterThan(10_000);
+    expect(h.chunks[h.chunks.length - 1].at - h.chunks[0].at).to.be.greaterThan(10_000);
 
     const gst = await guest;
     expect(gst.status, gst.stderr).to.equal(0);
-    const lines = gst.stdout.trim().split('\n').map((l) => /^(\d+) (.*)$/.exec(l)!);
+    const lines = gst.stdout
+      .trim()
+      .split('\n')
+      .map((l) => /^(\d+) (.*)$/.exec(l)!);
     expect(lines.map((m) => `${m[2]}\n`).join('')).to.equal(want);
-    expect(Number(lines[lines.length - 1]![1]) - Number(lines[0]![1])).to.be.greaterThan(10);
+    expect(Number(lines[lines.length - 1][1]) - Number(lines[0][1])).to.be.greaterThan(10);
 
-    const done = qstat(id).Jobs[id]!;
+    const done = qstat(id).Jobs[id];
     await until('job finished', () => qstat(id).Jobs[id]?.job_state === 'F', 120_000);
     expect(done.exec_host).to.equal(`hn-${seq}/0`);
     // Once it ended: nothing to enter.
@@ -104,11 +118,11 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     expect([after.stderr, after.status]).to.deep.equal([`gcqexec: Request invalid for state of job ${id} (F): it is not running\n`, 1]);
   });
 
-  it('gcqexec ID alone opens a login shell in the job\'s clone on the caller\'s terminal (driven through tmux)', async function () {
+  it("gcqexec ID alone opens a login shell in the job's clone on the caller's terminal (driven through tmux)", async function () {
     const sub = await inside('hn', 'mkdir -p /root/w && cd /root/w && gcqsub -N long -- sleep 600');
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
-    const seq = id.split('.')[0]!;
+    const seq = id.split('.')[0];
     await until('job running', () => qstat(id).Jobs[id]?.job_state === 'R', 300_000);
     // Its command must be running before a shell may join it.
     await until('job command started', async () => (await g.toolAsync('gcqexec', [id, '--', 'true'])).status === 0, 120_000);
@@ -120,11 +134,11 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     expect(tmux('new-session', '-d', '-s', 'we', '-x', '120', '-y', '30', cmd).status).to.equal(0);
     const screen = () => tmux('capture-pane', '-p', '-t', 'we').stdout;
     try {
-      await until('the clone\'s prompt', () => screen().includes(`@hn-${seq}:`), 120_000).catch((e: Error) => {
+      await until("the clone's prompt", () => screen().includes(`@hn-${seq}:`), 120_000).catch((e: Error) => {
         throw new Error(`${e.message}\n${screen()}`);
       });
       tmux('send-keys', '-t', 'we', 'echo "in $(hostname) at $(pwd): $((6*7))"', 'Enter');
-      await until('a command\'s output', () => screen().includes(`in hn-${seq} at /root/w: 42`), 60_000).catch((e: Error) => {
+      await until("a command's output", () => screen().includes(`in hn-${seq} at /root/w: 42`), 60_000).catch((e: Error) => {
         throw new Error(`${e.message}\n${screen()}`);
       });
       tmux('send-keys', '-t', 'we', 'exit 3', 'Enter');
@@ -146,7 +160,7 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
     // The shell and its bridge are gone from the clone; the job itself runs on.
     const left = await g.toolAsync('gcqexec', [id, '--', 'sh', '-c', 'ls /run/copper | grep -c "^tty-"; pgrep -fc "[i]mport fcntl"; true']);
     expect(left.stdout).to.equal('0\n0\n');
-    expect(qstat(id).Jobs[id]!.job_state).to.equal('R');
+    expect(qstat(id).Jobs[id].job_state).to.equal('R');
     expect(g.tool('gcqdel', [id]).status).to.equal(0);
     await until('job finished', () => qstat(id).Jobs[id]?.job_state === 'F', 120_000);
   });

@@ -116,7 +116,8 @@ export async function openTerminal(c: RunningClone, spec: TerminalSpec): Promise
     closed = true;
     if (c.destroyed) return;
     // TERM to the bridge closes the terminal: the shell's session gets SIGHUP.
-    await c.agent.run('/bin/sh', ['-c', 'kill -TERM "$1" 2>/dev/null; rm -f -- "$2.in" "$2.out"', 'sh', String(pid), files], { timeoutMs: 10_000 })
+    await c.agent
+      .run('/bin/sh', ['-c', 'kill -TERM "$1" 2>/dev/null; rm -f -- "$2.in" "$2.out"', 'sh', String(pid), files], { timeoutMs: 10_000 })
       .catch(() => undefined); // the clone may be going away
   };
 

@@ -15,7 +15,20 @@ import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../..
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
-import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec, KillSignal, OutputStream, PeekResult, RunningCommand, TerminalSession, TerminalSpec } from '../driver.js';
+import type {
+  CloneHandle,
+  Driver,
+  EnterResult,
+  EnterSpec,
+  ExecResult,
+  ExecSpec,
+  KillSignal,
+  OutputStream,
+  PeekResult,
+  RunningCommand,
+  TerminalSession,
+  TerminalSpec,
+} from '../driver.js';
 import { readHostFileAt } from '../read-at.js';
 import { enterClone } from './job-enter.js';
 import { openTerminal } from './job-terminal.js';
@@ -215,7 +228,9 @@ export class QemuDriver extends VmHost implements Driver {
     try {
       await copyToGuest(agent, hostFile, tmp);
       // chown before the rename: the file appears under its name with its final owner.
-      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
+      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], {
+        timeoutMs: 30_000,
+      });
       if (st.exitCode !== 0) {
         throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
       }
@@ -225,4 +240,3 @@ export class QemuDriver extends VmHost implements Driver {
     }
   }
 }
-

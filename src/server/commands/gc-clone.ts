@@ -51,7 +51,16 @@ function named(req: ToolRequest, flag: string | undefined): string | undefined {
 function table(head: string[], rows: string[][]): string {
   const all = [head, ...rows];
   const w = head.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
-  return all.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  return (
+    all
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(w[i]))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 export function formatDuration(sec: number): string {
@@ -72,8 +81,15 @@ export function formatClones(clones: CloneInfo[], opts: { headnodeColumn?: boole
   if (opts.headnodeColumn) head.unshift('HEADNODE');
   const rows = clones.map((c) => {
     const r = [
-      String(c.id), c.name, String(c.generation), c.parent, c.state, c.address, formatDuration(c.uptimeSec),
-      c.pssMiB !== undefined ? `${Math.round(c.pssMiB)}M` : '-', ttlLeft(c, now),
+      String(c.id),
+      c.name,
+      String(c.generation),
+      c.parent,
+      c.state,
+      c.address,
+      formatDuration(c.uptimeSec),
+      c.pssMiB !== undefined ? `${Math.round(c.pssMiB)}M` : '-',
+      ttlLeft(c, now),
     ];
     if (opts.headnodeColumn) r.unshift(c.headnode);
     return r;
@@ -83,11 +99,17 @@ export function formatClones(clones: CloneInfo[], opts: { headnodeColumn?: boole
 
 function formatNew(clones: CloneInfo[]): string {
   const now = Date.now();
-  return table(['ID', 'NAME', 'GEN', 'ADDRESS', 'TTL'], clones.map((c) => [String(c.id), c.name, String(c.generation), c.address, ttlLeft(c, now)]));
+  return table(
+    ['ID', 'NAME', 'GEN', 'ADDRESS', 'TTL'],
+    clones.map((c) => [String(c.id), c.name, String(c.generation), c.address, ttlLeft(c, now)]),
+  );
 }
 
 function formatUsage(rows: CloneUsageRow[]): string {
-  return table(['USER', 'GROUP', 'CLONES', 'LIMIT'], rows.map((r) => [r.user, r.group || '-', String(r.clones), r.limit === undefined ? '-' : String(r.limit)]));
+  return table(
+    ['USER', 'GROUP', 'CLONES', 'LIMIT'],
+    rows.map((r) => [r.user, r.group || '-', String(r.clones), r.limit === undefined ? '-' : String(r.limit)]),
+  );
 }
 
 export function formatWhoami(w: WhoAmI): string {
@@ -135,7 +157,7 @@ export function clusterTool(calls: ClusterCalls): Tool {
       case 'clones': {
         const p = await parseArgs<Common & { all?: boolean; usage?: boolean }>('gc clones', rest, (y) =>
           y
-            .usage('gc clones [--json] [--all] [--usage]: the clones of this VM\'s cluster')
+            .usage("gc clones [--json] [--all] [--usage]: the clones of this VM's cluster")
             .option('json', { type: 'boolean', describe: 'JSON' })
             .option('all', { type: 'boolean', describe: 'on the host: every cluster' })
             .option('usage', { type: 'boolean', describe: 'live clones per user, with the limits' })

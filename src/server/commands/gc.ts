@@ -10,8 +10,17 @@ function table(rows: HeadnodeInfo[]): string {
   const head = ['NAME', 'OWNER', 'GROUP', 'STATE', 'ACCEL', 'MEM', 'VCPUS', 'DISK', 'NOTE'];
   const body = rows.map((h) => [h.name, h.owner, h.group, h.state, h.accel, `${h.memMiB}M`, String(h.vcpus), `${h.diskGiB}G`, h.reason ?? '']);
   const all = [head, ...body];
-  const w = head.map((_, i) => Math.max(...all.map((r) => r[i]!.length)));
-  return all.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+  const w = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));
+  return (
+    all
+      .map((r) =>
+        r
+          .map((c, i) => c.padEnd(w[i]))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 interface CreateArgs {
@@ -43,7 +52,9 @@ export async function gcTool(
   const [group, verb, ...rest] = req.argv;
   if (clusters && group !== undefined && clusters.commands.has(group)) return clusters.tool(req, _s);
   if (group !== 'headnode' && group !== 'headnodes') {
-    throw new UsageError(`unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc clone|clones|kill|whoami, gc image build, gc console NAME`);
+    throw new UsageError(
+      `unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc clone|clones|kill|whoami, gc image build, gc console NAME`,
+    );
   }
   const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
   if (verb === 'list' || verb === undefined) {
@@ -54,13 +65,18 @@ export async function gcTool(
   if (verb === 'create') {
     const p = await parseArgs<CreateArgs>('gc headnode create', rest, (y) =>
       y
-        .usage('gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]')
+        .usage(
+          'gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]',
+        )
         .option('owner', { type: 'string', describe: 'the user the headnode belongs to' })
-        .option('group', { type: 'string', describe: 'the owner\'s group (quotas); default: the owner' })
+        .option('group', { type: 'string', describe: "the owner's group (quotas); default: the owner" })
         .option('mem', { type: 'number', default: 512, describe: 'RAM in MiB (clones start with it; memory a job asks above it is hot-plugged)' })
         .option('vcpus', { type: 'number', default: 1 })
         .option('max-vcpus', { type: 'number', describe: 'most vCPUs a job clone may ask for (-l ncpus; hot-plugged); default 8 or --vcpus' })
-        .option('max-mem', { type: 'number', describe: 'most RAM in MiB a job clone may ask for (-l mem; hot-plugged); default the host\'s clone capacity (GC_CAPACITY_MEM_MIB)' })
+        .option('max-mem', {
+          type: 'number',
+          describe: "most RAM in MiB a job clone may ask for (-l mem; hot-plugged); default the host's clone capacity (GC_CAPACITY_MEM_MIB)",
+        })
         .option('disk', { type: 'number', default: 4, describe: 'disk size in GiB' })
         .option('image', { type: 'string', describe: 'bring your own qcow2 image' })
         .option('kernel', { type: 'string' })
@@ -71,14 +87,27 @@ export async function gcTool(
     const name = String(a._[0] ?? '');
     if (!name) throw new UsageError('gc headnode create: a NAME is required');
     if (!a.owner) throw new UsageError('gc headnode create: --owner USER is required');
-    for (const [k, v] of [['mem', a.mem], ['vcpus', a.vcpus], ['max-vcpus', a['max-vcpus'] ?? 1], ['max-mem', a['max-mem'] ?? 1], ['disk', a.disk]] as const) {
+    for (const [k, v] of [
+      ['mem', a.mem],
+      ['vcpus', a.vcpus],
+      ['max-vcpus', a['max-vcpus'] ?? 1],
+      ['max-mem', a['max-mem'] ?? 1],
+      ['disk', a.disk],
+    ] as const) {
       if (!Number.isInteger(v)) throw new UsageError(`--${k} must be a whole number, got ${String(v)}`);
     }
     const info = await headnodes.create({
-      name, owner: a.owner, group: a.group ?? a.owner, memMiB: a.mem, vcpus: a.vcpus, diskGiB: a.disk,
+      name,
+      owner: a.owner,
+      group: a.group ?? a.owner,
+      memMiB: a.mem,
+      vcpus: a.vcpus,
+      diskGiB: a.disk,
       ...(a['max-vcpus'] !== undefined ? { maxVcpus: a['max-vcpus'] } : {}),
       ...(a['max-mem'] !== undefined ? { maxMemMiB: a['max-mem'] } : {}),
-      ...(a.image ? { image: a.image } : {}), ...(a.kernel ? { kernel: a.kernel } : {}), ...(a.initrd ? { initrd: a.initrd } : {}),
+      ...(a.image ? { image: a.image } : {}),
+      ...(a.kernel ? { kernel: a.kernel } : {}),
+      ...(a.initrd ? { initrd: a.initrd } : {}),
     });
     return { stdout: table([info]), stderr: '', exitCode: 0 };
   }

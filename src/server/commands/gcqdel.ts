@@ -16,11 +16,14 @@ const PURGE_WAIT_MS = 60_000;
 export const gcqdel: Tool = async (req, s) => {
   // PBS writes -Wforce as one word too.
   const argv = req.argv.flatMap((a) => (/^-W.+/.test(a) ? ['-W', a.slice(2)] : [a]));
-  const p = await parseArgs<{ x?: boolean; W?: string }>('gcqdel', argv, (y) =>
-    y
-      .usage('gcqdel [-x] [-W force] job_identifier...')
-      .option('x', { type: 'boolean', describe: 'also delete finished jobs and their history' })
-      .option('W', { type: 'string', describe: 'force: destroy a running job\'s clone at once' }),
+  const p = await parseArgs<{ x?: boolean; W?: string }>(
+    'gcqdel',
+    argv,
+    (y) =>
+      y
+        .usage('gcqdel [-x] [-W force] job_identifier...')
+        .option('x', { type: 'boolean', describe: 'also delete finished jobs and their history' })
+        .option('W', { type: 'string', describe: "force: destroy a running job's clone at once" }),
     true,
   );
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
@@ -38,7 +41,10 @@ export const gcqdel: Tool = async (req, s) => {
       if (before && before.state !== 'F') {
         // Deleted now, finished shortly (a running job after its kill delay): then forget it.
         const ac = new AbortController();
-        const done = await Promise.race([s.scheduler.waitFor(before.id), sleep(PURGE_WAIT_MS, undefined, { signal: ac.signal, ref: false }).catch(() => undefined)]);
+        const done = await Promise.race([
+          s.scheduler.waitFor(before.id),
+          sleep(PURGE_WAIT_MS, undefined, { signal: ac.signal, ref: false }).catch(() => undefined),
+        ]);
         ac.abort();
         // F is written a moment before its settling ends: retry the purge briefly.
         for (let i = 0; done && i < 50; i++) {

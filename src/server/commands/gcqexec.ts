@@ -40,17 +40,22 @@ export const gcqexec: Tool = async (req, s) => {
   const parsed = parseExecArgs(req.argv);
   if (parsed === 'help') return { stdout: `${USAGE}\n`, stderr: '', exitCode: 0 };
   const driver = s.clones;
-  if (!driver?.enter) throw new UsageError('this gcd\'s driver cannot enter running jobs');
+  if (!driver?.enter) throw new UsageError("this gcd's driver cannot enter running jobs");
   if (parsed.command.length === 0 && req.cursor !== undefined) return terminalRound(req);
   const job = await lookJob(s, req.actor, parsed.id);
   const cloneId = runningClone(job);
   if (parsed.command.length === 0) {
     if (!req.terminal) throw new UsageError('an interactive shell needs a terminal (stdin is not one): give a command, gcqexec ID -- CMD [ARG...]');
-    if (!driver.openTerminal) throw new UsageError('this gcd\'s driver cannot open a shell in a job: give a command, gcqexec ID -- CMD [ARG...]');
+    if (!driver.openTerminal) throw new UsageError("this gcd's driver cannot open a shell in a job: give a command, gcqexec ID -- CMD [ARG...]");
     const env = pbsEnvironment(job);
     env.TERM = req.env.TERM && /^[A-Za-z0-9._+-]{1,64}$/.test(req.env.TERM) ? req.env.TERM : 'xterm';
     const session = await driver.openTerminal(cloneId, {
-      argv: [], cwd: job.spec.cwd, env, user: job.spec.account ?? 'root', rows: req.terminal.rows, cols: req.terminal.cols,
+      argv: [],
+      cwd: job.spec.cwd,
+      env,
+      user: job.spec.account ?? 'root',
+      rows: req.terminal.rows,
+      cols: req.terminal.cols,
     });
     const id = terminalSessions.add(req.actor, session);
     return { stdout: '', stderr: '', exitCode: 0, terminal: true, more: { cursor: id, waitMs: 0 } };

@@ -32,7 +32,7 @@ export const gcqpeek: Tool = async (req, s) => {
       y
         .usage('gcqpeek [-f] [-e] job_identifier')
         .option('f', { type: 'boolean', describe: 'follow the output until the job ends' })
-        .option('e', { type: 'boolean', describe: 'the job\'s stderr instead of its stdout' })
+        .option('e', { type: 'boolean', describe: "the job's stderr instead of its stdout" })
         .demandCommand(1, 'a job id is required')
         .check((a) => {
           if (a._.length > 1) throw new Error(`one job id at a time (got ${a._.length})`);
@@ -45,7 +45,7 @@ export const gcqpeek: Tool = async (req, s) => {
   const stream: OutputStream = p.args.e ? 'stderr' : 'stdout';
   const offset = parseCursor(req.cursor);
   const driver = s.clones;
-  if (!driver?.peek) throw new UsageError('this gcd\'s driver cannot read running jobs\' output');
+  if (!driver?.peek) throw new UsageError("this gcd's driver cannot read running jobs' output");
 
   const job = await lookJob(s, req.actor, String(p.args._[0]));
   const more = (waitMs: number, next: number): ToolResult['more'] => ({ cursor: String(next), waitMs });
@@ -90,7 +90,7 @@ function parseCursor(cursor: string | undefined): number {
 export function completeUtf8(b: Buffer): Buffer {
   // Look back at most 3 bytes for the start of a multi-byte sequence.
   for (let i = b.length - 1; i >= 0 && i >= b.length - 4; i--) {
-    const c = b[i]!;
+    const c = b[i];
     if ((c & 0x80) === 0) return b; // ASCII: everything before is whole
     if ((c & 0xc0) === 0xc0) {
       const need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;

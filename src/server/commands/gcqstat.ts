@@ -53,25 +53,28 @@ function oneLineFlag(argv: string[]): string[] {
  * [queue...], -B [-f]: jobs, queues and the server as PBS's qstat shows them.
  */
 export const gcqstat: Tool = async (req, s) => {
-  const p = await parseArgs<QstatArgs>('gcqstat', oneLineFlag(req.argv), (y) =>
-    y
-      .usage('gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [job_id...] | -Q [-f] [queue...] | -B [-f]')
-      .option('Q', { type: 'boolean', describe: 'queues: their limits and jobs by state' })
-      .option('B', { type: 'boolean', describe: 'the server: its limits and jobs by state' })
-      .option('n', { type: 'boolean', describe: 'the exec host (the job\'s clone) under each job' })
-      .option('one', { type: 'boolean', describe: '-1: with -n/-s, all on the job\'s line' })
-      .option('H', { type: 'boolean', describe: 'finished jobs' })
-      .option('i', { type: 'boolean', describe: 'queued, held and waiting jobs' })
-      .option('r', { type: 'boolean', describe: 'running and suspended jobs' })
-      .option('f', { type: 'boolean', describe: 'full attributes' })
-      .option('F', { type: 'string', describe: 'with -f: output format (json)' })
-      .option('x', { type: 'boolean', describe: 'include finished jobs' })
-      .option('u', { type: 'string', describe: 'only this user\'s jobs' })
-      .option('s', { type: 'boolean', describe: 'show each job\'s comment' })
-      .option('a', { type: 'boolean', describe: 'alternate layout' })
-      .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' })
-      .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' })
-      .option('cron', { type: 'boolean', describe: 'list recurring jobs (gcqsub --cron)' }),
+  const p = await parseArgs<QstatArgs>(
+    'gcqstat',
+    oneLineFlag(req.argv),
+    (y) =>
+      y
+        .usage('gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [job_id...] | -Q [-f] [queue...] | -B [-f]')
+        .option('Q', { type: 'boolean', describe: 'queues: their limits and jobs by state' })
+        .option('B', { type: 'boolean', describe: 'the server: its limits and jobs by state' })
+        .option('n', { type: 'boolean', describe: "the exec host (the job's clone) under each job" })
+        .option('one', { type: 'boolean', describe: "-1: with -n/-s, all on the job's line" })
+        .option('H', { type: 'boolean', describe: 'finished jobs' })
+        .option('i', { type: 'boolean', describe: 'queued, held and waiting jobs' })
+        .option('r', { type: 'boolean', describe: 'running and suspended jobs' })
+        .option('f', { type: 'boolean', describe: 'full attributes' })
+        .option('F', { type: 'string', describe: 'with -f: output format (json)' })
+        .option('x', { type: 'boolean', describe: 'include finished jobs' })
+        .option('u', { type: 'string', describe: "only this user's jobs" })
+        .option('s', { type: 'boolean', describe: "show each job's comment" })
+        .option('a', { type: 'boolean', describe: 'alternate layout' })
+        .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' })
+        .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' })
+        .option('cron', { type: 'boolean', describe: 'list recurring jobs (gcqsub --cron)' }),
     true,
   );
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
@@ -81,7 +84,14 @@ export const gcqstat: Tool = async (req, s) => {
   const now = Date.now();
   if (a.cron) {
     const rows = (await s.scheduler.recurring.list(req.actor)).map((c) =>
-      [c.id, c.spec.user, c.pattern, c.paused ? 'paused' : new Date(c.nextAt ?? 0).toISOString().slice(0, 16).replace('T', ' '), c.lastJob ?? '-', c.lastError ?? ''].join('\t'),
+      [
+        c.id,
+        c.spec.user,
+        c.pattern,
+        c.paused ? 'paused' : new Date(c.nextAt ?? 0).toISOString().slice(0, 16).replace('T', ' '),
+        c.lastJob ?? '-',
+        c.lastError ?? '',
+      ].join('\t'),
     );
     return { stdout: rows.length ? ['Cron id\tUser\tPattern\tNext\tLast job\tLast error', ...rows].join('\n') + '\n' : '', stderr: '', exitCode: 0 };
   }
@@ -114,7 +124,13 @@ export const gcqstat: Tool = async (req, s) => {
   if (a.f && a.F === 'json') out = formatQstatJson(shown, { ...opts, now });
   else if (a.f) out = formatQstatFull(shown, opts);
   else {
-    const flags = { alternate: Boolean(a.a || a.s || a.n || a.H || a.i || a.r), comments: a.s === true, hosts: a.n === true, oneLine: a.one === true, wide: a.w === true };
+    const flags = {
+      alternate: Boolean(a.a || a.s || a.n || a.H || a.i || a.r),
+      comments: a.s === true,
+      hosts: a.n === true,
+      oneLine: a.one === true,
+      wide: a.w === true,
+    };
     out = jobTable(s.scheduler, shown, opts, flags) ?? formatQstatTable(shown, opts);
   }
   return { stdout: out && !out.endsWith('\n') ? out + '\n' : out, stderr, exitCode };

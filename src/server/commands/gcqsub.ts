@@ -58,7 +58,7 @@ export const gcqsub: Tool = async (req, s) => {
     ...(r.array ? { array: r.array } : {}),
   });
   const warn = r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join('');
-  if (!r.block) return { stdout: r.quiet ? '' : `${job!.id}\n`, stderr: warn, exitCode: 0 };
-  const done = await s.scheduler.waitFor(job!.id);
-  return { stdout: r.quiet ? '' : `${job!.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };
+  if (!r.block) return { stdout: r.quiet ? '' : `${job.id}\n`, stderr: warn, exitCode: 0 };
+  const done = await s.scheduler.waitFor(job.id);
+  return { stdout: r.quiet ? '' : `${job.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };
 };

@@ -9,7 +9,10 @@ const mib = (kib: number): string => `${(kib / 1024).toFixed(2)} MB`;
 /** CPU efficiency = cput / (walltime x ncpus); memory efficiency = peak memory / requested memory. */
 export function efficiencyReport(u: JobUsage): string {
   const lines = [`Job ID: ${u.id}`, `User/Group: ${u.user}/${u.group}`];
-  const state = u.state === 'F' ? `${u.exitStatus === 0 ? 'COMPLETED' : 'FAILED'} (exit code ${u.exitStatus ?? 'none: it never ran'})` : `${u.state} (not finished: figures so far)`;
+  const state =
+    u.state === 'F'
+      ? `${u.exitStatus === 0 ? 'COMPLETED' : 'FAILED'} (exit code ${u.exitStatus ?? 'none: it never ran'})`
+      : `${u.state} (not finished: figures so far)`;
   lines.push(`State: ${state}`, `Cores: ${u.ncpus}`);
   if (u.walltimeSec === undefined) {
     lines.push('Efficiency: not available (the job never started)');
@@ -25,7 +28,11 @@ export function efficiencyReport(u: JobUsage): string {
   lines.push(`Job Wall-clock time: ${hms(u.walltimeSec)}`);
   if (u.memKiB !== undefined) {
     lines.push(`Memory Utilized: ${mib(u.memKiB)}`);
-    lines.push(u.memMiB > 0 ? `Memory Efficiency: ${((u.memKiB / (u.memMiB * 1024)) * 100).toFixed(2)}% of ${mib(u.memMiB * 1024)}` : 'Memory Efficiency: not available (no memory requested)');
+    lines.push(
+      u.memMiB > 0
+        ? `Memory Efficiency: ${((u.memKiB / (u.memMiB * 1024)) * 100).toFixed(2)}% of ${mib(u.memMiB * 1024)}`
+        : 'Memory Efficiency: not available (no memory requested)',
+    );
   } else {
     lines.push('Memory Utilized: not measured', 'Memory Efficiency: not available');
   }

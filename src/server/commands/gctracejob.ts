@@ -14,9 +14,14 @@ interface Event {
 /** What the Redis record says happened (PBS tracejob's server-log lines). */
 function recordEvents(r: JobRecord, now: number): Event[] {
   const out: Event[] = [
-    { at: r.queuedAt, source: 'S', text: `Job Queued at request of ${r.spec.user}@${r.spec.submitHost}, owner = ${r.spec.user}, job name = ${r.spec.name}, queue = ${r.spec.queue}` },
+    {
+      at: r.queuedAt,
+      source: 'S',
+      text: `Job Queued at request of ${r.spec.user}@${r.spec.submitHost}, owner = ${r.spec.user}, job name = ${r.spec.name}, queue = ${r.spec.queue}`,
+    },
   ];
-  if (r.startedAt !== undefined) out.push({ at: r.startedAt, source: 'S', text: `Job Run (run ${r.runCount}) in clone ${execHost(r)}, ncpus=${r.spec.resources.ncpus}` });
+  if (r.startedAt !== undefined)
+    out.push({ at: r.startedAt, source: 'S', text: `Job Run (run ${r.runCount}) in clone ${execHost(r)}, ncpus=${r.spec.resources.ncpus}` });
   if (r.endedAt !== undefined) {
     const status = r.exitStatus !== undefined ? `Exit_status=${r.exitStatus}` : 'never ran';
     out.push({ at: r.endedAt, source: 'S', text: `Job ended: ${status}${r.comment ? `; ${r.comment}` : ''}` });

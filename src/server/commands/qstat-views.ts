@@ -5,7 +5,17 @@
  */
 import { hostname } from 'node:os';
 import { UsageError } from '../../errors.js';
-import { emptyCounts, formatAltTable, formatQueueFull, formatQueueTable, formatServerFull, formatServerTable, formatWideTable, type QueueStatus, type StateCounts } from '../../pbs/qstat-layouts.js';
+import {
+  emptyCounts,
+  formatAltTable,
+  formatQueueFull,
+  formatQueueTable,
+  formatServerFull,
+  formatServerTable,
+  formatWideTable,
+  type QueueStatus,
+  type StateCounts,
+} from '../../pbs/qstat-layouts.js';
 import type { QstatFormatOptions, QstatJob } from '../../pbs/qstat-format.js';
 import type { JobRecord } from '../../queue/job.js';
 import { neverRunsVerdict } from '../../scheduler/never-runs.js';
@@ -39,7 +49,13 @@ export async function queueView(s: Scheduler, names: string[], full: boolean): P
   const { byQueue, cpus, mem } = await countsBy(s);
   const rows: QueueStatus[] = [];
   const base = (name: string): QueueStatus => ({
-    name, enabled: true, started: true, priority: 0, counts: byQueue.get(name) ?? emptyCounts(), assignedNcpus: cpus.get(name) ?? 0, assignedMemMiB: mem.get(name) ?? 0,
+    name,
+    enabled: true,
+    started: true,
+    priority: 0,
+    counts: byQueue.get(name) ?? emptyCounts(),
+    assignedNcpus: cpus.get(name) ?? 0,
+    assignedMemMiB: mem.get(name) ?? 0,
   });
   if (cfg.queues.size === 0) {
     // No queues configured: PBS's workq, plus any queue name jobs were given.
@@ -49,9 +65,17 @@ export async function queueView(s: Scheduler, names: string[], full: boolean): P
       const r = base(q.name);
       Object.assign(r, { enabled: q.enabled, started: q.started, priority: q.priority });
       const lim = {
-        maxRunning: q.maxRunning, maxQueued: q.maxQueued, maxJobNcpus: q.maxJobNcpus, maxJobMemMiB: q.maxJobMemMiB, maxJobWalltimeSec: q.maxJobWalltimeSec,
-        maxRunningNcpus: q.maxRunningNcpus, maxRunningMemMiB: q.maxRunningMemMiB, defaultNcpus: q.defaultNcpus, defaultWalltimeSec: q.defaultWalltimeSec,
-        perUserMaxRunning: q.perUser.maxRunning, perUserMaxQueued: q.perUser.maxQueued,
+        maxRunning: q.maxRunning,
+        maxQueued: q.maxQueued,
+        maxJobNcpus: q.maxJobNcpus,
+        maxJobMemMiB: q.maxJobMemMiB,
+        maxJobWalltimeSec: q.maxJobWalltimeSec,
+        maxRunningNcpus: q.maxRunningNcpus,
+        maxRunningMemMiB: q.maxRunningMemMiB,
+        defaultNcpus: q.defaultNcpus,
+        defaultWalltimeSec: q.defaultWalltimeSec,
+        perUserMaxRunning: q.perUser.maxRunning,
+        perUserMaxQueued: q.perUser.maxQueued,
       };
       for (const [k, v] of Object.entries(lim)) if (v !== undefined) Object.assign(r, { [k]: v });
       rows.push(r);

@@ -28,7 +28,9 @@ async function forEachId(tool: string, ids: string[], op: (id: string) => Promis
  */
 export const gcqsig: Tool = async (req, s) => {
   const p = await parseArgs<{ s?: string }>('gcqsig', req.argv, (y) =>
-    y.usage('gcqsig [-s signal|suspend|resume] job_identifier...').option('s', { type: 'string', describe: 'signal name or number (default TERM), suspend or resume' }),
+    y
+      .usage('gcqsig [-s signal|suspend|resume] job_identifier...')
+      .option('s', { type: 'string', describe: 'signal name or number (default TERM), suspend or resume' }),
   );
   if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
   const word = p.args.s ?? 'TERM';
@@ -51,6 +53,7 @@ export const gcqmove: Tool = async (req, s) => {
   if (dest === undefined || ids.length === 0) throw new UsageError('usage: gcqmove destination job_identifier...');
   // PBS destinations may be queue@server: only this server's queues exist here.
   const [queue, server] = dest.split('@');
-  if (!queue || (server !== undefined && server !== s.serverName)) throw new UsageError(`destination '${dest}': give a queue of this server (queue or queue@${s.serverName})`);
+  if (!queue || (server !== undefined && server !== s.serverName))
+    throw new UsageError(`destination '${dest}': give a queue of this server (queue or queue@${s.serverName})`);
   return forEachId('gcqmove', ids, async (id) => void (await s.scheduler.move(req.actor, id, queue)));
 };

@@ -94,7 +94,11 @@ export class Clones {
         await writeJsonAtomic(cp.record, rec);
         await createOverlay(cp.disk, sp.disk);
         const apiSocket = await this.o.channels.open({
-          vmId: opts.cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group,
+          vmId: opts.cloneId,
+          kind: 'clone',
+          headnode: meta.headnode,
+          owner: meta.owner,
+          group: meta.group,
         });
         const cfg: VmConfig = {
           ...meta.vm,
@@ -117,8 +121,12 @@ export class Clones {
         if (cfg.clusterNic) cfg.clusterNic = opts.clusterNic ?? { kind: 'isolated', mac: cfg.clusterNic.mac };
         mark('overlay');
         const vm = await VmProcess.spawn({
-          vmId: opts.cloneId, args: buildVmArgs(cfg), lifetime: this.o.lifetime ?? 'job',
-          qmpSocket: cp.qmp, logFile: cp.qemuLog, pidFile: cp.pidFile,
+          vmId: opts.cloneId,
+          args: buildVmArgs(cfg),
+          lifetime: this.o.lifetime ?? 'job',
+          qmpSocket: cp.qmp,
+          logFile: cp.qemuLog,
+          pidFile: cp.pidFile,
         });
         // Connect while the state loads; the catch keeps an early failure from being "unhandled".
         const agentP = AgentClient.connect(cp.qga, { deadline: Date.now() + 10_000, isAlive: () => vm.isAlive() });
@@ -156,7 +164,10 @@ export class Clones {
           mark('ready');
           log.debug(`clone ${opts.cloneId} ready`, { at: marks });
         } catch (err) {
-          agentP.then((a) => a.destroy(), () => undefined);
+          agentP.then(
+            (a) => a.destroy(),
+            () => undefined,
+          );
           if (!this.clones.has(opts.cloneId)) {
             await vm.kill();
           }

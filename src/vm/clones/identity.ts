@@ -23,6 +23,7 @@ export async function cloneInit(agent: AgentClient, hostname: string, timeoutMs:
 
 /** Text from a guest, fit for a job comment or a log line: one line, printable, bounded. */
 export function guestText(s: string, max = 400): string {
+  // eslint-disable-next-line no-control-regex -- guest text loses its control characters before it reaches a log line
   const one = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
   return one.length > max ? `${one.slice(0, max)}…` : one;
 }

@@ -69,7 +69,12 @@ export class BackgroundPolicy {
  * RAM file inside the pause instead.
  */
 export async function freezeInBackground(
-  h: RunningVm, layout: Layout, policy: BackgroundPolicy, id: string, vm: FrozenVm, frozenNode: string,
+  h: RunningVm,
+  layout: Layout,
+  policy: BackgroundPolicy,
+  id: string,
+  vm: FrozenVm,
+  frozenNode: string,
   freeze: (mark: (step: string) => void) => Promise<void>,
 ): Promise<FreezeOutcome | undefined> {
   const qmp = h.vm.qmp;
@@ -79,7 +84,11 @@ export async function freezeInBackground(
   try {
     receiver = await RamReceiver.start({
       // A short folder name: socket paths must stay under 108 bytes.
-      id, vm, ramFile: sp.ramFile, dir: `${layout.runDir}/t/${randomBytes(4).toString('hex')}`, diskBytes: await virtualSize(qmp, frozenNode),
+      id,
+      vm,
+      ramFile: sp.ramFile,
+      dir: `${layout.runDir}/t/${randomBytes(4).toString('hex')}`,
+      diskBytes: await virtualSize(qmp, frozenNode),
     });
   } catch (err) {
     policy.failed(`its receiver did not start: ${errorMessage(err)}`);
@@ -122,11 +131,7 @@ export async function freezeInBackground(
       streamed.catch(() => undefined);
       // QEMU 7.2 resumes the VM once the devices are saved and RAM is write-protected; a
       // `cont` before that would let the guest run past the frozen disk.
-      const first = await Promise.race([
-        resumed.then(() => 'resumed'),
-        streamed.then(() => 'done'),
-        sleep(30_000, 'timeout', { signal: timer.signal }),
-      ]);
+      const first = await Promise.race([resumed.then(() => 'resumed'), streamed.then(() => 'done'), sleep(30_000, 'timeout', { signal: timer.signal })]);
       if (first === 'timeout') throw new DriverError('the background snapshot did not resume the headnode within 30 s');
     } catch (err) {
       failure = err;

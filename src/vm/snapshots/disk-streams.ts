@@ -58,7 +58,7 @@ export async function shortenChain(h: RunningVm): Promise<void> {
   if (chain.length <= 2) return;
   const baseIdx = chain.findIndex((c, i) => i > 0 && !c.filename.startsWith(h.paths.stateDir + '/'));
   if (baseIdx <= 1) return; // the rest of the chain is the (user's) base image itself
-  const bottomFile = chain[baseIdx - 1]!.filename;
+  const bottomFile = chain[baseIdx - 1].filename;
   const qmp = h.vm.qmp;
   const { node: top } = await activeNode(qmp);
   const bottom = await nodeForFile(qmp, bottomFile);

@@ -75,9 +75,7 @@ async function createOverlayUnsafe(path: string, backing: string, sizeBytes: num
  * disk layer and meta.json but no state.bin: the caller keeps it while the clone lives (its
  * disk backs onto it) and never forks it.
  */
-export async function snapshotClone(
-  layout: Layout, clones: CloneLender, vmId: string, origin: SnapshotMeta, id: string,
-): Promise<CloneSnapshot> {
+export async function snapshotClone(layout: Layout, clones: CloneLender, vmId: string, origin: SnapshotMeta, id: string): Promise<CloneSnapshot> {
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);
   await mkdir(sp.dir, { recursive: true, mode: 0o700 });
@@ -115,15 +113,13 @@ export async function snapshotClone(
         await writeMeta(sp.meta, origin, id, pause);
         await rm(topFile, { force: true }); // QEMU keeps it open; the snapshot has the other name
       }
-      if (failure !== undefined) throw failure;
+      if (failure !== undefined)
+        throw failure instanceof Error ? failure : new DriverError(`clone ${vmId}: snapshot failed: ${JSON.stringify(failure) ?? 'unknown'}`);
       return pause;
     });
 
     // The receiver loads the whole state into the snapshot's new shared RAM file.
-    const receiver = await RamReceiver.start(
-      { id, vm: origin.vm, ramFile: sp.ramFile, dir: join(layout.runDir, 't', id), diskBytes },
-      fileSource(fullState),
-    );
+    const receiver = await RamReceiver.start({ id, vm: origin.vm, ramFile: sp.ramFile, dir: join(layout.runDir, 't', id), diskBytes }, fileSource(fullState));
     try {
       await receiver.finish(`snapshot of clone ${vmId}`, sp.state);
     } finally {
@@ -143,7 +139,14 @@ export async function snapshotClone(
 
 async function writeMeta(path: string, origin: SnapshotMeta, id: string, pauseMs: number): Promise<void> {
   const meta: SnapshotMeta = {
-    version: 1, id, headnode: origin.headnode, owner: origin.owner, group: origin.group, createdAt: Date.now(), pauseMs, vm: origin.vm,
+    version: 1,
+    id,
+    headnode: origin.headnode,
+    owner: origin.owner,
+    group: origin.group,
+    createdAt: Date.now(),
+    pauseMs,
+    vm: origin.vm,
   };
   await writeJsonAtomic(path, meta);
 }

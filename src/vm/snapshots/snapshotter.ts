@@ -131,7 +131,14 @@ export class Snapshotter {
     // The frozen overlay's second name: the snapshot's own, kept after the VM drops it.
     await link(frozenDisk, sp.disk);
     const meta: SnapshotMeta = {
-      version: 1, id, headnode: h.name, owner: h.spec.owner, group: h.spec.group, createdAt: Date.now(), pauseMs, vm,
+      version: 1,
+      id,
+      headnode: h.name,
+      owner: h.spec.owner,
+      group: h.spec.group,
+      createdAt: Date.now(),
+      pauseMs,
+      vm,
     };
     await writeJsonAtomic(sp.meta, meta);
     this.streams.start(h, `ov${nextGen}`, frozenNode, frozenDisk);
@@ -148,7 +155,7 @@ export class Snapshotter {
   /** A hot-plugged cluster NIC (nic1) in the VM, which a clone must have too. */
   private async pluggedClusterNic(h: RunningVm): Promise<ClusterNic | undefined> {
     if (h.config.clusterNic !== undefined) return h.config.clusterNic;
-    const devices = (await h.vm.qmp.execute('qom-list', { path: '/machine/peripheral' })) as Array<{ name: string }>;
+    const devices = await h.vm.qmp.execute<Array<{ name: string }>>('qom-list', { path: '/machine/peripheral' });
     if (!devices.some((d) => d.name === 'nic1')) return undefined;
     const nic = this.o.clusterNicOf?.(h.name);
     if (!nic) throw new DriverError(`headnode '${h.name}' has a cluster NIC gcd does not know of; restart the headnode`);

@@ -102,8 +102,14 @@ export class SnapshotStore {
 
 export function summaryOf(m: SnapshotMeta): SnapshotSummary {
   return {
-    id: m.id, headnode: m.headnode, createdAt: m.createdAt, pauseMs: m.pauseMs, memMiB: m.vm.memMiB, vcpus: m.vm.vcpus,
-    maxVcpus: m.vm.maxVcpus ?? m.vm.vcpus, maxMemMiB: m.vm.maxMemMiB ?? m.vm.memMiB,
+    id: m.id,
+    headnode: m.headnode,
+    createdAt: m.createdAt,
+    pauseMs: m.pauseMs,
+    memMiB: m.vm.memMiB,
+    vcpus: m.vm.vcpus,
+    maxVcpus: m.vm.maxVcpus ?? m.vm.vcpus,
+    maxMemMiB: m.vm.maxMemMiB ?? m.vm.memMiB,
   };
 }
 
