@@ -75,7 +75,11 @@ export interface CloneShape {
  * snapshot's RAM, and the asked vCPUs up to the snapshot's slots. A request above the host's
  * capacity is refused with neverFits's line.
  */
-export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap: CloneShape, limits: CapacityLimits): {
+export function resolveAssignment(
+  asked: { ncpus: number; memMiB: number },
+  snap: CloneShape,
+  limits: CapacityLimits,
+): {
   resources: { ncpus: number; memMiB: number };
   assigned: { ncpus: number; memMiB: number };
 } {

@@ -228,7 +228,11 @@ export class JobRunner {
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
     const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
+      return {
+        ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' },
+        requeue: false,
+        ...u,
+      };
     }
     if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
@@ -244,7 +248,13 @@ export class JobRunner {
    */
   async deliverSpooled(job: JobRecord): Promise<string | undefined> {
     const spool = join(this.o.spoolDir, job.id);
-    if (!(await stat(spool).then(() => true, () => false))) return undefined;
+    if (
+      !(await stat(spool).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return undefined;
     try {
       return await this.deliver(job, spool, defaultOutputPaths(job), job.spec.join);
     } finally {
@@ -261,7 +271,10 @@ export class JobRunner {
     else if (join_ === 'eo') sends.push([join(spool, 'stdout'), paths.err]);
     else sends.push([join(spool, 'stdout'), paths.out], [join(spool, 'stderr'), paths.err]);
     for (const [host, guest] of sends) {
-      const exists = await stat(host).then(() => true, () => false);
+      const exists = await stat(host).then(
+        () => true,
+        () => false,
+      );
       if (!exists) continue;
       try {
         await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');

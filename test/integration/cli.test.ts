@@ -26,7 +26,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     await g.cleanup();
   });
 
-  it('gcqsub prints the job id and nothing else; gcqstat shows PBS\'s table', async function () {
+  it("gcqsub prints the job id and nothing else; gcqstat shows PBS's table", async function () {
     const r = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'calc', '--', 'sleep', '3']);
     expect(r.status).to.equal(0, r.stderr);
     expect(r.stdout).to.equal('1.srv\n');
@@ -37,7 +37,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     expect(table[2]).to.match(/^1\.srv\s+calc\s+alice\s+\S+ R workq$/);
   });
 
-  it('-W block=true waits and exits with the job\'s status; output lands in the headnode', async function () {
+  it("-W block=true waits and exits with the job's status; output lands in the headnode", async function () {
     const r = g.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '-N', 'blk', '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'], { cwd: '/tmp' });
     expect(r.status).to.equal(7);
     expect(readFileSync(join(hn(), 'tmp', 'blk.o1'), 'utf8')).to.equal('out\n');
@@ -47,7 +47,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     expect(j.Exit_status).to.equal(7);
   });
 
-  it('runs `gcqsub prog args` as a command when prog is no file (the product\'s own form)', async function () {
+  it("runs `gcqsub prog args` as a command when prog is no file (the product's own form)", async function () {
     const r = g.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '-N', 'bare', 'echo', 'hello', 'world'], { cwd: '/tmp' });
     expect(r.status).to.equal(0, r.stderr);
     expect(readFileSync(join(hn(), 'tmp', 'bare.o1'), 'utf8')).to.equal('hello world\n');
@@ -55,7 +55,10 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
 
   it('reads #PBS directives from a script; the command line wins', async function () {
     const dir = g.stateDir;
-    writeFileSync(join(dir, 'job.sh'), '#!/bin/sh\n#PBS -N fromscript\n#PBS -j oe\n#PBS -l walltime=00:05:00\necho "args:$1 name:$PBS_JOBNAME"\necho to-stderr >&2\n');
+    writeFileSync(
+      join(dir, 'job.sh'),
+      '#!/bin/sh\n#PBS -N fromscript\n#PBS -j oe\n#PBS -l walltime=00:05:00\necho "args:$1 name:$PBS_JOBNAME"\necho to-stderr >&2\n',
+    );
     const r = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'cli', '-W', 'block=true', 'job.sh'], { cwd: dir });
     expect(r.status).to.equal(0, r.stderr);
     const out = readFileSync(join(hn(), dir, 'cli.o1'), 'utf8');
@@ -97,15 +100,24 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
 
     // A TCP Redis of the admin's own, on a free port, with a password.
     const port = 20000 + Math.floor(Math.random() * 20000);
-    const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', 'pw', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'], { stdio: 'ignore' });
+    const redis = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', 'pw', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+      { stdio: 'ignore' },
+    );
     try {
-      await until('redis up', () => spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG');
+      await until(
+        'redis up',
+        () => spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG',
+      );
       const ext = new GcdProcess({ GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice:physics', GC_REDIS_URL: `redis://:pw@127.0.0.1:${port}/0` });
       try {
         await ext.start();
         const r = ext.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '--', 'true']);
         expect(r.status, r.stderr).to.equal(0);
-        const keys = spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', '--scan', '--pattern', 'copper:bull:jobs:*'], { encoding: 'utf8' }).stdout;
+        const keys = spawnSync('redis-cli', ['-p', String(port), '-a', 'pw', '--no-auth-warning', '--scan', '--pattern', 'copper:bull:jobs:*'], {
+          encoding: 'utf8',
+        }).stdout;
         expect(keys).to.contain('copper:bull:jobs:', 'a plain BullMQ queue in that Redis');
         expect(existsSync(join(ext.stateDir, 'redis'))).to.equal(false, 'no embedded Redis was started');
       } finally {
@@ -139,7 +151,18 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     const marks = join(g.stateDir, 'marks');
     // The first run never ends by itself (only the crash stops it, however slow the machine;
     // exec keeps the die-with-gcd of the job's process); the rerun sees its mark and ends.
-    const rerun = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'rerun', '--', 'sh', '-c', `echo start >> ${marks}; [ $(wc -l < ${marks}) -ge 2 ] || exec sleep 600.05; echo done`]).stdout.trim();
+    const rerun = g
+      .tool('gcqsub', [
+        '--headnode',
+        'hn1',
+        '-N',
+        'rerun',
+        '--',
+        'sh',
+        '-c',
+        `echo start >> ${marks}; [ $(wc -l < ${marks}) -ge 2 ] || exec sleep 600.05; echo done`,
+      ])
+      .stdout.trim();
     const norerun = g.tool('gcqsub', ['--headnode', 'hn1', '-r', 'n', '--', 'sleep', '40.03']).stdout.trim();
     // R is set before the clone starts: wait for the commands themselves to be running.
     await until('both running', () => {
@@ -151,10 +174,14 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
     await g.kill9();
     expect(spawnSync('pgrep', ['-f', '^sleep (40\\.03|600\\.05)$']).status).to.equal(1, 'job processes die with gcd');
     await g.start();
-    await until('all ran', () => {
-      const j = jobsJson(g).Jobs;
-      return j[rerun]?.job_state === 'F' && j[norerun]?.job_state === 'F' && j[queued]?.job_state === 'F';
-    }, 60_000).catch((e: Error) => {
+    await until(
+      'all ran',
+      () => {
+        const j = jobsJson(g).Jobs;
+        return j[rerun]?.job_state === 'F' && j[norerun]?.job_state === 'F' && j[queued]?.job_state === 'F';
+      },
+      60_000,
+    ).catch((e: Error) => {
       throw new Error(`${e.message}\n${JSON.stringify(jobsJson(g).Jobs)}\n${g.log}`);
     });
     const j = jobsJson(g).Jobs;

@@ -61,8 +61,14 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
   function dispatcher(o: { capacity?: Capacity; retryDelayMs?: number } = {}): { d: Dispatcher; queue: RunQueue } {
     const queue = new RunQueue(redisOptions(r.target), keys);
     const d = new Dispatcher({
-      connection: redisOptions(r.target), keys, store, runner, capacity: o.capacity ?? new Capacity({ ncpus: 4, memMiB: 4096 }),
-      concurrency: 4, lockDurationMs: 4000, retryDelayMs: o.retryDelayMs ?? 200,
+      connection: redisOptions(r.target),
+      keys,
+      store,
+      runner,
+      capacity: o.capacity ?? new Capacity({ ncpus: 4, memMiB: 4096 }),
+      concurrency: 4,
+      lockDurationMs: 4000,
+      retryDelayMs: o.retryDelayMs ?? 200,
     });
     dispatchers.push(d);
     queues.push(queue);

@@ -48,8 +48,16 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     await store.addDependents([parent.id], child.id);
 
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys, serverName: 'srv', driver, stateDir: r.dir,
-      capacity: { ncpus: 4, memMiB: 4096 }, killDelayMs: 300, lockDurationMs: 4000, historyTtlSec: 600,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys,
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 4, memMiB: 4096 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
+      historyTtlSec: 600,
     });
     const heard: string[] = [];
     sched.store.events.subscribe((t) => void heard.push(`${t.jobId} ${t.from}>${t.to}`));
@@ -69,7 +77,10 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     expect([c.exitStatus, c.runCount]).to.deep.equal([7, 1]);
     expect(c.comment).to.match(/output was delivered/);
     expect(heard.filter((h) => h.startsWith(`${exiting.id} `))).to.deep.equal([`${exiting.id} E>F`]);
-    expect(readFileSync(join(r.dir, 'headnodes', 'hn1', 'tmp', `STDIN.o${exiting.seq}`), 'utf8')).to.equal('ran once\n', 'spooled output delivered after the crash');
+    expect(readFileSync(join(r.dir, 'headnodes', 'hn1', 'tmp', `STDIN.o${exiting.seq}`), 'utf8')).to.equal(
+      'ran once\n',
+      'spooled output delivered after the crash',
+    );
     expect(existsSync(join(r.dir, 'spool', exiting.id))).to.equal(false);
     const p = await get(parent);
     expect(p.settling).to.equal(undefined);
