@@ -39,6 +39,10 @@ export class Capacity {
   get used(): CapacityLimits {
     return { ncpus: this.usedCpus, memMiB: this.usedMem };
   }
+
+  get free(): CapacityLimits {
+    return { ncpus: Math.max(0, this.limits.ncpus - this.usedCpus), memMiB: Math.max(0, this.limits.memMiB - this.usedMem) };
+  }
 }
 
 /** PBS size text: the largest exact unit (`8gb`, `1536mb`). */

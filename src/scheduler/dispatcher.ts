@@ -1,4 +1,4 @@
-import { DelayedError, Worker, type ConnectionOptions, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type ConnectionOptions, type Job } from 'bullmq';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord } from '../queue/job.js';
@@ -8,6 +8,7 @@ import { QUEUE_NAME, type Keys } from '../queue/keys.js';
 import type { RunQueueData } from '../queue/run-queue.js';
 import type { Capacity } from './capacity.js';
 import type { JobRunner, StopReason } from './runner.js';
+import { WaitingLine } from './waiting-line.js';
 
 export interface DispatcherOptions {
   connection: ConnectionOptions;
@@ -33,10 +34,15 @@ export interface DispatcherOptions {
 /**
  * Takes jobs from the BullMQ queue and runs them. Admission (capacity now; quotas later)
  * happens here: a job that cannot start goes back to the queue delayed, with its reason
- * recorded for gcqstat, and keeps its place by priority.
+ * recorded for gcqstat. In BullMQ's delayed set priority means nothing, so the dispatcher keeps
+ * its own line of deferred jobs: a job is admitted only if no deferred job with a better
+ * priority, waiting only for capacity, fits now; else it steps back and that job is promoted.
  */
 export class Dispatcher {
   private worker: Worker<RunQueueData> | undefined;
+  /** To promote a deferred job out of BullMQ's delayed set when it is its turn. */
+  private queue: Queue<RunQueueData> | undefined;
+  private readonly line = new WaitingLine();
   private readonly running = new Map<string, AbortController>();
   /** Running tasks per array, for the %max throttle (every running job is in this process). */
   private readonly arrayRunning = new Map<string, number>();
@@ -55,6 +61,7 @@ export class Dispatcher {
       autorun: true,
     });
     this.worker.on('error', (e) => log.error('worker error', { error: errorMessage(e) }));
+    this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection: this.o.connection, prefix: this.o.keys.bullPrefix });
   }
 
   /** Stop a job running in this gcd. False if it is not running here. */
@@ -74,17 +81,26 @@ export class Dispatcher {
     const rec = await store.tryGet(bull.data.id);
     // Only Q and W jobs start. R or E means another runner has it (a BullMQ lock loss gave it
     // to us too); jobs lost by a dead gcd were put back to Q (or finished) by its restart.
-    if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) return;
+    if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) {
+      this.line.forget(bull.data.id);
+      return;
+    }
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
+    const priority = bull.opts.priority;
     const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;
     // From here to the reservations there is no await: concurrent workers see each other's.
-    const why = this.throttled(arrayRec) ?? this.o.policy?.admit(rec) ?? capacity.tryReserve(ncpus, mem);
+    const held = this.throttled(arrayRec) ?? this.o.policy?.admit(rec);
+    const first = held === undefined ? this.line.ahead(capacity.free, priority, rec.id) : undefined;
+    const why = held ?? (first ? `Priority: ${first.id} goes first (higher priority, same free resources)` : capacity.tryReserve(ncpus, mem));
     if (why) {
+      this.line.defer({ id: rec.id, priority: priority ?? Number.MAX_SAFE_INTEGER, ncpus, memMiB: mem, forCapacity: held === undefined });
       if (rec.comment !== why || rec.state !== 'Q') await store.transition(rec.id, 'defer', { comment: why });
       await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
+      if (first) await this.promote(first.id);
       throw new DelayedError();
     }
+    this.line.forget(rec.id);
     this.o.policy?.started(rec, bull.data.vstart ?? 0);
     const parent = rec.arrayParent;
     if (parent) this.arrayRunning.set(parent, (this.arrayRunning.get(parent) ?? 0) + 1);
@@ -126,6 +142,27 @@ export class Dispatcher {
         if (n > 0) this.arrayRunning.set(parent, n);
         else this.arrayRunning.delete(parent);
       }
+      // Freed capacity goes to the best deferred job now, not to whichever delay ends first.
+      const next = this.line.ahead(capacity.free, undefined);
+      if (next) await this.promote(next.id);
+    }
+  }
+
+  /**
+   * Bring a deferred job out of the delayed set so the worker takes it next. One that is no
+   * longer in BullMQ (deleted, held) leaves the line; one already waiting or active needs nothing.
+   */
+  private async promote(id: string): Promise<void> {
+    try {
+      const job = await this.queue?.getJob(id);
+      if (!job) {
+        this.line.forget(id);
+        return;
+      }
+      if (await job.isDelayed()) await job.promote();
+    } catch (e) {
+      // It left the delayed set meanwhile (taken, removed): its own turn settles it.
+      log.debug('promote deferred job', { id, error: errorMessage(e) });
     }
   }
 
@@ -141,5 +178,6 @@ export class Dispatcher {
   async close(): Promise<void> {
     for (const c of this.running.values()) c.abort('shutdown');
     await this.worker?.close();
+    await this.queue?.close();
   }
 }

@@ -290,6 +290,27 @@ export class JobRunner {
     return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
+  /**
+   * After a crash in E: the command had ended and its output waited in the spool; deliver it
+   * now (the restart empties the spool next), so a finished job's output is not lost.
+   * Returns a note when it could not be delivered and was kept on the host.
+   */
+  async deliverSpooled(job: JobRecord): Promise<string | undefined> {
+    const spool = join(this.o.spoolDir, job.id);
+    if (
+      !(await stat(spool).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return undefined;
+    try {
+      return await this.deliver(job, spool, defaultOutputPaths(job), job.spec.join);
+    } finally {
+      await rm(spool, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */
   private async deliver(job: JobRecord, spool: string, paths: { out: string; err: string }, join_: 'oe' | 'eo' | 'n'): Promise<string | undefined> {
     const { driver, store } = this.o;

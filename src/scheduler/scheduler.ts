@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Driver } from '../drivers/driver.js';
-import { StateError, UnknownJobError } from '../errors.js';
+import { errorMessage, StateError, UnknownJobError } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord, type JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
@@ -392,11 +392,10 @@ export class Scheduler {
         });
       } else if (j.state === 'E') {
         const status = j.exitStatus ?? EXIT.LOST;
-        await this.runner.finish(j, {
-          exitStatus: status,
-          comment: `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered`,
-          endReason: 'exit',
-        });
+        // Its output waits in the spool, which recover() empties after this: deliver it first.
+        const note = await this.runner.deliverSpooled(j).catch((e: unknown) => `output not delivered: ${errorMessage(e)}`);
+        const comment = `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered${note ? `; ${note}` : ''}`;
+        await this.runner.finish(j, { exitStatus: status, comment, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
         await this.runner.settle(j);
       }

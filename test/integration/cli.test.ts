@@ -149,16 +149,30 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
 
   it('kill -9 gcd while jobs run and wait: every job ends exactly once, nothing is left behind', async function () {
     const marks = join(g.stateDir, 'marks');
-    const rerun = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'rerun', '--', 'sh', '-c', `echo start >> ${marks}; sleep 8; echo done`]).stdout.trim();
+    // The first run never ends by itself (only the crash stops it, however slow the machine;
+    // exec keeps the die-with-gcd of the job's process); the rerun sees its mark and ends.
+    const rerun = g
+      .tool('gcqsub', [
+        '--headnode',
+        'hn1',
+        '-N',
+        'rerun',
+        '--',
+        'sh',
+        '-c',
+        `echo start >> ${marks}; [ $(wc -l < ${marks}) -ge 2 ] || exec sleep 600.05; echo done`,
+      ])
+      .stdout.trim();
     const norerun = g.tool('gcqsub', ['--headnode', 'hn1', '-r', 'n', '--', 'sleep', '40.03']).stdout.trim();
+    // R is set before the clone starts: wait for the commands themselves to be running.
     await until('both running', () => {
       const j = jobsJson(g).Jobs;
-      return j[rerun]?.job_state === 'R' && j[norerun]?.job_state === 'R';
+      return j[rerun]?.job_state === 'R' && j[norerun]?.job_state === 'R' && existsSync(marks) && spawnSync('pgrep', ['-f', '^sleep 40\\.03$']).status === 0;
     });
     const waiting = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'waiter', '-a', '2359', '--', 'true']).stdout.trim();
     const queued = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'later', '--', 'sh', '-c', 'echo once']).stdout.trim();
     await g.kill9();
-    expect(spawnSync('pgrep', ['-f', '^sleep 40\\.03$']).status).to.equal(1, 'job processes die with gcd');
+    expect(spawnSync('pgrep', ['-f', '^sleep (40\\.03|600\\.05)$']).status).to.equal(1, 'job processes die with gcd');
     await g.start();
     await until(
       'all ran',

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import { EXIT, type JobRecord, type JobSpec } from '../../src/queue/job.js';
@@ -58,17 +58,17 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
     return heard.filter((t) => t.jobId === id).map((t) => `${t.from}>${t.to}:${t.event}`);
   }
 
-  function dispatcher(): { d: Dispatcher; queue: RunQueue } {
+  function dispatcher(o: { capacity?: Capacity; retryDelayMs?: number } = {}): { d: Dispatcher; queue: RunQueue } {
     const queue = new RunQueue(redisOptions(r.target), keys);
     const d = new Dispatcher({
       connection: redisOptions(r.target),
       keys,
       store,
       runner,
-      capacity: new Capacity({ ncpus: 4, memMiB: 4096 }),
+      capacity: o.capacity ?? new Capacity({ ncpus: 4, memMiB: 4096 }),
       concurrency: 4,
       lockDurationMs: 4000,
-      retryDelayMs: 200,
+      retryDelayMs: o.retryDelayMs ?? 200,
     });
     dispatchers.push(d);
     queues.push(queue);
@@ -184,6 +184,61 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
       const q = await store.get(rec.id);
       expect(q.state).to.equal('Q');
       expect(q.comment).to.match(/cpus|Resources/i);
+    });
+
+    describe('deferred jobs keep their priority order', function () {
+      // One cpu; alice's first job holds it until the test lets it end. The retry delay is long,
+      // so only the dispatcher's own ordering (not a delay running out) can start a job soon.
+      const retryDelayMs = 30_000;
+      const small = { ncpus: 1, memMiB: 0 };
+      let gate: string;
+
+      beforeEach(function () {
+        gate = join(r.dir, 'go');
+      });
+
+      function runOrder(ids: string[]): string[] {
+        return heard.filter((t) => t.event === 'run' && ids.includes(t.jobId)).map((t) => t.jobId);
+      }
+
+      it('freed capacity goes to the better-priority deferred job, not to the one deferred first', async function () {
+        const blocker = await make('Q', { user: 'alice', resources: small, argv: ['sh', '-c', `while [ ! -e ${gate} ]; do sleep 0.05; done`] });
+        const aliceNext = await make('Q', { user: 'alice', resources: small, argv: ['true'] });
+        const bob = await make('Q', { user: 'bob', resources: small, argv: ['true'] });
+        const { d, queue } = dispatcher({ capacity: new Capacity({ ncpus: 1, memMiB: 4096 }), retryDelayMs });
+        d.start();
+        await queue.add([blocker]);
+        await until('blocker running', async () => (await store.get(blocker.id)).state === 'R');
+        // alice's second job is deferred before bob's exists, so its delay would end first.
+        await queue.add([aliceNext]);
+        await until('alice deferred', async () => eventsOf(aliceNext.id).includes('Q>Q:defer'));
+        await queue.add([bob]);
+        await until('bob deferred', async () => eventsOf(bob.id).includes('Q>Q:defer'));
+        expect((await store.get(bob.id)).comment).to.match(/^Resources: waiting for 1 cpus/);
+        writeFileSync(gate, '');
+        await until('both ran', async () => (await store.get(aliceNext.id)).state === 'F' && (await store.get(bob.id)).state === 'F', 20_000);
+        expect(runOrder([aliceNext.id, bob.id])).to.deep.equal([bob.id, aliceNext.id]);
+        for (const id of [blocker.id, aliceNext.id, bob.id]) expect(eventsOf(id).filter((e) => e.endsWith(':run'))).to.have.length(1);
+      });
+
+      it('a newly queued job with a worse priority steps back for a deferred job that now fits', async function () {
+        const capacity = new Capacity({ ncpus: 1, memMiB: 4096 });
+        const blocker = await make('Q', { user: 'alice', resources: small, argv: ['sh', '-c', `while [ ! -e ${gate} ]; do sleep 0.05; done`] });
+        const bob = await make('Q', { user: 'bob', resources: small, argv: ['true'] });
+        const aliceNext = await make('Q', { user: 'alice', resources: small, argv: ['true'] });
+        const { d, queue } = dispatcher({ capacity, retryDelayMs });
+        d.start();
+        await queue.add([blocker, bob]);
+        await until('blocker running, bob deferred', async () => (await store.get(blocker.id)).state === 'R' && eventsOf(bob.id).includes('Q>Q:defer'));
+        // The admin gives the host a second cpu: no job ended, so nothing was released.
+        capacity.limits = { ncpus: 2, memMiB: 4096 };
+        await queue.add([aliceNext]);
+        await until('both ran', async () => (await store.get(aliceNext.id)).state === 'F' && (await store.get(bob.id)).state === 'F', 20_000);
+        expect(runOrder([aliceNext.id, bob.id])).to.deep.equal([bob.id, aliceNext.id]);
+        expect(eventsOf(aliceNext.id)[0]).to.equal('Q>Q:defer');
+        writeFileSync(gate, '');
+        await until('blocker finished', async () => (await store.get(blocker.id)).state === 'F');
+      });
     });
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import { EXIT, type JobRecord, type JobSpec } from '../../src/queue/job.js';
@@ -39,6 +39,9 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     const rerun = await rec(1, 'R', { argv: ['echo', 'again'] });
     const norerun = await rec(2, 'R', { rerunnable: false });
     const exiting = await rec(3, 'E', { argv: ['sh', '-c', 'echo should-not-run-twice'] }, { exitStatus: 7, comment: 'Job run, exit 7' });
+    // gcd died while delivering its output: the command's stdout waits in the spool.
+    mkdirSync(join(r.dir, 'spool', exiting.id), { recursive: true });
+    writeFileSync(join(r.dir, 'spool', exiting.id, 'stdout'), 'ran once\n');
     // F written, then gcd died before its snapshot, dependents and history clock were settled.
     const parent = await rec(4, 'F', {}, { exitStatus: 0, settling: true, endedAt: Date.now() });
     const child = await rec(5, 'H', { argv: ['echo', 'child'] }, { holds: 's', depend: [{ type: 'afterok', jobIds: [parent.id] }] });
@@ -74,6 +77,11 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     expect([c.exitStatus, c.runCount]).to.deep.equal([7, 1]);
     expect(c.comment).to.match(/output was delivered/);
     expect(heard.filter((h) => h.startsWith(`${exiting.id} `))).to.deep.equal([`${exiting.id} E>F`]);
+    expect(readFileSync(join(r.dir, 'headnodes', 'hn1', 'tmp', `STDIN.o${exiting.seq}`), 'utf8')).to.equal(
+      'ran once\n',
+      'spooled output delivered after the crash',
+    );
+    expect(existsSync(join(r.dir, 'spool', exiting.id))).to.equal(false);
     const p = await get(parent);
     expect(p.settling).to.equal(undefined);
     expect(await r.client.ttl(keys.job(parent.id))).to.be.within(1, 600);
