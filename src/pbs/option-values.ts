@@ -156,9 +156,11 @@ export function parseDependList(value: string): Dependency[] {
 export interface WAttributes {
   block?: boolean;
   depend?: Dependency[];
+  /** -W stageout=none | PATH[,PATH...]: relative paths are the submitter's, resolved later. */
+  stageout?: 'none' | string[];
 }
 
-const SUPPORTED_W = ['depend', 'block'];
+const SUPPORTED_W = ['depend', 'block', 'stageout'];
 
 /**
  * -W `attr=value[,attr=value]`. A comma also separates dependency types inside `depend`,
@@ -178,11 +180,31 @@ export function parseWAttributes(value: string, into: WAttributes = {}): WAttrib
       into.block = v.toLowerCase() === 'true';
     } else if (name === 'depend') {
       into.depend = parseDependList(v);
+    } else if (name === 'stageout') {
+      into.stageout = parseStageoutList(v, into.stageout);
     } else {
       throw new UsageError(`-W ${name}: not supported (supported: ${SUPPORTED_W.join(', ')})`);
     }
   }
   return into;
+}
+
+/**
+ * -W stageout=none, or paths (files or folders) brought home besides the working directory.
+ * Like depend, the value runs on over commas that do not start a new `name=`; repeated -W
+ * stageout lists add up, and none wins over them.
+ */
+export function parseStageoutList(value: string, before?: 'none' | string[]): 'none' | string[] {
+  const items = value.split(',').map((p) => p.trim());
+  if (items.length === 1 && items[0]?.toLowerCase() === 'none') return 'none';
+  if (before === 'none') return 'none';
+  const out = [...(before ?? [])];
+  for (const p of items) {
+    if (p === '') throw new UsageError(`-W stageout=${value}: an empty path; use stageout=PATH[,PATH...] or stageout=none`);
+    if (/[\0\n]/.test(p)) throw new UsageError(`-W stageout: a path may not contain a newline or NUL`);
+    if (!out.includes(p)) out.push(p);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------- --cron

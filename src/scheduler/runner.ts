@@ -5,6 +5,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
+import { stageOutJob } from '../stageout/run-stage-out.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 
@@ -81,6 +82,9 @@ export class JobRunner {
       if (!requeue) {
         await store.update(job.id, { state: 'E' });
         await this.deliver(job, spool, paths, job.spec.join);
+        // Files the job wrote come home before F (block=true, afterok dependents see them).
+        const note = await stageOutJob(driver, clone, job, this.o.spoolDir);
+        if (note && ended) ended = { ...ended, comment: `${ended.comment}; ${note}` };
       }
     } catch (e) {
       if (stop.aborted && stop.reason === 'shutdown') requeue = true;

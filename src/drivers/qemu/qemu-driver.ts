@@ -42,6 +42,8 @@ import { backgroundSnapshotExpected, enableIgnoreShared, type SnapshotRamMethod,
 import { QmpError } from './qmp.js';
 import { RamReceiver } from './ram-receiver.js';
 import { resizeVcpus } from './vcpu-hotplug.js';
+import { stageOutJob } from './stage-out.js';
+import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
 import { backingChain, createOverlay } from './qemu-img.js';
 import { buildVmArgs, type ClusterNic, type VmConfig } from './vm-args.js';
 import { pidAlive, VmProcess, type VmLifetime } from './vm-process.js';
@@ -863,6 +865,15 @@ export class QemuDriver implements Driver {
     const c = this.clones.get(cloneId);
     if (!c) return undefined;
     return processUsage(c.vm.pid);
+  }
+
+  /** See stage-out.ts: the clone's files changed since it started go into its headnode. */
+  async stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult> {
+    const c = this.liveClone(clone.cloneId);
+    const rec = JSON.parse(await readFile(c.paths.record, 'utf8')) as CloneRecord;
+    const meta = await this.readMeta(clone.snapshotId);
+    const headnode = (): Promise<AgentClient> => this.opts.headnodes.withRunning(req.headnode, async (h) => h.agent);
+    return stageOutJob({ clone: c.agent, headnode, cloneStartMs: rec.createdAt, snapshotAtMs: meta.createdAt }, req);
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {

@@ -1,0 +1,211 @@
+/**
+ * Stage-out through the guest agents: pack in the clone (pack.sh), stream the archive from the
+ * clone's agent straight into the headnode's (no copy on the host), unpack there as the job's
+ * account (place.py). The host never parses or unpacks the archive: the clone is the job's and
+ * its tar is untrusted. Only what exceeds the size cap is kept on the host, as a tar file.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DriverError, errorMessage } from '../../errors.js';
+import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
+import type { AgentClient } from './agent.js';
+import { DEFAULT_CHUNK } from './guest-files.js';
+
+export class StageOutError extends DriverError {}
+
+export interface StageOutContext {
+  clone: AgentClient;
+  /** The headnode's agent, taken only when there is something to write. */
+  headnode: () => Promise<AgentClient>;
+  /** Host time the clone was started (ms): its command's files changed after this. */
+  cloneStartMs: number;
+  /** Host time of the snapshot (ms): a headnode file changed after this is the user's. */
+  snapshotAtMs: number;
+  /** Bytes per agent read/write (tests and benchmarks). */
+  chunk?: number;
+  /** Guest command deadline. */
+  timeoutMs?: number;
+}
+
+/** Where the clone side packs (on the clone's disk, not tmpfs: a job's output may be large). */
+const CLONE_OUT = '/var/tmp/.copper-stageout';
+const ACCOUNT = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+let scripts: { pack: string; place: string } | undefined;
+
+/** The guest scripts, read from src/stageout/guest of this checkout (sent with each run). */
+export function stageOutScripts(): { pack: string; place: string } {
+  if (scripts) return scripts;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const g = join(dir, 'src', 'stageout', 'guest');
+    if (existsSync(join(g, 'pack.sh'))) {
+      scripts = { pack: readFileSync(join(g, 'pack.sh'), 'utf8'), place: readFileSync(join(g, 'place.py'), 'utf8') };
+      return scripts;
+    }
+    dir = dirname(dir);
+  }
+  throw new StageOutError('cannot find the stage-out guest scripts (src/stageout/guest)');
+}
+
+export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): Promise<StageOutResult> {
+  if (!ACCOUNT.test(req.account)) throw new StageOutError(`invalid account '${req.account}'`);
+  const { pack, place } = stageOutScripts();
+  const timeoutMs = ctx.timeoutMs ?? 30 * 60_000;
+  const chunk = ctx.chunk ?? DEFAULT_CHUNK;
+  const since = (ctx.cloneStartMs / 1000).toFixed(3);
+  const packed = await ctx.clone.run('/bin/bash', ['-c', pack, 'pack', since, String(req.capBytes), CLONE_OUT, ...req.paths], { timeoutMs });
+  const line = packed.out?.toString().trim().split('\n').pop() ?? '';
+  const m = /^(\d+) (\d+) (\d+) (\d+)$/.exec(line);
+  if (packed.exitCode !== 0 || !m) {
+    throw new StageOutError(`packing in the clone failed (${packed.exitCode ?? `signal ${packed.signal}`}): ${oneLine(packed.err?.toString() ?? line)}`);
+  }
+  const [nd, , nx, xb] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
+  const result: StageOutResult = { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] };
+
+  if (nd > 0) {
+    const agent = await ctx.headnode();
+    // The conflict rule compares headnode ctimes with the snapshot time in the headnode's clock.
+    const now = await agent.run('/bin/date', ['+%s%N'], { timeoutMs: 30_000 });
+    const guestNow = BigInt(/^\d+$/.test(now.out?.toString().trim() ?? '') ? (now.out as Buffer).toString().trim() : `${Date.now()}000000`);
+    const snapNs = BigInt(ctx.snapshotAtMs) * 1_000_000n + (guestNow - BigInt(Date.now()) * 1_000_000n);
+    const archive = `/var/tmp/.copper-stageout-${randomBytes(6).toString('hex')}.tar`;
+    // The tar adds 512 bytes a member and padding: the bound leaves room for that, no more.
+    const bound = req.capBytes + Math.max(64 * 1024 * 1024, Math.ceil(req.capBytes / 4));
+    try {
+      result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
+      const prep = await agent.run('/bin/sh', ['-c', PREP, 'prep', req.account, archive], { timeoutMs: 60_000 });
+      const gid = prep.out?.toString().trim() ?? '';
+      if (prep.exitCode !== 0 || !/^\d+$/.test(gid)) throw new StageOutError(`preparing the headnode failed: ${oneLine(prep.err?.toString() ?? '')}`);
+      const ledger = `/var/lib/copper/stageout/${req.account}/ledger`;
+      const py = ['/usr/bin/python3', '-c', place, archive, req.jobId, snapNs.toString(), ledger];
+      const argv = req.account === 'root' ? py : ['/usr/bin/setpriv', `--reuid=${req.account}`, `--regid=${gid}`, '--init-groups', '--', ...py];
+      const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
+      const text = st.out?.toString().trim().split('\n').pop() ?? '';
+      const report = parseReport(text);
+      if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
+      Object.assign(result, report);
+    } catch (err) {
+      await agent.run('/bin/rm', ['-f', '--', archive], { timeoutMs: 10_000 }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  if (nx > 0) {
+    result.excess = { entries: nx, bytes: xb };
+    const keptAt = join(req.keepDir, 'stageout-excess.tar');
+    await mkdir(req.keepDir, { recursive: true });
+    await rm(keptAt, { force: true }); // an earlier run of the same job
+    try {
+      await copyBounded(ctx.clone, `${CLONE_OUT}/x.tar`, keptAt, req.keepMaxBytes + 64 * 1024 * 1024, chunk);
+      result.excess.keptAt = keptAt;
+    } catch (err) {
+      await rm(keptAt, { force: true });
+      result.errors.push(`the excess could not be kept on the host: ${errorMessage(err)}`);
+    }
+  }
+  return result;
+}
+
+/**
+ * Root part in the headnode: the account's ledger folder, and the archive handed to the account
+ * (the agent wrote it as root). Prints the account's group id for setpriv.
+ */
+const PREP = `set -e
+A=$1 F=$2
+G=$(id -g -- "$A")
+D=/var/lib/copper/stageout/$A
+mkdir -p -m 755 /var/lib/copper/stageout
+[ -d "$D" ] || mkdir -m 700 -- "$D"
+chown -- "$A:$G" "$D" "$F"
+chmod 600 -- "$F"
+echo "$G"`;
+
+interface PlaceReport {
+  placed: number;
+  conflicts: string[];
+  conflictCount: number;
+  errors: string[];
+}
+
+/** place.py's JSON line, checked field by field (it comes from a guest). */
+function parseReport(text: string): PlaceReport | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  const strings = (x: unknown, max: number): string[] => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string').slice(0, max).map((s) => oneLine(s, 300)) : []);
+  const num = (x: unknown): number => (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 ? x : 0);
+  return { placed: num(o.placed), conflicts: strings(o.conflicts, 20), conflictCount: num(o.nconflicts), errors: strings(o.errors, 5) };
+}
+
+/**
+ * Copy a file from one guest to another, reading the next chunk while the last is written.
+ * More than maxBytes is an error (the sending guest is not trusted to stop).
+ */
+export async function streamBetween(from: AgentClient, fromPath: string, to: AgentClient, toPath: string, maxBytes: number, chunk: number): Promise<number> {
+  const rh = await from.fileOpen(fromPath, 'rb');
+  let wh: number | undefined;
+  let pending: Promise<void> = Promise.resolve();
+  let total = 0;
+  try {
+    wh = await to.fileOpen(toPath, 'wb');
+    const handle = wh;
+    for (;;) {
+      const { data, eof } = await from.fileRead(rh, chunk);
+      if (data.length) {
+        total += data.length;
+        if (total > maxBytes) throw new StageOutError(`the clone's archive is larger than ${maxBytes} bytes`);
+        await pending;
+        pending = writeAll(to, handle, data);
+        pending.catch(() => undefined);
+      }
+      if (eof || data.length === 0) break;
+    }
+    await pending;
+    return total;
+  } finally {
+    await from.fileClose(rh).catch(() => undefined);
+    if (wh !== undefined) await to.fileClose(wh).catch(() => undefined);
+  }
+}
+
+async function writeAll(agent: AgentClient, handle: number, data: Buffer): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await agent.fileWrite(handle, data.subarray(off));
+}
+
+/** Copy a guest file to a new host file, at most maxBytes. */
+export async function copyBounded(agent: AgentClient, guestPath: string, hostPath: string, maxBytes: number, chunk: number): Promise<number> {
+  const rh = await agent.fileOpen(guestPath, 'rb');
+  const out = await open(hostPath, 'wx', 0o600);
+  let total = 0;
+  try {
+    for (;;) {
+      const { data, eof } = await agent.fileRead(rh, chunk);
+      if (data.length) {
+        total += data.length;
+        if (total > maxBytes) throw new StageOutError(`larger than ${maxBytes} bytes`);
+        await out.write(data);
+      }
+      if (eof || data.length === 0) break;
+    }
+    return total;
+  } finally {
+    await out.close();
+    await agent.fileClose(rh).catch(() => undefined);
+  }
+}
+
+/** Guest text fit for a comment: one printable line, bounded. */
+function oneLine(s: string, max = 300): string {
+  const t = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
+  return t.length > max ? `${t.slice(0, max)}…` : t;
+}

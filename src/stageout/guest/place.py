@@ -1,0 +1,140 @@
+# stage-out, headnode side: run in the headnode by the host through the guest agent, as the
+# job's account (setpriv), as `python3 -c "$(cat place.py)" ARCHIVE JOBID SNAP_NS LEDGER`
+# (sent at run time). ARCHIVE is the clone's tar (d.tar of pack.sh); the clone is the job's, so
+# the archive is untrusted: it is unpacked by GNU tar into a fresh folder with the job
+# account's rights only, then each entry is moved to its absolute path with those same rights.
+#
+# The rule for each entry (relative path R in the archive, destination /R):
+# - a folder missing in the headnode is moved in whole (one rename, with its contents);
+# - a folder already there: only its contents are looked at;
+# - a file or symlink whose headnode copy changed since the snapshot (ctime > SNAP_NS, in the
+#   headnode's clock) lands beside it as /R.copper-JOBID, unless that change was an earlier
+#   stage-out's (its device:inode:ctime is in LEDGER): then the later job wins, as on a shared
+#   filesystem;
+# - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped.
+# Symlinks are moved as links, never followed. Deletions do not propagate.
+# Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
+import json, os, shutil, stat, subprocess, sys, tempfile
+
+arch, job, snap_ns, ledger = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+root = os.geteuid() == 0
+placed, conflicts, nconflicts, errors = 0, [], 0, []
+new_keys = []
+
+
+def err(msg):
+    if len(errors) < 5:
+        errors.append(msg[:300])
+
+
+def key(st):
+    return '%d:%d:%d' % (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
+def remember(path):
+    # Keys of what this stage-out wrote, so a later stage-out overwrites it (last one wins).
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    new_keys.append(key(st))
+    if stat.S_ISDIR(st.st_mode):
+        for top, dirs, files in os.walk(path):
+            for n in dirs + files:
+                try:
+                    new_keys.append(key(os.lstat(os.path.join(top, n))))
+                except OSError:
+                    pass
+
+
+def move(src, dst):
+    global placed
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno != 18:  # EXDEV: another filesystem; copy, keeping links as links
+            raise
+        if os.path.isdir(src) and not os.path.islink(src):
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            if os.path.lexists(dst) and not os.path.isdir(dst):
+                os.unlink(dst)
+            shutil.copy2(src, dst, follow_symlinks=False)
+        if root:
+            st = os.lstat(src)
+            os.lchown(dst, st.st_uid, st.st_gid)
+    placed += 1
+    remember(dst)
+
+
+def purge(path):
+    # Only files, links and folders come home.
+    for top, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(top, n)
+            m = os.lstat(p).st_mode
+            if not (stat.S_ISREG(m) or stat.S_ISLNK(m) or stat.S_ISDIR(m)):
+                os.unlink(p)
+
+
+def walk(stage, rel, known):
+    global nconflicts
+    here = os.path.join(stage, rel)
+    for name in sorted(os.listdir(here)):
+        r = os.path.join(rel, name)
+        src = os.path.join(stage, r)
+        dest = '/' + r
+        try:
+            sst = os.lstat(src)
+            try:
+                dst = os.lstat(dest)
+            except FileNotFoundError:
+                dst = None
+            if stat.S_ISDIR(sst.st_mode):
+                if dst is not None and stat.S_ISDIR(dst.st_mode):
+                    walk(stage, r, known)
+                    continue
+                if dst is None:
+                    move(src, dest)
+                    continue
+            target = dest
+            if dst is not None and (stat.S_ISDIR(dst.st_mode) or (dst.st_ctime_ns > snap_ns and key(dst) not in known)):
+                target = dest + '.copper-' + job
+                nconflicts += 1
+                if len(conflicts) < 20:
+                    conflicts.append(dest)
+            move(src, target)
+        except OSError as e:
+            err('%s: %s' % (dest, e.strerror or e))
+
+
+stage = tempfile.mkdtemp(prefix='.copper-stage-', dir='/var/tmp')
+try:
+    cmd = ['tar', '-x', '-f', arch, '-C', stage, '-p', '--delay-directory-restore']
+    cmd += ['--numeric-owner', '--same-owner'] if root else ['--no-same-owner']
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        err('tar: ' + r.stderr.decode('utf-8', 'replace').strip().replace('\n', ' '))
+    purge(stage)
+    try:
+        with open(ledger) as f:
+            old = f.read().split('\n')
+    except OSError:
+        old = []
+    walk(stage, '', set(old))
+    if new_keys:
+        try:
+            keep = [k for k in old if k][-20000:] + new_keys
+            tmp = ledger + '.new'
+            with open(tmp, 'w') as f:
+                f.write('\n'.join(keep) + '\n')
+            os.rename(tmp, ledger)
+        except OSError as e:
+            err('ledger %s: %s' % (ledger, e.strerror))
+finally:
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        os.unlink(arch)
+    except OSError:
+        pass
+print(json.dumps({'placed': placed, 'conflicts': conflicts, 'nconflicts': nconflicts, 'errors': errors}))
