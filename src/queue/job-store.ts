@@ -184,6 +184,11 @@ export class JobStore {
     return this.redis.hincrby(this.keys.job(id), 'runCount', 1);
   }
 
+  /** Point a job at another snapshot, moving its reference (the old one is released by the caller). */
+  async moveSnapshotRef(id: string, to: string): Promise<void> {
+    await this.redis.multi().hset(this.keys.job(id), 'snapshotId', to).hincrby(this.keys.snapshotRefs, to, 1).exec();
+  }
+
   /** Drop one reference to a snapshot; true when it was the last and the snapshot may go. */
   async releaseSnapshotRef(snapshotId: string): Promise<boolean> {
     const left = await this.redis.hincrby(this.keys.snapshotRefs, snapshotId, -1);

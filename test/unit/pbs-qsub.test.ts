@@ -212,7 +212,7 @@ describe('pbs qsub: bad directives name file, line and directive', () => {
       'bad-interactive.pbs',
       'bad-interactive.pbs:2: #PBS -I: -I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command',
     ],
-    ['bad-umask.pbs', 'bad-umask.pbs:3: #PBS -W umask=022: -W umask: not supported (supported: depend, block)'],
+    ['bad-umask.pbs', 'bad-umask.pbs:3: #PBS -W umask=022: -W umask: not supported (supported: depend, block, stageout)'],
     ['bad-walltime.pbs', 'bad-walltime.pbs:3: #PBS -l walltime=1:75:00: -l walltime: "1:75:00" has minutes or seconds above 59'],
     ['bad-nodes-host.pbs', 'bad-nodes-host.pbs:3: #PBS -l nodes=node07:ppn=4: -l nodes: "node07" names a host; give a node count, e.g. nodes=1:ppn=8'],
     ['bad-operand.pbs', 'bad-operand.pbs:2: #PBS -N two words: unexpected argument "words"'],

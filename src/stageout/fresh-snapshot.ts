@@ -1,0 +1,32 @@
+import type { Driver } from '../drivers/driver.js';
+import { errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import type { JobRecord } from '../queue/job.js';
+import type { JobStore } from '../queue/job-store.js';
+
+/**
+ * A job held on -W depend runs in a snapshot taken when its dependencies are met, not at its
+ * gcqsub: by then its parents' files have come home (stage-out is done before F), and an
+ * afterok job reads what its parent wrote, as on a shared filesystem. `targets` are the held
+ * job's records that run (an array's tasks, or the job itself). If the headnode cannot be
+ * snapshotted now (stopped), the job keeps its submission snapshot and the returned note says so.
+ */
+export async function freshSnapshotForRelease(driver: Driver, store: JobStore, headnode: string, targets: JobRecord[]): Promise<string | undefined> {
+  const running = targets.filter((t) => !t.array && t.state === 'H' && t.snapshotId !== undefined);
+  if (running.length === 0) return undefined;
+  let snapId: string;
+  try {
+    snapId = (await driver.snapshot(headnode)).id;
+  } catch (e) {
+    log.warn('no fresh snapshot for a released dependent; it runs in its submission snapshot', { headnode, error: errorMessage(e) });
+    return `runs in its submission snapshot (headnode ${headnode} could not be snapshotted when its dependencies were met: ${errorMessage(e)})`;
+  }
+  for (const t of running) {
+    await store.moveSnapshotRef(t.id, snapId);
+    const old = t.snapshotId as string;
+    if (await store.releaseSnapshotRef(old)) {
+      await driver.releaseSnapshot(old).catch((e) => log.error('snapshot release failed', { snapshot: old, error: errorMessage(e) }));
+    }
+  }
+  return undefined;
+}
