@@ -36,8 +36,9 @@ function sizeFrom(v: string | undefined, name: string, dflt: number): number {
 export function stageOutRequest(job: JobRecord, limits: StageOutLimits, undeliveredDir: string): StageOutRequest | undefined {
   const extra = job.spec.stageout;
   if (extra === 'none') return undefined;
-  const paths = [posix.normalize(job.spec.cwd)];
-  for (const p of extra ?? []) if (!paths.includes(posix.normalize(p))) paths.push(posix.normalize(p));
+  const clean = (p: string): string => posix.normalize(p).replace(/(.)\/+$/, '$1');
+  const paths = [clean(job.spec.cwd)];
+  for (const p of extra ?? []) if (!paths.includes(clean(p))) paths.push(clean(p));
   return {
     jobId: job.id,
     headnode: job.spec.headnode,
