@@ -81,7 +81,7 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
       const gid = prep.out?.toString().trim() ?? '';
       if (prep.exitCode !== 0 || !/^\d+$/.test(gid)) throw new StageOutError(`preparing the headnode failed: ${oneLine(prep.err?.toString() ?? '')}`);
       const ledger = `/var/lib/copper/stageout/${req.account}/ledger`;
-      const py = ['/usr/bin/python3', '-c', place, archive, req.jobId, snapNs.toString(), ledger];
+      const py = ['/usr/bin/python3', '-c', place, archive, req.jobId, snapNs.toString(), ledger, ...req.paths];
       const argv = req.account === 'root' ? py : ['/usr/bin/setpriv', `--reuid=${req.account}`, `--regid=${gid}`, '--init-groups', '--', ...py];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';

@@ -1,5 +1,5 @@
 # stage-out, headnode side: run in the headnode by the host through the guest agent, as the
-# job's account (setpriv), as `python3 -c "$(cat place.py)" ARCHIVE JOBID SNAP_NS LEDGER`
+# job's account (setpriv), as `python3 -c "$(cat place.py)" ARCHIVE JOBID SNAP_NS LEDGER PATH...`
 # (sent at run time). ARCHIVE is the clone's tar (d.tar of pack.sh); the clone is the job's, so
 # the archive is untrusted: it is unpacked by GNU tar into a fresh folder with the job
 # account's rights only, then each entry is moved to its absolute path with those same rights.
@@ -11,12 +11,14 @@
 #   headnode's clock) lands beside it as /R.copper-JOBID, unless that change was an earlier
 #   stage-out's (its device:inode:ctime is in LEDGER): then the later job wins, as on a shared
 #   filesystem;
-# - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped.
+# - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped, and so
+#   is what lies outside the PATHs the job was to bring home (a hostile clone may add more).
 # Symlinks are moved as links, never followed. Deletions do not propagate.
 # Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
 import json, os, shutil, stat, subprocess, sys, tempfile
 
 arch, job, snap_ns, ledger = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+wanted = [p.rstrip('/') for p in sys.argv[5:]]
 root = os.geteuid() == 0
 placed, conflicts, nconflicts, errors = 0, [], 0, []
 new_keys = []
@@ -77,6 +79,14 @@ def purge(path):
                 os.unlink(p)
 
 
+def inside(dest):
+    return any(p == '' or dest == p or dest.startswith(p + '/') for p in wanted)
+
+
+def above(dest):
+    return any(p.startswith(dest + '/') for p in wanted)
+
+
 def walk(stage, rel, known):
     global nconflicts
     here = os.path.join(stage, rel)
@@ -90,6 +100,15 @@ def walk(stage, rel, known):
                 dst = os.lstat(dest)
             except FileNotFoundError:
                 dst = None
+            if not inside(dest):
+                if stat.S_ISDIR(sst.st_mode) and above(dest):
+                    if dst is None:
+                        os.mkdir(dest, stat.S_IMODE(sst.st_mode))
+                    if os.path.isdir(dest) and not os.path.islink(dest):
+                        walk(stage, r, known)
+                        continue
+                err('%s: outside the stage-out paths, not written' % dest)
+                continue
             if stat.S_ISDIR(sst.st_mode):
                 if dst is not None and stat.S_ISDIR(dst.st_mode):
                     walk(stage, r, known)
