@@ -74,6 +74,7 @@ async function main(): Promise<void> {
     const plain: number[] = [];
     let soBytes = 0;
     let plainBytes = 0;
+    const steps: Array<Record<string, number>> = [];
     for (let i = 0; i < REPS; i++) {
       const c = await drv.clone({ cloneId: `${label}${i}`, snapshotId: snap, hostname: `${label}${i}`, init: 'clone-init' });
       try {
@@ -98,18 +99,19 @@ async function main(): Promise<void> {
         const r = await drv.stageOut(c, req);
         so.push(performance.now() - t);
         soBytes = r.bytes;
+        steps.push(r.timingsMs ?? {});
         if (r.errors.length || r.conflictCount) throw new Error(`stage-out ${label}: ${JSON.stringify(r)}`);
       } finally {
         await drv.destroy(c.cloneId);
       }
-      console.log(`${label} rep ${i}: stage-out ${Math.round(so[i]!)} ms (${soBytes} B), plain tar ${Math.round(plain[i]!)} ms (${plainBytes} B)`);
+      console.log(`${label} rep ${i}: stage-out ${Math.round(so[i]!)} ms (${soBytes} B; steps ${JSON.stringify(steps[i])}), plain tar ${Math.round(plain[i]!)} ms (${plainBytes} B)`);
     }
     const soMs = pct(so, 50);
     const plainMs = pct(plain, 50);
     return {
       stageOutMs: Math.round(soMs), plainTarMs: Math.round(plainMs), ratio: r1(soMs / plainMs),
       stageOutMBps: r1(soBytes / 1e6 / (soMs / 1000)), plainTarMBps: r1(plainBytes / 1e6 / (plainMs / 1000)),
-      each: { stageOutMs: so.map(Math.round), plainTarMs: plain.map(Math.round) },
+      each: { stageOutMs: so.map(Math.round), plainTarMs: plain.map(Math.round), stageOutStepsMs: steps },
     };
   };
 

@@ -32,6 +32,8 @@ export interface StageOutResult {
   excess?: { entries: number; bytes: number; keptAt?: string };
   /** Problems that did not stop the rest (each one line). */
   errors: string[];
+  /** Milliseconds per step (pack in the clone, stream to the headnode, unpack there, excess to the host). */
+  timingsMs?: { pack?: number; stream?: number; place?: number; excess?: number };
 }
 
 export const NO_STAGE_OUT: StageOutResult = { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] };

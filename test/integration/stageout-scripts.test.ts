@@ -68,7 +68,7 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     ].join('\n');
     const archive = join(dir, 'a.tar');
     expect(run('/usr/bin/python3', ['-c', py, archive]).status).to.equal(0);
-    const r = run('/usr/bin/python3', ['-c', place, archive, '5.srv', nowNs(), join(dir, 'ledger'), work]);
+    const r = run('/usr/bin/python3', ['-I', '-S', '-c', place, archive, '5.srv', nowNs(), join(dir, 'ledger'), work]);
     expect(r.status, r.err).to.equal(0);
     const report = JSON.parse(r.out.trim().split('\n').pop() as string) as { placed: number; errors: string[] };
     expect(readFileSync(join(work, 'good.txt'), 'utf8')).to.equal('good');
@@ -97,9 +97,9 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
       expect(run('tar', ['-C', join(dir, `src-${content}`), '-cf', a, work.slice(1)]).status).to.equal(0);
       return a;
     };
-    const first = run('/usr/bin/python3', ['-c', place, mk('one'), '1.srv', snap, join(dir, 'ledger'), work]);
+    const first = run('/usr/bin/python3', ['-I', '-S', '-c', place, mk('one'), '1.srv', snap, join(dir, 'ledger'), work]);
     expect(JSON.parse(first.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
-    const second = run('/usr/bin/python3', ['-c', place, mk('two'), '2.srv', snap, join(dir, 'ledger'), work]);
+    const second = run('/usr/bin/python3', ['-I', '-S', '-c', place, mk('two'), '2.srv', snap, join(dir, 'ledger'), work]);
     expect(JSON.parse(second.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
     expect(readFileSync(join(work, 'data.txt'), 'utf8')).to.equal('user');
     expect(readFileSync(join(work, 'data.txt.copper-1.srv'), 'utf8')).to.equal('one');

@@ -5,6 +5,7 @@
  * its tar is untrusted. Only what exceeds the size cap is kept on the host, as a tar file.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -57,6 +58,14 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
   const timeoutMs = ctx.timeoutMs ?? 30 * 60_000;
   const chunk = ctx.chunk ?? DEFAULT_CHUNK;
   const since = (ctx.cloneStartMs / 1000).toFixed(3);
+  const timings: NonNullable<StageOutResult['timingsMs']> = {};
+  let t = performance.now();
+  const lap = (): number => {
+    const n = performance.now();
+    const d = Math.round(n - t);
+    t = n;
+    return d;
+  };
   const packed = await ctx.clone.run('/bin/bash', ['-c', pack, 'pack', since, String(req.capBytes), CLONE_OUT, ...req.paths], { timeoutMs });
   const line = packed.out?.toString().trim().split('\n').pop() ?? '';
   const m = /^(\d+) (\d+) (\d+) (\d+)$/.exec(line);
@@ -64,7 +73,8 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
     throw new StageOutError(`packing in the clone failed (${packed.exitCode ?? `signal ${packed.signal}`}): ${oneLine(packed.err?.toString() ?? line)}`);
   }
   const [nd, , nx, xb] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4])];
-  const result: StageOutResult = { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] };
+  const result: StageOutResult = { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [], timingsMs: timings };
+  timings.pack = lap();
 
   if (nd > 0) {
     const agent = await ctx.headnode();
@@ -77,17 +87,20 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
     const bound = req.capBytes + Math.max(64 * 1024 * 1024, Math.ceil(req.capBytes / 4));
     try {
       result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
+      timings.stream = lap();
       const prep = await agent.run('/bin/sh', ['-c', PREP, 'prep', req.account, archive], { timeoutMs: 60_000 });
       const gid = prep.out?.toString().trim() ?? '';
       if (prep.exitCode !== 0 || !/^\d+$/.test(gid)) throw new StageOutError(`preparing the headnode failed: ${oneLine(prep.err?.toString() ?? '')}`);
       const ledger = `/var/lib/copper/stageout/${req.account}/ledger`;
-      const py = ['/usr/bin/python3', '-c', place, archive, req.jobId, snapNs.toString(), ledger, ...req.paths];
+      // -I -S: no PYTHON* variables, user site or .pth files, and a faster start.
+      const py = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), ledger, ...req.paths];
       const argv = req.account === 'root' ? py : ['/usr/bin/setpriv', `--reuid=${req.account}`, `--regid=${gid}`, '--init-groups', '--', ...py];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
       const report = parseReport(text);
       if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
       Object.assign(result, report);
+      timings.place = lap();
     } catch (err) {
       await agent.run('/bin/rm', ['-f', '--', archive], { timeoutMs: 10_000 }).catch(() => undefined);
       throw err;
@@ -102,6 +115,7 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
     try {
       await copyBounded(ctx.clone, `${CLONE_OUT}/x.tar`, keptAt, req.keepMaxBytes + 64 * 1024 * 1024, chunk);
       result.excess.keptAt = keptAt;
+      timings.excess = lap();
     } catch (err) {
       await rm(keptAt, { force: true });
       result.errors.push(`the excess could not be kept on the host: ${errorMessage(err)}`);

@@ -14,6 +14,11 @@ set -u
 SINCE=$1 CAP=$2 OUT=$3
 shift 3
 rm -rf -- "$OUT" && mkdir -m 700 -p -- "$OUT" || exit 3
+# find writes a file first: bash reads a regular file in blocks, a pipe one byte at a time.
+for p in "$@"; do
+  [ -e "$p" ] || [ -L "$p" ] || continue
+  find "$p" -xdev \( -type f -o -type l -o -type d \) -newerct "@$SINCE" -printf '%y %s %p\0' 2>/dev/null
+done >"$OUT/all"
 exec 3>"$OUT/d.list" 4>"$OUT/x.list" || exit 3
 nd=0 db=0 nx=0 xb=0
 while IFS= read -r -d '' rec; do
@@ -30,10 +35,7 @@ while IFS= read -r -d '' rec; do
     xb=$((xb + s)) nx=$((nx + 1))
     printf '%s\0' "${p#/}" >&4
   fi
-done < <(for p in "$@"; do
-  [ -e "$p" ] || [ -L "$p" ] || continue
-  find "$p" -xdev \( -type f -o -type l -o -type d \) -newerct "@$SINCE" -printf '%y %s %p\0' 2>/dev/null
-done)
+done <"$OUT/all"
 exec 3>&- 4>&-
 pack() { # LIST TAR
   # --no-recursion: a listed folder brings its own mode and owner, not its unchanged contents.

@@ -15,7 +15,8 @@
 #   is what lies outside the PATHs the job was to bring home (a hostile clone may add more).
 # Symlinks are moved as links, never followed. Deletions do not propagate.
 # Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
-import json, os, shutil, stat, subprocess, sys, tempfile
+# Imports kept few (run with -I -S): under TCG every module costs start-up time.
+import json, os, stat, sys
 
 arch, job, snap_ns, ledger = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 wanted = [p.rstrip('/') for p in sys.argv[5:]]
@@ -56,6 +57,7 @@ def move(src, dst):
     except OSError as e:
         if e.errno != 18:  # EXDEV: another filesystem; copy, keeping links as links
             raise
+        import shutil
         if os.path.isdir(src) and not os.path.islink(src):
             shutil.copytree(src, dst, symlinks=True)
         else:
@@ -127,13 +129,28 @@ def walk(stage, rel, known):
             err('%s: %s' % (dest, e.strerror or e))
 
 
-stage = tempfile.mkdtemp(prefix='.copper-stage-', dir='/var/tmp')
+def rmtree(path):
+    for top, dirs, files in os.walk(path, topdown=False):
+        for n in files:
+            os.unlink(os.path.join(top, n))
+        for n in dirs:
+            p = os.path.join(top, n)
+            if os.path.islink(p):
+                os.unlink(p)
+            else:
+                os.rmdir(p)
+    os.rmdir(path)
+
+
+stage = '/var/tmp/.copper-stage-' + os.urandom(6).hex()
+os.mkdir(stage, 0o700)
 try:
     cmd = ['tar', '-x', '-f', arch, '-C', stage, '-p', '--delay-directory-restore']
     cmd += ['--numeric-owner', '--same-owner'] if root else ['--no-same-owner']
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if r.returncode != 0:
-        err('tar: ' + r.stderr.decode('utf-8', 'replace').strip().replace('\n', ' '))
+    # tar's own messages go to this program's stderr (the host logs them).
+    rc = os.spawnvp(os.P_WAIT, 'tar', cmd)
+    if rc != 0:
+        err('tar ended with status %d' % rc)
     purge(stage)
     try:
         with open(ledger) as f:
@@ -151,7 +168,10 @@ try:
         except OSError as e:
             err('ledger %s: %s' % (ledger, e.strerror))
 finally:
-    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        rmtree(stage)
+    except OSError:
+        pass
     try:
         os.unlink(arch)
     except OSError:
