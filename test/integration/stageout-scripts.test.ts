@@ -14,10 +14,12 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
   let dir: string;
   const { pack, place } = stageOutScripts();
   const run = (cmd: string, args: string[]) => {
-    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, COPPER_STAGEOUT_LEDGERS: join(dir, 'ledgers') } });
     return { out: r.stdout, err: r.stderr, status: r.status };
   };
-  const nowNs = (): string => (BigInt(Date.now()) * 1_000_000n).toString();
+  /** place.py ARCHIVE JOBID SNAP_MS HOST_NOW_MS ACCOUNT PATH... */
+  const placeRun = (archive: string, jobId: string, snapMs: number, account: string, ...paths: string[]) =>
+    run('/usr/bin/python3', ['-I', '-S', '-c', place, archive, jobId, String(snapMs), String(Date.now()), account, ...paths]);
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'copper-so-'));
@@ -68,7 +70,7 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     ].join('\n');
     const archive = join(dir, 'a.tar');
     expect(run('/usr/bin/python3', ['-c', py, archive]).status).to.equal(0);
-    const r = run('/usr/bin/python3', ['-I', '-S', '-c', place, archive, '5.srv', nowNs(), join(dir, 'ledger'), work]);
+    const r = placeRun(archive, '5.srv', Date.now(), 'root', work);
     expect(r.status, r.err).to.equal(0);
     const report = JSON.parse(r.out.trim().split('\n').pop() as string) as { placed: number; errors: string[] };
     expect(readFileSync(join(work, 'good.txt'), 'utf8')).to.equal('good');
@@ -85,7 +87,7 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
   it('place writes NAME.copper-<jobid> beside a file changed since the snapshot, but a later stage-out overwrites an earlier one', async function () {
     const work = join(dir, 'work');
     mkdirSync(work);
-    const snap = nowNs();
+    const snap = Date.now();
     await new Promise((r) => setTimeout(r, 30)); // file times come from the kernel's coarse clock
     writeFileSync(join(work, 'data.txt'), 'user'); // changed in the headnode after the snapshot
     const mk = (content: string): string => {
@@ -97,13 +99,36 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
       expect(run('tar', ['-C', join(dir, `src-${content}`), '-cf', a, work.slice(1)]).status).to.equal(0);
       return a;
     };
-    const first = run('/usr/bin/python3', ['-I', '-S', '-c', place, mk('one'), '1.srv', snap, join(dir, 'ledger'), work]);
+    const first = placeRun(mk('one'), '1.srv', snap, 'root', work);
     expect(JSON.parse(first.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
-    const second = run('/usr/bin/python3', ['-I', '-S', '-c', place, mk('two'), '2.srv', snap, join(dir, 'ledger'), work]);
+    const second = placeRun(mk('two'), '2.srv', snap, 'root', work);
     expect(JSON.parse(second.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
     expect(readFileSync(join(work, 'data.txt'), 'utf8')).to.equal('user');
     expect(readFileSync(join(work, 'data.txt.copper-1.srv'), 'utf8')).to.equal('one');
     expect(readFileSync(join(work, 'data.txt.copper-2.srv'), 'utf8')).to.equal('two');
     expect(readFileSync(join(work, 'res.txt'), 'utf8')).to.equal('two', 'the last stage-out wins over the first');
+  });
+
+  it('place becomes the job\'s account: its files are the account\'s, and it cannot write where the account cannot', function () {
+    if (process.getuid?.() !== 0) this.skip(); // needs root to change user, as the headnode's agent is
+    const nobody = Number(run('id', ['-u', 'nobody']).out.trim());
+    const work = join(dir, 'work');
+    const locked = join(dir, 'locked');
+    mkdirSync(work);
+    mkdirSync(locked, { mode: 0o755 });
+    run('chown', ['nobody', work]);
+    run('chmod', ['755', dir]);
+    const src = join(dir, 'src');
+    mkdirSync(join(src, work.slice(1)), { recursive: true });
+    mkdirSync(join(src, locked.slice(1)), { recursive: true });
+    writeFileSync(join(src, work.slice(1), 'mine.txt'), 'mine');
+    writeFileSync(join(src, locked.slice(1), 'x.txt'), 'x');
+    const a = join(dir, 'n.tar');
+    expect(run('tar', ['-C', src, '-cf', a, work.slice(1), locked.slice(1)]).status).to.equal(0);
+    const r = placeRun(a, '3.srv', Date.now(), 'nobody', work, locked);
+    expect(r.status, r.err).to.equal(0);
+    expect(lstatSync(join(work, 'mine.txt')).uid).to.equal(nobody);
+    expect(existsSync(join(locked, 'x.txt'))).to.equal(false);
+    expect((JSON.parse(r.out) as { errors: string[] }).errors.join(' ')).to.include('Permission denied');
   });
 });

@@ -78,23 +78,15 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
 
   if (nd > 0) {
     const agent = await ctx.headnode();
-    // The conflict rule compares headnode ctimes with the snapshot time in the headnode's clock.
-    const now = await agent.run('/bin/date', ['+%s%N'], { timeoutMs: 30_000 });
-    const guestNow = BigInt(/^\d+$/.test(now.out?.toString().trim() ?? '') ? (now.out as Buffer).toString().trim() : `${Date.now()}000000`);
-    const snapNs = BigInt(ctx.snapshotAtMs) * 1_000_000n + (guestNow - BigInt(Date.now()) * 1_000_000n);
     const archive = `/var/tmp/.copper-stageout-${randomBytes(6).toString('hex')}.tar`;
     // The tar adds 512 bytes a member and padding: the bound leaves room for that, no more.
     const bound = req.capBytes + Math.max(64 * 1024 * 1024, Math.ceil(req.capBytes / 4));
     try {
       result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
       timings.stream = lap();
-      const prep = await agent.run('/bin/sh', ['-c', PREP, 'prep', req.account, archive], { timeoutMs: 60_000 });
-      const gid = prep.out?.toString().trim() ?? '';
-      if (prep.exitCode !== 0 || !/^\d+$/.test(gid)) throw new StageOutError(`preparing the headnode failed: ${oneLine(prep.err?.toString() ?? '')}`);
-      const ledger = `/var/lib/copper/stageout/${req.account}/ledger`;
-      // -I -S: no PYTHON* variables, user site or .pth files, and a faster start.
-      const py = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), ledger, ...req.paths];
-      const argv = req.account === 'root' ? py : ['/usr/bin/setpriv', `--reuid=${req.account}`, `--regid=${gid}`, '--init-groups', '--', ...py];
+      // One guest process: it becomes the account itself, and takes the snapshot time to the
+      // headnode's clock from the host's time now (-I -S: no PYTHON* variables, faster start).
+      const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, String(ctx.snapshotAtMs), String(Date.now()), req.account, ...req.paths];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
       const report = parseReport(text);
@@ -123,20 +115,6 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
   }
   return result;
 }
-
-/**
- * Root part in the headnode: the account's ledger folder, and the archive handed to the account
- * (the agent wrote it as root). Prints the account's group id for setpriv.
- */
-const PREP = `set -e
-A=$1 F=$2
-G=$(id -g -- "$A")
-D=/var/lib/copper/stageout/$A
-mkdir -p -m 755 /var/lib/copper/stageout
-[ -d "$D" ] || mkdir -m 700 -- "$D"
-chown -- "$A:$G" "$D" "$F"
-chmod 600 -- "$F"
-echo "$G"`;
 
 interface PlaceReport {
   placed: number;

@@ -1,25 +1,54 @@
-# stage-out, headnode side: run in the headnode by the host through the guest agent, as the
-# job's account (setpriv), as `python3 -c "$(cat place.py)" ARCHIVE JOBID SNAP_NS LEDGER PATH...`
+# stage-out, headnode side: run in the headnode by the host through the guest agent, as root,
+# as `python3 -I -S -c "$(cat place.py)" ARCHIVE JOBID SNAP_MS HOST_NOW_MS ACCOUNT PATH...`
 # (sent at run time). ARCHIVE is the clone's tar (d.tar of pack.sh); the clone is the job's, so
-# the archive is untrusted: it is unpacked by GNU tar into a fresh folder with the job
-# account's rights only, then each entry is moved to its absolute path with those same rights.
+# the archive is untrusted. As root this only makes the account's ledger folder and hands it and
+# the archive to the account; then it becomes the job's ACCOUNT (groups, gid, uid: no way back),
+# unpacks the archive with GNU tar into a fresh folder and moves each entry to its absolute path,
+# all with the account's rights only.
 #
 # The rule for each entry (relative path R in the archive, destination /R):
 # - a folder missing in the headnode is moved in whole (one rename, with its contents);
 # - a folder already there: only its contents are looked at;
-# - a file or symlink whose headnode copy changed since the snapshot (ctime > SNAP_NS, in the
-#   headnode's clock) lands beside it as /R.copper-JOBID, unless that change was an earlier
-#   stage-out's (its device:inode:ctime is in LEDGER): then the later job wins, as on a shared
-#   filesystem;
+# - a file or symlink whose headnode copy changed since the snapshot (ctime after SNAP_MS, taken
+#   to this headnode's clock with HOST_NOW_MS, the host's time when it started this, less 2 s) lands beside
+#   it as /R.copper-JOBID, unless that change was an earlier stage-out's (its device:inode:ctime
+#   is in the account's ledger): then the later job wins, as on a shared filesystem;
 # - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped, and so
 #   is what lies outside the PATHs the job was to bring home (a hostile clone may add more).
 # Symlinks are moved as links, never followed. Deletions do not propagate.
 # Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
-# Imports kept few (run with -I -S): under TCG every module costs start-up time.
-import json, os, stat, sys
+# One process, few imports (run with -I -S): under TCG every program and module costs time.
+import json, os, stat, sys, time
 
-arch, job, snap_ns, ledger = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-wanted = [p.rstrip('/') for p in sys.argv[5:]]
+arch, job, account = sys.argv[1], sys.argv[2], sys.argv[5]
+# The offset between the clocks is read late by how long this took to start (under TCG up to a
+# second or so), which would move the snapshot later and miss a user's change: 2 s earlier errs
+# the safe way (a file the user changed just before gcqsub is kept, the job's copy put beside).
+snap_ns = int(sys.argv[3]) * 1000000 + (time.time_ns() - int(sys.argv[4]) * 1000000) - 2000000000
+wanted = [p.rstrip('/') for p in sys.argv[6:]]
+ledger_dir = os.path.join(os.environ.get('COPPER_STAGEOUT_LEDGERS', '/var/lib/copper/stageout'), account)
+ledger = os.path.join(ledger_dir, 'ledger')
+
+
+def become(account):
+    import pwd
+    pw = pwd.getpwnam(account)
+    os.makedirs(os.path.dirname(ledger_dir), mode=0o755, exist_ok=True)
+    try:
+        os.mkdir(ledger_dir, 0o700)
+    except FileExistsError:
+        pass
+    for p in (ledger_dir, arch):
+        os.lchown(p, pw.pw_uid, pw.pw_gid)
+    os.chmod(arch, 0o600)
+    if pw.pw_uid != 0:
+        os.initgroups(account, pw.pw_gid)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+
+if os.geteuid() == 0:
+    become(account)
 root = os.geteuid() == 0
 placed, conflicts, nconflicts, errors = 0, [], 0, []
 new_keys = []
