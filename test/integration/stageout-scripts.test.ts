@@ -17,9 +17,9 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, COPPER_STAGEOUT_LEDGERS: join(dir, 'ledgers') } });
     return { out: r.stdout, err: r.stderr, status: r.status };
   };
-  /** place.py ARCHIVE JOBID SNAP_MS HOST_NOW_MS ACCOUNT PATH... */
+  /** place.py ARCHIVE JOBID SNAP_NS ACCOUNT PATH... (this host's clock stands for the headnode's) */
   const placeRun = (archive: string, jobId: string, snapMs: number, account: string, ...paths: string[]) =>
-    run('/usr/bin/python3', ['-I', '-S', '-c', place, archive, jobId, String(snapMs), String(Date.now()), account, ...paths]);
+    run('/usr/bin/python3', ['-I', '-S', '-c', place, archive, jobId, (BigInt(snapMs) * 1_000_000n).toString(), account, ...paths]);
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'copper-so-'));

@@ -84,9 +84,9 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
     try {
       result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
       timings.stream = lap();
-      // One guest process: it becomes the account itself, and takes the snapshot time to the
-      // headnode's clock from the host's time now (-I -S: no PYTHON* variables, faster start).
-      const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, String(ctx.snapshotAtMs), String(Date.now()), req.account, ...req.paths];
+      // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
+      const snapNs = await snapshotInGuestClock(agent, ctx.snapshotAtMs);
+      const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
       const report = parseReport(text);
@@ -114,6 +114,21 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
     }
   }
   return result;
+}
+
+/**
+ * The snapshot's time in the headnode's clock (ns), which may differ from the host's: the offset
+ * comes from guest-get-time, answered by the agent itself (no program started, so no start-up
+ * delay in it). Moved earlier by the round trip and 1 s more: an error then keeps a user's
+ * change (the job's copy goes beside it) rather than overwriting it.
+ */
+async function snapshotInGuestClock(agent: AgentClient, snapshotAtMs: number): Promise<bigint> {
+  const t0 = Date.now();
+  const guestNs = await agent.request<number>('guest-get-time', undefined, 30_000);
+  const t1 = Date.now();
+  const hostMidNs = BigInt(Math.round((t0 + t1) / 2)) * 1_000_000n;
+  const offset = typeof guestNs === 'number' && Number.isFinite(guestNs) ? BigInt(Math.round(guestNs)) - hostMidNs : 0n;
+  return BigInt(snapshotAtMs) * 1_000_000n + offset - BigInt(t1 - t0 + 1000) * 1_000_000n;
 }
 
 interface PlaceReport {

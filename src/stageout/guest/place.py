@@ -1,5 +1,5 @@
 # stage-out, headnode side: run in the headnode by the host through the guest agent, as root,
-# as `python3 -I -S -c "$(cat place.py)" ARCHIVE JOBID SNAP_MS HOST_NOW_MS ACCOUNT PATH...`
+# as `python3 -I -S -c "$(cat place.py)" ARCHIVE JOBID SNAP_NS ACCOUNT PATH...`
 # (sent at run time). ARCHIVE is the clone's tar (d.tar of pack.sh); the clone is the job's, so
 # the archive is untrusted. As root this only makes the account's ledger folder and hands it and
 # the archive to the account; then it becomes the job's ACCOUNT (groups, gid, uid: no way back),
@@ -9,8 +9,8 @@
 # The rule for each entry (relative path R in the archive, destination /R):
 # - a folder missing in the headnode is moved in whole (one rename, with its contents);
 # - a folder already there: only its contents are looked at;
-# - a file or symlink whose headnode copy changed since the snapshot (ctime after SNAP_MS, taken
-#   to this headnode's clock with HOST_NOW_MS, the host's time when it started this, less 2 s) lands beside
+# - a file or symlink whose headnode copy changed since the snapshot (ctime after SNAP_NS, the
+#   snapshot's time in this headnode's clock, as the host worked it out) lands beside
 #   it as /R.copper-JOBID, unless that change was an earlier stage-out's (its device:inode:ctime
 #   is in the account's ledger): then the later job wins, as on a shared filesystem;
 # - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped, and so
@@ -18,14 +18,11 @@
 # Symlinks are moved as links, never followed. Deletions do not propagate.
 # Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
 # One process, few imports (run with -I -S): under TCG every program and module costs time.
-import json, os, stat, sys, time
+import json, os, stat, sys
 
-arch, job, account = sys.argv[1], sys.argv[2], sys.argv[5]
-# The offset between the clocks is read late by how long this took to start (under TCG up to a
-# second or so), which would move the snapshot later and miss a user's change: 2 s earlier errs
-# the safe way (a file the user changed just before gcqsub is kept, the job's copy put beside).
-snap_ns = int(sys.argv[3]) * 1000000 + (time.time_ns() - int(sys.argv[4]) * 1000000) - 2000000000
-wanted = [p.rstrip('/') for p in sys.argv[6:]]
+arch, job, account = sys.argv[1], sys.argv[2], sys.argv[4]
+snap_ns = int(sys.argv[3])
+wanted = [p.rstrip('/') for p in sys.argv[5:]]
 ledger_dir = os.path.join(os.environ.get('COPPER_STAGEOUT_LEDGERS', '/var/lib/copper/stageout'), account)
 ledger = os.path.join(ledger_dir, 'ledger')
 
