@@ -60,7 +60,7 @@ try {
 
   // Pure decisions: 1,000 users x 50 waiting jobs each, under quotas and fair share.
   const usage = new UsageTracker();
-  const fair = new FairOrder(() => 1);
+  const fair = new FairOrder(() => quotas);
   const waiting: JobRecord[] = [];
   for (let u = 0; u < 1000; u++) {
     for (let k = 0; k < 50; k++) {
@@ -72,7 +72,7 @@ try {
   t = performance.now();
   let admitted = 0;
   for (const r of waiting) {
-    const tag = fair.tag(r.spec.user, r.spec.group);
+    const tag = fair.tag({ user: r.spec.user, group: r.spec.group, queue: r.spec.queue, priority: r.spec.priority, ncpus: r.spec.resources.ncpus });
     const a = admit(quotas, usage, trackedJob(r));
     if (a.ok) {
       usage.onStarted(trackedJob(r));

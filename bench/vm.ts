@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloneHandle } from '../src/drivers/driver.js';
 import { QemuDriver } from '../src/drivers/qemu/qemu-driver.js';
-import { defaultImageSource } from '../src/headnodes/default-image.js';
+import { defaultImageSource } from '../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
 import type { JobSpec } from '../src/queue/job.js';

@@ -22,8 +22,9 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-ser
 fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  # Not `npm ci`: npm 11 refuses its own lock files when optional per-platform packages
-  # (msgpackr-extract's) are in them. `npm install` follows the lock just the same.
-  npm install --no-fund --no-audit >/dev/null
+  # `npm ci` installs exactly the committed lock and fails if package.json disagrees with it,
+  # so CI never rewrites the lock. The lock must list every platform's optional package
+  # (msgpackr-extract's): a lock pruned to one platform is "out of sync" for npm ci.
+  npm ci --no-fund --no-audit >/dev/null
 fi
 npx tsc -p tsconfig.json

@@ -1,12 +1,10 @@
 /**
  * Typed errors. Every error a user can cause or meet carries a stable code, a one-line
- * message and the exit status the command-line tools use for it.
+ * message and the fields a program needs (QuotaError: which limit, on whom, how much).
+ * Exit statuses and HTTP statuses are the edge's business: src/api/error-map.ts.
  */
 export class CopperError extends Error {
   readonly code: string = 'ECOPPER';
-  readonly exitCode: number = 1;
-  /** HTTP status when the error crosses the gcd API. */
-  readonly httpStatus: number = 500;
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = new.target.name;
@@ -16,14 +14,10 @@ export class CopperError extends Error {
 /** A malformed option, file or request: the caller must change what it sent. */
 export class UsageError extends CopperError {
   override readonly code = 'EUSAGE';
-  override readonly exitCode = 2;
-  override readonly httpStatus = 400;
 }
 
 export class UnknownJobError extends CopperError {
   override readonly code = 'ENOJOB';
-  override readonly exitCode = 153; // PBS's "Unknown Job Id" status
-  override readonly httpStatus = 404;
   constructor(readonly jobId: string) {
     super(`Unknown Job Id ${jobId}`);
   }
@@ -31,37 +25,49 @@ export class UnknownJobError extends CopperError {
 
 export class PermissionError extends CopperError {
   override readonly code = 'EPERM';
-  override readonly exitCode = 159;
-  override readonly httpStatus = 403;
+}
+
+/** Which limit refused a request, on whom, and by how much (all optional: not every refusal is a count). */
+export interface QuotaFields {
+  /** The limit's name in quotas.yaml: `max_clones`, `max_queued`, `max_job_ncpus`, ... */
+  limit?: string;
+  /** Its value, as the file (or setting) gives it. */
+  max?: number | string;
+  /** Whom it applies to: `user alice`, `group physics`, `queue long`, `the system`. */
+  entity?: string;
+  /** What was asked for: clones or jobs in this request, or the job's ncpus/mem/walltime. */
+  amount?: number | string;
+  /** What the entity already holds (live clones, jobs queued or running). */
+  used?: number;
+  /** Where the limit is set: the quota file, or a gcd setting (GC_MAX_CLONES). */
+  source?: string;
 }
 
 export class QuotaError extends CopperError {
   override readonly code = 'EQUOTA';
-  override readonly exitCode = 38;
-  override readonly httpStatus = 409;
+  readonly fields: QuotaFields;
+  constructor(message: string, fields: QuotaFields = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.fields = fields;
+  }
 }
 
 export class StateError extends CopperError {
   override readonly code = 'ESTATE';
-  override readonly httpStatus = 409;
 }
 
 export class NotFoundError extends CopperError {
   override readonly code = 'ENOENT';
-  override readonly httpStatus = 404;
 }
 
 /** Redis, gcd or another service the command needs is not there. */
 export class UnavailableError extends CopperError {
   override readonly code = 'EUNAVAILABLE';
-  override readonly exitCode = 3;
-  override readonly httpStatus = 503;
 }
 
 /** The virtualization layer failed: QEMU, the guest agent, the image, the disk. */
 export class DriverError extends CopperError {
   override readonly code = 'EDRIVER';
-  override readonly httpStatus = 500;
 }
 
 export function errorMessage(err: unknown): string {

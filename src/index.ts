@@ -9,5 +9,5 @@ export { connectRedis, bullConnection, type RedisTarget } from './redis/connecti
 export { startEmbeddedRedis } from './redis/embedded.js';
 export { loadSettings, type Settings } from './config/settings.js';
 export * from './errors.js';
-export { CopperClient, type CopperTarget, type CopperClientOptions, type CliResult } from './clusters/client.js';
+export { CopperClient, type CopperTarget, type CopperClientOptions, type CliResult } from './client/copper-client.js';
 export type { CloneInfo, CloneStatus, KillSelector, WhoAmI, CloneUsageRow } from './clusters/types.js';

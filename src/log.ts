@@ -1,8 +1,9 @@
 import winston from 'winston';
+import { settingProblem, settings } from './config/settings.js';
 
 /** One logger for the daemon; tools print to the terminal directly instead. */
 export const log: winston.Logger = winston.createLogger({
-  level: process.env.GC_LOG_LEVEL ?? 'info',
+  level: settingProblem() ? 'info' : settings().logLevel, // a bad setting is reported by the tool or gcd itself
   format: winston.format.combine(
     winston.format.timestamp(),
     winston.format.printf((i) => {

@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CopperError, UsageError, errorMessage } from '../errors.js';
+import { CopperError, UsageError } from '../errors.js';
+import { errorBody, httpStatusOf } from './error-map.js';
 
 /** Bodies above this are refused before they are buffered: a guest must not exhaust gcd. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 export class PayloadTooLargeError extends CopperError {
   override readonly code = 'ETOOBIG';
-  override readonly httpStatus = 413;
 }
 
 export async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -34,9 +34,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 }
 
 export function sendError(res: ServerResponse, err: unknown): void {
-  const status = err instanceof CopperError ? err.httpStatus : 500;
-  const code = err instanceof CopperError ? err.code : 'EINTERNAL';
-  if (!res.headersSent) sendJson(res, status, { error: errorMessage(err).split('\n')[0], code });
+  if (!res.headersSent) sendJson(res, httpStatusOf(err), errorBody(err));
   else res.destroy();
 }
 

@@ -14,7 +14,7 @@
  * clone ever made with that id: no VM has to be told when another one comes or goes.
  */
 import { UsageError } from '../errors.js';
-import type { ClusterNic } from '../drivers/qemu/vm-args.js';
+import type { ClusterNic } from '../vm/vm-args.js';
 
 /** Clone ids run from 1 to 253 (.2 to .254 in the /24). */
 export const MAX_CLONE_ID = 253;

@@ -6,8 +6,8 @@
  * layout of a migration's two ends must match). It lasts as long as the headnode's QEMU.
  */
 import { DriverError, errorMessage } from '../errors.js';
-import type { QmpClient } from '../drivers/qemu/qmp.js';
-import type { ClusterNic } from '../drivers/qemu/vm-args.js';
+import type { QmpClient } from '../vm/qmp.js';
+import type { ClusterNic } from '../vm/vm-args.js';
 
 export const CLUSTER_NIC_ID = 'nic1';
 export const CLUSTER_NETDEV_ID = 'net1';

@@ -11,7 +11,7 @@
  * It is written last and in one write(), after the network is set: the guest's `gc clone`
  * (copper.py) watches COPPER_VM change to learn that it now runs in a new clone.
  */
-import { GUEST_CLONE_INIT } from '../headnodes/image.js';
+import { GUEST_CLONE_INIT } from '../vm/guest-programs.js';
 import { CLUSTER_IFNAME, CLUSTER_NIC_PCI, NETWORK_PREFIX, HOSTS_BEGIN, HOSTS_END } from './addressing.js';
 
 export const CLONE_ENV_PATH = '/etc/copper/clone.env';

@@ -5,10 +5,9 @@
  * `gc clone 3` with room for 2 creates none.
  */
 import type { QuotaConfig } from '../config/quotas.js';
-import { QuotaError, UsageError } from '../errors.js';
+import { settings } from '../config/settings.js';
+import { QuotaError } from '../errors.js';
 import { checkClone, userLimit, UsageTracker } from '../scheduler/policy.js';
-
-export const DEFAULT_MAX_CLONES = 8;
 
 export interface CloneHolder {
   user: string;
@@ -24,11 +23,7 @@ export interface CloneQuota {
 
 /** GC_MAX_CLONES, a whole number >= 0. */
 export function maxClonesSetting(env: NodeJS.ProcessEnv = process.env): number {
-  const text = env.GC_MAX_CLONES;
-  if (text === undefined || text === '') return DEFAULT_MAX_CLONES;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`GC_MAX_CLONES must be a whole number >= 0, not '${text}'`);
-  return n;
+  return settings(env).maxClones;
 }
 
 /** Live clones per user, group and in total, from who holds each one. */
@@ -45,15 +40,16 @@ export function cloneUsage(holders: Iterable<CloneHolder>): UsageTracker {
 export function checkCloneBatch(quota: CloneQuota, holders: Iterable<CloneHolder>, who: CloneHolder, n: number): void {
   const usage = cloneUsage(holders);
   const liveUser = usage.users.get(who.user)?.clones ?? 0;
-  const refuse = (limit: string, live: number): never => {
+  const refuse = (max: number, entity: string, source: string, live: number): never => {
     throw new QuotaError(
-      `gc clone ${n}: refused, none created: ${limit} (${live} live clone${live === 1 ? '' : 's'}, ${n} more asked)`,
+      `gc clone ${n}: refused, none created: max_clones=${max} for ${entity} (${source}) (${live} live clone${live === 1 ? '' : 's'}, ${n} more asked)`,
+      { limit: 'max_clones', max, entity, amount: n, used: live, source },
     );
   };
   const cfg = quota.config;
   const fileUserLimit = cfg ? userLimit(cfg, who.user, 'maxClones') : undefined;
   if (fileUserLimit === undefined && liveUser + n > quota.maxPerUser) {
-    refuse(`max_clones=${quota.maxPerUser} for user ${who.user} (gcd setting GC_MAX_CLONES)`, liveUser);
+    refuse(quota.maxPerUser, `user ${who.user}`, 'gcd setting GC_MAX_CLONES', liveUser);
   }
   if (!cfg) return;
   const live = { user: liveUser, group: usage.groups.get(who.group)?.clones ?? 0, system: usage.total.clones };
@@ -63,11 +59,10 @@ export function checkCloneBatch(quota: CloneQuota, holders: Iterable<CloneHolder
       checkClone(cfg, usage, who);
     } catch (err) {
       if (!(err instanceof QuotaError)) throw err;
-      // checkClone names the limit: "would exceed max_clones=2 for group physics (...)".
-      const m = /max_clones=(\d+) for (user \S+|group \S+|the system)/.exec(err.message);
-      const which = m?.[2] ?? `user ${who.user}`;
+      // checkClone says which limit (its fields); the count is the live one, before this batch.
+      const which = err.fields.entity ?? `user ${who.user}`;
       const count = which.startsWith('user') ? live.user : which.startsWith('group') ? live.group : live.system;
-      refuse(`max_clones=${m?.[1] ?? '?'} for ${which} (${cfg.source})`, count);
+      refuse(Number(err.fields.max), which, cfg.source, count);
     }
     usage.onCloneCreated(who.user, who.group);
   }

@@ -15,8 +15,10 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DriverError, errorMessage } from '../errors.js';
-import { writeJsonAtomic } from '../headnodes/record.js';
+import { writeJsonAtomic } from '../vm/json-file.js';
+import { parseRecord } from '../json-record.js';
 import { MAX_CLONE_ID, MAX_NETWORKS } from './addressing.js';
+import { REGISTRY_FILE } from './registry.schema.js';
 
 export type CloneState = 'creating' | 'running' | 'killing';
 
@@ -56,7 +58,7 @@ export interface SnapshotEntry {
   createdAt: number;
 }
 
-interface RegistryFile {
+export interface RegistryFile {
   version: 1;
   clusters: ClusterEntry[];
   snapshots: SnapshotEntry[];
@@ -80,13 +82,7 @@ export class ClusterRegistry {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reg;
       throw new DriverError(`cannot read ${reg.path}: ${errorMessage(err)}`, { cause: err });
     }
-    let data: RegistryFile;
-    try {
-      data = JSON.parse(text) as RegistryFile;
-      if (data.version !== 1 || !Array.isArray(data.clusters) || !Array.isArray(data.snapshots)) throw new Error('unknown format');
-    } catch (err) {
-      throw new DriverError(`${reg.path} is corrupt: ${errorMessage(err)}`, { cause: err });
-    }
+    const data = parseRecord(reg.path, 'cluster registry', text, REGISTRY_FILE);
     for (const c of data.clusters) reg.clusters.set(c.headnode, c);
     for (const s of data.snapshots) reg.snapshots.set(s.id, s);
     return reg;

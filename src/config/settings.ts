@@ -1,9 +1,14 @@
-import { hostname } from 'node:os';
-import { join, resolve } from 'node:path';
+import { cpus, hostname, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { byteSize, choice, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';
+
+export { SettingError } from './setting-types.js';
 
 /**
- * Where things live and how the daemon is reached. Everything has a default so a fresh
- * machine needs no configuration; each default can be moved by one environment variable.
+ * Every `GC_*` environment variable Copper reads, declared once: name, value type, default,
+ * meaning and check. Everything has a default so a fresh machine needs no configuration.
+ * The README's settings table is tested against SETTING_DECLS (test/unit/settings.test.ts).
+ * Import nothing of Copper here but errors: every floor, and the thin clients, read settings.
  */
 export interface Settings {
   /** Root of all durable state: Redis data, headnodes, snapshots, job output. */
@@ -20,17 +25,322 @@ export interface Settings {
   keyPrefix: string;
   /** Admin config folder (quotas, queues). */
   configDir: string;
+  logLevel: 'error' | 'warn' | 'info' | 'debug';
+  /** The job driver: QEMU; 'fake' is the test double, for tests only. */
+  driver: 'qemu' | 'fake';
+  /** Test double only: `name:owner[:group],...`. */
+  fakeHeadnodes: string | undefined;
+  killDelayMs: number;
+  lockDurationMs: number;
+  capacityNcpus: number;
+  capacityMemMiB: number;
+  cloneConcurrency: number;
+  maxClones: number;
+  /** Forced accelerator, or undefined to detect it. */
+  accel: 'kvm' | 'tcg' | undefined;
+  snapshotRam: 'auto' | 'copy';
+  qemuBinary: string;
+  /** Image cache, or undefined for `<state folder>/images`. */
+  imageDir: string | undefined;
+  /** Image recipe folder, or undefined for this checkout's image/. */
+  imageRecipeDir: string | undefined;
+  /** Debian mirror, or undefined for the host's apt source (else deb.debian.org). */
+  debianMirror: string | undefined;
+  /** Per job, bytes of file content a stage-out writes into the headnode; the rest is kept on the host. */
+  stageoutMaxBytes: number;
+  /** Per job, most bytes kept on the host beyond stageoutMaxBytes (the rest stays in the clone, said in the comment). */
+  stageoutKeepMaxBytes: number;
+  /** Host tools: the headnode they act for when no --headnode is given (read from the caller's environment). */
+  headnode: string | undefined;
 }
 
+export interface SettingDecl<K extends keyof Settings> {
+  name: `GC_${string}`;
+  /** Value type as the README shows it. */
+  type: string;
+  /** The default as the README shows it. */
+  defaultText: string;
+  meaning: string;
+  parse: SettingParser<Exclude<Settings[K], undefined>>;
+  /** The value when the variable is unset or empty; some defaults follow the state folder. */
+  fallback: (stateDir: string) => Settings[K];
+}
+
+const none = (): undefined => undefined;
+
+/** One declaration per setting; the mapped type makes a setting without one a compile error. */
+export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } = {
+  stateDir: {
+    name: 'GC_STATE_DIR',
+    type: 'path',
+    defaultText: '`/var/lib/copper`',
+    parse: path,
+    fallback: () => '/var/lib/copper',
+    meaning: 'all durable state: Redis data, headnodes, snapshots, images, sockets',
+  },
+  ramDir: {
+    name: 'GC_RAM_DIR',
+    type: 'path',
+    defaultText: '`/dev/shm/copper/...`',
+    parse: path,
+    fallback: (stateDir) => join('/dev/shm/copper', stateDir.replace(/[^A-Za-z0-9]+/g, '_')),
+    meaning: 'guest RAM files (tmpfs)',
+  },
+  redisUrl: {
+    name: 'GC_REDIS_URL',
+    type: 'URL',
+    defaultText: '(embedded)',
+    parse: url('redis:', 'rediss:'),
+    fallback: none,
+    meaning: 'use this Redis instead of starting one (it must be `noeviction` with AOF)',
+  },
+  serverName: {
+    name: 'GC_SERVER_NAME',
+    type: 'name',
+    defaultText: 'host name',
+    parse: word(/^[A-Za-z0-9][A-Za-z0-9-]*$/, 'a host name (letters, digits, -)'),
+    fallback: () => hostname().split('.')[0] || 'copper',
+    meaning: 'the `<server>` part of job ids',
+  },
+  socketPath: {
+    name: 'GC_SOCKET',
+    type: 'path',
+    defaultText: '`$GC_STATE_DIR/gcd.sock`',
+    parse: path,
+    fallback: (stateDir) => join(stateDir, 'gcd.sock'),
+    meaning: "gcd's admin socket on the host (mode 0600)",
+  },
+  keyPrefix: {
+    name: 'GC_KEY_PREFIX',
+    type: 'name',
+    defaultText: '`copper`',
+    parse: word(/^[A-Za-z0-9_.-]+$/, 'a key prefix (letters, digits, _ . -)'),
+    fallback: () => 'copper',
+    meaning: 'prefix of every Redis key Copper owns (BullMQ keys included)',
+  },
+  configDir: {
+    name: 'GC_CONFIG_DIR',
+    type: 'path',
+    defaultText: '`$GC_STATE_DIR/config`',
+    parse: path,
+    fallback: (stateDir) => join(stateDir, 'config'),
+    meaning: 'admin config folder (`quotas.yaml`)',
+  },
+  logLevel: {
+    name: 'GC_LOG_LEVEL',
+    type: 'word',
+    defaultText: '`info`',
+    parse: choice('error', 'warn', 'info', 'debug'),
+    fallback: () => 'info',
+    meaning: "gcd's log level: `error`, `warn`, `info` or `debug`",
+  },
+  driver: {
+    name: 'GC_DRIVER',
+    type: 'word',
+    defaultText: '`qemu`',
+    parse: choice('qemu', 'fake'),
+    fallback: () => 'qemu',
+    meaning: '`fake`: the test double instead of QEMU (tests only)',
+  },
+  fakeHeadnodes: {
+    name: 'GC_FAKE_HEADNODES',
+    type: 'list',
+    defaultText: '(none)',
+    parse: text,
+    fallback: none,
+    meaning: 'with `GC_DRIVER=fake`: headnodes as `name:owner[:group],...` (tests only)',
+  },
+  killDelayMs: {
+    name: 'GC_KILL_DELAY_MS',
+    type: 'ms',
+    defaultText: '10000',
+    parse: milliseconds(),
+    fallback: () => 10_000,
+    meaning: 'SIGTERM to SIGKILL on walltime and gcqdel',
+  },
+  lockDurationMs: {
+    name: 'GC_LOCK_MS',
+    type: 'ms',
+    defaultText: '30000',
+    parse: milliseconds(1000),
+    fallback: () => 30_000,
+    meaning: 'queue lock of a running job: a job whose gcd stops renewing it for this long counts as stalled',
+  },
+  capacityNcpus: {
+    name: 'GC_CAPACITY_NCPUS',
+    type: 'count',
+    defaultText: '4 x cores',
+    parse: wholeNumber(1),
+    fallback: () => cpus().length * 4,
+    meaning: 'cpus that clones may use at once',
+  },
+  capacityMemMiB: {
+    name: 'GC_CAPACITY_MEM_MIB',
+    type: 'MiB',
+    defaultText: '75% of RAM',
+    parse: wholeNumber(1),
+    fallback: () => Math.floor((totalmem() / 1048576) * 0.75),
+    meaning: 'RAM that clones may use at once',
+  },
+  cloneConcurrency: {
+    name: 'GC_CLONE_CONCURRENCY',
+    type: 'count',
+    defaultText: '4',
+    parse: wholeNumber(1),
+    fallback: () => 4,
+    meaning: 'clones `gc clone N` starts at once',
+  },
+  maxClones: {
+    name: 'GC_MAX_CLONES',
+    type: 'count',
+    defaultText: '8',
+    parse: wholeNumber(0),
+    fallback: () => 8,
+    meaning: 'live `gc clone` clones per user where `quotas.yaml` sets no user limit',
+  },
+  accel: {
+    name: 'GC_ACCEL',
+    type: 'word',
+    defaultText: 'detected',
+    parse: choice('kvm', 'tcg'),
+    fallback: none,
+    meaning: '`kvm` or `tcg`',
+  },
+  snapshotRam: {
+    name: 'GC_SNAPSHOT_RAM',
+    type: 'word',
+    defaultText: '`auto`',
+    parse: choice('auto', 'copy'),
+    fallback: () => 'auto',
+    meaning: '`auto`: background snapshots where possible; `copy`: copy RAM inside the pause',
+  },
+  qemuBinary: {
+    name: 'GC_QEMU',
+    type: 'command',
+    defaultText: '`qemu-system-x86_64`',
+    parse: text,
+    fallback: () => 'qemu-system-x86_64',
+    meaning: 'the QEMU program',
+  },
+  imageDir: {
+    name: 'GC_IMAGE_DIR',
+    type: 'path',
+    defaultText: '`$GC_STATE_DIR/images`',
+    parse: path,
+    fallback: none,
+    meaning: 'headnode image cache, shareable by several state folders (tests, CI)',
+  },
+  imageRecipeDir: {
+    name: 'GC_IMAGE_RECIPE_DIR',
+    type: 'path',
+    defaultText: "the checkout's `image/`",
+    parse: path,
+    fallback: none,
+    meaning: 'the image recipe folder',
+  },
+  debianMirror: {
+    name: 'GC_DEBIAN_MIRROR',
+    type: 'URL',
+    defaultText: "the host's",
+    parse: url('http:', 'https:'),
+    fallback: none,
+    meaning: 'mirror for the image build',
+  },
+  stageoutMaxBytes: {
+    name: 'GC_STAGEOUT_MAX',
+    type: 'size',
+    defaultText: '`4gb`',
+    parse: byteSize,
+    fallback: () => 4 * 1024 ** 3,
+    meaning: 'per job, file content a stage-out writes into the headnode; the rest is kept on the host',
+  },
+  stageoutKeepMaxBytes: {
+    name: 'GC_STAGEOUT_KEEP_MAX',
+    type: 'size',
+    defaultText: '`16gb`',
+    parse: byteSize,
+    fallback: () => 16 * 1024 ** 3,
+    meaning: 'per job, most kept on the host beyond `GC_STAGEOUT_MAX`',
+  },
+  headnode: {
+    name: 'GC_HEADNODE',
+    type: 'name',
+    defaultText: '(none)',
+    parse: text,
+    fallback: none,
+    meaning: 'on the host: the headnode `gcqsub` and `gc clone` act for without `--headnode`',
+  },
+};
+
+function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
+  const d: SettingDecl<K> = SETTING_DECLS[key];
+  const raw = env[d.name];
+  return raw === undefined || raw === '' ? d.fallback(stateDir) : d.parse(raw, d.name);
+}
+
+/** Parses and checks every `GC_*` variable of `env`; the first bad one throws a SettingError. */
 export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
-  const stateDir = resolve(env.GC_STATE_DIR ?? '/var/lib/copper');
+  const stateDir = read('stateDir', env, '');
+  const r = <K extends keyof Settings>(key: K): Settings[K] => read(key, env, stateDir);
   return {
     stateDir,
-    ramDir: resolve(env.GC_RAM_DIR ?? join('/dev/shm/copper', stateDir.replace(/[^A-Za-z0-9]+/g, '_'))),
-    redisUrl: env.GC_REDIS_URL || undefined,
-    serverName: env.GC_SERVER_NAME ?? (hostname().split('.')[0] || 'copper'),
-    socketPath: resolve(env.GC_SOCKET ?? join(stateDir, 'gcd.sock')),
-    keyPrefix: env.GC_KEY_PREFIX ?? 'copper',
-    configDir: resolve(env.GC_CONFIG_DIR ?? join(stateDir, 'config')),
+    ramDir: r('ramDir'),
+    redisUrl: r('redisUrl'),
+    serverName: r('serverName'),
+    socketPath: r('socketPath'),
+    keyPrefix: r('keyPrefix'),
+    configDir: r('configDir'),
+    logLevel: r('logLevel'),
+    driver: r('driver'),
+    fakeHeadnodes: r('fakeHeadnodes'),
+    killDelayMs: r('killDelayMs'),
+    lockDurationMs: r('lockDurationMs'),
+    capacityNcpus: r('capacityNcpus'),
+    capacityMemMiB: r('capacityMemMiB'),
+    cloneConcurrency: r('cloneConcurrency'),
+    maxClones: r('maxClones'),
+    accel: r('accel'),
+    snapshotRam: r('snapshotRam'),
+    qemuBinary: r('qemuBinary'),
+    imageDir: r('imageDir'),
+    imageRecipeDir: r('imageRecipeDir'),
+    debianMirror: r('debianMirror'),
+    stageoutMaxBytes: r('stageoutMaxBytes'),
+    stageoutKeepMaxBytes: r('stageoutKeepMaxBytes'),
+    headnode: r('headnode'),
   };
+}
+
+/**
+ * One setting alone, for a module-level constant: importing a module must not throw because
+ * another variable is bad (the tool or gcd reports that one in one line at start).
+ */
+export function setting<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv = process.env): Settings[K] {
+  return read(key, env, read('stateDir', env, ''));
+}
+
+const parsed = new WeakMap<NodeJS.ProcessEnv, Settings>();
+
+/**
+ * The settings of `env` (default: this process's environment), parsed once per environment
+ * object: call sites read `settings().killDelayMs`, never process.env themselves.
+ */
+export function settings(env: NodeJS.ProcessEnv = process.env): Settings {
+  let s = parsed.get(env);
+  if (s === undefined) {
+    s = loadSettings(env);
+    parsed.set(env, s);
+  }
+  return s;
+}
+
+/** The message of a bad setting, for a caller that must not throw (the logger at import). */
+export function settingProblem(env: NodeJS.ProcessEnv = process.env): SettingError | undefined {
+  try {
+    settings(env);
+    return undefined;
+  } catch (e) {
+    if (e instanceof SettingError) return e;
+    throw e;
+  }
 }

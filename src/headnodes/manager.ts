@@ -3,31 +3,33 @@
  * list, reattach after a gcd restart). Headnode QEMUs are detached processes: they outlive
  * gcd, and `reattach()` finds them again through their pid files.
  *
- * The QemuDriver borrows running headnodes through `withRunning()` (under the same
- * per-headnode lock, so a snapshot never overlaps a stop or destroy).
+ * The VM floor's snapshots (src/vm/snapshots) borrow running headnodes through
+ * `withRunning()` (under the same per-headnode lock, so a snapshot never overlaps a stop or
+ * destroy). Spec checks, boot files and the QEMU configuration are in spec.ts.
+ *
+ * Over 400 lines on purpose: one class whose methods share the per-headnode lock and the map
+ * of live QEMUs; splitting it would pass that private state between files.
  */
 import { access, mkdir, readFile, readdir, rm, truncate } from 'node:fs/promises';
-import { basename } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { detectAccel } from '../drivers/qemu/accel.js';
-import { AgentClient } from '../drivers/qemu/agent.js';
-import { activeNode } from '../drivers/qemu/disk-chain.js';
-import { Layout, type HeadnodePaths } from '../drivers/qemu/layout.js';
-import { backingChain, createOverlay, imageInfo } from '../drivers/qemu/qemu-img.js';
-import { buildVmArgs, type VmConfig } from '../drivers/qemu/vm-args.js';
-import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../drivers/qemu/migration.js';
-import { VmProcess } from '../drivers/qemu/vm-process.js';
-import { KeyedLock } from './keyed-lock.js';
-import { readRecord, writeJsonAtomic, type BootFiles, type HeadnodeRecord } from './record.js';
-import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
+import { detectAccel } from '../vm/accel.js';
+import { AgentClient } from '../vm/agent.js';
+import { activeNode } from '../vm/disk-chain.js';
+import { Layout, type HeadnodePaths } from '../vm/layout.js';
+import { createOverlay, imageInfo } from '../vm/qemu-img.js';
+import { buildVmArgs, type VmConfig } from '../vm/vm-args.js';
+import { VmProcess } from '../vm/vm-process.js';
+import { KeyedLock } from '../vm/keyed-lock.js';
+import type { RunningVm } from '../vm/snapshots/types.js';
+import { writeJsonAtomic } from '../vm/json-file.js';
+import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
+import { readRecord, type HeadnodeRecord } from './record.js';
+import { bootFiles, headnodeVmConfig, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
-/** Where the default (project-built) image comes from; built and cached on first use. */
-export interface ImageSource {
-  /** Base disk, kernel, initrd and the full kernel command line for a headnode of that hostname. */
-  defaultBoot(hostname: string): Promise<BootFiles>;
-}
+export { DEFAULT_MAX_VCPUS, type ImageSource };
+import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
 
 export interface ManagerOptions {
   settings: Pick<Settings, 'stateDir' | 'ramDir'>;
@@ -43,19 +45,9 @@ export interface ManagerOptions {
   tcgTbMiB?: number;
 }
 
-/** A running headnode as the driver sees it. */
-export interface LiveHeadnode {
-  readonly name: string;
+/** A running headnode as the VM floor sees it (vm/snapshots freezes it). */
+export interface LiveHeadnode extends RunningVm {
   readonly spec: HeadnodeSpec;
-  readonly paths: HeadnodePaths;
-  readonly vm: VmProcess;
-  readonly agent: AgentClient;
-  /** The exact VM configuration it runs with (a clone must match it). */
-  readonly config: VmConfig;
-  /** Current active overlay generation. */
-  readonly diskGen: number;
-  /** Record that the headnode now writes to disk-<gen>.qcow2 (after blockdev-snapshot-sync). */
-  setDiskGen(gen: number): Promise<void>;
 }
 
 interface Live {
@@ -66,15 +58,6 @@ interface Live {
   /** Set while gcd itself stops the VM: its exit is then not a crash. */
   stopping: boolean;
 }
-
-const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
-const ACCOUNT_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
-const LIMITS = { memMiB: [128, 262_144], vcpus: [1, 64], diskGiB: [1, 16_384] } as const;
-/**
- * Hot-pluggable vCPU slots a new headnode gets for its clones, unless told otherwise. Empty
- * slots cost the guest ~200 KiB of per-CPU memory each and nothing else.
- */
-export const DEFAULT_MAX_VCPUS = 8;
 
 export class QemuHeadnodeManager implements HeadnodeManager {
   readonly layout: Layout;
@@ -103,7 +86,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         throw err;
       }
       try {
-        const boot = await this.bootFiles(spec);
+        const boot = await bootFiles(spec, this.opts.images);
         const base = await imageInfo(boot.base);
         if (base.format !== 'qcow2') throw new UsageError(`image ${boot.base} is ${base.format}, not qcow2`);
         const size = spec.diskGiB * 1024 ** 3;
@@ -217,7 +200,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         const vm = found.vm;
         await this.repairAfterCrash(name, rec, paths, vm);
         const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
-        const config = this.vmConfig(rec, paths, rec.accel ?? this.accel(), apiSocket);
+        const config = this.configOf(rec, paths, rec.accel ?? this.accel(), apiSocket);
         const live: Live = { state: 'running', vm, agent: undefined, config, stopping: false };
         this.live.set(name, live);
         this.watchExit(name, paths, live);
@@ -306,57 +289,12 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     return (await readRecord(this.layout.headnode(name).record, name)).spec;
   }
 
-  private async bootFiles(spec: HeadnodeSpec): Promise<BootFiles> {
-    if (spec.image === undefined) return this.opts.images.defaultBoot(spec.name);
-    for (const f of [spec.image, spec.kernel, spec.initrd]) {
-      if (f === undefined) continue;
-      if (!f.startsWith('/')) throw new UsageError(`'${f}' must be an absolute path`);
-      await access(f).catch(() => {
-        throw new UsageError(`'${f}' does not exist`);
-      });
-    }
-    const boot: BootFiles = { base: spec.image };
-    if (spec.kernel !== undefined) {
-      boot.kernel = spec.kernel;
-      boot.append = 'root=/dev/vda rw console=ttyS0';
-      if (spec.initrd !== undefined) boot.initrd = spec.initrd;
-    } else if (spec.initrd !== undefined) {
-      throw new UsageError('an initrd needs a kernel');
-    }
-    return boot;
-  }
-
   private identity(spec: HeadnodeSpec): GuestIdentity {
     return { vmId: spec.name, kind: 'headnode', headnode: spec.name, owner: spec.owner, group: spec.group };
   }
 
-  private vmConfig(rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string): VmConfig {
-    const cfg: VmConfig = {
-      vmId: rec.spec.name,
-      accel,
-      memMiB: rec.spec.memMiB,
-      vcpus: rec.spec.vcpus,
-      maxVcpus: rec.spec.maxVcpus ?? rec.spec.vcpus,
-      ramFile: paths.ramFile,
-      ramShare: true,
-      // Preallocated only where snapshots will be background ones (see VmConfig.ramPrealloc).
-      ramPrealloc: backgroundSnapshotExpected() && snapshotRamFromEnv() !== 'copy',
-      disk: paths.disk(rec.diskGen),
-      qmpSocket: paths.qmp,
-      qgaSocket: paths.qga,
-      consoleSocket: paths.console,
-      consoleLog: paths.consoleLog,
-      apiSocket,
-      sharedSftp: { dir: this.layout.shared(rec.spec.owner) },
-    };
-    if (rec.boot.kernel !== undefined) {
-      cfg.kernel = rec.boot.kernel;
-      if (rec.boot.initrd !== undefined) cfg.initrd = rec.boot.initrd;
-      if (rec.boot.append !== undefined) cfg.append = rec.boot.append;
-    }
-    const tb = this.opts.tcgTbMiB ?? 256;
-    if (accel === 'tcg' && tb > 0) cfg.tcgTbMiB = tb;
-    return cfg;
+  private configOf(rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string): VmConfig {
+    return headnodeVmConfig(rec, paths, accel, apiSocket, this.layout.shared(rec.spec.owner), this.opts.tcgTbMiB);
   }
 
   private async boot(rec: HeadnodeRecord, paths: HeadnodePaths): Promise<void> {
@@ -386,7 +324,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await mkdir(shared, { recursive: true, mode: 0o700 });
     const accel = this.accel();
     const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
-    const config = this.vmConfig(rec, paths, accel, apiSocket);
+    const config = this.configOf(rec, paths, accel, apiSocket);
     let vm: VmProcess | undefined;
     try {
       vm = await VmProcess.spawn({
@@ -515,60 +453,6 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     if (l && rec.startedAt !== undefined) info.startedAt = rec.startedAt;
     if (rec.crash && !l) info.reason = rec.crash.reason;
     return info;
-  }
-}
-
-/**
- * Delete overlay generations the active disk no longer depends on (left when a block-stream
- * finished while gcd was down, or a snapshot failed half-way).
- */
-export async function pruneGenerations(paths: HeadnodePaths, activeGen: number): Promise<void> {
-  const active = paths.disk(activeGen);
-  const chain = new Set((await backingChain(active)).map((i) => i.filename));
-  for (const f of await readdir(paths.stateDir)) {
-    const full = `${paths.stateDir}/${f}`;
-    if (/^disk-\d+\.qcow2$/.test(f) && full !== active && !chain.has(full)) {
-      await rm(full, { force: true });
-      log.info(`headnode ${basename(paths.stateDir)}: removed unused overlay ${f}`);
-    }
-  }
-}
-
-/**
- * The newest overlay generation on disk. Generations only grow, and a file newer than the
- * record exists only if gcd died around blockdev-snapshot-sync: either QEMU switched to it
- * (it holds the newest writes) or it is an unused empty overlay of the recorded one (adopting
- * it loses nothing). Only qcow2 overlays whose whole chain opens are candidates.
- */
-export async function latestGeneration(paths: HeadnodePaths, recorded: number): Promise<number> {
-  let best = recorded;
-  for (const f of await readdir(paths.stateDir)) {
-    const m = /^disk-(\d+)\.qcow2$/.exec(f);
-    if (!m || Number(m[1]) <= best) continue;
-    try {
-      const chain = await backingChain(paths.disk(Number(m[1])));
-      if (chain.length >= 2 && chain.every((c) => c.format === 'qcow2' || c === chain[chain.length - 1])) best = Number(m[1]);
-    } catch {
-      // unreadable: not a candidate
-    }
-  }
-  return best;
-}
-
-function validateSpec(spec: HeadnodeSpec): void {
-  if (!NAME_RE.test(spec.name)) {
-    throw new UsageError(`invalid headnode name '${spec.name}': 1-32 lowercase letters, digits or '-' (a hostname)`);
-  }
-  if (!ACCOUNT_RE.test(spec.owner)) throw new UsageError(`invalid owner '${spec.owner}'`);
-  if (!ACCOUNT_RE.test(spec.group)) throw new UsageError(`invalid group '${spec.group}'`);
-  for (const key of ['memMiB', 'vcpus', 'diskGiB'] as const) {
-    const v = spec[key];
-    const [lo, hi] = LIMITS[key];
-    if (!Number.isInteger(v) || v < lo || v > hi) throw new UsageError(`${key} must be an integer from ${lo} to ${hi}, not ${v}`);
-  }
-  const m = spec.maxVcpus;
-  if (m !== undefined && (!Number.isInteger(m) || m < spec.vcpus || m > LIMITS.vcpus[1])) {
-    throw new UsageError(`maxVcpus must be an integer from vcpus (${spec.vcpus}) to ${LIMITS.vcpus[1]}, not ${m}`);
   }
 }
 

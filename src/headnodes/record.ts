@@ -2,8 +2,10 @@
  * The durable record of a headnode: `<stateDir>/headnodes/<name>/headnode.json`.
  * Written atomically (temp file + rename) so a crash never leaves half a record.
  */
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { DriverError, NotFoundError } from '../errors.js';
+import { parseRecord } from '../json-record.js';
+import { HEADNODE_RECORD } from './record.schema.js';
 import type { Accel, HeadnodeSpec } from './types.js';
 
 export interface BootFiles {
@@ -38,17 +40,6 @@ export async function readRecord(path: string, name: string): Promise<HeadnodeRe
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`no headnode named '${name}'`);
     throw new DriverError(`cannot read the record of headnode '${name}': ${(err as Error).message}`, { cause: err });
   }
-  try {
-    const rec = JSON.parse(text) as HeadnodeRecord;
-    if (rec.version !== 1 || typeof rec.diskGen !== 'number' || !rec.spec || !rec.boot) throw new Error('unknown format');
-    return rec;
-  } catch (err) {
-    throw new DriverError(`the record of headnode '${name}' (${path}) is corrupt: ${(err as Error).message}`, { cause: err });
-  }
+  return parseRecord(path, 'headnode record', text, HEADNODE_RECORD);
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  await rename(tmp, path);
-}

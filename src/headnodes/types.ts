@@ -1,5 +1,7 @@
 /** A user's virtual headnode: a long-lived VM the user is root in. */
-export type Accel = 'kvm' | 'tcg';
+import type { Accel } from '../vm/accel.js';
+
+export type { Accel };
 export type HeadnodeState = 'stopped' | 'starting' | 'running' | 'crashed';
 
 export interface HeadnodeSpec {

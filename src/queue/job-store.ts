@@ -1,37 +1,93 @@
 import type { Redis } from 'ioredis';
 import { UnknownJobError } from '../errors.js';
 import type { JobRecord, JobSpec, JobState } from './job.js';
+import { JobEvents } from './job-events.js';
+import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
 
 /**
  * Job records in Redis, one hash per job: PBS state lives here, BullMQ only carries the
- * job through the run queue. State changes are compare-and-set (Lua) so that gcqdel and a
- * worker picking the same job cannot both win.
+ * job through the run queue. The state field is written only by transition(): a
+ * compare-and-set (Lua) of one event of the table in job-states.ts, so gcqdel and a worker
+ * picking the same job, or two runners after a BullMQ lock loss, cannot both win.
  */
 
+/** ARGV[1]: JSON from-state -> to-state of the event; then field, value pairs ('' deletes). */
 const TRANSITION_LUA = `
 local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return -1 end
-local allowed = cjson.decode(ARGV[1])
-local ok = false
-for _, s in ipairs(allowed) do if s == cur then ok = true end end
-if not ok then return cur end
+if not cur then return {0, ''} end
+local to = cjson.decode(ARGV[1])[cur]
+if not to then return {0, cur} end
+redis.call('HSET', KEYS[1], 'state', to)
 for i = 2, #ARGV, 2 do
+  if ARGV[i+1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+end
+return {1, cur, redis.call('HGETALL', KEYS[1])}
+`;
+
+/** Field writes that are not state changes, only to a record that still exists (never re-creates an expired one). */
+const UPDATE_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
   if ARGV[i+1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
 end
 return 1
 `;
 
+/**
+ * Drop a job's own snapshot reference once: the job's 'snapRef' field says it still holds it.
+ * Returns 1 when that was the snapshot's last reference (the snapshot may go).
+ */
+const RELEASE_REF_LUA = `
+if redis.call('HDEL', KEYS[1], 'snapRef') == 0 then return 0 end
+local left = redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) return 1 end
+return 0
+`;
+
+/**
+ * The `resnapshot` transition (compare-and-set on the state, as gcTransition) that also moves
+ * the job's snapshot reference: +1 on the new snapshot, -1 on the old. Refused when the job no
+ * longer holds a reference (snapRef) or names no snapshot. The 4th item is the old snapshot's
+ * id when that was its last reference (it may go), else ''.
+ */
+const RESNAPSHOT_LUA = `
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+local to = cjson.decode(ARGV[1])[cur]
+local old = redis.call('HGET', KEYS[1], 'snapshotId')
+if not to or not old or redis.call('HEXISTS', KEYS[1], 'snapRef') == 0 then return {0, cur} end
+redis.call('HSET', KEYS[1], 'state', to, 'snapshotId', ARGV[2])
+local last = ''
+if old ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  local left = redis.call('HINCRBY', KEYS[2], old, -1)
+  if left <= 0 then redis.call('HDEL', KEYS[2], old) last = old end
+end
+return {1, cur, redis.call('HGETALL', KEYS[1]), last}
+`;
+
 type Field = Exclude<keyof JobRecord, 'spec' | 'id' | 'depend' | 'array'>;
 
 export type JobPatch = Partial<Pick<JobRecord, Field>>;
+/** Fields a transition or an update may write; the state comes from the transition table only. */
+export type FieldPatch = Omit<JobPatch, 'state'>;
 
-export type TransitionResult = { ok: true } | { ok: false; state: JobState | undefined };
+export type TransitionResult =
+  | { ok: true; from: JobState; to: JobState; record: JobRecord }
+  | { ok: false; from: JobState | undefined; error: JobStateError };
+
+interface StoreScripts {
+  gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
+  gcUpdate(key: string, ...fields: string[]): Promise<number>;
+  gcReleaseRef(jobKey: string, refsKey: string, snapshotId: string): Promise<number>;
+  gcResnapshot(jobKey: string, refsKey: string, map: string, snapshotId: string): Promise<[number, string, string[]?, string?]>;
+}
 
 function encode(patch: JobPatch): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(patch)) {
-    out.push(k, v === undefined || v === null ? '' : String(v));
+    out.push(k, v === undefined || v === null || v === false ? '' : v === true ? '1' : String(v));
   }
   return out;
 }
@@ -69,16 +125,31 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (h.arrayParent) rec.arrayParent = h.arrayParent;
   const idx = num('arrayIndex');
   if (idx !== undefined) rec.arrayIndex = idx;
+  if (h.settling === '1') rec.settling = true;
   return rec;
 }
 
+function pairs(flat: string[]): Record<string, string> {
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+  return h;
+}
+
 export class JobStore {
+  /** Every successful transition, after its write (see JobEvents). */
+  readonly events = new JobEvents();
+  private readonly scripts: StoreScripts;
+
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
     readonly serverName: string,
   ) {
     redis.defineCommand('gcTransition', { numberOfKeys: 1, lua: TRANSITION_LUA });
+    redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
+    redis.defineCommand('gcReleaseRef', { numberOfKeys: 2, lua: RELEASE_REF_LUA });
+    redis.defineCommand('gcResnapshot', { numberOfKeys: 2, lua: RESNAPSHOT_LUA });
+    this.scripts = redis as unknown as StoreScripts;
   }
 
   async nextSeqs(count: number): Promise<number> {
@@ -104,12 +175,6 @@ export class JobStore {
     await m.exec();
   }
 
-  async takeDependents(parentId: string): Promise<string[]> {
-    const key = this.keys.dependents(parentId);
-    const [[, ids]] = (await this.redis.multi().smembers(key).del(key).exec()) as [[Error | null, string[]], unknown];
-    return ids;
-  }
-
   /** Write new records (one MULTI, so a batch is all there or not at all). */
   async create(records: JobRecord[]): Promise<void> {
     const m = this.redis.multi();
@@ -118,6 +183,8 @@ export class JobStore {
       const json: string[] = [];
       if (depend) json.push('depend', JSON.stringify(depend));
       if (array) json.push('array', JSON.stringify(array));
+      // snapRef: this job still holds one reference to its snapshot (dropped once, at settle).
+      if (r.snapshotId) json.push('snapRef', '1');
       m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest as JobPatch));
       m.zadd(this.keys.jobs, r.seq, id);
       if (r.arrayParent === undefined) m.zadd(this.keys.jobsTop, r.seq, id);
@@ -155,48 +222,67 @@ export class JobStore {
     return out;
   }
 
-  async update(id: string, patch: JobPatch): Promise<void> {
-    await this.redis.hset(this.keys.job(id), ...encode(patch));
+  /** Write fields that are not the state (comment, usage, output paths) of a record that exists. */
+  async update(id: string, patch: FieldPatch): Promise<void> {
+    const fields = encode(patch);
+    if (fields.length) await this.scripts.gcUpdate(this.keys.job(id), ...fields);
   }
 
-  /** Apply `patch` only if the job's state is one of `from`. */
-  async transition(id: string, from: JobState[], patch: JobPatch): Promise<TransitionResult> {
-    const r = (await (this.redis as unknown as { gcTransition: (...a: string[]) => Promise<number | string> }).gcTransition(
-      this.keys.job(id),
-      JSON.stringify(from),
-      ...encode(patch),
-    )) as number | string;
-    if (r === 1) return { ok: true };
-    return { ok: false, state: r === -1 ? undefined : (r as JobState) };
+  /**
+   * Apply `event` (job-states.ts) with compare-and-set: the state becomes the table's to-state
+   * and `patch` is written only if the current state is one of the event's from-states.
+   * On success JobEvents hears of it. A refusal returns the current state and a JobStateError
+   * for callers to throw where a refusal is an error rather than a lost race.
+   */
+  async transition(id: string, event: JobEvent, patch: FieldPatch = {}, spec?: JobSpec): Promise<TransitionResult> {
+    const fields = encode(patch);
+    if (spec) fields.push('spec', JSON.stringify(spec));
+    const [ok, cur, flat] = await this.scripts.gcTransition(this.keys.job(id), JSON.stringify(JOB_TRANSITIONS[event]), ...fields);
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
+    const record = decode(id, pairs(flat ?? []));
+    const t = { jobId: id, event, from, to: record.state, record };
+    this.events.emit(t);
+    return { ok: true, from, to: record.state, record };
   }
 
   async setArray(id: string, array: NonNullable<JobRecord['array']>): Promise<void> {
     await this.redis.hset(this.keys.job(id), 'array', JSON.stringify(array));
   }
 
-  /** Replace a job's spec (gcqalter) only while its state is one of `from`. */
-  async replaceIfState(id: string, from: JobState[], spec: JobSpec, patch: JobPatch): Promise<boolean> {
-    const r = await this.transition(id, from, { ...patch, spec: JSON.stringify(spec) } as unknown as JobPatch);
-    return r.ok;
-  }
-
   async incrRunCount(id: string): Promise<number> {
     return this.redis.hincrby(this.keys.job(id), 'runCount', 1);
   }
 
-  /** Point a job at another snapshot, moving its reference (the old one is released by the caller). */
-  async moveSnapshotRef(id: string, to: string): Promise<void> {
-    await this.redis.multi().hset(this.keys.job(id), 'snapshotId', to).hincrby(this.keys.snapshotRefs, to, 1).exec();
+  /**
+   * The `resnapshot` transition: a held job now runs in snapshot `to`, its reference moved with
+   * it in the same compare-and-set. `lastRefOf` names the old snapshot when no job needs it any
+   * more (the caller releases it).
+   */
+  async resnapshot(id: string, to: string): Promise<TransitionResult & { lastRefOf?: string }> {
+    const [ok, cur, flat, last] = await this.scripts.gcResnapshot(this.keys.job(id), this.keys.snapshotRefs, JSON.stringify(JOB_TRANSITIONS.resnapshot), to);
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, 'resnapshot') };
+    const record = decode(id, pairs(flat ?? []));
+    this.events.emit({ jobId: id, event: 'resnapshot', from, to: record.state, record });
+    return { ok: true, from, to: record.state, record, ...(last ? { lastRefOf: last } : {}) };
   }
 
-  /** Drop one reference to a snapshot; true when it was the last and the snapshot may go. */
-  async releaseSnapshotRef(snapshotId: string): Promise<boolean> {
-    const left = await this.redis.hincrby(this.keys.snapshotRefs, snapshotId, -1);
-    if (left <= 0) {
-      await this.redis.hdel(this.keys.snapshotRefs, snapshotId);
-      return true;
-    }
-    return false;
+  /**
+   * Drop job `id`'s reference to its snapshot, at most once however often it is called; true
+   * when it was the last and the snapshot may go.
+   */
+  async releaseSnapshotRef(id: string, snapshotId: string): Promise<boolean> {
+    return (await this.scripts.gcReleaseRef(this.keys.job(id), this.keys.snapshotRefs, snapshotId)) === 1;
+  }
+
+  /** Jobs whose -W depend names `parentId`; forgetDependents once each has been reviewed. */
+  async dependentsOf(parentId: string): Promise<string[]> {
+    return this.redis.smembers(this.keys.dependents(parentId));
+  }
+
+  async forgetDependents(parentId: string): Promise<void> {
+    await this.redis.del(this.keys.dependents(parentId));
   }
 
   async snapshotRefs(): Promise<Map<string, number>> {

@@ -52,6 +52,27 @@ export interface JobSpec {
   stageout?: 'none' | string[];
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
+  /** -A: PBS Account_Name, a charge string (not the Unix account above). */
+  accountName?: string;
+  /** -P: PBS project. */
+  project?: string;
+  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Sent by the mail lane. */
+  mailPoints?: string;
+  /** -M: addresses to mail; default the owner. */
+  mailUsers?: string[];
+  /** -S: the interpreter the script runs under (Shell_Path_List). */
+  shell?: string;
+  /** -W group_list: the group the job runs under, as asked. */
+  groupList?: string;
+  /** -W umask, as asked (octal text). */
+  umask?: string;
+  /** -l resources recorded as asked (vmem, pmem, cput, software, declared custom ones...), by name. */
+  extraResources?: Record<string, string>;
+  /**
+   * What the clone really gets now (resources_assigned): until memory hot-plug exists, the
+   * snapshot's RAM, and vCPUs up to the headnode's slots. Absent: the same as `resources`.
+   */
+  assigned?: Resources;
 }
 
 export interface JobRecord {
@@ -87,6 +108,11 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /**
+   * Set in the same write that makes the job F, cleared once its snapshot reference,
+   * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
+   */
+  settling?: boolean;
 }
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';

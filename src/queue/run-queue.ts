@@ -1,5 +1,6 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
-import { bullPriorityOf, FairOrder } from '../scheduler/fair-order.js';
+import { emptyQuotaConfig } from '../config/quotas.js';
+import { FairOrder } from '../scheduler/fair-order.js';
 import type { JobRecord } from './job.js';
 import { QUEUE_NAME, type Keys } from './keys.js';
 
@@ -22,20 +23,21 @@ export class RunQueue {
     connection: ConnectionOptions,
     keys: Keys,
     /** Orders jobs between users by their shares; every job gets a priority, so none jumps the line. */
-    readonly fair: FairOrder = new FairOrder(() => 1),
+    readonly fair: FairOrder = new FairOrder(() => emptyQuotaConfig()),
   ) {
     this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection, prefix: keys.bullPrefix });
   }
 
   private entry(r: JobRecord, now: number): { name: string; data: RunQueueData; opts: JobsOptions } {
     const delayMs = r.state === 'W' && r.beginAt !== undefined ? r.beginAt - now : 0;
-    const { vstart, slot } = this.fair.tag(r.spec.user, r.spec.group);
+    const { spec } = r;
+    const { vstart, bullPriority } = this.fair.tag({ user: spec.user, group: spec.group, queue: spec.queue, priority: spec.priority, ncpus: spec.resources.ncpus });
     return {
       name: r.spec.name,
       data: { id: r.id, user: r.spec.user, headnode: r.spec.headnode, name: r.spec.name, argv: r.spec.argv, vstart },
       opts: {
         jobId: r.id, // BullMQ refuses integer ids; the PBS id is unique and readable
-        priority: bullPriorityOf(r.spec.priority, slot),
+        priority: bullPriority,
         delay: delayMs > 0 ? delayMs : undefined,
         removeOnComplete: true,
         removeOnFail: true,

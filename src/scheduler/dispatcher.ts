@@ -3,6 +3,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
+import { nextState } from '../queue/job-states.js';
 import { QUEUE_NAME, type Keys } from '../queue/keys.js';
 import type { RunQueueData } from '../queue/run-queue.js';
 import type { Capacity } from './capacity.js';
@@ -24,6 +25,8 @@ export interface DispatcherOptions {
   policy?: {
     admit(rec: JobRecord): string | undefined;
     started(rec: JobRecord, vstart: number): void;
+    /** Undo started(): another runner won the job (its `run` compare-and-set failed here). */
+    notStarted(rec: JobRecord): void;
   };
 }
 
@@ -69,38 +72,40 @@ export class Dispatcher {
   private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
     const { store, capacity, runner } = this.o;
     const rec = await store.tryGet(bull.data.id);
-    // R or E here means gcd died while the job ran or delivered its output: it was lost.
-    if (!rec || !['Q', 'W', 'R', 'E'].includes(rec.state)) return; // deleted or finished meanwhile
+    // Only Q and W jobs start. R or E means another runner has it (a BullMQ lock loss gave it
+    // to us too); jobs lost by a dead gcd were put back to Q (or finished) by its restart.
+    if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) return;
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
     const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;
     // From here to the reservations there is no await: concurrent workers see each other's.
     const why = this.throttled(arrayRec) ?? this.o.policy?.admit(rec) ?? capacity.tryReserve(ncpus, mem);
     if (why) {
-      if (rec.comment !== why || rec.state !== 'Q') await store.update(rec.id, { comment: why, state: 'Q' });
+      if (rec.comment !== why || rec.state !== 'Q') await store.transition(rec.id, 'defer', { comment: why });
       await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
       throw new DelayedError();
     }
     this.o.policy?.started(rec, bull.data.vstart ?? 0);
     const parent = rec.arrayParent;
     if (parent) this.arrayRunning.set(parent, (this.arrayRunning.get(parent) ?? 0) + 1);
+    let won = false;
     try {
-      if (parent) await store.transition(parent, ['Q', 'W'], { state: 'B', comment: undefined });
-      const runCount = await store.incrRunCount(rec.id);
-      rec.runCount = runCount;
-      if (rec.state === 'R' || rec.state === 'E' || runCount > 1) {
-        // gcd died while this job ran: its clone is gone with it.
-        if (!rec.spec.rerunnable) {
-          await runner.finish(rec, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
-          return;
-        }
-      }
-      const t = await store.transition(rec.id, ['Q', 'W', 'R', 'E'], { state: 'R' });
+      // The one compare-and-set that decides who runs it: exactly one runner wins Q/W -> R.
+      const t = await store.transition(rec.id, 'run', { comment: undefined });
       if (!t.ok) return;
+      won = true;
+      if (parent) await store.transition(parent, 'array-begin', { comment: undefined });
+      const runCount = await store.incrRunCount(rec.id);
+      const mine: JobRecord = { ...t.record, runCount };
+      if (runCount > 1 && !rec.spec.rerunnable) {
+        // It ran before and was lost (gcd died): -r n forbids a second run.
+        await runner.finish(mine, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+        return;
+      }
       const ctl = new AbortController();
       this.running.set(rec.id, ctl);
       try {
-        const out = await runner.run({ ...rec, state: 'R' }, ctl.signal);
+        const out = await runner.run(mine, ctl.signal);
         if (out.requeue) {
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
@@ -109,6 +114,7 @@ export class Dispatcher {
         this.running.delete(rec.id);
       }
     } finally {
+      if (!won) this.o.policy?.notStarted(rec);
       capacity.release(ncpus, mem);
       if (parent) {
         const n = (this.arrayRunning.get(parent) ?? 1) - 1;

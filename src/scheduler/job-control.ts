@@ -1,6 +1,7 @@
 import { StateError, UsageError } from '../errors.js';
 import type { JobRecord, JobState } from '../queue/job.js';
-import type { JobPatch, JobStore } from '../queue/job-store.js';
+import type { FieldPatch, JobStore } from '../queue/job-store.js';
+import { nextState, type JobEvent } from '../queue/job-states.js';
 import type { RunQueue } from '../queue/run-queue.js';
 
 /** What gcqalter may change on a job that is not running. */
@@ -15,8 +16,6 @@ export interface JobChanges {
   /** Array throttle (%max); 0 removes it. */
   throttle?: number;
 }
-
-const NOT_STARTED: JobState[] = ['Q', 'W', 'H'];
 
 /**
  * Holds, releases and alterations of jobs that have not started. A job leaves BullMQ while
@@ -44,10 +43,10 @@ export class JobControl {
   async hold(rec: JobRecord, type: 'u' | 's'): Promise<number> {
     let n = 0;
     for (const t of await this.targets(rec)) {
-      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) continue;
+      if (nextState('hold', t.state) === undefined) continue;
       const holds = [...new Set((t.holds ?? '') + type)].sort().join('');
-      const patch: JobPatch = { state: t.array && t.state === 'B' ? 'B' : 'H', holds, comment: type === 'u' ? 'Held: gcqhold' : t.comment };
-      const r = await this.store.transition(t.id, [t.state], patch);
+      const patch: FieldPatch = { holds, comment: type === 'u' ? 'Held: gcqhold' : t.comment };
+      const r = await this.store.transition(t.id, 'hold', patch);
       if (!r.ok) continue;
       if (!t.array) await this.queue.remove(t.id);
       n++;
@@ -66,7 +65,8 @@ export class JobControl {
       const waitBegin = t.beginAt !== undefined && t.beginAt > now;
       const state: JobState = holds ? 'H' : waitBegin ? 'W' : 'Q';
       const comment = holds ? t.comment : waitBegin ? `BeginTime: not before ${new Date(t.beginAt!).toISOString()}` : undefined;
-      const r = await this.store.transition(t.id, ['H'], { state, holds: holds || undefined, comment });
+      const event: JobEvent = holds ? 'release-partial' : waitBegin ? 'release-wait' : 'release';
+      const r = await this.store.transition(t.id, event, { holds: holds || undefined, comment });
       if (!r.ok) continue;
       if (!holds && !t.array) await this.queue.add([{ ...t, state }]);
       n++;
@@ -84,7 +84,7 @@ export class JobControl {
     const timing = c.beginAt !== undefined;
     if (!specChange && !timing && c.hold === undefined) return;
     for (const t of await this.targets(rec)) {
-      if (!NOT_STARTED.includes(t.state) && !(t.array && t.state === 'B')) {
+      if (nextState('alter', t.state) === undefined) {
         if (t.id === rec.id) throw new StateError(`job ${rec.id} is ${t.state}: only jobs that have not started can be altered`);
         continue;
       }
@@ -95,12 +95,16 @@ export class JobControl {
       const now = Date.now();
       let state = t.state;
       let beginAt = t.beginAt;
+      let event: JobEvent = 'alter';
       if (timing) {
         beginAt = c.beginAt ? c.beginAt : undefined;
-        if (state !== 'H' && !t.array) state = beginAt !== undefined && beginAt > now ? 'W' : 'Q';
+        if (state !== 'H' && !t.array) {
+          state = beginAt !== undefined && beginAt > now ? 'W' : 'Q';
+          event = state === 'W' ? 'alter-wait' : 'alter-ready';
+        }
       }
-      const ok = await this.store.replaceIfState(t.id, [t.state], spec, { state, beginAt });
-      if (!ok) continue;
+      const r = await this.store.transition(t.id, event, { beginAt }, spec);
+      if (!r.ok) continue;
       if (!t.array && state !== 'H') {
         // BullMQ keeps priority and delay per job: put it back with the new ones.
         await this.queue.remove(t.id);

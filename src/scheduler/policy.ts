@@ -243,7 +243,7 @@ export function resolveQueue(cfg: QuotaConfig, name: string | undefined): QueueC
   if (q) return q;
   const names = [...cfg.queues.keys()];
   const guess = suggest(wanted, names);
-  throw new UsageError(`unknown queue "${wanted}"; ${guess !== undefined ? `did you mean "${guess}"?` : `queues: ${names.join(', ')}`}`);
+  throw new UsageError(`Unknown queue "${wanted}"; ${guess !== undefined ? `did you mean "${guess}"?` : `queues: ${names.join(', ')}`}`);
 }
 
 /**
@@ -253,7 +253,7 @@ export function resolveQueue(cfg: QuotaConfig, name: string | undefined): QueueC
  */
 export function checkSubmit(cfg: QuotaConfig, usage: Usage, job: SubmitRequest, count = 1): ResolvedJob {
   const q = resolveQueue(cfg, job.queue);
-  if (q && !q.enabled) throw new QuotaError(`queue ${q.name} is disabled (enabled: false) and accepts no new jobs`);
+  if (q && !q.enabled) throw new QuotaError(`queue ${q.name} is disabled (enabled: false) and accepts no new jobs`, { limit: 'enabled', entity: `queue ${q.name}` });
   const ents = entities(cfg, usage, job.user, job.group, q);
   const ncpus = job.ncpus ?? q?.defaultNcpus ?? 1;
   const memMiB = job.memMiB ?? 0;
@@ -267,22 +267,26 @@ export function checkSubmit(cfg: QuotaConfig, usage: Usage, job: SubmitRequest, 
   for (const e of ents) {
     const maxCpus = e.get('maxJobNcpus');
     if (maxCpus !== undefined && ncpus > maxCpus) {
-      throw new QuotaError(`ncpus=${ncpus} exceeds max_job_ncpus=${maxCpus} for ${e.label}`);
+      throw new QuotaError(`ncpus=${ncpus} exceeds max_job_ncpus=${maxCpus} for ${e.label}`, { limit: 'max_job_ncpus', max: maxCpus, entity: e.label, amount: ncpus });
     }
     const maxMem = e.get('maxJobMemMiB');
     if (maxMem !== undefined && memMiB > maxMem) {
-      throw new QuotaError(`mem=${formatSize(memMiB)} exceeds max_job_mem=${formatLimit('size', maxMem)} for ${e.label}`);
+      throw new QuotaError(`mem=${formatSize(memMiB)} exceeds max_job_mem=${formatLimit('size', maxMem)} for ${e.label}`, { limit: 'max_job_mem', max: maxMem, entity: e.label, amount: memMiB });
     }
     const maxWall = e.get('maxJobWalltimeSec');
     if (maxWall !== undefined && walltimeSec !== undefined && walltimeSec > maxWall) {
-      throw new QuotaError(`walltime=${formatWalltime(walltimeSec)} exceeds max_job_walltime=${formatLimit('duration', maxWall)} for ${e.label}`);
+      throw new QuotaError(`walltime=${formatWalltime(walltimeSec)} exceeds max_job_walltime=${formatLimit('duration', maxWall)} for ${e.label}`, {
+        limit: 'max_job_walltime', max: maxWall, entity: e.label, amount: walltimeSec,
+      });
     }
   }
   for (const e of ents) {
     const max = e.get('maxQueued');
     const held = e.counts.queued + e.counts.running;
     if (max !== undefined && held + count > max) {
-      throw new QuotaError(`would exceed max_queued=${max} for ${e.label} (has ${held} queued or running, submitting ${count})`);
+      throw new QuotaError(`would exceed max_queued=${max} for ${e.label} (has ${held} queued or running, submitting ${count})`, {
+        limit: 'max_queued', max, entity: e.label, amount: count, used: held,
+      });
     }
   }
   return { queue: q?.name ?? (job.queue || DEFAULT_QUEUE_NAME), ncpus, memMiB, ...(walltimeSec !== undefined ? { walltimeSec } : {}) };
@@ -355,7 +359,9 @@ export function checkClone(cfg: QuotaConfig, usage: Usage, who: { user: string; 
   ];
   for (const [label, max, live] of checks) {
     if (max !== undefined && live + 1 > max) {
-      throw new QuotaError(`would exceed max_clones=${max} for ${label} (${live} live clone${live === 1 ? '' : 's'})`);
+      throw new QuotaError(`would exceed max_clones=${max} for ${label} (${live} live clone${live === 1 ? '' : 's'})`, {
+        limit: 'max_clones', max, entity: label, amount: 1, used: live, source: cfg.source,
+      });
     }
   }
 }

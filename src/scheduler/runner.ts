@@ -4,7 +4,7 @@ import type { Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/dr
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
-import type { JobStore } from '../queue/job-store.js';
+import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { stageOutJob } from '../stageout/run-stage-out.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
@@ -21,7 +21,10 @@ export interface RunnerOptions {
   killDelayMs: number;
   /** How long finished jobs stay visible to gcqstat -x. */
   historyTtlSec: number;
-  /** Called once a job is F: releases its dependents, completes its array. */
+  /**
+   * Called once a job is F (and again after a crash if it did not complete): completes its
+   * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
+   */
   onFinished?: (job: JobRecord) => Promise<void>;
 }
 
@@ -37,6 +40,11 @@ export interface RunOutcome {
 export class JobRunner {
   constructor(private readonly o: RunnerOptions) {}
 
+  /**
+   * Run a job the dispatcher has moved to R (its `run` transition). The steps, in order:
+   * clone and run the command; the command ended -> `exit` (R->E, exit status recorded);
+   * deliver the output; clean up (usage, clone, spool); then `finish` (->F) and settle.
+   */
   async run(job: JobRecord, stop: AbortSignal): Promise<RunOutcome> {
     const { driver, store } = this.o;
     // Array tasks share a sequence number: the index keeps their clones apart.
@@ -48,6 +56,8 @@ export class JobRunner {
     let ended: { exitStatus?: number; comment: string } | undefined;
     let requeue = false;
     let cloned = false;
+    /** Past E: from here the job is finished, never requeued (its command has run). */
+    let exited = false;
 
     try {
       await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
@@ -58,7 +68,7 @@ export class JobRunner {
         cloneId,
         snapshotId: job.snapshotId ?? '',
         hostname: `${job.spec.headnode}-${job.seq}${task}`,
-        ncpus: job.spec.resources.ncpus,
+        ncpus: job.spec.assigned?.ncpus ?? job.spec.resources.ncpus,
       });
       cloned = true;
       const spec: ExecSpec = {
@@ -80,16 +90,23 @@ export class JobRunner {
       requeue = result.requeue;
 
       if (!requeue) {
-        await store.update(job.id, { state: 'E' });
-        await this.deliver(job, spool, paths, job.spec.join);
-        // Files the job wrote come home before F (block=true, afterok dependents see them).
-        const note = await stageOutJob(driver, clone, job, this.o.spoolDir);
-        if (note && ended) ended = { ...ended, comment: `${ended.comment}; ${note}` };
+        // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
+        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment });
+        if (!e.ok) throw e.error;
+        exited = true;
+        // Deliver output.
+        const note = await this.deliver(job, spool, paths, job.spec.join);
+        if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
+        // Stage-out: the files the job wrote come home while its clone lives, before F, so
+        // that block=true and afterok dependents see them. Never throws (a failure is a note).
+        // Not redone after a crash: a job found in E is finished with its status, as it is.
+        const staged = await stageOutJob(driver, clone, job, this.o.spoolDir);
+        if (staged) ended = { ...ended, comment: `${ended.comment}; ${staged}` };
       }
     } catch (e) {
-      if (stop.aborted && stop.reason === 'shutdown') requeue = true;
+      if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
       else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
-      else ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
+      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
       if (cloned) {
@@ -103,28 +120,61 @@ export class JobRunner {
 
     if (requeue) {
       if (job.spec.rerunnable) {
-        await store.update(job.id, { state: 'Q', comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
-        return { requeue: true };
+        const q = await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+        if (q.ok) return { requeue: true };
+        log.error('requeue refused', { job: job.id, error: q.error.message });
+        return { requeue: false };
       }
       ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
     }
-    await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    // Finish: -> F, then settle (snapshot, array, dependents).
+    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    if (!f.ok && f.from !== 'F') log.error('finish refused', { job: job.id, error: f.error.message });
     return { requeue: false };
   }
 
-  /** Mark a job F (no exit status: it never ran), release its snapshot, start its history clock. */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }): Promise<void> {
+  /**
+   * End a job: `event` (finish from R/E; delete before it ran; array-end for an array's
+   * record) to F with compare-and-set, then settle. Idempotent: a job already F is left as it
+   * is and nothing is released or counted twice (the result says `from: 'F'`). Any other
+   * refusal (e.g. gcqdel of a job a runner took meanwhile) is returned, not thrown.
+   *
+   * F is written together with the `settling` mark, and the mark is cleared only once the
+   * snapshot reference, the array and the dependents are settled. Dependents and arrays judge
+   * by their parents' F, so F has to come first; a crash in between leaves the mark, and gcd's
+   * start settles every marked job again (each settle step is idempotent).
+   */
+  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
+    const r = await this.o.store.transition(job.id, event, {
+      endedAt: Date.now(),
+      exitStatus: end.exitStatus,
+      comment: end.comment,
+      cloneId: undefined,
+      holds: undefined,
+      settling: true,
+    });
+    if (r.ok) await this.settle(r.record);
+    return r;
+  }
+
+  /**
+   * Settle a finished job: drop its snapshot reference (once), complete its array and review
+   * its dependents (onFinished), then clear the mark and start its history clock. Safe to run
+   * again on a job already settled in part.
+   */
+  async settle(job: JobRecord): Promise<void> {
     const { store, driver } = this.o;
-    const endedAt = Date.now();
-    await store.update(job.id, { state: 'F', endedAt, exitStatus: end.exitStatus, comment: end.comment, cloneId: undefined, holds: undefined });
-    await store.expire(job.id, this.o.historyTtlSec);
-    if (job.snapshotId && (await store.releaseSnapshotRef(job.snapshotId))) {
-      await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+    try {
+      if (job.snapshotId && (await store.releaseSnapshotRef(job.id, job.snapshotId))) {
+        await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+      }
+      await this.o.onFinished?.(job);
+      await store.update(job.id, { settling: false });
+      await store.expire(job.id, this.o.historyTtlSec);
+    } catch (e) {
+      // The mark stays: the next gcd start settles it again.
+      log.error('after-finish step failed', { job: job.id, error: errorMessage(e) });
     }
-    const done: JobRecord = { ...job, state: 'F', endedAt, comment: end.comment };
-    if (end.exitStatus !== undefined) done.exitStatus = end.exitStatus;
-    else delete done.exitStatus;
-    await this.o.onFinished?.(done).catch((e) => log.error('after-finish step failed', { job: job.id, error: errorMessage(e) }));
   }
 
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
@@ -164,8 +214,9 @@ export class JobRunner {
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */
-  private async deliver(job: JobRecord, spool: string, paths: { out: string; err: string }, join_: 'oe' | 'eo' | 'n'): Promise<void> {
+  private async deliver(job: JobRecord, spool: string, paths: { out: string; err: string }, join_: 'oe' | 'eo' | 'n'): Promise<string | undefined> {
     const { driver, store } = this.o;
+    let note: string | undefined;
     const sends: Array<[string, string]> = [];
     if (join_ === 'oe') sends.push([join(spool, 'stdout'), paths.out]);
     else if (join_ === 'eo') sends.push([join(spool, 'stdout'), paths.err]);
@@ -181,12 +232,13 @@ export class JobRunner {
         const kept = join(keep, guest.split('/').pop() ?? 'output');
         const { rename } = await import('node:fs/promises');
         await rename(host, kept);
-        await store.update(job.id, { comment: `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}` });
+        note = `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`;
       }
     }
     await store.update(job.id, {
       outputPath: join_ === 'eo' ? paths.err : paths.out,
       errorPath: join_ === 'oe' ? paths.out : paths.err,
     });
+    return note;
   }
 }

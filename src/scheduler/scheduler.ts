@@ -5,8 +5,10 @@ import type { Redis } from 'ioredis';
 import type { Driver } from '../drivers/driver.js';
 import { StateError, UnknownJobError } from '../errors.js';
 import { log } from '../log.js';
-import type { JobRecord, JobSpec } from '../queue/job.js';
+import { EXIT, type JobRecord, type JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
+import type { JobEvents } from '../queue/job-events.js';
+import { nextState } from '../queue/job-states.js';
 import type { Keys } from '../queue/keys.js';
 import { RunQueue } from '../queue/run-queue.js';
 import { mayActOn, type Actor } from './actor.js';
@@ -74,11 +76,7 @@ export class Scheduler {
   constructor(private readonly o: SchedulerOptions) {
     this.quotas = o.quotas ?? (() => emptyQuotaConfig());
     this.store = new JobStore(o.redis, o.keys, o.serverName);
-    const shareOf = (user: string, group: string): number => {
-      const c = this.quotas();
-      return c.users.get(user)?.shares ?? c.groups.get(group)?.shares ?? c.defaults.shares ?? 1;
-    };
-    this.queue = new RunQueue(o.connection, o.keys, new FairOrder(shareOf));
+    this.queue = new RunQueue(o.connection, o.keys, new FairOrder(() => this.quotas()));
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
@@ -112,9 +110,17 @@ export class Scheduler {
             this.started.add(rec.id);
             this.queue.fair.dispatched(vstart);
           },
+          notStarted: (rec) => {
+            if (this.started.delete(rec.id)) this.usage.onRequeued(trackedJob(rec));
+          },
         },
       });
     }
+  }
+
+  /** Every job state change, after its compare-and-set (mail, accounting and metrics subscribe here). */
+  get events(): JobEvents {
+    return this.store.events;
   }
 
   /** Reconcile after a crash, then start taking jobs. */
@@ -130,6 +136,11 @@ export class Scheduler {
   private cronId(idText: string): string | undefined {
     if (!CRON_ID.test(idText)) return undefined;
     return idText.includes('.') ? idText : `${idText}.${this.o.serverName}`;
+  }
+
+  /** The admin's quota and queue settings now (gcqsub reads the declared custom resources). */
+  quotaConfig(): QuotaConfig {
+    return this.quotas();
   }
 
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
@@ -182,12 +193,11 @@ export class Scheduler {
     let acted = false;
     for (const t of await this.control.targets(rec)) {
       if (t.array) continue; // the array's record ends with its last task
-      const r = await this.store.transition(t.id, ['Q', 'H', 'W'], { state: 'F' });
+      const r = await this.runner.finish(t, { comment: 'deleted by gcqdel before it ran' }, 'delete');
       if (r.ok) {
         await this.queue.remove(t.id);
-        await this.runner.finish(t, { comment: 'deleted by gcqdel before it ran' });
         acted = true;
-      } else if (r.state === 'R' && this.dispatcher?.cancel(t.id, 'deleted')) acted = true;
+      } else if (r.from === 'R' && this.dispatcher?.cancel(t.id, 'deleted')) acted = true;
     }
     if (rec.array && !acted) {
       await this.completeArray(rec.id);
@@ -229,7 +239,9 @@ export class Scheduler {
       else this.usage.onDequeued(trackedJob(job));
     }
     if (job.arrayParent) await this.completeArray(job.arrayParent);
-    for (const child of await this.store.takeDependents(job.id)) await this.reviewDependent(child);
+    // Review, then forget: a crash in between reviews them again (reviewing is idempotent).
+    for (const child of await this.store.dependentsOf(job.id)) await this.reviewDependent(child);
+    await this.store.forgetDependents(job.id);
   }
 
   /** An array's record is F once every task is. */
@@ -238,10 +250,8 @@ export class Scheduler {
     if (!parent || parent.state === 'F') return;
     const tasks = (await this.control.targets(parent)).filter((t) => t.id !== parentId);
     if (tasks.some((t) => t.state !== 'F')) return;
-    const r = await this.store.transition(parentId, ['Q', 'B', 'H', 'W'], { state: 'F' });
-    if (!r.ok) return;
     const status = arrayExitStatus(tasks);
-    await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` });
+    await this.runner.finish(parent, { exitStatus: status, comment: `Job Array ended: ${tasks.length} tasks, Exit_status ${status}` }, 'array-end');
   }
 
   private async reviewDependent(childId: string): Promise<void> {
@@ -260,8 +270,8 @@ export class Scheduler {
       log.info('dependency can never be met; job deleted', { job: child.id, reason: v.reason });
       for (const t of await this.control.targets(child)) {
         if (t.array) continue;
-        const r = await this.store.transition(t.id, ['H', 'Q', 'W'], { state: 'F' });
-        if (r.ok) await this.runner.finish(t, { comment: `deleted: dependency ${v.reason}` });
+        const r = await this.runner.finish(t, { comment: `deleted: dependency ${v.reason}` }, 'delete');
+        if (r.ok) await this.queue.remove(t.id);
       }
       if (child.array) {
         await this.completeArray(child.id);
@@ -277,11 +287,12 @@ export class Scheduler {
   private async recover(): Promise<void> {
     const swept = await this.o.driver.sweep(new Set());
     if (swept.length) log.info('destroyed clones left by a previous gcd', { clones: swept });
+    await this.recoverStates();
     const all = await this.store.list();
     const lost = [];
     for (const j of all) {
       if (j.array) continue;
-      if (['Q', 'W', 'R', 'E'].includes(j.state) && !(await this.queue.has(j.id))) lost.push(j);
+      if (nextState('run', j.state) !== undefined && !(await this.queue.has(j.id))) lost.push(j);
     }
     if (lost.length) {
       log.info('re-queued jobs BullMQ did not have', { jobs: lost.map((j) => j.id) });
@@ -294,6 +305,27 @@ export class Scheduler {
     const spooled = await readdir(this.spoolDir).catch(() => [] as string[]);
     for (const d of spooled) await rm(join(this.spoolDir, d), { recursive: true, force: true });
     await this.store.pruneIndex();
+  }
+
+  /**
+   * Jobs a dead gcd left in the middle: R (its clone died with it) goes back to Q if
+   * rerunnable (-r y) or ends; E (the command had ended, its output was on its way) ends with
+   * its recorded status, never reruns; F still marked `settling` is settled again.
+   */
+  private async recoverStates(): Promise<void> {
+    for (const j of await this.store.list()) {
+      if (j.array && j.state !== 'F') continue;
+      if (j.state === 'R' && j.spec.rerunnable) {
+        await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
+      } else if (j.state === 'R') {
+        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+      } else if (j.state === 'E') {
+        const status = j.exitStatus ?? EXIT.LOST;
+        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output and files were brought home` });
+      } else if (j.state === 'F' && j.settling) {
+        await this.runner.settle(j);
+      }
+    }
   }
 
   async close(): Promise<void> {

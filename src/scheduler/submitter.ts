@@ -2,7 +2,8 @@ import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
-import { neverFits, type CapacityLimits } from './capacity.js';
+import { neverFits, resolveAssignment, type CapacityLimits } from './capacity.js';
+import { nextState } from '../queue/job-states.js';
 import { describeDependencies, judgeDependencies } from './dependencies.js';
 
 export interface SubmitOptions {
@@ -66,6 +67,10 @@ export class Submitter {
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<Submitted> {
     if (specs.length === 0) return { records: [], runnable: [], waiting: [] };
     if (opts.array && specs.length !== 1) throw new UsageError('an array job is one submission of one spec');
+    for (const s of specs) {
+      const never = neverFits(this.capacity(), s.resources.ncpus, s.resources.memMiB);
+      if (never) throw new UsageError(never);
+    }
     const dependsOn = await this.checkDependencies(opts.depend);
     const byHeadnode = new Map<string, SnapshotInfo>();
     try {
@@ -90,7 +95,7 @@ export class Submitter {
         if (!opts.array) {
           const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };
           records.push(r);
-          if (init.state === 'Q' || init.state === 'W') runnable.push(r);
+          if (nextState('run', init.state)) runnable.push(r);
           if (dependsOn.length) waiting.push({ child: r.id, on: dependsOn });
           return;
         }
@@ -101,7 +106,7 @@ export class Submitter {
           const t: JobRecord = { ...common, id: `${seq}[${index}].${this.store.serverName}`, snapshotId: snap.id, arrayParent: parent.id, arrayIndex: index };
           delete t.depend; // the array's record carries the dependency for all its tasks
           records.push(t);
-          if (init.state === 'Q' || init.state === 'W') runnable.push(t);
+          if (nextState('run', init.state)) runnable.push(t);
         }
       });
       await this.store.create(records);
@@ -116,22 +121,13 @@ export class Submitter {
     }
   }
 
-  /** A clone's RAM is its headnode's: fix memMiB to it, and refuse what can never fit. */
+  /**
+   * What the job reserves (resources: as asked, and at least the headnode's RAM, which a
+   * clone inherits) and what its clone really gets now (assigned: the snapshot's RAM and
+   * vCPUs up to its slots; memory and CPUs beyond them wait for hot-plug). Only a request
+   * above the host's capacity is refused.
+   */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
-    if (spec.resources.memMiB > 0 && snap.memMiB !== undefined && spec.resources.memMiB > snap.memMiB) {
-      throw new UsageError(
-        `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
-      );
-    }
-    const maxCpus = snap.maxVcpus ?? snap.vcpus;
-    if (maxCpus !== undefined && spec.resources.ncpus > maxCpus) {
-      throw new UsageError(
-        `-l ncpus=${spec.resources.ncpus} is more than the ${maxCpus} vCPUs a clone of headnode ${spec.headnode} can have: its CPU slots are fixed when it boots (gc headnode create --max-vcpus)`,
-      );
-    }
-    const resources = { ncpus: spec.resources.ncpus, memMiB: snap.memMiB ?? spec.resources.memMiB };
-    const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
-    if (never) throw new UsageError(never);
-    return { ...spec, resources };
+    return { ...spec, ...resolveAssignment(spec.resources, snap, this.capacity()) };
   }
 }

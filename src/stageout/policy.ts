@@ -1,35 +1,16 @@
 import { join, posix } from 'node:path';
-import { UsageError } from '../errors.js';
-import { parseSize } from '../pbs/units.js';
+import { setting } from '../config/settings.js';
 import type { JobRecord } from '../queue/job.js';
 import type { StageOutRequest, StageOutResult } from './types.js';
-
-/** Default per-job cap on what stage-out writes into a headnode (GC_STAGEOUT_MAX). */
-export const DEFAULT_STAGEOUT_CAP = 4 * 1024 ** 3;
-/** Default most bytes beyond the cap kept on the host (GC_STAGEOUT_KEEP_MAX). */
-export const DEFAULT_STAGEOUT_KEEP = 16 * 1024 ** 3;
 
 export interface StageOutLimits {
   capBytes: number;
   keepMaxBytes: number;
 }
 
-/** The caps from the environment (sizes such as `512mb`, `4gb`, or plain bytes). */
+/** The caps, from GC_STAGEOUT_MAX and GC_STAGEOUT_KEEP_MAX (src/config/settings.ts); a bad one throws its SettingError. */
 export function stageOutLimits(env: NodeJS.ProcessEnv = process.env): StageOutLimits {
-  return {
-    capBytes: sizeFrom(env.GC_STAGEOUT_MAX, 'GC_STAGEOUT_MAX', DEFAULT_STAGEOUT_CAP),
-    keepMaxBytes: sizeFrom(env.GC_STAGEOUT_KEEP_MAX, 'GC_STAGEOUT_KEEP_MAX', DEFAULT_STAGEOUT_KEEP),
-  };
-}
-
-function sizeFrom(v: string | undefined, name: string, dflt: number): number {
-  if (v === undefined || v.trim() === '') return dflt;
-  if (/^\d+$/.test(v.trim())) return Number(v.trim());
-  try {
-    return parseSize(v.trim(), name) * 1024 * 1024; // parseSize gives MiB
-  } catch (e) {
-    throw new UsageError(`${name}=${v}: not a size (e.g. 512mb, 4gb)`, { cause: e });
-  }
+  return { capBytes: setting('stageoutMaxBytes', env), keepMaxBytes: setting('stageoutKeepMaxBytes', env) };
 }
 
 /** What to bring home for a job, or undefined for -W stageout=none. */

@@ -43,8 +43,10 @@ export class GcdProcess {
     throw new Error(`gcd did not become ready: ${this.log}`);
   }
 
-  tool(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ToolRun {
+  /** `input`: what the tool reads on stdin (a pipe); without it stdin is an empty pipe. */
+  tool(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): ToolRun {
     const r = spawnSync(process.execPath, [join(BIN, `${name}.js`), ...args], {
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
       env: { ...this.env, ...opts.env },
       cwd: opts.cwd ?? this.stateDir,
       encoding: 'utf8',

@@ -137,7 +137,7 @@ describe('gcd and the command-line tools as processes (test-double driver)', fun
 
   it('kill -9 gcd while jobs run and wait: every job ends exactly once, nothing is left behind', async function () {
     const marks = join(g.stateDir, 'marks');
-    const rerun = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'rerun', '--', 'sh', '-c', `echo start >> ${marks}; sleep 3; echo done`]).stdout.trim();
+    const rerun = g.tool('gcqsub', ['--headnode', 'hn1', '-N', 'rerun', '--', 'sh', '-c', `echo start >> ${marks}; sleep 8; echo done`]).stdout.trim();
     const norerun = g.tool('gcqsub', ['--headnode', 'hn1', '-r', 'n', '--', 'sleep', '40.03']).stdout.trim();
     await until('both running', () => {
       const j = jobsJson(g).Jobs;

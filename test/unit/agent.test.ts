@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentClient, AgentError } from '../../src/drivers/qemu/agent.js';
+import { AgentClient, AgentError } from '../../src/vm/agent.js';
 import { DriverError } from '../../src/errors.js';
 
 interface FakeOpts {

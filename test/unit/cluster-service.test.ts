@@ -4,12 +4,14 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloneHandle } from '../../src/drivers/driver.js';
-import { Layout } from '../../src/drivers/qemu/layout.js';
-import type { LiveCloneAccess, QemuCloneOptions, SnapshotMeta } from '../../src/drivers/qemu/qemu-driver.js';
+import { Layout } from '../../src/vm/layout.js';
+import type { CloneStartOptions as QemuCloneOptions, LiveCloneAccess } from '../../src/vm/clones/types.js';
+import type { SnapshotMeta } from '../../src/vm/snapshots/types.js';
 import { DriverError, NotFoundError, QuotaError } from '../../src/errors.js';
 import type { LiveHeadnode } from '../../src/headnodes/manager.js';
 import type { HeadnodeSpec } from '../../src/headnodes/types.js';
-import { ClusterService, type ClusterDriver, type ClusterHeadnodes } from '../../src/clusters/service.js';
+import { ClusterService, type ClusterHeadnodes } from '../../src/clusters/service.js';
+import type { ClusterVms as ClusterDriver } from '../../src/clusters/vms.js';
 
 /**
  * The service's bookkeeping without QEMU: all or nothing, quotas, kills, TTL and recovery,
@@ -52,6 +54,11 @@ class FakeDriver implements ClusterDriver {
   async sweep() {
     return [];
   }
+  async snapshotClone(_vmId: string, _origin: SnapshotMeta, id: string) {
+    return { id, pauseMs: 1 };
+  }
+  async releaseSnapshotRam() {}
+  async sweepTransfers() {}
   async clone(o: QemuCloneOptions): Promise<CloneHandle> {
     if (o.cloneId === this.failClone) throw new DriverError(`QEMU for ${o.cloneId} failed to start`);
     this.start(o.cloneId);

@@ -12,8 +12,8 @@ import { CLONE_IDENTITY, HEADNODE_PREPARE, cloneEnvText } from '../../src/cluste
 import { parseSmapsRollup } from '../../src/clusters/proc-mem.js';
 import { checkCloneBatch, maxClonesSetting, type CloneHolder } from '../../src/clusters/quota.js';
 import { ClusterRegistry, type CloneEntry } from '../../src/clusters/registry.js';
-import { formatClones, formatDuration, formatWhoami, parseTtl } from '../../src/cli/tools/gc-clone.js';
-import { buildVmArgs, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
+import { formatClones, formatDuration, formatWhoami, parseTtl } from '../../src/server/commands/gc-clone.js';
+import { buildVmArgs, type VmConfig } from '../../src/vm/vm-args.js';
 
 const cfgOf = (...l: string[]): QuotaConfig => parseQuotaText(l.join('\n') + '\n', 'quotas.yaml');
 
@@ -104,6 +104,18 @@ describe('clusters: quota for a batch', () => {
     // max_clones: 0 forbids.
     const none = { config: cfgOf('defaults:', '  max_clones: 0'), maxPerUser: 8 };
     expect(refusal(() => checkCloneBatch(none, [], { user: 'dave', group: 'd' }, 1))).to.match(/max_clones=0 for user dave/);
+  });
+
+  it('a refusal carries its fields: the limit, on whom, how many asked and live, where it is set', () => {
+    const cfg = cfgOf('groups:', '  physics: {max_clones: 4}');
+    let err: unknown;
+    try {
+      checkCloneBatch({ config: cfg, maxPerUser: 8 }, holders('alice', 'physics', 2), { user: 'alice', group: 'physics' }, 3);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).to.be.instanceOf(QuotaError);
+    expect((err as QuotaError).fields).to.deep.equal({ limit: 'max_clones', max: 4, entity: 'group physics', amount: 3, used: 2, source: 'quotas.yaml' });
   });
 
   it('GC_MAX_CLONES: default 8, whole numbers only', () => {

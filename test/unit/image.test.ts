@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { DriverError, UsageError } from '../../src/errors.js';
-import { guestKernelCmdline, hasPvhNote } from '../../src/headnodes/image.js';
-import { moduleName, parseModulesDep, resolveModules } from '../../src/headnodes/image-modules.js';
+import { guestKernelCmdline, hasPvhNote } from '../../src/image/image.js';
+import { moduleName, parseModulesDep, resolveModules } from '../../src/image/image-modules.js';
 
 const DEP = `kernel/drivers/virtio/virtio.ko:
 kernel/drivers/virtio/virtio_ring.ko:

@@ -3,7 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QmpClient, QmpError } from '../../src/drivers/qemu/qmp.js';
+import { QmpClient, QmpError } from '../../src/vm/qmp.js';
 import { DriverError } from '../../src/errors.js';
 
 /** A fake QEMU monitor: greeting, capabilities, a few commands, events on demand. */

@@ -3,8 +3,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { QmpClient } from '../../src/drivers/qemu/qmp.js';
-import { resizeVcpus } from '../../src/drivers/qemu/vcpu-hotplug.js';
+import { QmpClient } from '../../src/vm/qmp.js';
+import { resizeVcpus } from '../../src/vm/vcpu-hotplug.js';
 import { DriverError } from '../../src/errors.js';
 
 /**

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
-import { cpuHasVirtFlag, detectAccel } from '../../src/drivers/qemu/accel.js';
-import { buildVmArgs, DISK_NODE, sftpSandboxCommand, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
+import { cpuHasVirtFlag, detectAccel } from '../../src/vm/accel.js';
+import { buildVmArgs, DISK_NODE, sftpSandboxCommand, type VmConfig } from '../../src/vm/vm-args.js';
 import { UsageError } from '../../src/errors.js';
 
 function base(over: Partial<VmConfig> = {}): VmConfig {

@@ -203,6 +203,24 @@ describe('virtual clusters: gc clone inside a headnode, the cluster network, gen
     expect(inside(HN, 'gc kill 9').stderr).to.equal(`gc: gc kill: no clone 9 in the cluster of ${HN} (its clones: 1, 3); nothing killed\n`);
     expect(inside(HN, 'gc clones --headnode bob-hn').stderr).to.contain('--headnode is for the administrator on the host');
     expect(gc('clone', '2').stderr).to.equal('gc: gc clone: on the host, name the headnode: gc clone --headnode NAME ...\n');
+    // The typed routes from inside the headnode: same identity rules, refusals with fields.
+    const typed = (method: string, path: string, body?: unknown): { status: number; body: Record<string, unknown> } => {
+      const py = `import json, sys, urllib.request, urllib.error
+req = urllib.request.Request('http://10.0.2.100' + sys.argv[2], method=sys.argv[1], data=sys.argv[3].encode() if sys.argv[3] else None, headers={'Content-Type': 'application/json'})
+try:
+    r = urllib.request.urlopen(req, timeout=120); print(r.status); print(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode())`;
+      const r = inside(HN, `python3 -c "$(cat <<'PY'\n${py}\nPY\n)" ${method} '${path}' '${body === undefined ? '' : JSON.stringify(body)}'`);
+      const [status, text] = r.stdout.trim().split('\n');
+      return { status: Number(status), body: JSON.parse(text ?? '{}') as Record<string, unknown> };
+    };
+    expect((typed('GET', '/v1/clusters').body.clones as CloneInfo[]).map((c) => c.id)).to.deep.equal([1, 3]);
+    const notMine = typed('POST', '/v1/clusters/kill', { all: true, headnode: 'bob-hn' });
+    expect([notMine.status, notMine.body.code]).to.deep.equal([400, 'EUSAGE']);
+    const overQuota = typed('POST', '/v1/clusters/clone', { n: 2 });
+    expect(overQuota.status).to.equal(409);
+    expect(overQuota.body.fields).to.deep.equal({ limit: 'max_clones', max: 3, entity: 'user alice', amount: 2, used: 2, source: 'gcd setting GC_MAX_CLONES' });
     expect(clones().map((c) => c.id)).to.deep.equal([1, 3]);
   });
 

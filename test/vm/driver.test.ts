@@ -6,9 +6,9 @@ import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { CloneHandle, ExecResult, ExecSpec } from '../../src/drivers/driver.js';
 import { QemuDriver } from '../../src/drivers/qemu/qemu-driver.js';
-import { pidAlive } from '../../src/drivers/qemu/vm-process.js';
+import { pidAlive } from '../../src/vm/vm-process.js';
 import { DriverError, NotFoundError, StateError, UsageError } from '../../src/errors.js';
-import { defaultImageSource } from '../../src/headnodes/default-image.js';
+import { defaultImageSource } from '../../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../../src/headnodes/types.js';
 

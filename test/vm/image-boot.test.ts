@@ -5,10 +5,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentClient, type ExecStatus } from '../../src/drivers/qemu/agent.js';
-import { detectAccel } from '../../src/drivers/qemu/accel.js';
-import { buildVmArgs } from '../../src/drivers/qemu/vm-args.js';
-import { buildImage, guestKernelCmdline, GUEST_CLONE_INIT, GUEST_RUN_JOB, type ImageInfo } from '../../src/headnodes/image.js';
+import { AgentClient, type ExecStatus } from '../../src/vm/agent.js';
+import { detectAccel } from '../../src/vm/accel.js';
+import { buildVmArgs } from '../../src/vm/vm-args.js';
+import { buildImage, guestKernelCmdline, GUEST_CLONE_INIT, GUEST_RUN_JOB, type ImageInfo } from '../../src/image/image.js';
 
 /**
  * Boots the default image the way a headnode boots (shared RAM file on /dev/shm, overlay on

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sftpSandboxCommand } from '../../src/drivers/qemu/vm-args.js';
+import { sftpSandboxCommand } from '../../src/vm/vm-args.js';
 import { GcdProcess, until } from '../helpers/gcd-process.js';
 
 /**

@@ -4,8 +4,8 @@ import { mkdtemp, rm, mkdir, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { buildVmArgs, type VmConfig } from '../../src/drivers/qemu/vm-args.js';
-import { VmProcess, pidAlive } from '../../src/drivers/qemu/vm-process.js';
+import { buildVmArgs, type VmConfig } from '../../src/vm/vm-args.js';
+import { VmProcess, pidAlive } from '../../src/vm/vm-process.js';
 import { DriverError } from '../../src/errors.js';
 
 const run = promisify(execFile);

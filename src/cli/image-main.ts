@@ -1,7 +1,0 @@
-/**
- * Standalone entry for CI and provisioning: `node dist/src/cli/image-main.js build [--force]`
- * (same as `gc image ...`).
- */
-import { imageCommand } from './image-cmd.js';
-
-process.exitCode = await imageCommand(process.argv.slice(2));

@@ -1,0 +1,87 @@
+import { formatQstatAlternate, formatQstatFull, formatQstatJson, formatQstatTable, type QstatJob } from '../../pbs/qstat-format.js';
+import { UsageError } from '../../errors.js';
+import type { JobRecord } from '../../queue/job.js';
+import type { Tool } from './tool.js';
+import { parseArgs } from './args.js';
+
+interface QstatArgs {
+  f?: boolean;
+  F?: string;
+  x?: boolean;
+  u?: string;
+  s?: boolean;
+  a?: boolean;
+  w?: boolean;
+  t?: boolean;
+  cron?: boolean;
+  _: Array<string | number>;
+}
+
+function withUsage(j: JobRecord, now: number): QstatJob {
+  const q: QstatJob = { ...j };
+  if (j.startedAt) {
+    q.usage = {
+      walltimeSec: Math.round(((j.endedAt ?? now) - j.startedAt) / 1000),
+      ...(j.cputSec !== undefined ? { cputSec: j.cputSec } : {}),
+      ...(j.memKiB !== undefined ? { memKiB: j.memKiB } : {}),
+    };
+  }
+  if (j.state !== 'F' && j.comment) q.reason = j.comment;
+  // PBS shows a finished array task as X.
+  if (j.arrayParent && j.state === 'F') q.state = 'X';
+  return q;
+}
+
+/** gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [ID...]: the queue as PBS's qstat shows it. */
+export const gcqstat: Tool = async (req, s) => {
+  const p = await parseArgs<QstatArgs>('gcqstat', req.argv, (y) =>
+    y
+      .usage('gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [job_id...]')
+      .option('f', { type: 'boolean', describe: 'full attributes' })
+      .option('F', { type: 'string', describe: 'with -f: output format (json)' })
+      .option('x', { type: 'boolean', describe: 'include finished jobs' })
+      .option('u', { type: 'string', describe: 'only this user\'s jobs' })
+      .option('s', { type: 'boolean', describe: 'show each job\'s comment' })
+      .option('a', { type: 'boolean', describe: 'alternate layout' })
+      .option('w', { type: 'boolean', describe: 'wide: never wrap -f values' })
+      .option('t', { type: 'boolean', describe: 'show the tasks of array jobs' })
+      .option('cron', { type: 'boolean', describe: 'list recurring jobs (gcqsub --cron)' }),
+    true,
+  );
+  if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
+  const a = p.args;
+  if (a.F !== undefined && a.F !== 'json') throw new UsageError(`-F ${a.F}: only -F json is supported`);
+  if (a.F !== undefined && !a.f) throw new UsageError('-F json goes with -f');
+  const now = Date.now();
+  if (a.cron) {
+    const rows = (await s.scheduler.recurring.list(req.actor)).map((c) =>
+      [c.id, c.spec.user, c.pattern, c.paused ? 'paused' : new Date(c.nextAt ?? 0).toISOString().slice(0, 16).replace('T', ' '), c.lastJob ?? '-', c.lastError ?? ''].join('\t'),
+    );
+    return { stdout: rows.length ? ['Cron id\tUser\tPattern\tNext\tLast job\tLast error', ...rows].join('\n') + '\n' : '', stderr: '', exitCode: 0 };
+  }
+  const ids = a._.map(String);
+  let jobs: JobRecord[];
+  let stderr = '';
+  let exitCode = 0;
+  if (ids.length) {
+    jobs = [];
+    for (const id of ids) {
+      try {
+        jobs.push(await s.scheduler.get(req.actor, id));
+      } catch (e) {
+        stderr += `gcqstat: ${(e as Error).message}\n`;
+        exitCode = 153;
+      }
+    }
+  } else {
+    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true, user: a.u, tasks: a.t === true });
+  }
+  const shown = jobs.map((j) => withUsage(j, now));
+  const opts = { server: s.serverName, now, wide: a.w === true };
+  let out: string;
+  if (a.f && a.F === 'json') out = formatQstatJson(shown, { ...opts, now });
+  else if (a.f) out = formatQstatFull(shown, opts);
+  else if (a.a || a.s) out = formatQstatAlternate(shown, { ...opts, comments: a.s === true });
+  else out = formatQstatTable(shown, opts);
+  return { stdout: out && !out.endsWith('\n') ? out + '\n' : out, stderr, exitCode };
+};

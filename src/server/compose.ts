@@ -1,0 +1,118 @@
+/**
+ * gcd's composition root: the one place its parts are built and wired, in order: Redis
+ * (embedded unless GC_REDIS_URL), the per-VM channels, the quota watcher (one, for jobs and
+ * clusters), the backend (QEMU headnodes, job driver and clusters; or the test double), the
+ * scheduler, the server-side commands and the API. close() takes them down in reverse.
+ */
+import type { Redis } from 'ioredis';
+import { ApiServer } from '../api/server.js';
+import { ChannelServer } from '../api/channels.js';
+import { sendError } from '../api/http-util.js';
+import { QuotaWatcher } from '../config/quotas.js';
+import type { Settings } from '../config/settings.js';
+import { UnavailableError, errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import { keysFor } from '../queue/keys.js';
+import { bullConnection, connectRedis, type RedisTarget } from '../redis/connection.js';
+import { startEmbeddedRedis } from '../redis/embedded.js';
+import { defaultCapacity } from '../scheduler/capacity.js';
+import { Scheduler } from '../scheduler/scheduler.js';
+import { createBackend, type Backend } from './backend.js';
+import { CLUSTER_COMMANDS, clusterTool } from './commands/gc-clone.js';
+import { gcTool } from './commands/gc.js';
+import { runTool } from './commands/index.js';
+import type { Tool, ToolServices } from './commands/tool.js';
+
+export interface Gcd {
+  api: ApiServer;
+  scheduler: Scheduler;
+  backend: Backend;
+  redis: 'embedded' | 'external';
+  /** Stops everything started, last first; a failing step is logged and the rest still run. */
+  close(): Promise<void>;
+}
+
+/** The `gc` command: headnodes, exec and clusters, when the backend has them. */
+function gcCommand(backend: Backend): Tool | undefined {
+  const admin = backend.admin;
+  if (!admin) return undefined;
+  const clusters = { commands: CLUSTER_COMMANDS, tool: clusterTool(admin.clusters) };
+  return (req, s) => gcTool(req, s, admin.headnodes, admin.exec, clusters);
+}
+
+export async function composeGcd(settings: Settings): Promise<Gcd> {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const close = async (): Promise<void> => {
+    for (const c of cleanups.splice(0).reverse()) {
+      const t0 = Date.now();
+      await Promise.resolve()
+        .then(c)
+        .catch((e: unknown) => log.error('shutdown step failed', { error: errorMessage(e) }));
+      log.debug('shutdown step', { step: c.toString().slice(0, 60), ms: Date.now() - t0 });
+    }
+  };
+  try {
+    let target: RedisTarget;
+    if (settings.redisUrl) target = { url: settings.redisUrl };
+    else {
+      const embedded = await startEmbeddedRedis(settings.stateDir);
+      target = embedded.target;
+      cleanups.push(() => embedded.stop());
+    }
+    const redis: Redis = await connectRedis(target);
+    cleanups.push(() => redis.disconnect());
+
+    // The channels exist before the API (headnodes re-attach while the backend opens); a
+    // guest's request in that window is told gcd is starting.
+    let api: ApiServer | undefined;
+    const channels = new ChannelServer(settings.stateDir, (req, res, actor) => {
+      if (api) api.handle(req, res, actor);
+      else sendError(res, new UnavailableError('gcd is starting; try again'));
+    });
+    cleanups.push(() => channels.closeAll());
+
+    // Admin limits: a broken file at start stops gcd; later a broken edit keeps the old settings.
+    // One watcher for jobs and clusters: max_clones comes from the same file.
+    const quotas = new QuotaWatcher({
+      dir: settings.configDir,
+      onReload: (c) => log.info('quota settings reloaded', { source: c.source }),
+      onError: (e) => log.error(`quota settings not reloaded, previous ones stay: ${e.message}`),
+    });
+    const initial = quotas.start();
+    cleanups.push(() => quotas.close());
+
+    const backend = await createBackend(settings, channels, () => quotas.current());
+    cleanups.push(() => backend.close());
+
+    const scheduler = new Scheduler({
+      redis,
+      connection: bullConnection(target),
+      keys: keysFor(settings.keyPrefix),
+      serverName: settings.serverName,
+      driver: backend.driver,
+      stateDir: settings.stateDir,
+      capacity: defaultCapacity(),
+      killDelayMs: settings.killDelayMs,
+      lockDurationMs: settings.lockDurationMs,
+      historyTtlSec: initial.historyTtlSec,
+      quotas: () => quotas.current(),
+    });
+
+    const gc = gcCommand(backend);
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}) };
+    const server = new ApiServer({
+      scheduler,
+      cli: (tool, call) => runTool(tool, call, tools),
+      ...(backend.admin ? { clusters: backend.admin.clusters } : {}),
+    });
+    api = server;
+    await scheduler.start();
+    cleanups.push(() => scheduler.close());
+    await server.listenAdmin(settings.socketPath);
+    cleanups.push(() => server.close());
+    return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
