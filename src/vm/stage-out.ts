@@ -25,6 +25,11 @@ export interface StageOutContext {
   cloneStartMs: number;
   /** Host time of the snapshot (ms): a headnode file changed after this is the user's. */
   snapshotAtMs: number;
+  /**
+   * The freeze instant in the headnode's own clock (snapshot meta frozenAtGuestMs), when the
+   * snapshot recorded it: then used as it is, no clock offset estimated.
+   */
+  frozenAtGuestMs?: number;
   /** Bytes per agent read/write (tests and benchmarks). */
   chunk?: number;
   /** Guest command deadline. */
@@ -85,7 +90,9 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
       result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
       timings.stream = lap();
       // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
-      const snapNs = await snapshotInGuestClock(agent, ctx.snapshotAtMs);
+      const snapNs = ctx.frozenAtGuestMs !== undefined
+        ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n
+        : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
       const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
@@ -117,7 +124,8 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
 }
 
 /**
- * The snapshot's time in the headnode's clock (ns), which may differ from the host's: the offset
+ * For a snapshot that did not record its freeze time in the guest's clock: the snapshot's time
+ * in the headnode's clock (ns), which may differ from the host's: the offset
  * comes from guest-get-time, answered by the agent itself (no program started, so no start-up
  * delay in it). Moved earlier by the round trip and 1 s more: an error then keeps a user's
  * change (the job's copy goes beside it) rather than overwriting it.

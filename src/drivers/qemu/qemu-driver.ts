@@ -119,7 +119,7 @@ export class QemuDriver extends VmHost implements Driver {
     const rec = parseRecord(c.paths.record, 'clone record', await readFile(c.paths.record, 'utf8'), CLONE_RECORD);
     const meta = await this.snapshotMeta(clone.snapshotId);
     const headnode = (): Promise<AgentClient> => this.opts.headnodes.withRunning(req.headnode, async (h) => h.agent);
-    return stageOutJob({ clone: c.agent, headnode, cloneStartMs: rec.createdAt, snapshotAtMs: meta.createdAt }, req);
+    return stageOutJob({ clone: c.agent, headnode, cloneStartMs: rec.createdAt, snapshotAtMs: meta.createdAt, ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}) }, req);
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
