@@ -38,6 +38,8 @@ export interface StageOutContext {
 
 /** Where the clone side packs (on the clone's disk, not tmpfs: a job's output may be large). */
 const CLONE_OUT = '/var/tmp/.copper-stageout';
+/** The most a file time (coarse kernel clock) lags the precise clock guest-get-time reads. */
+const COARSE_CLOCK_NS = 10_000_000n;
 const ACCOUNT = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 let scripts: { pack: string; place: string } | undefined;
@@ -90,8 +92,10 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
       result.bytes = await streamBetween(ctx.clone, `${CLONE_OUT}/d.tar`, agent, archive, bound, chunk);
       timings.stream = lap();
       // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
+      // The recorded freeze time less one kernel tick: file times come from the coarse clock,
+      // which may lag the agent's precise one by up to a tick (10 ms at HZ=100).
       const snapNs = ctx.frozenAtGuestMs !== undefined
-        ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n
+        ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
         : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
       const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
       const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });

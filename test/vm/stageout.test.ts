@@ -81,7 +81,9 @@ describe('stage-out: a job\'s files come home before F @vm', function () {
     // Submitted by bob in the headnode: his job runs as bob and his files come home as bob's.
     const bob = submit(`cd /home/bob/w && setpriv --reuid=bob --regid=$(id -g bob) --init-groups gcqsub -- sh -c 'echo mine > b.txt; chmod 600 b.txt'`);
     // The user changes data.txt in the headnode while the job (which also writes it) runs.
-    const conflict = submit(`cd /root/c && gcqsub -- sh -c 'sleep 4; echo job > data.txt; echo new > new.txt' && echo user > /root/c/data.txt`);
+    // pre.txt is written just before the snapshot: not the user's change since it, so the job's
+    // version replaces it (the freeze time is exact, in the headnode's clock).
+    const conflict = submit(`cd /root/c && echo pre > pre.txt && gcqsub -- sh -c 'sleep 4; echo job > data.txt; echo job > pre.txt; echo new > new.txt' && echo user > /root/c/data.txt`);
     const cap = submit(`cd /root/cap && gcqsub -- sh -c 'echo small > small.txt; head -c 2097152 /dev/urandom > big.bin; md5sum big.bin > big.md5'`);
     const wall = submit(`cd /root/wt && gcqsub -l walltime=00:00:08 -- sh -c 'echo partial > wt.txt; sleep 300'`);
     const none = submit(`cd /root/none && gcqsub -W stageout=none -- sh -c 'echo x > none.txt'`);
@@ -92,7 +94,7 @@ describe('stage-out: a job\'s files come home before F @vm', function () {
 
     const c = await waitDone(conflict);
     expect(c.Exit_status, c.comment).to.equal(0);
-    expect(ok(`cd /root/c && cat data.txt data.txt.copper-${conflict} new.txt`)).to.equal('user\njob\nnew\n');
+    expect(ok(`cd /root/c && cat data.txt data.txt.copper-${conflict} new.txt pre.txt; ls pre.txt.copper-* 2>/dev/null || echo "no pre copy"`)).to.equal('user\njob\nnew\njob\nno pre copy\n');
     expect(c.comment).to.include('/root/c/data.txt').and.include('copper-');
 
     const k = await waitDone(cap);
