@@ -97,8 +97,8 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
       const snapNs = ctx.frozenAtGuestMs !== undefined
         ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
         : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
-      const argv = ['/usr/bin/python3', '-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
-      const st = await agent.run(argv[0] as string, argv.slice(1), { timeoutMs });
+      const args = ['-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
+      const st = await agent.run('/usr/bin/python3', args, { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
       const report = parseReport(text);
       if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
@@ -225,6 +225,7 @@ export async function copyBounded(agent: AgentClient, guestPath: string, hostPat
 
 /** Guest text fit for a comment: one printable line, bounded. */
 function oneLine(s: string, max = 300): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what goes
   const t = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
   return t.length > max ? `${t.slice(0, max)}…` : t;
 }

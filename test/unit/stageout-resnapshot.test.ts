@@ -45,7 +45,7 @@ describe('a released dependent moves to a fresh snapshot (resnapshot transition,
     store.events.subscribe((t) => void heard.push(t));
     expect(await freshSnapshotForRelease(driver, store, 'hn1', tasks)).to.equal(undefined);
     const after = await Promise.all(tasks.map((t) => store.get(t.id)));
-    const fresh = after[0]!.snapshotId!;
+    const fresh = after[0]?.snapshotId ?? '';
     expect(fresh).to.not.equal(old);
     expect(after.map((t) => [t.state, t.snapshotId])).to.deep.equal([['H', fresh], ['H', fresh]]);
     const refs = await store.snapshotRefs();
