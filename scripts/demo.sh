@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The main job, end to end, on a fresh Debian/Ubuntu machine (as root):
+# The main job, end to end, on a fresh Debian/Ubuntu machine (as root, or a user with sudo):
 # install everything, build the headnode image, start gcd, create and boot a headnode, and
 # inside it: install a Debian package, write a program that uses it, `gcqsub python3 myprogram.py`,
 # then read the output file that appears next to the program when the job ends.
 set -euo pipefail
+# Root is needed (apt-get, /var/lib/copper, QEMU). A fresh Debian root has no sudo, a user has
+# it: re-run this script through sudo only when not root, keeping PATH (node may be the user's).
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "$0: run it as root (su -), or install sudo" >&2; exit 1; }
+  exec sudo --preserve-env env "PATH=$PATH" bash "$(readlink -f "$0")" "$@"
+fi
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 

@@ -1,3 +1,5 @@
+import type { SignalName } from './signals.js';
+
 /**
  * The seam between the scheduler and virtualization. The scheduler decides what runs
  * when; a driver knows how to freeze a headnode, fork it, run a command in the fork and
@@ -59,9 +61,21 @@ export interface ExecResult {
   exitCode: number | null;
   /** Signal number when the process was killed by a signal. */
   signal: number | null;
+  /** The command's own usage, measured in the guest (its cgroup), when the guest can. */
+  usage?: CommandUsage;
 }
 
-export type KillSignal = 'TERM' | 'KILL';
+/** What the command itself used inside the clone (a cgroup v2 of its own). */
+export interface CommandUsage {
+  cputSec: number;
+  /** Peak memory of the command's cgroup (memory.peak), KiB; absent if the kernel lacks it. */
+  memPeakKiB?: number;
+  /** Processes of the command the OOM killer ended (memory.events oom_kill). */
+  oomKills: number;
+}
+
+/** A signal by name (drivers/signals.ts): gcqsig sends any of them, walltime and gcqdel TERM and KILL. */
+export type KillSignal = SignalName;
 
 export interface RunningCommand {
   /** Resolves when the command has ended and its output is in the host files. */
@@ -87,6 +101,12 @@ export interface Driver {
   releaseSnapshot(snapshotId: string): Promise<void>;
   clone(opts: CloneOptions): Promise<CloneHandle>;
   exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand>;
+  /**
+   * gcqsig -s suspend: freeze the clone's VM (vCPUs stopped; QMP `stop`), and resume: let it
+   * run on (`cont`). While paused the driver does not talk to the guest.
+   */
+  pause?(cloneId: string): Promise<void>;
+  resume?(cloneId: string): Promise<void>;
   /** Kill the clone's VM and delete every per-clone file. Idempotent. */
   destroy(cloneId: string): Promise<void>;
   /**

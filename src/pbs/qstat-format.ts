@@ -88,7 +88,7 @@ export function formatCtime(ms: number, timeZone?: string): string {
   return `${get('weekday')} ${get('month')} ${get('day').padStart(2)} ${get('hour')}:${get('minute')}:${get('second')} ${get('year')}`;
 }
 
-function elapsedSec(job: QstatJob, now: number | undefined): number | undefined {
+export function elapsedSec(job: QstatJob, now: number | undefined): number | undefined {
   if (job.usage?.walltimeSec !== undefined) return job.usage.walltimeSec;
   if (job.startedAt === undefined) return undefined;
   const end = job.endedAt ?? now;
@@ -100,7 +100,7 @@ function comment(job: QstatJob): string | undefined {
 }
 
 /** PBS's cnv_size: keep the unit, but move up a unit (rounding up) past 4 digits. */
-function shortSize(mib: number): string {
+export function shortSize(mib: number): string {
   const m = /^(\d+)(mb|gb|tb)$/.exec(formatSize(mib)) as RegExpExecArray;
   const units = ['mb', 'gb', 'tb', 'pb'];
   let n = Number(m[1]);
@@ -287,6 +287,7 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('obittime', time(job.endedAt));
   add('Variable_List', variableList(job).map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`).join(','));
   add('comment', comment(job));
+  add('mail_error', job.mailError);
   add('run_count', String(job.runCount));
   add('Exit_status', job.exitStatus === undefined ? undefined : String(job.exitStatus));
   add('Submit_Host', s.submitHost);

@@ -5,8 +5,8 @@ import type { JobState } from './job.js';
  * The job state machine: every state change of a job record is one of these events, and
  * JobStore.transition applies it in Redis with compare-and-set (the record's state must be
  * one of the event's from-states at the moment of the write). PBS states: Q queued, H held,
- * W waiting for its start time, R running, E exiting (output being delivered), F finished;
- * B an array job whose tasks have begun. Records are created in Q, H or W (Submitter).
+ * W waiting for its start time, R running, S suspended (its clone paused), E exiting (output
+ * being delivered), F finished; B an array job whose tasks have begun. Records are created in Q, H or W (Submitter).
  *
  * Each event maps from-state -> to-state. A from-state that is not listed is refused: the
  * write does not happen and the caller gets a JobStateError (job, from, event).
@@ -37,12 +37,20 @@ export const JOB_TRANSITIONS = {
   'array-begin': { Q: 'B', W: 'B' },
   /** A runner takes the job. Only one runner can win: a job R elsewhere is refused. */
   run: { Q: 'R', W: 'R' },
-  /** The command ended; its output is being delivered. */
-  exit: { R: 'E' },
+  /** The command ended; its output is being delivered (a suspended job ends when deleted). */
+  exit: { R: 'E', S: 'E' },
   /** gcd stopped (or died) while the job ran and it is rerunnable (-r y). */
-  requeue: { R: 'Q' },
+  requeue: { R: 'Q', S: 'Q' },
+  /** gcqsig -s suspend: the clone is paused and its walltime clock stopped. */
+  suspend: { R: 'S' },
+  /** gcqsig -s resume: the clone runs on, its walltime clock with it. */
+  resume: { S: 'R' },
+  /** gcqrerun: the running command was stopped; the job runs again from the same snapshot. */
+  rerun: { R: 'Q', S: 'Q' },
+  /** gcqmove / gcqalter -q of a job that has not started: a new queue, the state unchanged. */
+  move: { Q: 'Q', W: 'W', H: 'H' },
   /** The job ran, or tried to, and is over. */
-  finish: { R: 'F', E: 'F' },
+  finish: { R: 'F', S: 'F', E: 'F' },
   /** gcqdel, or a dependency that can never be met, before the job started. */
   delete: { Q: 'F', H: 'F', W: 'F' },
   /** The last task of an array ended (or the array was deleted): the array's record ends. */

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { UnknownJobError } from '../errors.js';
-import type { JobRecord, JobSpec, JobState } from './job.js';
+import { END_REASONS, type EndReason, type JobRecord, type JobSpec, type JobState } from './job.js';
 import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
@@ -126,6 +126,8 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   const idx = num('arrayIndex');
   if (idx !== undefined) rec.arrayIndex = idx;
   if (h.settling === '1') rec.settling = true;
+  if (h.endReason && (END_REASONS as readonly string[]).includes(h.endReason)) rec.endReason = h.endReason as EndReason;
+  if (h.mailError) rec.mailError = h.mailError;
   return rec;
 }
 
@@ -293,6 +295,17 @@ export class JobStore {
   /** Finished jobs are history: they expire after `ttlSec` and leave no key behind. */
   async expire(id: string, ttlSec: number): Promise<void> {
     await this.redis.expire(this.keys.job(id), ttlSec);
+  }
+
+  /**
+   * gcqdel -x: forget a finished, settled job at once (its record and index entries), as its
+   * history expiry would later. False when it is not (or no longer) a settled F record.
+   */
+  async purge(id: string): Promise<boolean> {
+    const j = await this.tryGet(id);
+    if (!j || j.state !== 'F' || j.settling) return false;
+    await this.redis.multi().del(this.keys.job(id)).zrem(this.keys.jobs, id).zrem(this.keys.jobsTop, id).exec();
+    return true;
   }
 
   /** Remove index entries whose record has expired. */

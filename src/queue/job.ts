@@ -2,10 +2,10 @@
  * The job record: what was asked (spec), what it runs from (snapshot) and what happened.
  * States follow PBS: Q queued, H held, W waiting for its start time, R running,
  * E exiting (output being delivered, clone being destroyed), F finished; B an array job
- * whose tasks have begun.
+ * whose tasks have begun; S suspended (gcqsig -s suspend: its clone paused, walltime stopped).
  */
 /** 'X' is display-only: gcqstat -t shows a finished array task as X, as PBS does. */
-export type JobState = 'Q' | 'H' | 'W' | 'R' | 'E' | 'F' | 'B' | 'X';
+export type JobState = 'Q' | 'H' | 'W' | 'R' | 'S' | 'E' | 'F' | 'B' | 'X';
 
 /** -j: join stderr into stdout (oe), stdout into stderr (eo), or keep both (n). */
 export type JoinMode = 'oe' | 'eo' | 'n';
@@ -56,7 +56,7 @@ export interface JobSpec {
   accountName?: string;
   /** -P: PBS project. */
   project?: string;
-  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Sent by the mail lane. */
+  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Job mail (notify/) reads it. */
   mailPoints?: string;
   /** -M: addresses to mail; default the owner. */
   mailUsers?: string[];
@@ -113,7 +113,19 @@ export interface JobRecord {
    * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
    */
   settling?: boolean;
+  /**
+   * How a job that ran (or tried to) ended, written in the same compare-and-set as its E or F:
+   * its command exited, walltime killed it, gcqdel stopped it, it failed to start, or it was
+   * lost with a gcd that died. Mail (-m a) and accounting read it rather than the comment.
+   */
+  endReason?: EndReason;
+  /** The last job mail that could not be sent, and why (gcqstat -f mail_error). */
+  mailError?: string;
 }
+
+export type EndReason = 'exit' | 'walltime' | 'deleted' | 'failed' | 'lost';
+
+export const END_REASONS: readonly EndReason[] = ['exit', 'walltime', 'deleted', 'failed', 'lost'];
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';
 

@@ -99,7 +99,7 @@ export class Dispatcher {
       const mine: JobRecord = { ...t.record, runCount };
       if (runCount > 1 && !rec.spec.rerunnable) {
         // It ran before and was lost (gcd died): -r n forbids a second run.
-        await runner.finish(mine, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+        await runner.finish(mine, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', endReason: 'lost' });
         return;
       }
       const ctl = new AbortController();
@@ -107,6 +107,7 @@ export class Dispatcher {
       try {
         const out = await runner.run(mine, ctl.signal);
         if (out.requeue) {
+          this.o.policy?.notStarted(rec); // counted as queued again (gcqrerun, shutdown)
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }

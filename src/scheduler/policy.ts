@@ -68,7 +68,7 @@ export function trackedJob(rec: Pick<JobRecord, 'spec'>): TrackedJob {
 }
 
 const WAITING: ReadonlySet<JobState> = new Set<JobState>(['Q', 'H', 'W']);
-const RUNNING: ReadonlySet<JobState> = new Set<JobState>(['R', 'E']);
+const RUNNING: ReadonlySet<JobState> = new Set<JobState>(['R', 'S', 'E']);
 
 type Delta = Partial<Counts>;
 

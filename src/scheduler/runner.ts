@@ -1,16 +1,25 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
+import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
+import { EXIT, signalExitStatus, type EndReason, type JobRecord } from '../queue/job.js';
 import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { stageOutJob } from '../stageout/run-stage-out.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import { oomComment } from './oom-words.js';
+import { SIGNAL_NUMBERS } from '../drivers/signals.js';
+import { LiveJobControl, type LiveJobs } from './live-jobs.js';
+import { WalltimeClock } from './walltime-clock.js';
 
-/** Why a running job is being stopped from outside. */
-export type StopReason = 'deleted' | 'shutdown';
+/**
+ * Why a running job is being stopped from outside: gcqdel, gcd's shutdown, gcqrerun (stop,
+ * then run again from the same snapshot), gcqdel -W force (destroy the clone at once).
+ */
+export type StopReason = 'deleted' | 'shutdown' | 'rerun' | 'forced';
+
+const STOP_REASONS: ReadonlySet<string> = new Set<StopReason>(['deleted', 'shutdown', 'rerun', 'forced']);
 
 export interface RunnerOptions {
   driver: Driver;
@@ -26,6 +35,17 @@ export interface RunnerOptions {
    * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
    */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** Clone start latency (run transition to command started), for the metrics. */
+  onCloneStarted?: (job: JobRecord, ms: number) => void;
+  /** Where running commands are registered for gcqsig (signals, suspend, resume). */
+  live?: LiveJobs;
+}
+
+/** How a job ends: its status (none: it never ran), the comment, and the reason (see JobRecord.endReason). */
+export interface JobEnd {
+  exitStatus?: number;
+  comment: string;
+  endReason?: EndReason;
 }
 
 export interface RunOutcome {
@@ -53,14 +73,16 @@ export class JobRunner {
     const spool = join(this.o.spoolDir, job.id);
     const paths = defaultOutputPaths(job);
     let running: RunningCommand | undefined;
-    let ended: { exitStatus?: number; comment: string } | undefined;
+    let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
     /** Past E: from here the job is finished, never requeued (its command has run). */
     let exited = false;
+    let guestMeasured = false;
 
     try {
-      await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
+      const startedAt = Date.now();
+      await store.update(job.id, { cloneId, startedAt, comment: undefined });
       await mkdir(spool, { recursive: true });
       const outFile = join(spool, 'stdout');
       const errFile = job.spec.join === 'n' ? join(spool, 'stderr') : outFile;
@@ -85,13 +107,20 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
-      const result = await this.supervise(job, running, stop);
+      this.o.onCloneStarted?.(job, Date.now() - startedAt);
+      const result = await this.supervise(job, cloneId, running, stop);
       ended = result.ended;
       requeue = result.requeue;
+      if (result.usage) {
+        // The command's own usage (its cgroup in the clone) rather than the whole VM's.
+        guestMeasured = true;
+        const u = result.usage;
+        await store.update(job.id, { cputSec: Math.round(u.cputSec * 100) / 100, ...(u.memPeakKiB !== undefined ? { memKiB: u.memPeakKiB } : {}) });
+      }
 
       if (!requeue) {
         // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
-        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment });
+        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment, endReason: ended.endReason });
         if (!e.ok) throw e.error;
         exited = true;
         // Deliver output.
@@ -104,12 +133,12 @@ export class JobRunner {
         if (staged) ended = { ...ended, comment: `${ended.comment}; ${staged}` };
       }
     } catch (e) {
-      if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
-      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
-      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
+      if (stop.aborted && (stop.reason === 'shutdown' || stop.reason === 'rerun') && !exited) requeue = true;
+      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', endReason: 'deleted' };
+      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
-      if (cloned) {
+      if (cloned && !guestMeasured) {
         const used = await driver.usage?.(cloneId).catch(() => undefined);
         if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
       }
@@ -119,16 +148,20 @@ export class JobRunner {
     }
 
     if (requeue) {
-      if (job.spec.rerunnable) {
-        const q = await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+      // gcqrerun keeps the job's snapshot reference: the next run clones the same snapshot.
+      const rerun = stop.reason === 'rerun';
+      if (rerun || job.spec.rerunnable) {
+        const q = rerun
+          ? await store.transition(job.id, 'rerun', { comment: `rerun by gcqrerun: run ${job.runCount} stopped, queued to run again`, cloneId: undefined })
+          : await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
         if (q.ok) return { requeue: true };
         log.error('requeue refused', { job: job.id, error: q.error.message });
         return { requeue: false };
       }
-      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
+      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', endReason: 'lost' };
     }
     // Finish: -> F, then settle (snapshot, array, dependents).
-    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status', endReason: 'failed' });
     if (!f.ok && f.from !== 'F') log.error('finish refused', { job: job.id, error: f.error.message });
     return { requeue: false };
   }
@@ -144,11 +177,13 @@ export class JobRunner {
    * by their parents' F, so F has to come first; a crash in between leaves the mark, and gcd's
    * start settles every marked job again (each settle step is idempotent).
    */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
+  async finish(job: JobRecord, end: JobEnd, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
     const r = await this.o.store.transition(job.id, event, {
       endedAt: Date.now(),
       exitStatus: end.exitStatus,
       comment: end.comment,
+      // Absent: keep the reason written at E (a gcd that died while delivering the output).
+      ...(end.endReason ? { endReason: end.endReason } : {}),
       cloneId: undefined,
       holds: undefined,
       settling: true,
@@ -180,37 +215,61 @@ export class JobRunner {
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
   private async supervise(
     job: JobRecord,
+    cloneId: string,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean }> {
+  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
+    const wall = job.spec.walltimeSec;
+    // The walltime clock stops while the job is suspended (gcqsig) and runs on after resume.
+    const clock = wall ? new WalltimeClock(wall, () => terminate('walltime')) : undefined;
+    const live = new LiveJobControl(job.id, cloneId, running, this.o.driver, this.o.store, clock);
+    const unregister = this.o.live?.add(job.id, live);
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
       why = reason;
-      void running.kill('TERM').catch(() => undefined);
+      clock?.clear();
+      if (reason === 'forced') {
+        // gcqdel -W force: the clone may not answer; destroy it without asking it anything.
+        void this.o.driver.destroy(cloneId).catch((e) => log.error('forced clone destroy failed', { cloneId, error: errorMessage(e) }));
+        return;
+      }
+      // A suspended clone is let run first, or it could not take the signal.
+      void live
+        .wake()
+        .catch(() => undefined)
+        .then(() => running.kill('TERM'))
+        .catch(() => undefined);
       const k = setTimeout(() => void running.kill('KILL').catch(() => undefined), this.o.killDelayMs);
-      void running.done.finally(() => clearTimeout(k));
+      void running.done.finally(() => clearTimeout(k)).catch(() => undefined);
     };
-    const wall = job.spec.walltimeSec;
-    const timer = wall ? setTimeout(() => terminate('walltime'), wall * 1000) : undefined;
-    const onStop = (): void => terminate(stop.reason === 'shutdown' ? 'shutdown' : 'deleted');
+    const onStop = (): void => terminate(typeof stop.reason === 'string' && STOP_REASONS.has(stop.reason) ? (stop.reason as StopReason) : 'deleted');
     if (stop.aborted) onStop();
     stop.addEventListener('abort', onStop);
     let result: ExecResult;
     try {
       result = await running.done;
+    } catch (e) {
+      // The clone destroyed under the command (forced) is the end we asked for, not a failure.
+      if (why !== 'forced') throw e;
+      result = { exitCode: null, signal: SIGNAL_NUMBERS.KILL };
     } finally {
-      if (timer) clearTimeout(timer);
+      clock?.clear();
+      unregister?.();
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
+    const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running' }, requeue: false };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'forced') return { ended: { exitStatus: status, comment: 'deleted by gcqdel -W force: its clone was destroyed at once', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'rerun') return { ended: { exitStatus: status, comment: 'stopped by gcqrerun' }, requeue: true, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
-    return { ended: { exitStatus: status, comment: `Job run, ${how}` }, requeue: false };
+    const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
+    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */

@@ -16,13 +16,17 @@ import { Capacity, type CapacityLimits } from './capacity.js';
 import { arrayExitStatus, judgeDependencies } from './dependencies.js';
 import { Dispatcher } from './dispatcher.js';
 import { JobControl, type JobChanges } from './job-control.js';
-import { JobRunner } from './runner.js';
+import { JobRunner, type StopReason } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
+import type { JobObservations } from '../lifecycle/observations.js';
+import { LiveJobs } from './live-jobs.js';
+import { moveJob } from './queue-move.js';
+import { rerunJobs, signalJobs, type JobSignal } from './running-ops.js';
 
 /** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
 const CRON_ID = /^cron\d+(\.|$)/;
@@ -44,6 +48,8 @@ export interface SchedulerOptions {
   dispatch?: boolean;
   /** The admin's quota and queue settings, as of now (reloaded behind this function). */
   quotas?: () => QuotaConfig;
+  /** What the state changes do not carry: new jobs with their snapshot pause, clone start latency. */
+  observe?: JobObservations;
 }
 
 export interface ListFilter {
@@ -72,6 +78,8 @@ export class Scheduler {
   private usage = new UsageTracker();
   /** Jobs started by this gcd: their end is onEnded, any other end onDequeued. */
   private readonly started = new Set<string>();
+  /** Commands running in this gcd, for gcqsig. */
+  private readonly live = new LiveJobs();
 
   constructor(private readonly o: SchedulerOptions) {
     this.quotas = o.quotas ?? (() => emptyQuotaConfig());
@@ -89,6 +97,8 @@ export class Scheduler {
       killDelayMs: o.killDelayMs ?? 10_000,
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
+      ...(o.observe ? { onCloneStarted: (job: JobRecord, ms: number) => o.observe?.cloneStarted(job, ms) } : {}),
+      live: this.live,
     });
     if (o.dispatch !== false) {
       this.dispatcher = new Dispatcher({
@@ -128,7 +138,7 @@ export class Scheduler {
     await this.recover();
     // Rebuild usage; jobs that were running when a previous gcd died count as queued: they run again.
     const live = (await this.store.list()).filter((j) => !j.array && j.state !== 'F');
-    this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
+    this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'S' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
     this.dispatcher?.start();
     if (this.dispatcher) this.recurring.start();
   }
@@ -138,7 +148,7 @@ export class Scheduler {
     return idText.includes('.') ? idText : `${idText}.${this.o.serverName}`;
   }
 
-  /** The admin's quota and queue settings now (gcqsub reads the declared custom resources). */
+  /** The admin's quota and queue settings now (gcqsub's custom resources, gcqstat -Q, -B and -s). */
   quotaConfig(): QuotaConfig {
     return this.quotas();
   }
@@ -162,6 +172,7 @@ export class Scheduler {
     await this.queue.add(s.runnable);
     // A parent may have ended between the check and the registration: look again.
     for (const w of s.waiting) await this.reviewDependent(w.child);
+    this.o.observe?.submitted(s.records, s.snapshots);
     return s.records;
   }
 
@@ -184,11 +195,16 @@ export class Scheduler {
     return j;
   }
 
-  /** gcqdel: remove waiting jobs; stop running ones (their clones are destroyed). */
-  async delete(actor: Actor, idText: string): Promise<void> {
+  /**
+   * gcqdel: remove waiting jobs; stop running ones (their clones are destroyed). `force`
+   * (-W force): destroy a running job's clone at once without asking it anything, and end a
+   * job this gcd no longer drives. `purge` (-x): finished jobs' history goes too.
+   */
+  async delete(actor: Actor, idText: string, opts: { force?: boolean; purge?: boolean } = {}): Promise<void> {
     const cron = this.cronId(idText);
     if (cron) return this.recurring.remove(actor, cron);
     const rec = await this.get(actor, idText);
+    if (rec.state === 'F' && opts.purge) return this.purge(rec);
     if (rec.state === 'F') throw new StateError(`Request invalid for state of job ${rec.id} (F)`);
     let acted = false;
     for (const t of await this.control.targets(rec)) {
@@ -197,13 +213,49 @@ export class Scheduler {
       if (r.ok) {
         await this.queue.remove(t.id);
         acted = true;
-      } else if (r.from === 'R' && this.dispatcher?.cancel(t.id, 'deleted')) acted = true;
+      } else if ((r.from === 'R' || r.from === 'S') && this.dispatcher?.cancel(t.id, opts.force ? 'forced' : 'deleted')) acted = true;
+      else if ((r.from === 'R' || r.from === 'S' || r.from === 'E') && opts.force) {
+        // Nothing here drives it (its runner is stuck or gone): end it and destroy its clone.
+        if (t.cloneId) await this.o.driver.destroy(t.cloneId).catch(() => undefined);
+        const f = await this.runner.finish(t, { exitStatus: EXIT.LOST, comment: 'deleted by gcqdel -W force: its clone was destroyed at once' });
+        acted = f.ok || acted;
+      }
     }
     if (rec.array && !acted) {
       await this.completeArray(rec.id);
       acted = true;
     }
     if (!acted) throw new StateError(`job ${rec.id} is ${rec.state} and cannot be deleted now`);
+  }
+
+  /** gcqdel -x: forget a finished job (an array with its tasks) now rather than at history expiry. */
+  private async purge(rec: JobRecord): Promise<void> {
+    const targets = await this.control.targets(rec);
+    for (const t of targets) {
+      if (!(await this.store.purge(t.id)) && t.id === rec.id) throw new StateError(`job ${rec.id} is still being settled; try again`);
+    }
+  }
+
+  /** gcqsig -s SIG|suspend|resume. */
+  async signal(actor: Actor, idText: string, sig: JobSignal): Promise<void> {
+    const rec = await this.get(actor, idText);
+    await signalJobs(this.runningOps(), rec, await this.control.targets(rec), sig);
+  }
+
+  /** gcqrerun: stop the running command and run the job again from the same snapshot. */
+  async rerun(actor: Actor, idText: string): Promise<void> {
+    const rec = await this.get(actor, idText);
+    rerunJobs(this.runningOps(), rec, await this.control.targets(rec));
+  }
+
+  /** gcqmove / gcqalter -q: a job that has not started goes to another queue; returns the queue. */
+  async move(actor: Actor, idText: string, dest: string): Promise<string> {
+    const rec = await this.get(actor, idText);
+    return moveJob({ store: this.store, queue: this.queue, usage: this.usage, quotas: this.quotas() }, rec, await this.control.targets(rec), dest);
+  }
+
+  private runningOps(): { live: LiveJobs; cancel: (id: string, reason: StopReason) => boolean } {
+    return { live: this.live, cancel: (id, reason) => this.dispatcher?.cancel(id, reason) ?? false };
   }
 
   async hold(actor: Actor, idText: string): Promise<void> {
@@ -315,13 +367,13 @@ export class Scheduler {
   private async recoverStates(): Promise<void> {
     for (const j of await this.store.list()) {
       if (j.array && j.state !== 'F') continue;
-      if (j.state === 'R' && j.spec.rerunnable) {
+      if ((j.state === 'R' || j.state === 'S') && j.spec.rerunnable) {
         await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
-      } else if (j.state === 'R') {
-        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+      } else if (j.state === 'R' || j.state === 'S') {
+        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', endReason: 'lost' });
       } else if (j.state === 'E') {
         const status = j.exitStatus ?? EXIT.LOST;
-        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output and files were brought home` });
+        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output and files were brought home`, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
         await this.runner.settle(j);
       }

@@ -24,6 +24,8 @@ export interface Submitted {
   runnable: JobRecord[];
   /** Jobs that wait on others: child id -> parents still pending. */
   waiting: Array<{ child: string; on: string[] }>;
+  /** The snapshots taken (one per headnode): their pause is measured by the metrics. */
+  snapshots: SnapshotInfo[];
 }
 
 /** The state a new job starts in and why, in PBS and Slurm terms. */
@@ -65,7 +67,7 @@ export class Submitter {
   }
 
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<Submitted> {
-    if (specs.length === 0) return { records: [], runnable: [], waiting: [] };
+    if (specs.length === 0) return { records: [], runnable: [], waiting: [], snapshots: [] };
     if (opts.array && specs.length !== 1) throw new UsageError('an array job is one submission of one spec');
     for (const s of specs) {
       const never = neverFits(this.capacity(), s.resources.ncpus, s.resources.memMiB);
@@ -110,7 +112,7 @@ export class Submitter {
         }
       });
       await this.store.create(records);
-      return { records, runnable, waiting };
+      return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.
       const refs = await this.store.snapshotRefs().catch(() => new Map<string, number>());

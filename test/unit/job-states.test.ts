@@ -13,7 +13,7 @@ import { JobRunner } from '../../src/scheduler/runner.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
 import { testRecord } from '../helpers/jobs.js';
 
-const STATES: JobState[] = ['Q', 'H', 'W', 'R', 'E', 'F', 'B'];
+const STATES: JobState[] = ['Q', 'H', 'W', 'R', 'S', 'E', 'F', 'B'];
 const keys = keysFor('t');
 
 describe('job state machine (real redis-server)', function () {

@@ -107,7 +107,7 @@ describe('pbs qsub: script corpus', () => {
     expect(r.warnings).to.deep.equal([]);
   });
 
-  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M recorded', () => {
+  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M on the spec', () => {
     const r = job(['torque-nodes.pbs']);
     expect(r.spec.name).to.equal('gromacs_md');
     expect(r.spec.resources).to.deep.equal({ ncpus: 8, memMiB: 16384 });

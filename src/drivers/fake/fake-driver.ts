@@ -103,13 +103,32 @@ export class FakeDriver implements Driver {
       kill: async (s: KillSignal) => {
         if (child.pid) {
           try {
-            process.kill(-child.pid, s === 'TERM' ? 'SIGTERM' : 'SIGKILL');
+            process.kill(-child.pid, `SIG${s}`);
           } catch {
             // already gone
           }
         }
       },
     };
+  }
+
+  /** The double of a paused VM: the whole process group stopped (SIGSTOP), then continued. */
+  async pause(cloneId: string): Promise<void> {
+    this.signalGroup(cloneId, 'SIGSTOP');
+  }
+
+  async resume(cloneId: string): Promise<void> {
+    this.signalGroup(cloneId, 'SIGCONT');
+  }
+
+  private signalGroup(cloneId: string, sig: NodeJS.Signals): void {
+    const p = this.procs.get(cloneId);
+    if (!p?.pid || p.exitCode !== null) return;
+    try {
+      process.kill(-p.pid, sig);
+    } catch {
+      // already gone
+    }
   }
 
   async destroy(cloneId: string): Promise<void> {

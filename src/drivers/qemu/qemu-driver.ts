@@ -20,6 +20,8 @@ import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from '../../vm/stage-out.js';
 import type { CloneHandle, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand } from '../driver.js';
+import { parseCommandUsage } from './command-usage.js';
+import { PauseGate } from './pause-gate.js';
 
 export type QemuDriverOptions = VmHostOptions;
 
@@ -28,6 +30,38 @@ const RUN_JOB_INIT_FAILED = 125;
 
 export class QemuDriver extends VmHost implements Driver {
   readonly name = 'qemu';
+  /** Clones that gcqsig -s suspend may pause, by clone id (made at their first exec). */
+  private readonly gates = new Map<string, PauseGate>();
+
+  private gate(cloneId: string): PauseGate {
+    let g = this.gates.get(cloneId);
+    if (!g) this.gates.set(cloneId, (g = new PauseGate()));
+    return g;
+  }
+
+  /** QMP `stop` once no guest-agent call is in flight; the poller waits until resume. */
+  async pause(cloneId: string): Promise<void> {
+    const c = this.runningClone(cloneId);
+    const g = this.gate(cloneId);
+    await g.close();
+    try {
+      await c.vm.qmp.execute('stop');
+    } catch (e) {
+      g.open();
+      throw e;
+    }
+  }
+
+  async resume(cloneId: string): Promise<void> {
+    const c = this.runningClone(cloneId);
+    await c.vm.qmp.execute('cont');
+    this.gate(cloneId).open();
+  }
+
+  override async destroy(cloneId: string): Promise<void> {
+    this.gates.delete(cloneId);
+    await super.destroy(cloneId);
+  }
 
   async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
     const c = this.runningClone(clone.cloneId);
@@ -54,12 +88,22 @@ export class QemuDriver extends VmHost implements Driver {
     if (init) c.pendingInit = undefined;
 
     const started = performance.now();
+    const gate = this.gate(clone.cloneId);
     let finished = false;
     const polled = (async (): Promise<ExecResult> => {
       let wait = 20;
       for (;;) {
         if (c.destroyed) throw new DriverError(`clone '${clone.cloneId}' was destroyed while the command ran`);
-        const st = await c.agent.execStatus(pid);
+        if (!gate.enter()) {
+          await sleep(200); // suspended (gcqsig): the paused guest cannot answer
+          continue;
+        }
+        let st: Awaited<ReturnType<typeof c.agent.execStatus>>;
+        try {
+          st = await c.agent.execStatus(pid);
+        } finally {
+          gate.leave();
+        }
         if (st.exited) {
           finished = true;
           // run-job's own stderr (not the job's: that goes to files) says so; a job's 125 does not.
@@ -73,7 +117,8 @@ export class QemuDriver extends VmHost implements Driver {
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
-          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
+          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
         }
         // Each poll is a guest-agent round trip (~15 ms of guest CPU under TCG, taken from the
         // job): every 100 ms at most while a short job may be ending, every second later on.

@@ -12,16 +12,18 @@ interface AlterArgs {
   h?: string;
   a?: string;
   throttle?: number;
+  q?: string;
 }
 
 /**
- * gcqalter [-N name] [-p prio] [-l walltime=T] [-h u|n] [-a time] [--throttle N] ID...:
- * change jobs that have not started (an array's throttle at any time).
+ * gcqalter [-N name] [-p prio] [-l walltime=T] [-h u|n] [-a time] [-q queue] [--throttle N] ID...:
+ * change jobs that have not started (an array's throttle at any time); -q moves them as gcqmove.
  */
 export const gcqalter: Tool = async (req, s) => {
   const p = await parseArgs<AlterArgs>('gcqalter', req.argv, (y) =>
     y
-      .usage('gcqalter [-N name] [-p priority] [-l walltime=HH:MM:SS] [-h u|n] [-a [[CC]YY]MMDDhhmm[.SS]] [--throttle N] job_identifier...')
+      .usage('gcqalter [-N name] [-p priority] [-l walltime=HH:MM:SS] [-h u|n] [-a [[CC]YY]MMDDhhmm[.SS]] [-q queue] [--throttle N] job_identifier...')
+      .option('q', { type: 'string', describe: 'move to this queue (its limits apply)' })
       .option('N', { type: 'string' })
       .option('p', { type: 'string' })
       .option('l', { type: 'string', array: true })
@@ -52,7 +54,10 @@ export const gcqalter: Tool = async (req, s) => {
   }
   const ids = a._.map(String);
   if (ids.length === 0) throw new UsageError('a job id is required');
-  if (Object.keys(c).length === 0) throw new UsageError('nothing to change: give -N, -p, -l walltime=, -h, -a or --throttle');
-  for (const id of ids) await s.scheduler.alter(req.actor, id, c);
+  if (Object.keys(c).length === 0 && a.q === undefined) throw new UsageError('nothing to change: give -N, -p, -l walltime=, -h, -a, -q or --throttle');
+  for (const id of ids) {
+    if (a.q !== undefined) await s.scheduler.move(req.actor, id, a.q);
+    if (Object.keys(c).length) await s.scheduler.alter(req.actor, id, c);
+  }
   return { stdout: '', stderr: '', exitCode: 0 };
 };

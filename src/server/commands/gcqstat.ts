@@ -1,8 +1,9 @@
-import { formatQstatAlternate, formatQstatFull, formatQstatJson, formatQstatTable, type QstatJob } from '../../pbs/qstat-format.js';
+import { formatQstatFull, formatQstatJson, formatQstatTable, type QstatJob } from '../../pbs/qstat-format.js';
 import { UsageError } from '../../errors.js';
 import type { JobRecord } from '../../queue/job.js';
 import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
+import { jobTable, queueView, selectJobs, serverView } from './qstat-views.js';
 
 interface QstatArgs {
   f?: boolean;
@@ -14,6 +15,13 @@ interface QstatArgs {
   w?: boolean;
   t?: boolean;
   cron?: boolean;
+  Q?: boolean;
+  B?: boolean;
+  n?: boolean;
+  one?: boolean;
+  H?: boolean;
+  i?: boolean;
+  r?: boolean;
   _: Array<string | number>;
 }
 
@@ -32,11 +40,26 @@ function withUsage(j: JobRecord, now: number): QstatJob {
   return q;
 }
 
-/** gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [ID...]: the queue as PBS's qstat shows it. */
+/** `-1` (PBS's one-line flag) alone or inside a group (`-n1`) becomes --one for the parser. */
+function oneLineFlag(argv: string[]): string[] {
+  return argv.flatMap((a) => (a === '-1' ? ['--one'] : /^-[a-zA-Z]*1[a-zA-Z]*$/.test(a) ? [a.replace('1', ''), '--one'] : [a]));
+}
+
+/**
+ * gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [ID...], -Q [-f]
+ * [queue...], -B [-f]: jobs, queues and the server as PBS's qstat shows them.
+ */
 export const gcqstat: Tool = async (req, s) => {
-  const p = await parseArgs<QstatArgs>('gcqstat', req.argv, (y) =>
+  const p = await parseArgs<QstatArgs>('gcqstat', oneLineFlag(req.argv), (y) =>
     y
-      .usage('gcqstat [-f [-F json]] [-x] [-u user] [-s] [-a] [job_id...]')
+      .usage('gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [job_id...] | -Q [-f] [queue...] | -B [-f]')
+      .option('Q', { type: 'boolean', describe: 'queues: their limits and jobs by state' })
+      .option('B', { type: 'boolean', describe: 'the server: its limits and jobs by state' })
+      .option('n', { type: 'boolean', describe: 'the exec host (the job\'s clone) under each job' })
+      .option('one', { type: 'boolean', describe: '-1: with -n/-s, all on the job\'s line' })
+      .option('H', { type: 'boolean', describe: 'finished jobs' })
+      .option('i', { type: 'boolean', describe: 'queued, held and waiting jobs' })
+      .option('r', { type: 'boolean', describe: 'running and suspended jobs' })
       .option('f', { type: 'boolean', describe: 'full attributes' })
       .option('F', { type: 'string', describe: 'with -f: output format (json)' })
       .option('x', { type: 'boolean', describe: 'include finished jobs' })
@@ -59,6 +82,11 @@ export const gcqstat: Tool = async (req, s) => {
     );
     return { stdout: rows.length ? ['Cron id\tUser\tPattern\tNext\tLast job\tLast error', ...rows].join('\n') + '\n' : '', stderr: '', exitCode: 0 };
   }
+  if (a.Q && a.B) throw new UsageError('-Q and -B do not go together');
+  if (a.Q) return { stdout: await queueView(s.scheduler, a._.map(String), a.f === true), stderr: '', exitCode: 0 };
+  if (a.B) return { stdout: await serverView(s.scheduler, s.serverName, a.f === true), stderr: '', exitCode: 0 };
+  if ([a.H, a.i, a.r].filter(Boolean).length > 1) throw new UsageError('-H, -i and -r do not go together');
+  if (a.one && !a.n && !a.s) throw new UsageError('-1 goes with -n or -s');
   const ids = a._.map(String);
   let jobs: JobRecord[];
   let stderr = '';
@@ -74,14 +102,17 @@ export const gcqstat: Tool = async (req, s) => {
       }
     }
   } else {
-    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true, user: a.u, tasks: a.t === true });
+    jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true || a.H === true, user: a.u, tasks: a.t === true });
   }
+  jobs = selectJobs(jobs, a.H ? 'H' : a.i ? 'i' : a.r ? 'r' : undefined, ids.length > 0);
   const shown = jobs.map((j) => withUsage(j, now));
   const opts = { server: s.serverName, now, wide: a.w === true };
   let out: string;
   if (a.f && a.F === 'json') out = formatQstatJson(shown, { ...opts, now });
   else if (a.f) out = formatQstatFull(shown, opts);
-  else if (a.a || a.s) out = formatQstatAlternate(shown, { ...opts, comments: a.s === true });
-  else out = formatQstatTable(shown, opts);
+  else {
+    const flags = { alternate: Boolean(a.a || a.s || a.n || a.H || a.i || a.r), comments: a.s === true, hosts: a.n === true, oneLine: a.one === true, wide: a.w === true };
+    out = jobTable(s.scheduler, shown, opts, flags) ?? formatQstatTable(shown, opts);
+  }
   return { stdout: out && !out.endsWith('\n') ? out + '\n' : out, stderr, exitCode };
 };

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter and gc: thin clients of gcd.
+"""The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter, gctracejob, gcseff and gc: thin clients of gcd.
 
 Also installed as the PBS names qsub, qstat, qdel, qselect, qhold, qrls and qalter (same tools).
 
