@@ -12,6 +12,12 @@ export interface CliCall {
   files: Record<string, string>;
   /** Paths the client was asked for and found not to exist. */
   missing: string[];
+  /** The `more.cursor` of the previous answer, when the client continues one (gcqpeek -f). */
+  cursor?: string;
+  /** The client's terminal, when its stdin is one (gcqexec ID opens a shell only then). */
+  terminal?: { rows: number; cols: number };
+  /** Keystrokes typed since the last round of a terminal session, base64. */
+  input?: string;
   /** The account's group names, when the client sent them (checks -W group_list). */
   groups?: string[];
 }
@@ -22,6 +28,13 @@ export interface CliAnswer {
   exitCode: number;
   /** Ask the client to send this file (relative to its cwd) and call again. */
   needFile?: string;
+  /**
+   * The answer goes on: the client prints this round, waits waitMs and sends the same request
+   * again with `cursor` (gcqpeek -f). Absent: this round is the last.
+   */
+  more?: { cursor: string; waitMs: number };
+  /** The rounds are a terminal session: the client puts its terminal in raw mode and sends `input`. */
+  terminal?: boolean;
 }
 
 /** Runs a tool by name (the server's commands); the API knows nothing of them but this. */

@@ -76,6 +76,8 @@ export class ApiServer {
             account: typeof body.account === 'string' && /^[a-z_][a-z0-9_-]{0,31}$/i.test(body.account) ? body.account : 'root',
             files: asStringMap(body.files, 'files'),
             missing: body.missing === undefined ? [] : asStringArray(body.missing, 'missing'),
+            ...(typeof body.cursor === 'string' && body.cursor.length <= 256 ? { cursor: body.cursor } : {}),
+            ...terminalFields(body),
             ...(body.groups === undefined ? {} : { groups: asStringArray(body.groups, 'groups') }),
           });
           sendJson(res, 200, result);
@@ -127,4 +129,16 @@ export class ApiServer {
       s.closeAllConnections();
     });
   }
+}
+
+/** A terminal's size and keystrokes in a /v1/cli call (gcqexec ID alone); malformed ones are left out. */
+function terminalFields(body: Record<string, unknown>): { terminal?: { rows: number; cols: number }; input?: string } {
+  const out: { terminal?: { rows: number; cols: number }; input?: string } = {};
+  const t = body.terminal;
+  if (typeof t === 'object' && t !== null) {
+    const { rows, cols } = t as Record<string, unknown>;
+    if (typeof rows === 'number' && typeof cols === 'number') out.terminal = { rows, cols };
+  }
+  if (typeof body.input === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(body.input)) out.input = body.input;
+  return out;
 }

@@ -16,12 +16,26 @@ interface CliAnswer {
   exitCode?: number;
   needFile?: string;
   error?: string;
+  more?: { cursor?: unknown; waitMs?: unknown };
+  terminal?: boolean;
 }
+
+/** Longest pause gcd may ask for between the rounds of a continued answer (gcqpeek -f). */
+const MAX_MORE_WAIT_MS = 10_000;
 
 const MAX_SCRIPT = 1024 * 1024;
 
 /** `calledAs`: the PBS name (qstat) the tool was run by; its messages then start with that name. */
 export async function main(tool: string, argv: string[] = process.argv.slice(2), calledAs: string = tool): Promise<number> {
+  const term: { keys?: TerminalKeys } = {};
+  try {
+    return await call(tool, argv, calledAs, term);
+  } finally {
+    term.keys?.restore();
+  }
+}
+
+async function call(tool: string, argv: string[], calledAs: string, term: { keys?: TerminalKeys }): Promise<number> {
   const bad = settingProblem();
   if (bad) return (process.stderr.write(`${calledAs}: ${bad.message}\n`), exitCodeOf(bad));
   const settings = loadSettings();
@@ -30,8 +44,13 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2),
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
   const files: Record<string, string> = {};
   const missing: string[] = [];
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing });
+  let cursor: string | undefined;
+  // A terminal session (gcqexec ID alone) only from a terminal: its size goes with the call.
+  const tty = process.stdin.isTTY && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
+  for (let attempt = 0; attempt < 3; ) {
+    const input = term.keys?.take();
+    const extra = { ...(cursor !== undefined ? { cursor } : {}), ...(tty ? { terminal: tty } : {}), ...(input ? { input } : {}) };
+    const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing, ...extra });
     let answer: CliAnswer;
     try {
       const r = await httpCall({ socketPath: settings.socketPath }, 'POST', '/v1/cli', body);
@@ -60,17 +79,71 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2),
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !missing.includes(answer.needFile)) {
           missing.push(answer.needFile); // gcd decides: a command name, or a missing script
+          attempt++;
           continue;
         }
         process.stderr.write(`${calledAs}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
         return 2;
       }
+      attempt++;
       continue;
     }
     if (answer.stdout) process.stdout.write(answer.stdout);
     if (answer.stderr) process.stderr.write(calledAs === tool ? answer.stderr : answer.stderr.replaceAll(new RegExp(`^${tool}:`, 'gm'), `${calledAs}:`));
+    if (answer.more && typeof answer.more.cursor === 'string') {
+      // More rounds follow (gcqpeek -f, a terminal session): print as it comes, ask again with the cursor.
+      cursor = answer.more.cursor;
+      if (answer.terminal && tty && !term.keys) term.keys = new TerminalKeys();
+      const wait = typeof answer.more.waitMs === 'number' ? Math.min(Math.max(answer.more.waitMs, 0), MAX_MORE_WAIT_MS) : 0;
+      if (wait > 0) await (term.keys ? term.keys.wait(wait) : new Promise((r) => setTimeout(r, wait)));
+      continue;
+    }
     return answer.exitCode ?? 1;
   }
   process.stderr.write(`${calledAs}: gcd kept asking for files\n`);
   return 2;
+}
+
+/** The client's terminal in raw mode during a session: keystrokes gathered between rounds. */
+class TerminalKeys {
+  private buf: Buffer[] = [];
+  private wake: (() => void) | undefined;
+  private readonly onData = (d: Buffer): void => {
+    this.buf.push(d);
+    this.wake?.();
+  };
+
+  constructor() {
+    process.stdin.setRawMode(true);
+    process.stdin.on('data', this.onData);
+    process.stdin.resume();
+  }
+
+  /** The keystrokes since the last call, base64 (undefined: none). */
+  take(): string | undefined {
+    if (this.buf.length === 0) return undefined;
+    const b = Buffer.concat(this.buf);
+    this.buf = [];
+    return b.toString('base64');
+  }
+
+  /** Wait ms, or less when a key is typed. */
+  wait(ms: number): Promise<void> {
+    if (this.buf.length > 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(t);
+        this.wake = undefined;
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.wake = done;
+    });
+  }
+
+  restore(): void {
+    process.stdin.off('data', this.onData);
+    process.stdin.setRawMode(false);
+    process.stdin.pause();
+  }
 }

@@ -30,12 +30,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       [
         'gc image build [--force] | gc image path        build / locate the default headnode image',
-        'gc headnode create NAME --owner U [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--disk GiB] [--image F]',
+        'gc headnode create NAME --owner U [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image F]',
         'gc headnode start|stop|destroy NAME | gc headnode list',
         'gc headnode exec NAME [--timeout SEC] -- CMD...  run a command as root in the headnode (admin)',
         'gc console NAME (or gc ssh NAME)                 a root shell on the headnode\'s console',
         'gc clone N [--ttl DUR]                           fork this VM into N live clones (in a headnode; --headnode NAME on the host)',
         'gc clones | gc kill ID...|--generation G|--all   list / kill this headnode\'s clones; gc whoami: what this VM is',
+        'gc web token [--user U] [--admin] [--ttl DUR]    a log-in link for the web dashboard (in a headnode: its owner)',
         'gc install-pbs-names [--prefix DIR] [--remove]   qsub, qstat, qdel, qselect, qhold, qrls, qalter running Copper\'s tools',
         '',
       ].join('\n'),

@@ -64,6 +64,10 @@ export interface Settings {
   metricsAddr: string | undefined;
   /** PBS accounting files (one per day, YYYYMMDD), or 'off'. */
   accountingDir: string;
+  /** The web dashboard's `host:port`, or undefined: no dashboard. */
+  webAddr: string | undefined;
+  /** Seconds between the dashboard's queue-depth and utilisation samples. */
+  webSampleSec: number;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -330,6 +334,22 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: (stateDir) => join(stateDir, 'accounting'),
     meaning: 'PBS accounting files (`YYYYMMDD`, read by `gctracejob`, `gcseff`); `off`: none',
   },
+  webAddr: {
+    name: 'GC_WEB_ADDR',
+    type: 'host:port',
+    defaultText: '(off)',
+    parse: word(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'host:port (e.g. 127.0.0.1:8080)'),
+    fallback: none,
+    meaning: 'serve the web dashboard here (log-in: `gc web token`); off when unset',
+  },
+  webSampleSec: {
+    name: 'GC_WEB_SAMPLE_SEC',
+    type: 'seconds',
+    defaultText: '`10`',
+    parse: wholeNumber(1),
+    fallback: () => 10,
+    meaning: "seconds between the dashboard's queue-depth and utilisation samples",
+  },
 };
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
@@ -374,6 +394,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     mailDomain: r('mailDomain'),
     metricsAddr: r('metricsAddr'),
     accountingDir: r('accountingDir'),
+    webAddr: r('webAddr'),
+    webSampleSec: r('webSampleSec'),
   };
 }
 

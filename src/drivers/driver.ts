@@ -21,6 +21,8 @@ export interface SnapshotInfo {
   vcpus?: number;
   /** The most vCPUs a clone of it can have (hot-plugged); vcpus when it cannot grow. */
   maxVcpus?: number;
+  /** The most RAM (MiB) a clone of it can have (DIMMs hot-plugged); memMiB when it cannot grow. */
+  maxMemMiB?: number;
 }
 
 export interface CloneOptions {
@@ -34,6 +36,11 @@ export interface CloneOptions {
    * are unplugged. Undefined: the snapshot's own.
    */
   ncpus?: number;
+  /**
+   * RAM (MiB) for the clone: above the snapshot's, the rest is hot-plugged (up to its
+   * maxMemMiB); at or below it, the clone has the snapshot's (forked memory is never taken away).
+   */
+  memMiB?: number;
 }
 
 export interface CloneHandle {
@@ -91,8 +98,61 @@ export interface CloneUsage {
   memKiB: number;
 }
 
+/** Which output file of a running job to read (gcqpeek; -e: stderr). */
+export type OutputStream = 'stdout' | 'stderr';
+
+/** Bytes of a running job's output from an offset (drivers/peek: see there). */
+export interface PeekResult {
+  data: Buffer;
+  /** Offset just after `data`: the next call's offset. */
+  next: number;
+  /** False when the job's command has not started yet (no output file to read). */
+  started: boolean;
+}
+
+/** A command run beside a job in its clone (gcqexec), as the job's account in its directory. */
+export interface EnterSpec {
+  argv: string[];
+  cwd: string;
+  env: Record<string, string>;
+  user: string;
+}
+
+export interface EnterResult {
+  exitCode: number | null;
+  signal: number | null;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** A login shell beside a job, on a pseudo-terminal in its clone (gcqexec ID alone). */
+export interface TerminalSpec extends EnterSpec {
+  rows: number;
+  cols: number;
+}
+
+export interface TerminalRound {
+  /** What the terminal printed since the last round. */
+  output: Buffer;
+  /** Set once the shell has ended (its exit status, 128+N for signal N). */
+  exitCode?: number;
+}
+
+export interface TerminalSession {
+  /** Send keystrokes (may be empty) and take what was printed since the last round. */
+  round(input: Buffer): Promise<TerminalRound>;
+  /** End the shell (its session gets SIGHUP) and remove its files. Idempotent. */
+  close(): Promise<void>;
+}
+
 export interface Driver {
   readonly name: string;
+  /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
+  peek?(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult>;
+  /** Run a command to its end in a clone whose job runs (gcqexec); its output captured. */
+  enter?(cloneId: string, spec: EnterSpec): Promise<EnterResult>;
+  /** Start a login shell on a pseudo-terminal in a clone whose job runs. */
+  openTerminal?(cloneId: string, spec: TerminalSpec): Promise<TerminalSession>;
   /** What the clone has used so far; read just before it is destroyed. */
   usage?(cloneId: string): Promise<CloneUsage | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */

@@ -11,7 +11,7 @@
  * of live QEMUs; splitting it would pass that private state between files.
  */
 import { access, mkdir, readFile, readdir, rm, truncate } from 'node:fs/promises';
-import type { Settings } from '../config/settings.js';
+import { settings as envSettings, type Settings } from '../config/settings.js';
 import { DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { detectAccel } from '../vm/accel.js';
@@ -26,7 +26,7 @@ import type { RunningVm } from '../vm/snapshots/types.js';
 import { writeJsonAtomic } from '../vm/json-file.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
-import { bootFiles, headnodeVmConfig, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
+import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
 export { DEFAULT_MAX_VCPUS, type ImageSource };
 import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
@@ -43,6 +43,8 @@ export interface ManagerOptions {
   stopTimeoutMs?: number;
   /** TCG translation cache of a headnode, MiB (QEMU's default reserves 1 GiB). Default 256; 0: QEMU's. */
   tcgTbMiB?: number;
+  /** What the host may give clones at once, MiB: new headnodes' default maxMemMiB. Default GC_CAPACITY_MEM_MIB. */
+  capacityMemMiB?: number;
 }
 
 /** A running headnode as the VM floor sees it (vm/snapshots freezes it). */
@@ -95,7 +97,9 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         }
         await createOverlay(paths.disk(0), boot.base, size);
         const rec: HeadnodeRecord = {
-          version: 1, spec: { ...spec, maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS) }, createdAt: Date.now(), boot, diskGen: 0, want: 'stopped',
+          version: 1,
+          spec: { ...spec, maxVcpus: spec.maxVcpus ?? Math.max(spec.vcpus, DEFAULT_MAX_VCPUS), maxMemMiB: spec.maxMemMiB !== undefined ? maxMemFor(spec.memMiB, spec.maxMemMiB) : this.defaultMaxMem(spec.memMiB) },
+          createdAt: Date.now(), boot, diskGen: 0, want: 'stopped',
         };
         // The record is written last: a folder without one is a create that did not finish.
         await writeJsonAtomic(paths.record, rec);
@@ -297,8 +301,18 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     return headnodeVmConfig(rec, paths, accel, apiSocket, this.layout.shared(rec.spec.owner), this.opts.tcgTbMiB);
   }
 
+  /** maxMemMiB of a headnode created without --max-mem. */
+  private defaultMaxMem(memMiB: number): number {
+    return defaultMaxMemMiB(memMiB, this.opts.capacityMemMiB ?? envSettings().capacityMemMiB);
+  }
+
   private async boot(rec: HeadnodeRecord, paths: HeadnodePaths): Promise<void> {
     const name = rec.spec.name;
+    if (rec.spec.maxMemMiB === undefined) {
+      // Created before memory hot-plug: a fresh boot may take slots (a running one keeps its layout).
+      rec.spec.maxMemMiB = this.defaultMaxMem(rec.spec.memMiB);
+      await writeJsonAtomic(paths.record, rec);
+    }
     await access(rec.boot.base).catch(() => {
       throw new DriverError(`headnode '${name}': its base image ${rec.boot.base} is missing`);
     });

@@ -14,6 +14,7 @@ export const HEADNODE_SPEC: z.ZodType<HeadnodeSpec> = z.looseObject({
   memMiB: count,
   vcpus: count,
   maxVcpus: count.optional(),
+  maxMemMiB: count.optional(),
   diskGiB: count,
   image: z.string().optional(),
   kernel: z.string().optional(),

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.js';
 import type { HeadnodePaths } from '../vm/layout.js';
 import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../vm/migration.js';
 import type { VmConfig } from '../vm/vm-args.js';
+import { DEFAULT_MEM_SLOTS, roundToBlock } from '../vm/mem-hotplug.js';
 import type { BootFiles, HeadnodeRecord } from './record.js';
 import type { Accel, HeadnodeSpec } from './types.js';
 
@@ -22,6 +23,19 @@ const LIMITS = { memMiB: [128, 262_144], vcpus: [1, 64], diskGiB: [1, 16_384] } 
  */
 export const DEFAULT_MAX_VCPUS = 8;
 
+/**
+ * The -m maxmem a headnode gets unless told: what the host may give its clones at once
+ * (GC_CAPACITY_MEM_MIB), within the headnode memory limit. Empty slots cost only address space.
+ */
+export function defaultMaxMemMiB(memMiB: number, capacityMemMiB: number): number {
+  return maxMemFor(memMiB, Math.min(capacityMemMiB, LIMITS.memMiB[1]));
+}
+
+/** maxmem: at least memMiB, and memMiB plus whole guest memory blocks (a DIMM is made of them). */
+export function maxMemFor(memMiB: number, maxMemMiB: number): number {
+  return memMiB + roundToBlock(Math.max(0, maxMemMiB - memMiB));
+}
+
 export function validateSpec(spec: HeadnodeSpec): void {
   if (!NAME_RE.test(spec.name)) {
     throw new UsageError(`invalid headnode name '${spec.name}': 1-32 lowercase letters, digits or '-' (a hostname)`);
@@ -36,6 +50,10 @@ export function validateSpec(spec: HeadnodeSpec): void {
   const m = spec.maxVcpus;
   if (m !== undefined && (!Number.isInteger(m) || m < spec.vcpus || m > LIMITS.vcpus[1])) {
     throw new UsageError(`maxVcpus must be an integer from vcpus (${spec.vcpus}) to ${LIMITS.vcpus[1]}, not ${m}`);
+  }
+  const mm = spec.maxMemMiB;
+  if (mm !== undefined && (!Number.isInteger(mm) || mm < spec.memMiB || mm > LIMITS.memMiB[1])) {
+    throw new UsageError(`maxMemMiB must be an integer from memMiB (${spec.memMiB}) to ${LIMITS.memMiB[1]}, not ${mm}`);
   }
 }
 
@@ -60,6 +78,26 @@ export async function bootFiles(spec: HeadnodeSpec, images: ImageSource): Promis
   return boot;
 }
 
+/**
+ * Kernel options of a headnode with memory slots, the default image's and a user's kernel
+ * alike (part of the boot, so old records get them too):
+ *   memhp_default_state=online  the kernel onlines hot-plugged DIMMs as it adds them (Debian's
+ *                               leaves them offline);
+ *   swiotlb=noforce             with slots, QEMU's ACPI SRAT announces hot-pluggable memory up
+ *                               to maxmem, beyond 4 GiB, and the kernel then sets aside a 64 MiB
+ *                               DMA bounce buffer (measured: MemTotal 400 MiB instead of 466 of
+ *                               512). Nothing here needs it: virtio devices without
+ *                               ACCESS_PLATFORM do not use the DMA API.
+ */
+const MEMORY_HOTPLUG_KERNEL_OPTIONS = ['memhp_default_state=online', 'swiotlb=noforce'];
+
+function withMemoryOnline(append: string, cfg: VmConfig): string {
+  if (cfg.memSlots === undefined) return append;
+  const have = new Set(append.split(/\s+/).map((o) => o.split('=')[0]));
+  const add = MEMORY_HOTPLUG_KERNEL_OPTIONS.filter((o) => !have.has(o.split('=')[0]));
+  return add.length ? `${append} ${add.join(' ')}` : append;
+}
+
 /** The QEMU configuration a headnode boots with. */
 export function headnodeVmConfig(
 rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string, sharedDir: string, tcgTbMiB: number | undefined,
@@ -70,6 +108,8 @@ rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string, shar
     memMiB: rec.spec.memMiB,
     vcpus: rec.spec.vcpus,
     maxVcpus: rec.spec.maxVcpus ?? rec.spec.vcpus,
+    // No maxMemMiB (a record from before memory hot-plug, booted before that): no slots.
+    ...(rec.spec.maxMemMiB !== undefined && rec.spec.maxMemMiB > rec.spec.memMiB ? { maxMemMiB: rec.spec.maxMemMiB, memSlots: DEFAULT_MEM_SLOTS } : {}),
     ramFile: paths.ramFile,
     ramShare: true,
     // Preallocated only where snapshots will be background ones (see VmConfig.ramPrealloc).
@@ -85,7 +125,7 @@ rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string, shar
   if (rec.boot.kernel !== undefined) {
     cfg.kernel = rec.boot.kernel;
     if (rec.boot.initrd !== undefined) cfg.initrd = rec.boot.initrd;
-    if (rec.boot.append !== undefined) cfg.append = rec.boot.append;
+    if (rec.boot.append !== undefined) cfg.append = withMemoryOnline(rec.boot.append, cfg);
   }
   const tb = tcgTbMiB ?? 256;
   if (accel === 'tcg' && tb > 0) cfg.tcgTbMiB = tb;

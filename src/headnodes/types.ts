@@ -16,6 +16,13 @@ export interface HeadnodeSpec {
    * default DEFAULT_MAX_VCPUS or vcpus, whichever is more; absent in old records: vcpus.
    */
   maxVcpus?: number;
+  /**
+   * The most RAM (MiB) a clone of this headnode may have (`-l mem`): QEMU's -m maxmem, with
+   * DEFAULT_MEM_SLOTS DIMM slots. Clones get memory above memMiB hot-plugged. Fixed when the
+   * headnode boots (the snapshot's layout); default the host's clone capacity
+   * (GC_CAPACITY_MEM_MIB), set at create, or at the first boot of a headnode created before.
+   */
+  maxMemMiB?: number;
   diskGiB: number;
   /** A user-supplied qcow2 image; default: the project-built Debian image. */
   image?: string;

@@ -19,6 +19,8 @@ export interface QstatJob extends JobRecord {
   /** Why a job waits (Slurm-style reason); shown where PBS shows the comment when there is none. */
   reason?: string;
   usage?: JobUsage;
+  /** Where it runs or ran: PBS's `host/0[*ncpus]`, the clone's hostname. */
+  execHost?: string;
 }
 
 export interface QstatFormatOptions {
@@ -270,6 +272,7 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('Account_Name', s.accountName);
   add('ctime', time(job.queuedAt));
   add('Error_Path', pathAttr(s.headnode, job.errorPath ?? s.stderrPath));
+  add('exec_host', job.execHost);
   add('group_list', s.groupList);
   add('Hold_Types', job.state === 'H' ? 'u' : 'n');
   add('Join_Path', s.join);

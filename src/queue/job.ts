@@ -69,8 +69,8 @@ export interface JobSpec {
   /** -l resources recorded as asked (vmem, pmem, cput, software, declared custom ones...), by name. */
   extraResources?: Record<string, string>;
   /**
-   * What the clone really gets now (resources_assigned): until memory hot-plug exists, the
-   * snapshot's RAM, and vCPUs up to the headnode's slots. Absent: the same as `resources`.
+   * What the clone really gets (resources_assigned): the RAM asked (at least the snapshot's)
+   * up to the snapshot's maxmem, and vCPUs up to its slots. Absent: the same as `resources`.
    */
   assigned?: Resources;
 }

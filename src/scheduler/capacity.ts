@@ -2,8 +2,8 @@ import { settings } from '../config/settings.js';
 import { UsageError } from '../errors.js';
 
 /**
- * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM
- * (the headnode's RAM: a clone cannot have another size) until its clone is destroyed.
+ * What the host may give to clones at once. A job reserves its ncpus and its clone's RAM (what
+ * it asked, at least its headnode's: memory above it is hot-plugged) until its clone is destroyed.
  */
 export interface CapacityLimits {
   ncpus: number;
@@ -63,13 +63,16 @@ export interface CloneShape {
   memMiB?: number;
   vcpus?: number;
   maxVcpus?: number;
+  /** The most RAM its clones can have (hot-plugged DIMMs); memMiB (or absent) when they cannot grow. */
+  maxMemMiB?: number;
 }
 
 /**
  * `resources`: what the job reserves on the host (as asked; a clone inherits the headnode's
- * RAM, so never less). `assigned`: what its clone has now, before any memory hot-plug: the
- * snapshot's RAM, and the asked vCPUs up to the snapshot's slots. A request above the host's
- * capacity is refused with neverFits's line.
+ * RAM, so never less). `assigned`: what its clone has: that RAM up to the snapshot's maxmem
+ * (memory above the snapshot's is hot-plugged; a snapshot without slots cannot grow), and the
+ * asked vCPUs up to the snapshot's slots. A request above the host's capacity is refused with
+ * neverFits's line.
  */
 export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap: CloneShape, limits: CapacityLimits): {
   resources: { ncpus: number; memMiB: number };
@@ -80,5 +83,6 @@ export function resolveAssignment(asked: { ncpus: number; memMiB: number }, snap
   const never = neverFits(limits, resources.ncpus, resources.memMiB);
   if (never) throw new UsageError(never);
   const slots = snap.maxVcpus ?? snap.vcpus;
-  return { resources, assigned: { ncpus: slots === undefined ? asked.ncpus : Math.min(asked.ncpus, slots), memMiB: snap.memMiB ?? memMiB } };
+  const maxMem = snap.maxMemMiB ?? snap.memMiB;
+  return { resources, assigned: { ncpus: slots === undefined ? asked.ncpus : Math.min(asked.ncpus, slots), memMiB: maxMem === undefined ? memMiB : Math.min(memMiB, maxMem) } };
 }

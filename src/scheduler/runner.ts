@@ -8,6 +8,9 @@ import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { stageOutJob } from '../stageout/run-stage-out.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import { cloneHostname } from './clone-hostname.js';
+import { sampleUsage, type UsageSampler } from './usage-sampler.js';
+import type { EndedOutputs } from './ended-output.js';
 import { oomComment } from './oom-words.js';
 import { SIGNAL_NUMBERS } from '../drivers/signals.js';
 import { LiveJobControl, type LiveJobs } from './live-jobs.js';
@@ -35,6 +38,10 @@ export interface RunnerOptions {
    * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
    */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** How often a running job's CPU time and memory are sampled for gcqstat (0: only at its end). */
+  usageSampleMs?: number;
+  /** Where a finished job's output copy stays a while for gcqpeek -f (else it is deleted at once). */
+  endedOutputs?: EndedOutputs;
   /** Clone start latency (run transition to command started), for the metrics. */
   onCloneStarted?: (job: JobRecord, ms: number) => void;
   /** Where running commands are registered for gcqsig (signals, suspend, resume). */
@@ -76,6 +83,7 @@ export class JobRunner {
     let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
+    let sampler: UsageSampler | undefined;
     /** Past E: from here the job is finished, never requeued (its command has run). */
     let exited = false;
     let guestMeasured = false;
@@ -89,10 +97,12 @@ export class JobRunner {
       const clone = await driver.clone({
         cloneId,
         snapshotId: job.snapshotId ?? '',
-        hostname: `${job.spec.headnode}-${job.seq}${task}`,
+        hostname: cloneHostname(job),
         ncpus: job.spec.assigned?.ncpus ?? job.spec.resources.ncpus,
+        memMiB: job.spec.assigned?.memMiB ?? job.spec.resources.memMiB,
       });
       cloned = true;
+      sampler = sampleUsage(driver, store, job.id, cloneId, this.o.usageSampleMs ?? 5000);
       const spec: ExecSpec = {
         argv: job.spec.argv,
         cwd: job.spec.cwd,
@@ -138,13 +148,15 @@ export class JobRunner {
       else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
+      await sampler?.stop();
       if (cloned && !guestMeasured) {
         const used = await driver.usage?.(cloneId).catch(() => undefined);
         if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
       }
       if (cloned || running) await driver.destroy(cloneId).catch((e) => log.error('clone destroy failed', { cloneId, error: errorMessage(e) }));
       else await driver.destroy(cloneId).catch(() => undefined);
-      await rm(spool, { recursive: true, force: true }).catch(() => undefined);
+      const kept = this.o.endedOutputs?.keep(job.id, spool).then(() => true, () => false);
+      if (!(await kept)) await rm(spool, { recursive: true, force: true }).catch(() => undefined);
     }
 
     if (requeue) {

@@ -23,6 +23,7 @@ import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
+import { EndedOutputs } from './ended-output.js';
 import type { JobObservations } from '../lifecycle/observations.js';
 import { LiveJobs } from './live-jobs.js';
 import { moveJob } from './queue-move.js';
@@ -73,6 +74,8 @@ export class Scheduler {
   private readonly dispatcher: Dispatcher | undefined;
   private readonly spoolDir: string;
   readonly recurring: RecurringJobs;
+  /** Finished jobs' output, kept a minute for gcqpeek -f. */
+  readonly endedOutputs: EndedOutputs;
   private readonly quotas: () => QuotaConfig;
   /** Queued/running counts per user, group, queue: what quota decisions read (O(1)). */
   private usage = new UsageTracker();
@@ -90,10 +93,12 @@ export class Scheduler {
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
     this.control = new JobControl(this.store, this.queue);
     this.recurring = new RecurringJobs(o.redis, o.connection, o.keys, o.serverName, async (spec) => (await this.submit([spec]))[0]!.id);
+    this.endedOutputs = new EndedOutputs(join(o.stateDir, 'ended-output'));
     this.runner = new JobRunner({
       driver: o.driver,
       store: this.store,
       spoolDir: this.spoolDir,
+      endedOutputs: this.endedOutputs,
       killDelayMs: o.killDelayMs ?? 10_000,
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
@@ -356,6 +361,7 @@ export class Scheduler {
     }
     const spooled = await readdir(this.spoolDir).catch(() => [] as string[]);
     for (const d of spooled) await rm(join(this.spoolDir, d), { recursive: true, force: true });
+    await this.endedOutputs.clear();
     await this.store.pruneIndex();
   }
 
@@ -384,5 +390,6 @@ export class Scheduler {
     await this.recurring.close();
     await this.dispatcher?.close();
     await this.queue.close();
+    await this.endedOutputs.clear();
   }
 }

@@ -125,8 +125,8 @@ export class Submitter {
 
   /**
    * What the job reserves (resources: as asked, and at least the headnode's RAM, which a
-   * clone inherits) and what its clone really gets now (assigned: the snapshot's RAM and
-   * vCPUs up to its slots; memory and CPUs beyond them wait for hot-plug). Only a request
+   * clone inherits) and what its clone really gets (assigned: memory and vCPUs as asked, up to
+   * the snapshot's maxmem and CPU slots; memory above its RAM is hot-plugged). Only a request
    * above the host's capacity is refused.
    */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {

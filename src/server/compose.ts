@@ -10,14 +10,16 @@ import { ChannelServer } from '../api/channels.js';
 import { sendError } from '../api/http-util.js';
 import { QuotaWatcher } from '../config/quotas.js';
 import type { Settings } from '../config/settings.js';
-import { UnavailableError, errorMessage } from '../errors.js';
+import { UnavailableError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { createMailNotifier, mailSettings } from '../notify/mail/index.js';
 import { keysFor } from '../queue/keys.js';
 import { bullConnection, connectRedis, type RedisTarget } from '../redis/connection.js';
 import { startEmbeddedRedis } from '../redis/embedded.js';
 import { defaultCapacity } from '../scheduler/capacity.js';
+import { ADMIN } from '../scheduler/actor.js';
 import { Scheduler } from '../scheduler/scheduler.js';
+import { Dashboard } from '../web/dashboard.js';
 import { createBackend, type Backend } from './backend.js';
 import { CLUSTER_COMMANDS, clusterTool } from './commands/gc-clone.js';
 import { gcTool } from './commands/gc.js';
@@ -118,8 +120,20 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     // Before start(): the recovery's state changes are observed too.
     observers.attach(scheduler);
 
-    const gc = gcCommand(backend);
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}), ...observers.services };
+    // The web dashboard (src/web): `gc web token` always; the site itself only with GC_WEB_ADDR.
+    const admin = backend.admin;
+    const dashboard = new Dashboard({
+      stateDir: settings.stateDir, keyPrefix: settings.keyPrefix, addr: settings.webAddr, sampleSec: settings.webSampleSec, redis, scheduler,
+      headnodes: async () => (backend.headnodes.list ? backend.headnodes.list() : []),
+      ...(admin ? { clones: () => admin.clusters.list(ADMIN, { all: true }) } : {}),
+    });
+    const baseGc = gcCommand(backend);
+    const gc: Tool = async (req, s) => {
+      if (req.argv[0] === 'web') return dashboard.tool(req);
+      if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
+      return baseGc(req, s);
+    };
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, clones: backend.driver, gc, ...observers.services };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),
@@ -132,6 +146,8 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
+    await dashboard.start();
+    cleanups.push(() => dashboard.close());
     return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };
   } catch (e) {
     await close();

@@ -17,6 +17,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, q
     settings,
     channels,
     images: defaultImageSource({ stateDir: settings.stateDir, log: (line) => log.info(line) }),
+    capacityMemMiB: settings.capacityMemMiB,
   });
   // Headnodes outlive gcd: find the ones still running, and say which died meanwhile.
   await headnodes.reattach();

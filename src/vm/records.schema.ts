@@ -19,6 +19,8 @@ const FROZEN_VM: z.ZodType<FrozenVm> = z.looseObject({
   memMiB: count,
   vcpus: count,
   maxVcpus: count.optional(),
+  maxMemMiB: count.optional(),
+  memSlots: count.optional(),
   machine: z.string().optional(),
   cpu: z.string().optional(),
   kernel: z.string().optional(),

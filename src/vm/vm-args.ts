@@ -20,7 +20,8 @@ import type { Accel } from './accel.js';
  *   08.0 virtio-net-pci  nic1  optional cluster network (ClusterNic)
  *   ISA serial ttyS0 -> consoleSocket; vmgenid (ACPI) with guid=auto: new GUID per QEMU
  *   process, so a restored clone's kernel reseeds its RNG (Linux >= 5.18).
- * No balloon, no virtio-mem, no vhost-user: they do not mix with x-ignore-shared.
+ * No balloon, no virtio-mem, no vhost-user: they do not mix with x-ignore-shared. Memory grows by
+ * pc-dimm into the -m slots (mem-hotplug.ts), vCPUs into -smp maxcpus (vcpu-hotplug.ts).
  */
 
 /** Block node names; QMP `blockdev-snapshot-sync` targets DISK_NODE. */
@@ -69,6 +70,12 @@ export interface VmConfig {
   vcpus: number;
   /** -smp maxcpus: hot-pluggable CPU slots; must be identical for a headnode and its clones. */
   maxVcpus?: number;
+  /**
+   * -m maxmem and slots: room for pc-dimm memory a clone gets hot-plugged (mem-hotplug.ts).
+   * Both must be identical for a headnode and its clones; without them memory cannot grow.
+   */
+  maxMemMiB?: number;
+  memSlots?: number;
   /** Guest RAM file (memory-backend-file); put it on tmpfs. */
   ramFile: string;
   /** true for a headnode (share=on: the file IS the RAM); false for a clone (MAP_PRIVATE COW). */
@@ -135,7 +142,7 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     '-machine', `${cfg.machine ?? DEFAULT_MACHINE},memory-backend=${RAM_BACKEND_ID}`,
     '-cpu', cfg.cpu ?? (cfg.accel === 'kvm' ? 'host' : 'max'),
     '-smp', cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus ? `${cfg.vcpus},maxcpus=${cfg.maxVcpus}` : String(cfg.vcpus),
-    '-m', `${cfg.memMiB}M`,
+    '-m', memOption(cfg),
     '-object',
     `memory-backend-file,id=${RAM_BACKEND_ID},size=${cfg.memMiB}M,mem-path=${esc(cfg.ramFile)},share=${cfg.ramShare ? 'on' : 'off'}${cfg.ramPrealloc === true ? ',prealloc=on' : ''}`,
     '-rtc', 'base=utc,clock=host',
@@ -234,6 +241,12 @@ export function sftpSandboxCommand(dir: string, arch: string = process.arch): st
   return `sh -c 'exec 4<&0 2>/dev/null; printf "root:x:0:0::${SHARED_MOUNT}:/nonexistent\\n" | exec ${bwrap} 3<&0 0<&4 4<&-'`;
 }
 
+/** `-m SIZE[,slots=N,maxmem=M]`: with slots, the guest can take hot-plugged DIMMs. */
+function memOption(cfg: VmConfig): string {
+  const grows = cfg.maxMemMiB !== undefined && cfg.memSlots !== undefined && cfg.memSlots > 0 && cfg.maxMemMiB > cfg.memMiB;
+  return grows ? `${cfg.memMiB}M,slots=${cfg.memSlots},maxmem=${cfg.maxMemMiB}M` : `${cfg.memMiB}M`;
+}
+
 function accelOption(cfg: VmConfig): string {
   if (cfg.accel === 'kvm') return 'kvm';
   return cfg.tcgTbMiB !== undefined ? `tcg,tb-size=${cfg.tcgTbMiB}` : 'tcg';
@@ -267,6 +280,11 @@ function validate(cfg: VmConfig): void {
   if (cfg.maxVcpus !== undefined && (!Number.isInteger(cfg.maxVcpus) || cfg.maxVcpus < cfg.vcpus || cfg.maxVcpus > 255)) {
     bad(`maxVcpus ${cfg.maxVcpus} (from vcpus to 255)`);
   }
+  if (cfg.maxMemMiB !== undefined && (!Number.isInteger(cfg.maxMemMiB) || cfg.maxMemMiB < cfg.memMiB)) {
+    bad(`maxMemMiB ${cfg.maxMemMiB} (an integer, at least memMiB)`);
+  }
+  // QEMU's ACPI memory hotplug has 256 slots.
+  if (cfg.memSlots !== undefined && (!Number.isInteger(cfg.memSlots) || cfg.memSlots < 0 || cfg.memSlots > 256)) bad(`memSlots ${cfg.memSlots} (0 to 256)`);
   if (cfg.tcgTbMiB !== undefined && (!Number.isInteger(cfg.tcgTbMiB) || cfg.tcgTbMiB < 1)) {
     bad(`tcgTbMiB ${cfg.tcgTbMiB}`);
   }

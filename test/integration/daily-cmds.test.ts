@@ -157,7 +157,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     expect(g.tool('gcqmove', ['workq', a]).status).to.equal(0);
     const tooBig = g.tool('gcqmove', ['big', c]);
     expect(tooBig.stderr.trim()).to.match(/^gcqmove: ncpus=4 exceeds max_job_ncpus=2 for queue big/);
-    expect(g.tool('gcqmove', ['nosuch', c]).stderr.trim()).to.match(/^gcqmove: unknown queue "nosuch"/);
+    expect(g.tool('gcqmove', ['nosuch', c]).stderr.trim()).to.match(/^gcqmove: Unknown queue "nosuch"/);
     expect(g.tool('gcqalter', ['-q', 'big', b]).status).to.equal(0);
     // A released job runs in its new queue.
     expect(g.tool('gcqrls', [b]).status).to.equal(0);

@@ -29,7 +29,7 @@ const ACCEPTED: Record<string, Expect> = {
       Job_Name: 'wrf_d02', queue: 'batch', Join_Path: 'oe', Mail_Points: 'abe', Mail_Users: 'alice@example.org',
       Account_Name: 'atmos-2024', Shell_Path_List: '/bin/bash',
       Resource_List: { ncpus: 48, mem: '120gb', walltime: '36:00:00' },
-      resources_assigned: { ncpus: 8, mem: '512mb' },
+      resources_assigned: { ncpus: 8, mem: '16gb' }, // the test double's maxmem and CPU slots
     },
     warnings: [/2 chunks are run as one job with 48 CPUs/],
   },

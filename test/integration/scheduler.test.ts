@@ -169,7 +169,7 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
   });
 
   it('refuses only what no host can hold (one line: resource, request, host); records asked and assigned', async function () {
-    // The test double's snapshots say what QEMU's do: 512 MiB, 1 vCPU, hot-pluggable up to 8.
+    // The test double's snapshots say what QEMU's do: 512 MiB, 1 vCPU, hot-pluggable up to 8 vCPUs and 16 GiB.
     const before = await sched.list(ADMIN, { includeFinished: true });
     const cpuErr = await sched.submit([spec({ resources: { ncpus: 5, memMiB: 0 } })]).catch((e: unknown) => e);
     expect(cpuErr).to.be.instanceOf(UsageError);
@@ -179,10 +179,10 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
     expect(await sched.list(ADMIN, { includeFinished: true })).to.have.length(before.length);
     expect(driver.snapshots.size).to.equal(0, 'a refused job leaves no snapshot');
 
-    // Above the headnode's 512 MiB but within the host: accepted, the clone has what it can have now.
+    // Above the headnode's 512 MiB but within the host: accepted, the rest hot-plugged (up to its maxmem).
     const [big] = await sched.submit([spec({ argv: ['true'], resources: { ncpus: 2, memMiB: 2048 } })]);
     expect(big!.spec.resources).to.deep.equal({ ncpus: 2, memMiB: 2048 });
-    expect(big!.spec.assigned).to.deep.equal({ ncpus: 2, memMiB: 512 });
+    expect(big!.spec.assigned).to.deep.equal({ ncpus: 2, memMiB: 2048 });
     expect((await sched.waitFor(big!.id)).exitStatus).to.equal(0);
   });
 

@@ -7,13 +7,18 @@ import type {
   CloneHandle,
   CloneOptions,
   Driver,
+  EnterResult,
+  EnterSpec,
   ExecResult,
   ExecSpec,
   KillSignal,
+  OutputStream,
+  PeekResult,
   RunningCommand,
   SnapshotInfo,
 } from '../driver.js';
 import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
+import { readHostFileAt } from '../read-at.js';
 import { constants } from 'node:os';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 
@@ -42,6 +47,8 @@ export class FakeDriver implements Driver {
   private readonly procs = new Map<string, ChildProcess>();
   /** Stage-outs asked for, in order (the fake runs commands on the host: nothing to copy). */
   readonly stageOuts: Array<{ cloneId: string; req: StageOutRequest; at: number }> = [];
+  /** Each clone's job output files (host files here: peek reads them as they grow). */
+  private readonly outputs = new Map<string, { stdout: string; stderr: string }>();
 
   constructor(private readonly opts: FakeDriverOptions) {
     if (opts.snapshotDir) {
@@ -56,7 +63,7 @@ export class FakeDriver implements Driver {
     const id = `fake-${randomUUID()}`;
     this.snapshots.add(id);
     if (this.opts.snapshotDir) writeFileSync(join(this.opts.snapshotDir, id), headnode);
-    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1, maxVcpus: 8 };
+    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1, maxVcpus: 8, maxMemMiB: 16_384 };
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {
@@ -85,6 +92,7 @@ export class FakeDriver implements Driver {
       detached: true, // own process group, like the guest wrapper, so kill reaches children
     });
     this.procs.set(clone.cloneId, child);
+    this.outputs.set(clone.cloneId, { stdout: spec.stdoutFile, stderr: spec.stderrFile });
     const done = new Promise<ExecResult>((resolve) => {
       const finish = (r: ExecResult): void => {
         void out.close().catch(() => undefined);
@@ -131,7 +139,32 @@ export class FakeDriver implements Driver {
     }
   }
 
+  async peek(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult> {
+    if (!this.clones.has(cloneId)) throw new NotFoundError(`no running clone '${cloneId}'`);
+    const o = this.outputs.get(cloneId);
+    if (!o) return { data: Buffer.alloc(0), next: offset, started: false };
+    const data = (await readHostFileAt(o[stream], offset, maxBytes)) ?? Buffer.alloc(0);
+    return { data, next: offset + data.length, started: true };
+  }
+
+  /** Runs the command as a host process in spec.cwd (the account is not switched here). */
+  async enter(cloneId: string, spec: EnterSpec): Promise<EnterResult> {
+    if (!this.clones.has(cloneId)) throw new NotFoundError(`no running clone '${cloneId}'`);
+    return new Promise((resolve) => {
+      const child = spawn(spec.argv[0] ?? 'true', spec.argv.slice(1), { cwd: spec.cwd, env: spec.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on('data', (d: Buffer) => out.push(d));
+      child.stderr.on('data', (d: Buffer) => err.push(d));
+      child.on('error', (e) => resolve({ exitCode: 127, signal: null, stdout: Buffer.alloc(0), stderr: Buffer.from(`${e.message}\n`) }));
+      child.on('close', (code, sig) =>
+        resolve({ exitCode: code, signal: sig ? constants.signals[sig] : null, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }),
+      );
+    });
+  }
+
   async destroy(cloneId: string): Promise<void> {
+    this.outputs.delete(cloneId);
     const p = this.procs.get(cloneId);
     if (p?.pid && p.exitCode === null) {
       try {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFile, readFile, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CopperError, DriverError, NotFoundError, UsageError, errorMessage } from '../../errors.js';
+import { CopperError, DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../../errors.js';
 import { parseRecord } from '../../json-record.js';
 import { log } from '../../log.js';
 import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
@@ -16,14 +16,28 @@ import type { AgentClient } from '../../vm/agent.js';
 import { guestText, identity } from '../../vm/clones/identity.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../../vm/guest-files.js';
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
+import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from '../../vm/stage-out.js';
-import type { CloneHandle, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand } from '../driver.js';
+import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec, KillSignal, OutputStream, PeekResult, RunningCommand, TerminalSession, TerminalSpec } from '../driver.js';
+import { readHostFileAt } from '../read-at.js';
+import { enterClone } from './job-enter.js';
+import { openTerminal } from './job-terminal.js';
 import { parseCommandUsage } from './command-usage.js';
 import { PauseGate } from './pause-gate.js';
 
 export type QemuDriverOptions = VmHostOptions;
+
+/** Where a clone's job writes its output: run-job's files in the guest, then the host's copies. */
+interface JobOutput {
+  guestFiles: string;
+  join: boolean;
+  hostStdout: string;
+  hostStderr: string;
+  /** The command ended and its output was copied to the host files. */
+  copied: boolean;
+}
 
 /** run-job's status when clone-init failed (--init) and the command never ran. */
 const RUN_JOB_INIT_FAILED = 125;
@@ -58,10 +72,8 @@ export class QemuDriver extends VmHost implements Driver {
     this.gate(cloneId).open();
   }
 
-  override async destroy(cloneId: string): Promise<void> {
-    this.gates.delete(cloneId);
-    await super.destroy(cloneId);
-  }
+  /** The job command of each clone that runs one (for peek and enter). */
+  private readonly jobOutput = new Map<string, JobOutput>();
 
   async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
     const c = this.runningClone(clone.cloneId);
@@ -86,6 +98,8 @@ export class QemuDriver extends VmHost implements Driver {
     // Only once the guest took the exec: a refused one leaves the identity for the next.
     // (Two exec() calls at once on a fresh clone are not ordered: the second may start first.)
     if (init) c.pendingInit = undefined;
+    const output: JobOutput = { guestFiles: files, join, hostStdout: spec.stdoutFile, hostStderr: spec.stderrFile, copied: false };
+    this.jobOutput.set(clone.cloneId, output);
 
     const started = performance.now();
     const gate = this.gate(clone.cloneId);
@@ -117,6 +131,7 @@ export class QemuDriver extends VmHost implements Driver {
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
+          output.copied = true;
           const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
           return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
         }
@@ -167,6 +182,41 @@ export class QemuDriver extends VmHost implements Driver {
     return stageOutJob({ clone: c.agent, headnode, cloneStartMs: rec.createdAt, snapshotAtMs: meta.createdAt, ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}) }, req);
   }
 
+  async peek(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult> {
+    const c = this.runningClone(cloneId);
+    const o = this.jobOutput.get(cloneId);
+    if (!o) return { data: Buffer.alloc(0), next: offset, started: false };
+    // A joined job (-j oe/eo) has one file: both streams read it.
+    const file = o.join ? 'stdout' : stream;
+    let data: Buffer | undefined;
+    if (o.copied) {
+      data = await readHostFileAt(file === 'stdout' ? o.hostStdout : o.hostStderr, offset, maxBytes);
+    } else {
+      data = await readGuestFileAt(c.agent, `${o.guestFiles}.${file}`, offset, maxBytes);
+    }
+    data ??= Buffer.alloc(0);
+    return { data, next: offset + data.length, started: true };
+  }
+
+  async enter(cloneId: string, spec: EnterSpec): Promise<EnterResult> {
+    const c = this.runningClone(cloneId);
+    // Before the job's own command went in, the clone may not have its identity yet.
+    if (!this.jobOutput.has(cloneId)) throw new StateError(`the job has not started its command yet in clone '${cloneId}'`);
+    return enterClone(c, spec);
+  }
+
+  async openTerminal(cloneId: string, spec: TerminalSpec): Promise<TerminalSession> {
+    const c = this.runningClone(cloneId);
+    if (!this.jobOutput.has(cloneId)) throw new StateError(`the job has not started its command yet in clone '${cloneId}'`);
+    return openTerminal(c, spec);
+  }
+
+  override async destroy(cloneId: string): Promise<void> {
+    this.gates.delete(cloneId);
+    this.jobOutput.delete(cloneId);
+    await super.destroy(cloneId);
+  }
+
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
     if (!guestPath.startsWith('/') || guestPath.includes('\0')) throw new UsageError(`guest path must be absolute: '${guestPath}'`);
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(owner)) throw new UsageError(`invalid owner '${owner}'`);
@@ -189,3 +239,4 @@ export class QemuDriver extends VmHost implements Driver {
     }
   }
 }
+

@@ -20,6 +20,7 @@ interface CreateArgs {
   mem: number;
   vcpus: number;
   'max-vcpus'?: number;
+  'max-mem'?: number;
   disk: number;
   image?: string;
   kernel?: string;
@@ -53,12 +54,13 @@ export async function gcTool(
   if (verb === 'create') {
     const p = await parseArgs<CreateArgs>('gc headnode create', rest, (y) =>
       y
-        .usage('gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]')
+        .usage('gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]')
         .option('owner', { type: 'string', describe: 'the user the headnode belongs to' })
         .option('group', { type: 'string', describe: 'the owner\'s group (quotas); default: the owner' })
-        .option('mem', { type: 'number', default: 512, describe: 'RAM in MiB (clones get the same)' })
+        .option('mem', { type: 'number', default: 512, describe: 'RAM in MiB (clones start with it; memory a job asks above it is hot-plugged)' })
         .option('vcpus', { type: 'number', default: 1 })
         .option('max-vcpus', { type: 'number', describe: 'most vCPUs a job clone may ask for (-l ncpus; hot-plugged); default 8 or --vcpus' })
+        .option('max-mem', { type: 'number', describe: 'most RAM in MiB a job clone may ask for (-l mem; hot-plugged); default the host\'s clone capacity (GC_CAPACITY_MEM_MIB)' })
         .option('disk', { type: 'number', default: 4, describe: 'disk size in GiB' })
         .option('image', { type: 'string', describe: 'bring your own qcow2 image' })
         .option('kernel', { type: 'string' })
@@ -69,12 +71,13 @@ export async function gcTool(
     const name = String(a._[0] ?? '');
     if (!name) throw new UsageError('gc headnode create: a NAME is required');
     if (!a.owner) throw new UsageError('gc headnode create: --owner USER is required');
-    for (const [k, v] of [['mem', a.mem], ['vcpus', a.vcpus], ['max-vcpus', a['max-vcpus'] ?? 1], ['disk', a.disk]] as const) {
+    for (const [k, v] of [['mem', a.mem], ['vcpus', a.vcpus], ['max-vcpus', a['max-vcpus'] ?? 1], ['max-mem', a['max-mem'] ?? 1], ['disk', a.disk]] as const) {
       if (!Number.isInteger(v)) throw new UsageError(`--${k} must be a whole number, got ${String(v)}`);
     }
     const info = await headnodes.create({
       name, owner: a.owner, group: a.group ?? a.owner, memMiB: a.mem, vcpus: a.vcpus, diskGiB: a.disk,
       ...(a['max-vcpus'] !== undefined ? { maxVcpus: a['max-vcpus'] } : {}),
+      ...(a['max-mem'] !== undefined ? { maxMemMiB: a['max-mem'] } : {}),
       ...(a.image ? { image: a.image } : {}), ...(a.kernel ? { kernel: a.kernel } : {}), ...(a.initrd ? { initrd: a.initrd } : {}),
     });
     return { stdout: table([info]), stderr: '', exitCode: 0 };

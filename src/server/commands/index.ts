@@ -7,12 +7,14 @@ import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';
 import { gcqalter } from './gcqalter.js';
 import { gcqhold, gcqrls } from './holds.js';
+import { gcqpeek } from './gcqpeek.js';
+import { gcqexec } from './gcqexec.js';
 import { gcqselect } from './gcqselect.js';
 import { gctracejob } from './gctracejob.js';
 import { gcseff } from './gcseff.js';
 import { gcqmove, gcqrerun, gcqsig } from './running-cmds.js';
 
-const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqselect, gctracejob, gcseff, gcqsig, gcqrerun, gcqmove };
+const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqselect, gctracejob, gcseff, gcqsig, gcqrerun, gcqmove, gcqpeek, gcqexec };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */
 export async function runTool(name: string, req: ToolRequest, s: ToolServices): Promise<ToolResult> {

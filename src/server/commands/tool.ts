@@ -1,6 +1,7 @@
 import type { CliAnswer, CliCall } from '../../api/cli-call.js';
 import type { HeadnodeManager } from '../../headnodes/types.js';
 import type { Scheduler } from '../../scheduler/scheduler.js';
+import type { CloneAccess } from './running-job.js';
 import type { AccountingReader } from '../../accounting/accounting-log.js';
 
 /** What a command gets when gcd runs it for a thin client, and what it answers (api/cli-call.ts). */
@@ -14,6 +15,8 @@ export interface ToolServices {
   serverName: string;
   /** Extra `gc` subcommands (clones, images) registered by the daemon. */
   gc?: Tool;
+  /** Running jobs' clones (gcqpeek, gcqexec): the job driver. */
+  clones?: CloneAccess;
   /** PBS accounting files, for gctracejob and gcseff once a job's history has expired. */
   accounting?: AccountingReader;
 }

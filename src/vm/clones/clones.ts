@@ -3,8 +3,8 @@
  *
  * Start: qcow2 overlay on the frozen layer; QEMU with the same machine, the frozen RAM file
  * mapped private (copy-on-write), -incoming defer; load the device state; cont; resync the
- * guest agent; vCPUs hot-plugged or unplugged before cont for ncpus (vcpu-hotplug.ts);
- * clone-init gives it its own hostname, machine-id, entropy, clock and online vCPUs, by
+ * guest agent; vCPUs hot-plugged or unplugged before cont for ncpus (vcpu-hotplug.ts), memory
+ * DIMMs hot-plugged before cont for memMiB above the snapshot's (mem-hotplug.ts); clone-init gives it its own hostname, machine-id, entropy, clock and online vCPUs, by
  * default in the caller's first command (RunningClone.pendingInit).
  */
 import { parseRecord } from '../../json-record.js';
@@ -22,6 +22,7 @@ import { enableIgnoreShared, loadDeviceState } from '../migration.js';
 import { processUsage, type ProcessUsage } from '../proc-usage.js';
 import { createOverlay } from '../qemu-img.js';
 import { resizeVcpus } from '../vcpu-hotplug.js';
+import { growMemory } from '../mem-hotplug.js';
 import { buildVmArgs, type VmConfig } from '../vm-args.js';
 import { pidAlive, VmProcess, type VmLifetime } from '../vm-process.js';
 import { readdirSafe, type SnapshotStore } from '../snapshots/store.js';
@@ -129,6 +130,7 @@ export class Clones {
           await loadDeviceState(vm.qmp, sp.state);
           if (opts.clusterLinkDown === true && cfg.clusterNic) await vm.qmp.execute('set_link', { name: 'nic1', up: false });
           const vcpus = await resizeVcpus(vm.qmp, meta.vm.vcpus, meta.vm.maxVcpus ?? meta.vm.vcpus, vcpusFor(meta, opts.ncpus));
+          const memory = await growMemory(vm.qmp, memoryLayout(meta), memFor(meta, opts.memMiB));
           mark('restored');
           await vm.qmp.execute('cont');
           mark('running');
@@ -146,6 +148,8 @@ export class Clones {
             if (vcpus.added) throw err;
             log.warn(`clone ${opts.cloneId}: keeps ${meta.vm.vcpus} vCPUs: ${errorMessage(err)}`);
           }
+          // The memory was asked for: a guest that does not take it fails the start.
+          await memory.settled(Math.min(readyBy, Date.now() + 30_000));
           const init = opts.init ?? 'first-exec';
           if (init === 'clone-init') await cloneInit(agent, opts.hostname, Math.max(10_000, readyBy - Date.now()));
           else if (init === 'first-exec') live.pendingInit = opts.hostname;
@@ -310,6 +314,26 @@ function vcpusFor(meta: SnapshotMeta, ncpus: number | undefined): number {
     return meta.vm.vcpus;
   }
   return ncpus;
+}
+
+/** The -m layout the snapshot's clones can grow in (none: no slots, memMiB is the most). */
+function memoryLayout(meta: SnapshotMeta): { memMiB: number; slots: number; maxMemMiB: number } {
+  return { memMiB: meta.vm.memMiB, slots: meta.vm.memSlots ?? 0, maxMemMiB: meta.vm.maxMemMiB ?? meta.vm.memMiB };
+}
+
+/**
+ * How much RAM a clone gets: what was asked when more than the snapshot's, else the
+ * snapshot's. A snapshot from before memory slots (no maxMemMiB in its meta) cannot grow: a
+ * job queued then asking for more gets what it can have rather than failing (the submission
+ * refuses such requests, so only old queued jobs meet this).
+ */
+function memFor(meta: SnapshotMeta, memMiB: number | undefined): number {
+  if (memMiB === undefined || memMiB <= meta.vm.memMiB) return meta.vm.memMiB;
+  if (meta.vm.maxMemMiB === undefined || meta.vm.memSlots === undefined) {
+    log.warn(`snapshot ${meta.id} has no memory slots: a clone gets ${meta.vm.memMiB} MiB, not ${memMiB}`);
+    return meta.vm.memMiB;
+  }
+  return memMiB;
 }
 
 /** Kill a clone QEMU that is not (or no longer) ours, e.g. after a restart. */

@@ -19,6 +19,8 @@ export interface CloneStartOptions {
   hostname: string;
   /** vCPUs: more than the snapshot's are hot-plugged (up to its maxVcpus), fewer unplugged. Undefined: the snapshot's. */
   ncpus?: number;
+  /** RAM in MiB: above the snapshot's, DIMMs are hot-plugged (up to its maxMemMiB). Undefined or less: the snapshot's. */
+  memMiB?: number;
   /**
    * Backend of the clone's cluster NIC when its snapshot has one. Default: an isolated
    * backend, so that a job clone never joins its headnode's cluster L2 with its MAC and IP.
@@ -56,7 +58,7 @@ export interface CloneTimings {
   overlay?: number;
   /** QEMU spawned and its QMP answering. */
   qmp?: number;
-  /** Device state loaded. */
+  /** Device state loaded (and vCPUs and DIMMs plugged). */
   restored?: number;
   /** vCPUs running. */
   running?: number;

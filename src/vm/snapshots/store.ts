@@ -103,7 +103,7 @@ export class SnapshotStore {
 export function summaryOf(m: SnapshotMeta): SnapshotSummary {
   return {
     id: m.id, headnode: m.headnode, createdAt: m.createdAt, pauseMs: m.pauseMs, memMiB: m.vm.memMiB, vcpus: m.vm.vcpus,
-    maxVcpus: m.vm.maxVcpus ?? m.vm.vcpus,
+    maxVcpus: m.vm.maxVcpus ?? m.vm.vcpus, maxMemMiB: m.vm.maxMemMiB ?? m.vm.memMiB,
   };
 }
 

@@ -11,7 +11,7 @@ import type { VmProcess } from '../vm-process.js';
  * The VM layout a snapshot was taken with: a clone must be started with exactly this.
  * sharedSftp is command-line only (not migrated), but a clone must serve the same owner's folder.
  */
-export type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'maxVcpus' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB' | 'clusterNic' | 'sharedSftp'>;
+export type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'maxVcpus' | 'maxMemMiB' | 'memSlots' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB' | 'clusterNic' | 'sharedSftp'>;
 
 /** <snapshot>/meta.json: written last, so a folder without it is an unfinished snapshot. */
 export interface SnapshotMeta {
@@ -41,6 +41,8 @@ export interface SnapshotSummary {
   memMiB?: number;
   vcpus?: number;
   maxVcpus?: number;
+  /** The most RAM a clone of it can have (hot-plugged DIMMs); memMiB when it cannot grow. */
+  maxMemMiB?: number;
 }
 
 /** A running long-lived VM, lent under its owner's lock so that nothing else changes it meanwhile. */
@@ -67,6 +69,11 @@ export interface RunningVms {
 export function frozenVm(cfg: VmConfig): FrozenVm {
   const f: FrozenVm = { accel: cfg.accel, memMiB: cfg.memMiB, vcpus: cfg.vcpus };
   if (cfg.maxVcpus !== undefined && cfg.maxVcpus > cfg.vcpus) f.maxVcpus = cfg.maxVcpus;
+  // Without them (snapshots of headnodes booted before memory hot-plug) clones cannot grow.
+  if (cfg.maxMemMiB !== undefined && cfg.memSlots !== undefined && cfg.memSlots > 0 && cfg.maxMemMiB > cfg.memMiB) {
+    f.maxMemMiB = cfg.maxMemMiB;
+    f.memSlots = cfg.memSlots;
+  }
   if (cfg.machine !== undefined) f.machine = cfg.machine;
   if (cfg.cpu !== undefined) f.cpu = cfg.cpu;
   if (cfg.kernel !== undefined) f.kernel = cfg.kernel;

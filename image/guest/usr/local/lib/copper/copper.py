@@ -15,6 +15,7 @@ Every function sends the same request the command-line tools send (POST /v1/cli 
 10.0.2.100:80, see docs/PROTOCOL.md); nothing is printed. gcd knows who is calling from the
 channel the request arrives on, not from anything in the request.
 """
+import base64
 import grp
 import http.client
 import json
@@ -22,6 +23,9 @@ import os
 import pwd
 import select
 import sys
+import termios
+import time
+import tty
 
 __all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsub", "qstat", "qdel",
            "qhold", "qrls", "qalter", "gc", "clone", "clones", "kill", "whoami", "API_HOST", "API_PORT",
@@ -30,6 +34,8 @@ __all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsu
 API_HOST = "10.0.2.100"
 API_PORT = 80
 MAX_FILE_ROUNDS = 16
+# Longest pause gcd may ask for between the rounds of a continued answer (gcqpeek -f).
+MAX_MORE_WAIT_S = 10.0
 # Written by gcd into every member of a virtual cluster (the headnode too, with COPPER_CLONE=0).
 CLONE_ENV = "/etc/copper/clone.env"
 # How often a waiting `gc clone` looks whether it now runs in a new clone.
@@ -161,8 +167,55 @@ def _read_file(cwd, name):
     return data.decode("utf-8", errors="replace")
 
 
-def call(tool, argv, cwd=None, env=None):
-    """Run one tool (gcqsub, gcqstat, ...) with argv through gcd and return its Result."""
+class _Keys:
+    """The caller's terminal in raw mode during a terminal session (gcqexec ID alone)."""
+
+    def __init__(self):
+        self.saved = termios.tcgetattr(0)
+        tty.setraw(0)
+
+    def wait(self, seconds):
+        """Keystrokes typed within `seconds` (returns at the first ones), base64; None if none."""
+        ready, _, _ = select.select([0], [], [], seconds)
+        if not ready:
+            return None
+        data = os.read(0, 65536)
+        return base64.b64encode(data).decode("ascii") if data else None
+
+    def restore(self):
+        termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+
+
+def terminal_size():
+    """{"rows", "cols"} when stdin and stdout are a terminal (a shell can be opened), else None."""
+    if not (os.isatty(0) and os.isatty(1)):
+        return None
+    try:
+        size = os.get_terminal_size(1)
+    except OSError:
+        return {"rows": 24, "cols": 80}
+    return {"rows": size.lines, "cols": size.columns}
+
+
+def call(tool, argv, cwd=None, env=None, on_output=None, terminal=None):
+    """Run one tool (gcqsub, gcqstat, ...) with argv through gcd and return its Result.
+
+    An answer may come in rounds (gcqpeek -f follows a running job: gcd answers with
+    "more": {"cursor": ..., "waitMs": ...} and is asked again with that cursor). With
+    on_output(stdout, stderr), each round's text is handed over as it comes and the Result
+    carries only the exit status; without it, the rounds are joined into the Result.
+    terminal: the caller's terminal size (terminal_size()); gcqexec ID alone then opens a shell
+    and the rounds carry keystrokes (the terminal is in raw mode until it ends).
+    """
+    raw = []  # the terminal in raw mode, once a session starts: restored however this ends
+    try:
+        return _call(tool, argv, cwd, env, on_output, terminal, raw)
+    finally:
+        for keys in raw:
+            keys.restore()
+
+
+def _call(tool, argv, cwd, env, on_output, terminal, raw):
     cwd = cwd if cwd is not None else os.getcwd()
     body = {
         "tool": tool,
@@ -175,7 +228,11 @@ def call(tool, argv, cwd=None, env=None):
     files = {}
     missing = []
     fork = tool == "gc" and bool(body["argv"]) and body["argv"][0] == "clone"
-    for _ in range(MAX_FILE_ROUNDS):
+    if terminal is not None:
+        body["terminal"] = terminal
+    outs, errs = [], []
+    file_rounds = 0
+    while file_rounds <= MAX_FILE_ROUNDS:
         try:
             answer = _post(body, fork)
         except _NowAClone as child:
@@ -190,7 +247,29 @@ def call(tool, argv, cwd=None, env=None):
             code = answer.get("exitCode")
             if not isinstance(code, int):
                 raise CopperError("gcd's answer has no exitCode")
-            return Result(str(answer.get("stdout", "")), str(answer.get("stderr", "")), code)
+            out, err = str(answer.get("stdout", "")), str(answer.get("stderr", ""))
+            if on_output is not None:
+                on_output(out, err)
+                out, err = "", ""
+            more = answer.get("more")
+            if isinstance(more, dict) and isinstance(more.get("cursor"), str):
+                outs.append(out)
+                errs.append(err)
+                body["cursor"] = more["cursor"]
+                body.pop("input", None)
+                wait = more.get("waitMs")
+                wait = min(wait / 1000.0, MAX_MORE_WAIT_S) if isinstance(wait, (int, float)) and wait > 0 else 0
+                if answer.get("terminal") is True and terminal is not None:
+                    if not raw:
+                        raw.append(_Keys())
+                    typed = raw[0].wait(wait)
+                    if typed:
+                        body["input"] = typed
+                elif wait:
+                    time.sleep(wait)
+                continue
+            return Result("".join(outs) + out, "".join(errs) + err, code)
+        file_rounds += 1
         if not isinstance(need, str) or need in files or need in missing:
             raise CopperError("gcd asked for file %r again" % (need,))
         try:

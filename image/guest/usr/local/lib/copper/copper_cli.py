@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter, gctracejob, gcseff and gc: thin clients of gcd.
+"""The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter, gctracejob, gcseff, gcqpeek, gcqexec and gc: thin clients of gcd.
 
 Also installed as the PBS names qsub, qstat, qdel, qselect, qhold, qrls and qalter (same tools).
 
@@ -16,6 +16,14 @@ PBS_NAMES = {"qsub": "gcqsub", "qstat": "gcqstat", "qdel": "gcqdel", "qselect": 
              "qhold": "gcqhold", "qrls": "gcqrls", "qalter": "gcqalter"}
 
 
+def _renamed(stderr, called, tool):
+    """Messages start with the name called (qstat: ...) when a PBS name ran the tool."""
+    if called == tool:
+        return stderr
+    return "".join(called + line[len(tool):] if line.startswith(tool + ":") else line
+                   for line in stderr.splitlines(True))
+
+
 def main():
     called = os.path.basename(sys.argv[0])
     # The PBS names (qsub, qstat, ...) run Copper's tools of the same name with "gc" in front;
@@ -24,8 +32,18 @@ def main():
     if tool.endswith(".py"):
         print("%s: call it as gcqsub, gcqstat, ... (a symlink to this file)" % tool, file=sys.stderr)
         return 2
+
+    def write(out, err):
+        # As it comes: gcqpeek -f prints a running job's output round by round.
+        if out:
+            sys.stdout.write(out)
+            sys.stdout.flush()
+        if err:
+            sys.stderr.write(_renamed(err, called, tool))
+            sys.stderr.flush()
+
     try:
-        result = copper.call(tool, sys.argv[1:])
+        result = copper.call(tool, sys.argv[1:], on_output=write, terminal=copper.terminal_size())
     except copper.Unreachable as e:
         reason = " ".join(str(e).split()) or type(e).__name__  # always one line
         print("%s: cannot reach gcd at %s:%d: %s" % (called, copper.API_HOST, copper.API_PORT, reason), file=sys.stderr)
@@ -38,11 +56,7 @@ def main():
         return 130
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
-    stderr = result.stderr
-    if called != tool:
-        stderr = "".join(called + line[len(tool):] if line.startswith(tool + ":") else line
-                         for line in stderr.splitlines(True))
-    sys.stderr.write(stderr)
+    sys.stderr.write(_renamed(result.stderr, called, tool))
     return result.exit_code
 
 
