@@ -92,8 +92,13 @@ async function main(): Promise<void> {
         await rm(host, { force: true });
         await inHead(`rm -rf /${dir}`);
         const req: StageOutRequest = {
-          jobId: `${label}${i}.bench`, headnode: HN, paths: [`/${dir}`], account: 'root',
-          capBytes: 4 * 1024 ** 3, keepDir: join(root, 'keep'), keepMaxBytes: 0,
+          jobId: `${label}${i}.bench`,
+          headnode: HN,
+          paths: [`/${dir}`],
+          account: 'root',
+          capBytes: 4 * 1024 ** 3,
+          keepDir: join(root, 'keep'),
+          keepMaxBytes: 0,
         };
         t = performance.now();
         const r = await drv.stageOut(c, req);
@@ -104,13 +109,18 @@ async function main(): Promise<void> {
       } finally {
         await drv.destroy(c.cloneId);
       }
-      console.log(`${label} rep ${i}: stage-out ${Math.round(so[i]!)} ms (${soBytes} B; steps ${JSON.stringify(steps[i])}), plain tar ${Math.round(plain[i]!)} ms (${plainBytes} B)`);
+      console.log(
+        `${label} rep ${i}: stage-out ${Math.round(so[i]!)} ms (${soBytes} B; steps ${JSON.stringify(steps[i])}), plain tar ${Math.round(plain[i]!)} ms (${plainBytes} B)`,
+      );
     }
     const soMs = pct(so, 50);
     const plainMs = pct(plain, 50);
     return {
-      stageOutMs: Math.round(soMs), plainTarMs: Math.round(plainMs), ratio: r1(soMs / plainMs),
-      stageOutMBps: r1(soBytes / 1e6 / (soMs / 1000)), plainTarMBps: r1(plainBytes / 1e6 / (plainMs / 1000)),
+      stageOutMs: Math.round(soMs),
+      plainTarMs: Math.round(plainMs),
+      ratio: r1(soMs / plainMs),
+      stageOutMBps: r1(soBytes / 1e6 / (soMs / 1000)),
+      plainTarMBps: r1(plainBytes / 1e6 / (plainMs / 1000)),
       each: { stageOutMs: so.map(Math.round), plainTarMs: plain.map(Math.round), stageOutStepsMs: steps },
     };
   };
@@ -132,15 +142,31 @@ async function main(): Promise<void> {
     const server = await startEmbeddedRedis(join(root, 'redis'));
     const redis = await connectRedis(server.target);
     const sched = new Scheduler({
-      redis, connection: bullConnection(server.target), keys: keysFor('copperbench'), serverName: 'bench',
-      driver: drv, stateDir: join(root, 'sched'), capacity: { ncpus: 2, memMiB: 8192 },
+      redis,
+      connection: bullConnection(server.target),
+      keys: keysFor('copperbench'),
+      serverName: 'bench',
+      driver: drv,
+      stateDir: join(root, 'sched'),
+      capacity: { ncpus: 2, memMiB: 8192 },
     });
     await sched.start();
     try {
       const spec = (name: string, none: boolean): JobSpec => ({
         argv: ['sh', '-c', 'mkdir -p /root/e && cd /root/e && for i in $(seq 20); do echo $i > f$i; done; date +%s%3N'],
-        name, cwd: '/root/e', env: {}, user: 'root', group: 'root', headnode: HN, queue: 'workq', priority: 0, join: 'n',
-        rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'bench', ...(none ? { stageout: 'none' as const } : {}),
+        name,
+        cwd: '/root/e',
+        env: {},
+        user: 'root',
+        group: 'root',
+        headnode: HN,
+        queue: 'workq',
+        priority: 0,
+        join: 'n',
+        rerunnable: true,
+        resources: { ncpus: 1, memMiB: 0 },
+        submitHost: 'bench',
+        ...(none ? { stageout: 'none' as const } : {}),
       });
       await inHead('mkdir -p /root/e');
       const lat: Record<'withStageOut' | 'none', number[]> = { withStageOut: [], none: [] };
@@ -157,7 +183,9 @@ async function main(): Promise<void> {
         }
       }
       result.endToF = {
-        withStageOutMs: pct(lat.withStageOut, 50), noneMs: pct(lat.none, 50), each: lat,
+        withStageOutMs: pct(lat.withStageOut, 50),
+        noneMs: pct(lat.none, 50),
+        each: lat,
       };
     } finally {
       await sched.close();

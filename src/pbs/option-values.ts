@@ -175,12 +175,26 @@ export interface WAttributes {
   warnings?: string[];
 }
 
-const SUPPORTED_W = ['depend', 'block', 'stageout', 'group_list', 'umask', 'sandbox', 'stagein', 'run_count', 'pwd', 'release_nodes_on_stageout', 'tolerate_node_failures', 'max_run_subjobs', 'x'];
+const SUPPORTED_W = [
+  'depend',
+  'block',
+  'stageout',
+  'group_list',
+  'umask',
+  'sandbox',
+  'stagein',
+  'run_count',
+  'pwd',
+  'release_nodes_on_stageout',
+  'tolerate_node_failures',
+  'max_run_subjobs',
+  'x',
+];
 
 /** -W attributes with no meaning here: accepted, and the warning says what Copper does. */
 const IGNORED_W: Readonly<Record<string, string>> = {
   sandbox: 'the job runs in its submission directory inside the clone (a private copy of the headnode)',
-  stagein: 'the clone already sees the headnode\'s files; nothing is copied in',
+  stagein: "the clone already sees the headnode's files; nothing is copied in",
   run_count: 'Copper counts runs itself; a job lost by gcd runs again if rerunnable (-r y)',
   pwd: 'the job starts in the submission directory',
   release_nodes_on_stageout: 'a job has one clone, destroyed when it ends',

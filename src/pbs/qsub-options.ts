@@ -386,7 +386,7 @@ function interpretSimple(raw: RawOptions, set: OptionSet, source: Source): void 
 
 /** Options with no meaning for a clone VM: accepted, each with one warning saying what Copper does. */
 const IGNORED_FLAGS: Readonly<Record<string, string>> = {
-  n: '-n ignored: a clone VM is always the job\'s alone',
+  n: "-n ignored: a clone VM is always the job's alone",
   X: '-X ignored: X11 forwarding needs an interactive job; run graphical programs in your headnode',
   f: '-f ignored: a job survives a gcd restart when it is rerunnable (-r y)',
   x: '-x ignored: it only applies to interactive jobs',
@@ -398,7 +398,7 @@ const IGNORED_VALUES: Readonly<Record<string, string>> = {
   c: 'Copper does not checkpoint jobs; a job lost by gcd is run again if rerunnable (-r y)',
   u: 'the job runs as the account that submitted it in your headnode',
   b: 'gcqsub reaches gcd at once or fails',
-  D: 'the job sees the headnode\'s file system as it was at submission',
+  D: "the job sees the headnode's file system as it was at submission",
   K: 'gcqdel sends TERM, then KILL after a few seconds',
   T: 'Copper runs no prologue or epilogue scripts',
   L: 'NUMA requests have no meaning in one clone VM; use -l ncpus and mem',

@@ -73,9 +73,7 @@ export type JobPatch = Partial<Pick<JobRecord, Field>>;
 /** Fields a transition or an update may write; the state comes from the transition table only. */
 export type FieldPatch = Omit<JobPatch, 'state'>;
 
-export type TransitionResult =
-  | { ok: true; from: JobState; to: JobState; record: JobRecord }
-  | { ok: false; from: JobState | undefined; error: JobStateError };
+export type TransitionResult = { ok: true; from: JobState; to: JobState; record: JobRecord } | { ok: false; from: JobState | undefined; error: JobStateError };
 
 interface StoreScripts {
   gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
@@ -317,7 +315,11 @@ export class JobStore {
     const gone = ids.filter((_, i) => res[i]?.[1] === 0);
     for (let i = 0; i < gone.length; i += 1000) {
       const part = gone.slice(i, i + 1000);
-      await this.redis.multi().zrem(this.keys.jobs, ...part).zrem(this.keys.jobsTop, ...part).exec();
+      await this.redis
+        .multi()
+        .zrem(this.keys.jobs, ...part)
+        .zrem(this.keys.jobsTop, ...part)
+        .exec();
     }
     return gone.length;
   }

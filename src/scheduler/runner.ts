@@ -155,7 +155,10 @@ export class JobRunner {
       }
       if (cloned || running) await driver.destroy(cloneId).catch((e) => log.error('clone destroy failed', { cloneId, error: errorMessage(e) }));
       else await driver.destroy(cloneId).catch(() => undefined);
-      const kept = this.o.endedOutputs?.keep(job.id, spool).then(() => true, () => false);
+      const kept = this.o.endedOutputs?.keep(job.id, spool).then(
+        () => true,
+        () => false,
+      );
       if (!(await kept)) await rm(spool, { recursive: true, force: true }).catch(() => undefined);
     }
 
@@ -273,10 +276,19 @@ export class JobRunner {
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
     const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' }, requeue: false, ...u };
+      return {
+        ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' },
+        requeue: false,
+        ...u,
+      };
     }
     if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
-    if (why === 'forced') return { ended: { exitStatus: status, comment: 'deleted by gcqdel -W force: its clone was destroyed at once', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'forced')
+      return {
+        ended: { exitStatus: status, comment: 'deleted by gcqdel -W force: its clone was destroyed at once', endReason: 'deleted' },
+        requeue: false,
+        ...u,
+      };
     if (why === 'rerun') return { ended: { exitStatus: status, comment: 'stopped by gcqrerun' }, requeue: true, ...u };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
@@ -293,7 +305,10 @@ export class JobRunner {
     else if (join_ === 'eo') sends.push([join(spool, 'stdout'), paths.err]);
     else sends.push([join(spool, 'stdout'), paths.out], [join(spool, 'stderr'), paths.err]);
     for (const [host, guest] of sends) {
-      const exists = await stat(host).then(() => true, () => false);
+      const exists = await stat(host).then(
+        () => true,
+        () => false,
+      );
       if (!exists) continue;
       try {
         await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');

@@ -94,14 +94,16 @@ export async function stageOutJob(ctx: StageOutContext, req: StageOutRequest): P
       // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
       // The recorded freeze time less one kernel tick: file times come from the coarse clock,
       // which may lag the agent's precise one by up to a tick (10 ms at HZ=100).
-      const snapNs = ctx.frozenAtGuestMs !== undefined
-        ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
-        : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
+      const snapNs =
+        ctx.frozenAtGuestMs !== undefined
+          ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
+          : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
       const args = ['-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
       const st = await agent.run('/usr/bin/python3', args, { timeoutMs });
       const text = st.out?.toString().trim().split('\n').pop() ?? '';
       const report = parseReport(text);
-      if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
+      if (!report)
+        throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
       Object.assign(result, report);
       timings.place = lap();
     } catch (err) {
@@ -160,7 +162,13 @@ function parseReport(text: string): PlaceReport | undefined {
   }
   if (typeof v !== 'object' || v === null) return undefined;
   const o = v as Record<string, unknown>;
-  const strings = (x: unknown, max: number): string[] => (Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string').slice(0, max).map((s) => oneLine(s, 300)) : []);
+  const strings = (x: unknown, max: number): string[] =>
+    Array.isArray(x)
+      ? x
+          .filter((s): s is string => typeof s === 'string')
+          .slice(0, max)
+          .map((s) => oneLine(s, 300))
+      : [];
   const num = (x: unknown): number => (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0 ? x : 0);
   return { placed: num(o.placed), conflicts: strings(o.conflicts, 20), conflictCount: num(o.nconflicts), errors: strings(o.errors, 5) };
 }

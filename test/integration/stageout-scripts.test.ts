@@ -39,7 +39,10 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     const r = run('bash', ['-c', pack, 'pack', since, '1000', join(dir, 'out'), work]);
     expect(r.status, r.err).to.equal(0);
     expect(r.out.trim()).to.equal('2 100 1 5000'); // the folder and small.txt; big.bin over the cap
-    const listed = run('tar', ['-tf', join(dir, 'out', 'd.tar')]).out.split('\n').filter(Boolean).sort();
+    const listed = run('tar', ['-tf', join(dir, 'out', 'd.tar')])
+      .out.split('\n')
+      .filter(Boolean)
+      .sort();
     expect(listed).to.deep.equal([`${work.slice(1)}/`, `${work.slice(1)}/small.txt`]);
     expect(run('tar', ['-tf', join(dir, 'out', 'x.tar')]).out.trim()).to.equal(`${work.slice(1)}/big.bin`);
   });
@@ -109,7 +112,7 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     expect(readFileSync(join(work, 'res.txt'), 'utf8')).to.equal('two', 'the last stage-out wins over the first');
   });
 
-  it('place becomes the job\'s account: its files are the account\'s, and it cannot write where the account cannot', function () {
+  it("place becomes the job's account: its files are the account's, and it cannot write where the account cannot", function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to change user, as the headnode's agent is
     const nobody = Number(run('id', ['-u', 'nobody']).out.trim());
     const work = join(dir, 'work');

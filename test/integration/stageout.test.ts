@@ -26,9 +26,20 @@ class WatchingDriver extends FakeDriver {
 
 function spec(over: Partial<JobSpec> = {}): JobSpec {
   return {
-    argv: ['true'], name: 'STDIN', cwd: '/tmp', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice', group: 'users', headnode: 'hn1', queue: 'workq', priority: 0, join: 'n',
-    rerunnable: true, resources: { ncpus: 1, memMiB: 0 }, submitHost: 'hn1', ...over,
+    argv: ['true'],
+    name: 'STDIN',
+    cwd: '/tmp',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    user: 'alice',
+    group: 'users',
+    headnode: 'hn1',
+    queue: 'workq',
+    priority: 0,
+    join: 'n',
+    rerunnable: true,
+    resources: { ncpus: 1, memMiB: 0 },
+    submitHost: 'hn1',
+    ...over,
   };
 }
 
@@ -43,8 +54,15 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
     mkdirSync(deliverRoot);
     driver = new WatchingDriver({ deliverRoot, headnodes: new Set(['hn1']) });
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys: keysFor('copper'), serverName: 'srv', driver,
-      stateDir: r.dir, capacity: { ncpus: 4, memMiB: 4096 }, killDelayMs: 300, lockDurationMs: 4000,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys: keysFor('copper'),
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 4, memMiB: 4096 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
     });
     await sched.start();
   });
@@ -77,15 +95,27 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
     await sched.waitFor(none!.id);
     expect(driver.seen).to.have.length(0);
 
-    driver.answer = { placed: 2, bytes: 10, conflicts: ['/tmp/a.txt'], conflictCount: 1, errors: [], excess: { entries: 1, bytes: 5_000_000, keptAt: '/var/lib/copper/undelivered/2.srv/stageout-excess.tar' } };
+    driver.answer = {
+      placed: 2,
+      bytes: 10,
+      conflicts: ['/tmp/a.txt'],
+      conflictCount: 1,
+      errors: [],
+      excess: { entries: 1, bytes: 5_000_000, keptAt: '/var/lib/copper/undelivered/2.srv/stageout-excess.tar' },
+    };
     const [c] = await sched.submit([spec()]);
     const done = await sched.waitFor(c!.id);
     expect(done.exitStatus).to.equal(0);
-    expect(done.comment).to.include('Job run, exit 0').and.include('/tmp/a.txt').and.include('kept on the host at /var/lib/copper/undelivered/2.srv/stageout-excess.tar');
+    expect(done.comment)
+      .to.include('Job run, exit 0')
+      .and.include('/tmp/a.txt')
+      .and.include('kept on the host at /var/lib/copper/undelivered/2.srv/stageout-excess.tar');
 
     driver.answer = new Error('headnode hn1 is not running');
     const [f] = await sched.submit([spec()]);
-    expect((await sched.waitFor(f!.id)).comment).to.include('stage-out failed').and.include('headnode hn1 is not running');
+    expect((await sched.waitFor(f!.id)).comment)
+      .to.include('stage-out failed')
+      .and.include('headnode hn1 is not running');
   });
 
   it('an afterok dependent runs in a snapshot taken when its parent ended, and old snapshots are released', async function () {

@@ -45,8 +45,16 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     await store.addDependents([parent.id], child.id);
 
     sched = new Scheduler({
-      redis: r.client, connection: redisOptions(r.target), keys, serverName: 'srv', driver, stateDir: r.dir,
-      capacity: { ncpus: 4, memMiB: 4096 }, killDelayMs: 300, lockDurationMs: 4000, historyTtlSec: 600,
+      redis: r.client,
+      connection: redisOptions(r.target),
+      keys,
+      serverName: 'srv',
+      driver,
+      stateDir: r.dir,
+      capacity: { ncpus: 4, memMiB: 4096 },
+      killDelayMs: 300,
+      lockDurationMs: 4000,
+      historyTtlSec: 600,
     });
     const heard: string[] = [];
     sched.store.events.subscribe((t) => void heard.push(`${t.jobId} ${t.from}>${t.to}`));

@@ -5,8 +5,15 @@ import { stageOutLimits, stageOutNote, stageOutRequest } from '../../src/stageou
 import type { JobRecord } from '../../src/queue/job.js';
 
 const ctx: QsubContext = {
-  cwd: '/home/alice/work', env: { PATH: '/usr/bin:/bin' }, user: 'alice', group: 'physics', headnode: 'hn', submitHost: 'hn',
-  now: Date.now(), defaultQueue: 'workq', readFile: () => undefined,
+  cwd: '/home/alice/work',
+  env: { PATH: '/usr/bin:/bin' },
+  user: 'alice',
+  group: 'physics',
+  headnode: 'hn',
+  submitHost: 'hn',
+  now: Date.now(),
+  defaultQueue: 'workq',
+  readFile: () => undefined,
 };
 const job = (argv: string[]): QsubJob => parseQsub(argv, ctx) as QsubJob;
 
@@ -37,7 +44,14 @@ describe('stage-out: -W stageout and the policy', function () {
 
   it('the comment names conflicts and where the excess is; a clean stage-out says nothing', function () {
     expect(stageOutNote({ placed: 3, bytes: 9, conflicts: [], conflictCount: 0, errors: [] })).to.equal(undefined);
-    const note = stageOutNote({ placed: 3, bytes: 9, conflicts: ['/a', '/b', '/c', '/d'], conflictCount: 5, errors: [], excess: { entries: 2, bytes: 100, keptAt: '/keep/x.tar' } });
+    const note = stageOutNote({
+      placed: 3,
+      bytes: 9,
+      conflicts: ['/a', '/b', '/c', '/d'],
+      conflictCount: 5,
+      errors: [],
+      excess: { entries: 2, bytes: 100, keptAt: '/keep/x.tar' },
+    });
     expect(note).to.include('/a, /b, /c and 2 more').and.include('kept on the host at /keep/x.tar');
   });
 });

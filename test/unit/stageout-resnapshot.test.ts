@@ -47,11 +47,17 @@ describe('a released dependent moves to a fresh snapshot (resnapshot transition,
     const after = await Promise.all(tasks.map((t) => store.get(t.id)));
     const fresh = after[0]?.snapshotId ?? '';
     expect(fresh).to.not.equal(old);
-    expect(after.map((t) => [t.state, t.snapshotId])).to.deep.equal([['H', fresh], ['H', fresh]]);
+    expect(after.map((t) => [t.state, t.snapshotId])).to.deep.equal([
+      ['H', fresh],
+      ['H', fresh],
+    ]);
     const refs = await store.snapshotRefs();
     expect([refs.get(fresh), refs.has(old)]).to.deep.equal([2, false]);
     expect([...driver.snapshots]).to.deep.equal([fresh]);
-    expect(heard.map((t) => [t.event, t.from, t.to])).to.deep.equal([['resnapshot', 'H', 'H'], ['resnapshot', 'H', 'H']]);
+    expect(heard.map((t) => [t.event, t.from, t.to])).to.deep.equal([
+      ['resnapshot', 'H', 'H'],
+      ['resnapshot', 'H', 'H'],
+    ]);
   });
 
   it('a job deleted meanwhile (F) keeps its snapshot; a fresh snapshot no job took is released', async function () {
@@ -73,7 +79,9 @@ describe('a released dependent moves to a fresh snapshot (resnapshot transition,
     const held = await make('H', old);
     headnodes.delete('hn1');
     const note = await freshSnapshotForRelease(driver, store, 'hn1', [held]);
-    expect(note).to.match(/runs in its submission snapshot/).and.match(/hn1/);
+    expect(note)
+      .to.match(/runs in its submission snapshot/)
+      .and.match(/hn1/);
     expect((await store.get(held.id)).snapshotId).to.equal(old);
   });
 });

@@ -54,7 +54,7 @@ describe('arrays, dependencies, quotas and snapshot semantics with real clones @
   });
 
   it('-J 1-3%1 runs each task in its own clone with PBS_ARRAY_INDEX; afterok on the array runs after it', async function () {
-    const sub = inside('mkdir -p /root/w && cd /root/w && gcqsub -N arr -J 1-3%1 -- sh -c \'echo task $PBS_ARRAY_INDEX on $(hostname)\'');
+    const sub = inside("mkdir -p /root/w && cd /root/w && gcqsub -N arr -J 1-3%1 -- sh -c 'echo task $PBS_ARRAY_INDEX on $(hostname)'");
     expect(sub.status, sub.stderr).to.equal(0);
     const arr = sub.stdout.trim();
     expect(arr).to.match(/^\d+\[\]\.srv$/);
@@ -66,7 +66,9 @@ describe('arrays, dependencies, quotas and snapshot semantics with real clones @
     const arrDone = await waitDone(arr);
     if (arrDone.Exit_status !== 0) {
       const tasks = qstat().Jobs;
-      const brief = Object.entries(tasks).map(([id, t]) => `${id} ${t.job_state} ${t.Exit_status ?? '-'} ${t.comment ?? ''}`).join('; ');
+      const brief = Object.entries(tasks)
+        .map(([id, t]) => `${id} ${t.job_state} ${t.Exit_status ?? '-'} ${t.comment ?? ''}`)
+        .join('; ');
       expect.fail(`array ended with ${arrDone.Exit_status}: ${brief}`);
     }
     const outs = inside(`cd /root/w && cat arr.o${seq}.1 arr.o${seq}.2 arr.o${seq}.3`).stdout;
@@ -125,7 +127,7 @@ describe('PBS names and options inside a headnode @vm', function () {
     const full = inside(`qstat -x -f ${id}`);
     expect(full.stdout.split('\n')[0]).to.equal(`Job Id: ${id}`);
     expect(full.stdout).to.match(/\n {4}Resource_List\.mem = 2gb\n/);
-    expect(inside('free -m | awk \'/^Mem:/ {print $2}\'').stdout.trim()).to.match(/^(4\d\d|50\d|51\d)$/, 'the headnode keeps its 512 MiB');
+    expect(inside("free -m | awk '/^Mem:/ {print $2}'").stdout.trim()).to.match(/^(4\d\d|50\d|51\d)$/, 'the headnode keeps its 512 MiB');
   });
 
   it('refuses as PBS does: a request above the host, an unknown id (153); qselect prints ids', function () {

@@ -15,7 +15,7 @@ interface QstatJob {
   comment?: string;
 }
 
-describe('stage-out: a job\'s files come home before F @vm', function () {
+describe("stage-out: a job's files come home before F @vm", function () {
   this.timeout(1_500_000);
   let g: GcdProcess;
   const inside = (script: string) => g.inHeadnode('hn', script);
@@ -49,7 +49,7 @@ describe('stage-out: a job\'s files come home before F @vm', function () {
     expect(g.processesLeft()).to.equal('');
   });
 
-  it('the issue\'s example: out.txt and res/a.dat are in the headnode when block=true returns, with content, owner, mode and mtime; links stay links; -W stageout adds a path', function () {
+  it("the issue's example: out.txt and res/a.dat are in the headnode when block=true returns, with content, owner, mode and mtime; links stay links; -W stageout adds a path", function () {
     const job = [
       'echo result > out.txt; chmod 640 out.txt; mkdir -p res .hidden; echo 42 > res/a.dat; echo h > .hidden/h',
       'ln -s /etc/shadow shadow-link; mkfifo pipe; echo old > old.txt; touch -d @1000000000 old.txt',
@@ -57,33 +57,49 @@ describe('stage-out: a job\'s files come home before F @vm', function () {
     ].join('; ');
     const sub = inside(`mkdir -p /root/work && cd /root/work && gcqsub -W block=true -W stageout=/opt/extra -- sh -c '${job}'`);
     expect(sub.status, sub.stderr).to.equal(0);
-    const out = ok([
-      'cd /root/work',
-      'cat out.txt res/a.dat .hidden/h /opt/extra/e.txt',
-      'stat -c "%n %U %G %a" out.txt res/a.dat res',
-      'stat -c "%n %Y" old.txt',
-      '[ -L shadow-link ] && echo "link $(readlink shadow-link)"',
-      '[ -e pipe ] || echo "no pipe"',
-      '[ -e /opt/other.txt ] || echo "no other"',
-    ].join('; '));
-    expect(out).to.equal([
-      'result', '42', 'h', 'e',
-      'out.txt root root 640', 'res/a.dat root root 644', 'res root root 755',
-      'old.txt 1000000000',
-      'link /etc/shadow', 'no pipe', 'no other', '',
-    ].join('\n'));
+    const out = ok(
+      [
+        'cd /root/work',
+        'cat out.txt res/a.dat .hidden/h /opt/extra/e.txt',
+        'stat -c "%n %U %G %a" out.txt res/a.dat res',
+        'stat -c "%n %Y" old.txt',
+        '[ -L shadow-link ] && echo "link $(readlink shadow-link)"',
+        '[ -e pipe ] || echo "no pipe"',
+        '[ -e /opt/other.txt ] || echo "no other"',
+      ].join('; '),
+    );
+    expect(out).to.equal(
+      [
+        'result',
+        '42',
+        'h',
+        'e',
+        'out.txt root root 640',
+        'res/a.dat root root 644',
+        'res root root 755',
+        'old.txt 1000000000',
+        'link /etc/shadow',
+        'no pipe',
+        'no other',
+        '',
+      ].join('\n'),
+    );
     // Nothing was kept on the host for it: the link was never followed there.
     expect(existsSync(`${g.stateDir}/undelivered`)).to.equal(false);
   });
 
   it('jobs as another account, a conflict, the size cap, a walltime kill, stageout=none', async function () {
-    ok('id bob >/dev/null 2>&1 || useradd -m bob; mkdir -p /home/bob/w /root/c /root/cap /root/wt /root/none && chown bob: /home/bob/w && echo v1 > /root/c/data.txt');
+    ok(
+      'id bob >/dev/null 2>&1 || useradd -m bob; mkdir -p /home/bob/w /root/c /root/cap /root/wt /root/none && chown bob: /home/bob/w && echo v1 > /root/c/data.txt',
+    );
     // Submitted by bob in the headnode: his job runs as bob and his files come home as bob's.
     const bob = submit(`cd /home/bob/w && setpriv --reuid=bob --regid=$(id -g bob) --init-groups gcqsub -- sh -c 'echo mine > b.txt; chmod 600 b.txt'`);
     // The user changes data.txt in the headnode while the job (which also writes it) runs.
     // pre.txt is written just before the snapshot: not the user's change since it, so the job's
     // version replaces it (the freeze time is exact, in the headnode's clock).
-    const conflict = submit(`cd /root/c && echo pre > pre.txt && gcqsub -- sh -c 'sleep 4; echo job > data.txt; echo job > pre.txt; echo new > new.txt' && echo user > /root/c/data.txt`);
+    const conflict = submit(
+      `cd /root/c && echo pre > pre.txt && gcqsub -- sh -c 'sleep 4; echo job > data.txt; echo job > pre.txt; echo new > new.txt' && echo user > /root/c/data.txt`,
+    );
     const cap = submit(`cd /root/cap && gcqsub -- sh -c 'echo small > small.txt; head -c 2097152 /dev/urandom > big.bin; md5sum big.bin > big.md5'`);
     const wall = submit(`cd /root/wt && gcqsub -l walltime=00:00:08 -- sh -c 'echo partial > wt.txt; sleep 300'`);
     const none = submit(`cd /root/none && gcqsub -W stageout=none -- sh -c 'echo x > none.txt'`);
@@ -94,7 +110,9 @@ describe('stage-out: a job\'s files come home before F @vm', function () {
 
     const c = await waitDone(conflict);
     expect(c.Exit_status, c.comment).to.equal(0);
-    expect(ok(`cd /root/c && cat data.txt data.txt.copper-${conflict} new.txt pre.txt; ls pre.txt.copper-* 2>/dev/null || echo "no pre copy"`)).to.equal('user\njob\nnew\njob\nno pre copy\n');
+    expect(ok(`cd /root/c && cat data.txt data.txt.copper-${conflict} new.txt pre.txt; ls pre.txt.copper-* 2>/dev/null || echo "no pre copy"`)).to.equal(
+      'user\njob\nnew\njob\nno pre copy\n',
+    );
     expect(c.comment).to.include('/root/c/data.txt').and.include('copper-');
 
     const k = await waitDone(cap);

@@ -20,7 +20,20 @@ import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from '../../vm/stage-out.js';
-import type { CloneHandle, Driver, EnterResult, EnterSpec, ExecResult, ExecSpec, KillSignal, OutputStream, PeekResult, RunningCommand, TerminalSession, TerminalSpec } from '../driver.js';
+import type {
+  CloneHandle,
+  Driver,
+  EnterResult,
+  EnterSpec,
+  ExecResult,
+  ExecSpec,
+  KillSignal,
+  OutputStream,
+  PeekResult,
+  RunningCommand,
+  TerminalSession,
+  TerminalSpec,
+} from '../driver.js';
 import { readHostFileAt } from '../read-at.js';
 import { enterClone } from './job-enter.js';
 import { openTerminal } from './job-terminal.js';
@@ -179,7 +192,16 @@ export class QemuDriver extends VmHost implements Driver {
     const rec = parseRecord(c.paths.record, 'clone record', await readFile(c.paths.record, 'utf8'), CLONE_RECORD);
     const meta = await this.snapshotMeta(clone.snapshotId);
     const headnode = (): Promise<AgentClient> => this.opts.headnodes.withRunning(req.headnode, async (h) => h.agent);
-    return stageOutJob({ clone: c.agent, headnode, cloneStartMs: rec.createdAt, snapshotAtMs: meta.createdAt, ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}) }, req);
+    return stageOutJob(
+      {
+        clone: c.agent,
+        headnode,
+        cloneStartMs: rec.createdAt,
+        snapshotAtMs: meta.createdAt,
+        ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}),
+      },
+      req,
+    );
   }
 
   async peek(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult> {
@@ -229,7 +251,9 @@ export class QemuDriver extends VmHost implements Driver {
     try {
       await copyToGuest(agent, hostFile, tmp);
       // chown before the rename: the file appears under its name with its final owner.
-      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
+      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], {
+        timeoutMs: 30_000,
+      });
       if (st.exitCode !== 0) {
         throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
       }
@@ -239,4 +263,3 @@ export class QemuDriver extends VmHost implements Driver {
     }
   }
 }
-

@@ -134,7 +134,14 @@ export class Snapshotter {
     // The frozen overlay's second name: the snapshot's own, kept after the VM drops it.
     await link(frozenDisk, sp.disk);
     const meta: SnapshotMeta = {
-      version: 1, id, headnode: h.name, owner: h.spec.owner, group: h.spec.group, createdAt: Date.now(), pauseMs, vm,
+      version: 1,
+      id,
+      headnode: h.name,
+      owner: h.spec.owner,
+      group: h.spec.group,
+      createdAt: Date.now(),
+      pauseMs,
+      vm,
       ...(frozenAtGuestMs !== undefined ? { frozenAtGuestMs } : {}),
     };
     await writeJsonAtomic(sp.meta, meta);

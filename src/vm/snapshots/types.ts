@@ -11,7 +11,23 @@ import type { VmProcess } from '../vm-process.js';
  * The VM layout a snapshot was taken with: a clone must be started with exactly this.
  * sharedSftp is command-line only (not migrated), but a clone must serve the same owner's folder.
  */
-export type FrozenVm = Pick<VmConfig, 'accel' | 'memMiB' | 'vcpus' | 'maxVcpus' | 'maxMemMiB' | 'memSlots' | 'machine' | 'cpu' | 'kernel' | 'initrd' | 'append' | 'tcgTbMiB' | 'clusterNic' | 'sharedSftp'>;
+export type FrozenVm = Pick<
+  VmConfig,
+  | 'accel'
+  | 'memMiB'
+  | 'vcpus'
+  | 'maxVcpus'
+  | 'maxMemMiB'
+  | 'memSlots'
+  | 'machine'
+  | 'cpu'
+  | 'kernel'
+  | 'initrd'
+  | 'append'
+  | 'tcgTbMiB'
+  | 'clusterNic'
+  | 'sharedSftp'
+>;
 
 /** <snapshot>/meta.json: written last, so a folder without it is an unfinished snapshot. */
 export interface SnapshotMeta {
