@@ -44,6 +44,17 @@ export function wholeNumber(min: number, what = `a whole number >= ${min}`): Set
   };
 }
 
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3, tb: 1024 ** 4 };
+
+/** A size in bytes: plain digits, or digits with kb, mb, gb or tb (powers of 1024, any case). */
+export const byteSize: SettingParser<number> = (t, variable) => {
+  const m = /^(\d+)\s*([kmgt]?b?)$/i.exec(t.trim());
+  const unit = m ? SIZE_UNITS[(m[2] ?? '').toLowerCase().replace(/^([kmgt])$/, '$1b')] : undefined;
+  const n = m && unit !== undefined ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n)) throw new SettingError(variable, t, 'not a size (e.g. 512mb, 4gb, or bytes)');
+  return n;
+};
+
 /** A duration in milliseconds, >= min. */
 export function milliseconds(min = 0): SettingParser<number> {
   return wholeNumber(min, min > 0 ? `a number of milliseconds >= ${min}` : 'a number of milliseconds');

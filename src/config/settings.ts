@@ -1,6 +1,6 @@
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { choice, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';
+import { byteSize, choice, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';
 
 export { SettingError } from './setting-types.js';
 
@@ -46,6 +46,10 @@ export interface Settings {
   imageRecipeDir: string | undefined;
   /** Debian mirror, or undefined for the host's apt source (else deb.debian.org). */
   debianMirror: string | undefined;
+  /** Per job, bytes of file content a stage-out writes into the headnode; the rest is kept on the host. */
+  stageoutMaxBytes: number;
+  /** Per job, most bytes kept on the host beyond stageoutMaxBytes (the rest stays in the clone, said in the comment). */
+  stageoutKeepMaxBytes: number;
   /** Host tools: the headnode they act for when no --headnode is given (read from the caller's environment). */
   headnode: string | undefined;
   /** Job mail (-m/-M) through this SMTP relay, or undefined for the sendmail program. */
@@ -258,6 +262,22 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'mirror for the image build',
   },
+  stageoutMaxBytes: {
+    name: 'GC_STAGEOUT_MAX',
+    type: 'size',
+    defaultText: '`4gb`',
+    parse: byteSize,
+    fallback: () => 4 * 1024 ** 3,
+    meaning: 'per job, file content a stage-out writes into the headnode; the rest is kept on the host',
+  },
+  stageoutKeepMaxBytes: {
+    name: 'GC_STAGEOUT_KEEP_MAX',
+    type: 'size',
+    defaultText: '`16gb`',
+    parse: byteSize,
+    fallback: () => 16 * 1024 ** 3,
+    meaning: 'per job, most kept on the host beyond `GC_STAGEOUT_MAX`',
+  },
   headnode: {
     name: 'GC_HEADNODE',
     type: 'name',
@@ -365,6 +385,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     imageDir: r('imageDir'),
     imageRecipeDir: r('imageRecipeDir'),
     debianMirror: r('debianMirror'),
+    stageoutMaxBytes: r('stageoutMaxBytes'),
+    stageoutKeepMaxBytes: r('stageoutKeepMaxBytes'),
     headnode: r('headnode'),
     smtpUrl: r('smtpUrl'),
     sendmailPath: r('sendmailPath'),

@@ -7,6 +7,8 @@ import type { SignalName } from './signals.js';
  * test double for scheduler unit tests only.
  */
 
+import type { StageOutRequest, StageOutResult } from '../stageout/types.js';
+
 export interface SnapshotInfo {
   /** Unique id; the driver owns the files behind it. */
   id: string;
@@ -167,6 +169,11 @@ export interface Driver {
   resume?(cloneId: string): Promise<void>;
   /** Kill the clone's VM and delete every per-clone file. Idempotent. */
   destroy(cloneId: string): Promise<void>;
+  /**
+   * Bring home what the job wrote: files under req.paths created or changed in the clone are
+   * written into its headnode (see src/stageout/). Called after the command ended, before destroy.
+   */
+  stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult>;
   /** Write a host file into the headnode at guestPath, owned by `owner`. */
   deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void>;
   /** Destroy every clone the driver knows of that is not in `keep`; used after a crash. */

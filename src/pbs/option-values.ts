@@ -170,6 +170,8 @@ export interface WAttributes {
   umask?: string;
   /** max_run_subjobs=N: the array's throttle, as `%N` would set it. */
   maxRunSubjobs?: number;
+  /** -W stageout=none | PATH[,PATH...]: relative paths are the submitter's, resolved later. */
+  stageout?: 'none' | string[];
   /** One-line notes: attributes accepted with what Copper does instead. */
   warnings?: string[];
 }
@@ -177,6 +179,7 @@ export interface WAttributes {
 const SUPPORTED_W = [
   'depend',
   'block',
+  'stageout',
   'group_list',
   'umask',
   'sandbox',
@@ -231,6 +234,8 @@ export function parseWAttributes(value: string, into: WAttributes = {}): WAttrib
       into.block = v.toLowerCase() === 'true';
     } else if (name === 'depend') {
       into.depend = parseDependList(v);
+    } else if (name === 'stageout') {
+      into.stageout = parseStageoutList(v, into.stageout);
     } else if (name === 'group_list') {
       into.groupList = parseGroupList(v);
     } else if (name === 'umask') {
@@ -247,6 +252,24 @@ export function parseWAttributes(value: string, into: WAttributes = {}): WAttrib
     }
   }
   return into;
+}
+
+/**
+ * -W stageout=none, or paths (files or folders) brought home besides the working directory.
+ * Like depend, the value runs on over commas that do not start a new `name=`; repeated -W
+ * stageout lists add up, and none wins over them.
+ */
+export function parseStageoutList(value: string, before?: 'none' | string[]): 'none' | string[] {
+  const items = value.split(',').map((p) => p.trim());
+  if (items.length === 1 && items[0]?.toLowerCase() === 'none') return 'none';
+  if (before === 'none') return 'none';
+  const out = [...(before ?? [])];
+  for (const p of items) {
+    if (p === '') throw new UsageError(`-W stageout=${value}: an empty path; use stageout=PATH[,PATH...] or stageout=none`);
+    if (/[\0\n]/.test(p)) throw new UsageError(`-W stageout: a path may not contain a newline or NUL`);
+    if (!out.includes(p)) out.push(p);
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------- --cron

@@ -116,7 +116,7 @@ const OPTIONS: readonly OptionDef[] = [
   { name: 'V', takesValue: false, describe: 'export your whole environment to the job' },
   { name: 'q', takesValue: true, describe: 'queue' },
   { name: 'p', takesValue: true, describe: 'priority, -1024..1023; higher runs first' },
-  { name: 'W', takesValue: true, describe: 'depend=afterok:ID[:ID][,afternotok:..,afterany:..] or block=true' },
+  { name: 'W', takesValue: true, describe: 'depend=afterok:ID[:ID][,afternotok:..,afterany:..] or block=true or stageout=none|PATH[,PATH]' },
   { name: 'J', takesValue: true, describe: 'array job: X-Y[:Z][%max]' },
   { name: 't', takesValue: true, describe: 'array job, Torque style: 1-10%6 or 1,3,5-7' },
   { name: 'h', takesValue: false, describe: 'submit the job held' },
@@ -319,6 +319,7 @@ interface OptionSet {
   priority?: number;
   block?: boolean;
   depend?: Dependency[];
+  stageout?: 'none' | string[];
   array?: ArraySpec;
   hold?: boolean;
   beginAt?: number;
@@ -426,11 +427,18 @@ function interpretLists(raw: RawOptions, set: OptionSet, ctx: QsubContext): void
     const attrs = parseWAttributes(w);
     if (attrs.block !== undefined) set.block = attrs.block;
     if (attrs.depend !== undefined) set.depend = attrs.depend;
+    if (attrs.stageout !== undefined) set.stageout = mergeStageout(set.stageout, attrs.stageout);
     if (attrs.groupList !== undefined) set.groupList = checkGroup(attrs.groupList, ctx);
     if (attrs.umask !== undefined) set.umask = attrs.umask;
     if (attrs.maxRunSubjobs !== undefined) set.maxRunSubjobs = attrs.maxRunSubjobs;
     set.warnings.push(...(attrs.warnings ?? []));
   }
+}
+
+/** Repeated -W stageout lists add up; none wins. */
+function mergeStageout(a: 'none' | string[] | undefined, b: 'none' | string[]): 'none' | string[] {
+  if (a === 'none' || b === 'none') return 'none';
+  return [...(a ?? []), ...b.filter((p) => !(a ?? []).includes(p))];
 }
 
 function interpretTiming(raw: RawOptions, set: OptionSet, ctx: QsubContext): void {
@@ -577,6 +585,7 @@ function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: stri
     join: o.join ?? 'n',
     rerunnable: o.rerunnable ?? true,
     resources: res.resources,
+    ...(o.stageout !== undefined ? { stageout: o.stageout === 'none' ? 'none' : o.stageout.map((p) => posix.resolve(ctx.cwd, p)) } : {}),
     submitHost: ctx.submitHost,
     ...(o.account !== undefined ? { accountName: o.account } : {}),
     ...(o.project !== undefined ? { project: o.project } : {}),

@@ -20,6 +20,11 @@ export const JOB_TRANSITIONS = {
   'release-wait': { H: 'W' },
   /** One hold went, another remains. */
   'release-partial': { H: 'H' },
+  /**
+   * A held job's dependencies are met: it moves to a snapshot taken now (its parents' files are
+   * home), state unchanged. JobStore.resnapshot moves the snapshot references with it.
+   */
+  resnapshot: { H: 'H' },
   /** gcqalter of a job that has not started, its state unchanged. */
   alter: { Q: 'Q', W: 'W', H: 'H', B: 'B' },
   /** gcqalter -a: the new start time is ahead. */

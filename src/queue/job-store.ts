@@ -45,6 +45,28 @@ if left <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) return 1 end
 return 0
 `;
 
+/**
+ * The `resnapshot` transition (compare-and-set on the state, as gcTransition) that also moves
+ * the job's snapshot reference: +1 on the new snapshot, -1 on the old. Refused when the job no
+ * longer holds a reference (snapRef) or names no snapshot. The 4th item is the old snapshot's
+ * id when that was its last reference (it may go), else ''.
+ */
+const RESNAPSHOT_LUA = `
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+local to = cjson.decode(ARGV[1])[cur]
+local old = redis.call('HGET', KEYS[1], 'snapshotId')
+if not to or not old or redis.call('HEXISTS', KEYS[1], 'snapRef') == 0 then return {0, cur} end
+redis.call('HSET', KEYS[1], 'state', to, 'snapshotId', ARGV[2])
+local last = ''
+if old ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  local left = redis.call('HINCRBY', KEYS[2], old, -1)
+  if left <= 0 then redis.call('HDEL', KEYS[2], old) last = old end
+end
+return {1, cur, redis.call('HGETALL', KEYS[1]), last}
+`;
+
 type Field = Exclude<keyof JobRecord, 'spec' | 'id' | 'depend' | 'array'>;
 
 export type JobPatch = Partial<Pick<JobRecord, Field>>;
@@ -57,6 +79,7 @@ interface StoreScripts {
   gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
   gcUpdate(key: string, ...fields: string[]): Promise<number>;
   gcReleaseRef(jobKey: string, refsKey: string, snapshotId: string): Promise<number>;
+  gcResnapshot(jobKey: string, refsKey: string, map: string, snapshotId: string): Promise<[number, string, string[]?, string?]>;
 }
 
 function encode(patch: JobPatch): string[] {
@@ -125,6 +148,7 @@ export class JobStore {
     redis.defineCommand('gcTransition', { numberOfKeys: 1, lua: TRANSITION_LUA });
     redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
     redis.defineCommand('gcReleaseRef', { numberOfKeys: 2, lua: RELEASE_REF_LUA });
+    redis.defineCommand('gcResnapshot', { numberOfKeys: 2, lua: RESNAPSHOT_LUA });
     this.scripts = redis as unknown as StoreScripts;
   }
 
@@ -228,6 +252,20 @@ export class JobStore {
 
   async incrRunCount(id: string): Promise<number> {
     return this.redis.hincrby(this.keys.job(id), 'runCount', 1);
+  }
+
+  /**
+   * The `resnapshot` transition: a held job now runs in snapshot `to`, its reference moved with
+   * it in the same compare-and-set. `lastRefOf` names the old snapshot when no job needs it any
+   * more (the caller releases it).
+   */
+  async resnapshot(id: string, to: string): Promise<TransitionResult & { lastRefOf?: string }> {
+    const [ok, cur, flat, last] = await this.scripts.gcResnapshot(this.keys.job(id), this.keys.snapshotRefs, JSON.stringify(JOB_TRANSITIONS.resnapshot), to);
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, 'resnapshot') };
+    const record = decode(id, pairs(flat ?? []));
+    this.events.emit({ jobId: id, event: 'resnapshot', from, to: record.state, record });
+    return { ok: true, from, to: record.state, record, ...(last ? { lastRefOf: last } : {}) };
   }
 
   /**

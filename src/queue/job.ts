@@ -45,6 +45,11 @@ export interface JobSpec {
   /** -r y|n: may the job be run again after gcd lost it (crash, restart). */
   rerunnable: boolean;
   resources: Resources;
+  /**
+   * -W stageout: 'none' brings nothing home; a list adds absolute clone paths to the working
+   * directory, which is always staged out (see src/stageout/).
+   */
+  stageout?: 'none' | string[];
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
   /** -A: PBS Account_Name, a charge string (not the Unix account above). */

@@ -5,6 +5,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, signalExitStatus, type EndReason, type JobRecord } from '../queue/job.js';
 import type { JobStore, TransitionResult } from '../queue/job-store.js';
+import { stageOutJob } from '../stageout/run-stage-out.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 import { cloneHostname } from './clone-hostname.js';
@@ -132,9 +133,14 @@ export class JobRunner {
         const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment, endReason: ended.endReason });
         if (!e.ok) throw e.error;
         exited = true;
-        // Deliver output (a stage-out step goes next to this one).
+        // Deliver output.
         const note = await this.deliver(job, spool, paths, job.spec.join);
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
+        // Stage-out: the files the job wrote come home while its clone lives, before F, so
+        // that block=true and afterok dependents see them. Never throws (a failure is a note).
+        // Not redone after a crash: a job found in E is finished with its status, as it is.
+        const staged = await stageOutJob(driver, clone, job, this.o.spoolDir);
+        if (staged) ended = { ...ended, comment: `${ended.comment}; ${staged}` };
       }
     } catch (e) {
       if (stop.aborted && (stop.reason === 'shutdown' || stop.reason === 'rerun') && !exited) requeue = true;

@@ -19,6 +19,7 @@ import { JobControl, type JobChanges } from './job-control.js';
 import { JobRunner, type StopReason } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
+import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
@@ -330,6 +331,9 @@ export class Scheduler {
     for (const d of child.depend) for (const id of d.jobIds) parents.set(id, await this.store.tryGet(id));
     const v = judgeDependencies(child.depend, parents);
     if (v.kind === 'met') {
+      // Its parents' files are home now: the job runs in the headnode as it is now.
+      const note = await freshSnapshotForRelease(this.o.driver, this.store, child.spec.headnode, await this.control.targets(child));
+      if (note) await this.store.update(child.id, { comment: note });
       await this.control.release(child, 's');
     } else if (v.kind === 'never') {
       // PBS deletes a job whose dependency can no longer be met; its history says why.

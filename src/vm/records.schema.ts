@@ -40,6 +40,7 @@ export const SNAPSHOT_META: z.ZodType<SnapshotMeta> = z.looseObject({
   createdAt: z.number(),
   pauseMs: z.number().nonnegative(),
   vm: FROZEN_VM,
+  frozenAtGuestMs: z.number().positive().optional(),
 });
 
 export const CLONE_RECORD: z.ZodType<CloneRecord> = z.looseObject({

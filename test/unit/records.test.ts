@@ -52,6 +52,16 @@ describe('on-disk JSON records are checked when read', () => {
     expect(m).to.deep.equal({ ...META, later: 'kept' });
   });
 
+  it('snapshot metadata: the freeze time in the guest clock is optional (older snapshots lack it); a non-number is refused', () => {
+    const withClock = parseRecord('/s/meta.json', 'snapshot metadata', JSON.stringify({ ...META, frozenAtGuestMs: 1700000000123.456 }), SNAPSHOT_META);
+    expect(withClock.frozenAtGuestMs).to.equal(1700000000123.456);
+    expect(parseRecord('/s/meta.json', 'snapshot metadata', JSON.stringify(META), SNAPSHOT_META).frozenAtGuestMs).to.equal(undefined);
+    expect(() => parseRecord('/s/meta.json', 'snapshot metadata', JSON.stringify({ ...META, frozenAtGuestMs: 'noon' }), SNAPSHOT_META)).to.throw(
+      RecordError,
+      /frozenAtGuestMs/,
+    );
+  });
+
   it('a record written before versions existed reads as version 1; an unknown version is refused naming the file', () => {
     const { version: _v, ...old } = META;
     expect(parseRecord('/s/meta.json', 'snapshot metadata', JSON.stringify(old), SNAPSHOT_META).version).to.equal(1);

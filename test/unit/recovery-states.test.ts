@@ -75,7 +75,7 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     expect(b.comment).to.match(/not rerunnable/);
     const c = await get(exiting);
     expect([c.exitStatus, c.runCount]).to.deep.equal([7, 1]);
-    expect(c.comment).to.match(/output was delivered/);
+    expect(c.comment).to.match(/gcd stopped while its output was delivered/);
     expect(heard.filter((h) => h.startsWith(`${exiting.id} `))).to.deep.equal([`${exiting.id} E>F`]);
     expect(readFileSync(join(r.dir, 'headnodes', 'hn1', 'tmp', `STDIN.o${exiting.seq}`), 'utf8')).to.equal(
       'ran once\n',

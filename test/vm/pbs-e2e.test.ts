@@ -74,8 +74,8 @@ describe('arrays, dependencies, quotas and snapshot semantics with real clones @
     const outs = inside(`cd /root/w && cat arr.o${seq}.1 arr.o${seq}.2 arr.o${seq}.3`).stdout;
     expect(outs).to.equal(`task 1 on hn-${seq}-1\ntask 2 on hn-${seq}-2\ntask 3 on hn-${seq}-3\n`);
     expect((await waitDone(depId)).Exit_status).to.equal(0);
-    // The dependent job ran in a snapshot taken at its submission, before the array's output came home.
-    expect(inside(`cat /root/w/after.o${depId.split('.')[0]}`).stdout).to.equal('0\n');
+    // The dependent job ran in a snapshot taken when the array ended: its output had come home.
+    expect(inside(`cat /root/w/after.o${depId.split('.')[0]}`).stdout).to.equal('3\n');
   });
 
   it('a submission over max_queued is refused with the limit named, from inside the headnode', function () {

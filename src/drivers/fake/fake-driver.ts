@@ -17,6 +17,7 @@ import type {
   RunningCommand,
   SnapshotInfo,
 } from '../driver.js';
+import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
 import { readHostFileAt } from '../read-at.js';
 import { constants } from 'node:os';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -44,6 +45,8 @@ export class FakeDriver implements Driver {
   readonly snapshots = new Set<string>();
   readonly clones = new Map<string, CloneHandle>();
   private readonly procs = new Map<string, ChildProcess>();
+  /** Stage-outs asked for, in order (the fake runs commands on the host: nothing to copy). */
+  readonly stageOuts: Array<{ cloneId: string; req: StageOutRequest; at: number }> = [];
   /** Each clone's job output files (host files here: peek reads them as they grow). */
   private readonly outputs = new Map<string, { stdout: string; stderr: string }>();
 
@@ -172,6 +175,11 @@ export class FakeDriver implements Driver {
     }
     this.procs.delete(cloneId);
     this.clones.delete(cloneId);
+  }
+
+  async stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult> {
+    this.stageOuts.push({ cloneId: clone.cloneId, req, at: Date.now() });
+    return { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] };
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string): Promise<void> {

@@ -5,16 +5,21 @@
  * process group) and delivering a file into a headnode.
  */
 import { randomBytes } from 'node:crypto';
-import { appendFile, stat } from 'node:fs/promises';
+import { appendFile, readFile, stat } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CopperError, DriverError, NotFoundError, StateError, UsageError, errorMessage } from '../../errors.js';
+import { parseRecord } from '../../json-record.js';
 import { log } from '../../log.js';
+import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
+import type { AgentClient } from '../../vm/agent.js';
 import { guestText, identity } from '../../vm/clones/identity.js';
 import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../../vm/guest-files.js';
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
+import { CLONE_RECORD } from '../../vm/records.schema.js';
+import { stageOutJob } from '../../vm/stage-out.js';
 import type {
   CloneHandle,
   Driver,
@@ -179,6 +184,24 @@ export class QemuDriver extends VmHost implements Driver {
       log.debug(`clone ${clone.cloneId}: kill -s ${signal} -- ${target}: ${st.exitCode ?? `signal ${st.signal}`} ${guestText(st.err?.toString() ?? '')}`);
     };
     return { done, kill };
+  }
+
+  /** See vm/stage-out.ts: the clone's files changed since it started go into its headnode. */
+  async stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult> {
+    const c = this.runningClone(clone.cloneId);
+    const rec = parseRecord(c.paths.record, 'clone record', await readFile(c.paths.record, 'utf8'), CLONE_RECORD);
+    const meta = await this.snapshotMeta(clone.snapshotId);
+    const headnode = (): Promise<AgentClient> => this.opts.headnodes.withRunning(req.headnode, async (h) => h.agent);
+    return stageOutJob(
+      {
+        clone: c.agent,
+        headnode,
+        cloneStartMs: rec.createdAt,
+        snapshotAtMs: meta.createdAt,
+        ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}),
+      },
+      req,
+    );
   }
 
   async peek(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult> {

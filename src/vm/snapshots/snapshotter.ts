@@ -19,6 +19,7 @@ import { writeJsonAtomic } from '../json-file.js';
 import { assertId, type Layout } from '../layout.js';
 import { enableIgnoreShared, saveDeviceState, whilePaused, type SnapshotRamMethod } from '../migration.js';
 import type { ClusterNic } from '../vm-args.js';
+import { guestClockMs } from './guest-clock.js';
 import { BackgroundPolicy, freezeInBackground } from './background.js';
 import { DiskStreams, shortenChain } from './disk-streams.js';
 import { checkRamSpace, copySparse, digHoles } from './ram-space.js';
@@ -109,6 +110,8 @@ export class Snapshotter {
     let pauseMs: number;
     let failure: unknown;
     let marks: Record<string, number>;
+    // The freeze instant in the VM's clock, read as late as it still runs (stage-out's conflict check).
+    const frozenAtGuestMs = await guestClockMs(h.agent, h.name);
     const bg = this.policy.tried ? await freezeInBackground(h, layout, this.policy, id, vm, frozenNode, freeze) : undefined;
     if (bg !== undefined) {
       ({ pauseMs, failure, marks } = bg);
@@ -139,6 +142,7 @@ export class Snapshotter {
       createdAt: Date.now(),
       pauseMs,
       vm,
+      ...(frozenAtGuestMs !== undefined ? { frozenAtGuestMs } : {}),
     };
     await writeJsonAtomic(sp.meta, meta);
     this.streams.start(h, `ov${nextGen}`, frozenNode, frozenDisk);

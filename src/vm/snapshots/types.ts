@@ -40,6 +40,12 @@ export interface SnapshotMeta {
   createdAt: number;
   pauseMs: number;
   vm: FrozenVm;
+  /**
+   * The VM's own clock (ms since the epoch) read just before the pause: nothing it wrote after
+   * the freeze has an earlier time. Absent in snapshots taken before it was recorded, or when
+   * the guest agent did not answer.
+   */
+  frozenAtGuestMs?: number;
 }
 
 /** A snapshot as callers see it (the job driver's SnapshotInfo has this shape). */
