@@ -43,7 +43,7 @@ const channels: GuestChannels = {
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
@@ -110,7 +110,7 @@ async function main(): Promise<void> {
         await drv.destroy(c.cloneId);
       }
       console.log(
-        `${label} rep ${i}: stage-out ${Math.round(so[i]!)} ms (${soBytes} B; steps ${JSON.stringify(steps[i])}), plain tar ${Math.round(plain[i]!)} ms (${plainBytes} B)`,
+        `${label} rep ${i}: stage-out ${Math.round(so[i])} ms (${soBytes} B; steps ${JSON.stringify(steps[i])}), plain tar ${Math.round(plain[i])} ms (${plainBytes} B)`,
       );
     }
     const soMs = pct(so, 50);
@@ -173,10 +173,10 @@ async function main(): Promise<void> {
       for (let i = 0; i < REPS; i++) {
         for (const none of [false, true]) {
           const [j] = await sched.submit([spec(none ? 'n' : 's', none)]);
-          const done = await sched.waitFor(j!.id, 10);
-          const seq = j!.id.split('.')[0]!;
+          const done = await sched.waitFor(j.id, 10);
+          const seq = j.id.split('.')[0];
           const printed = Number((await inHead(`cat /root/e/${none ? 'n' : 's'}.o${seq}`)).trim());
-          if (done.exitStatus !== 0 || !printed) throw new Error(`job ${j!.id}: ${JSON.stringify(done)}`);
+          if (done.exitStatus !== 0 || !printed) throw new Error(`job ${j.id}: ${JSON.stringify(done)}`);
           lat[none ? 'none' : 'withStageOut'].push(done.endedAt! - printed);
           const home = (await inHead('ls /root/e | grep -c "^f" || true')).trim();
           console.log(`end -> F ${none ? 'without' : 'with'} stage-out: ${done.endedAt! - printed} ms (files in the headnode: ${home})`);

@@ -103,9 +103,9 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
       return a;
     };
     const first = placeRun(mk('one'), '1.srv', snap, 'root', work);
-    expect(JSON.parse(first.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
+    expect((JSON.parse(first.out) as { conflicts: string[] }).conflicts).to.deep.equal([join(work, 'data.txt')]);
     const second = placeRun(mk('two'), '2.srv', snap, 'root', work);
-    expect(JSON.parse(second.out).conflicts).to.deep.equal([join(work, 'data.txt')]);
+    expect((JSON.parse(second.out) as { conflicts: string[] }).conflicts).to.deep.equal([join(work, 'data.txt')]);
     expect(readFileSync(join(work, 'data.txt'), 'utf8')).to.equal('user');
     expect(readFileSync(join(work, 'data.txt.copper-1.srv'), 'utf8')).to.equal('one');
     expect(readFileSync(join(work, 'data.txt.copper-2.srv'), 'utf8')).to.equal('two');

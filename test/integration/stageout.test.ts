@@ -80,19 +80,19 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
       spec({ argv: ['sleep', '30.03'] }),
     ]);
     await until('the job to delete runs', () => spawnSync('pgrep', ['-f', '^sleep 30\\.03$']).status === 0, 20_000);
-    await sched.delete(ADMIN, del!.id);
-    for (const j of [ok, bad, wall, del]) await sched.waitFor(j!.id);
+    await sched.delete(ADMIN, del.id);
+    for (const j of [ok, bad, wall, del]) await sched.waitFor(j.id);
     const byJob = new Map(driver.seen.map((s) => [s.jobId, s]));
     for (const j of [ok, bad, wall, del]) {
-      expect(byJob.get(j!.id)?.cloneAlive, j!.id).to.equal(true);
+      expect(byJob.get(j.id)?.cloneAlive, j.id).to.equal(true);
     }
-    expect(byJob.get(ok!.id)?.paths).to.deep.equal(['/tmp', '/data/extra']);
+    expect(byJob.get(ok.id)?.paths).to.deep.equal(['/tmp', '/data/extra']);
     expect(driver.seen).to.have.length(4);
   });
 
   it('-W stageout=none stages nothing; conflicts, the cap and failures are in the comment', async function () {
     const [none] = await sched.submit([spec({ stageout: 'none' })]);
-    await sched.waitFor(none!.id);
+    await sched.waitFor(none.id);
     expect(driver.seen).to.have.length(0);
 
     driver.answer = {
@@ -104,7 +104,7 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
       excess: { entries: 1, bytes: 5_000_000, keptAt: '/var/lib/copper/undelivered/2.srv/stageout-excess.tar' },
     };
     const [c] = await sched.submit([spec()]);
-    const done = await sched.waitFor(c!.id);
+    const done = await sched.waitFor(c.id);
     expect(done.exitStatus).to.equal(0);
     expect(done.comment)
       .to.include('Job run, exit 0')
@@ -113,17 +113,17 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
 
     driver.answer = new Error('headnode hn1 is not running');
     const [f] = await sched.submit([spec()]);
-    expect((await sched.waitFor(f!.id)).comment)
+    expect((await sched.waitFor(f.id)).comment)
       .to.include('stage-out failed')
       .and.include('headnode hn1 is not running');
   });
 
   it('an afterok dependent runs in a snapshot taken when its parent ended, and old snapshots are released', async function () {
     const [parent] = await sched.submit([spec({ argv: ['sleep', '0.5'] })]);
-    const [child] = await sched.submit([spec()], { depend: [{ type: 'afterok', jobIds: [parent!.id] }] });
-    const done = await sched.waitFor(child!.id);
+    const [child] = await sched.submit([spec()], { depend: [{ type: 'afterok', jobIds: [parent.id] }] });
+    const done = await sched.waitFor(child.id);
     expect(done.exitStatus).to.equal(0);
-    expect(done.snapshotId ?? (await sched.get(ADMIN, child!.id)).snapshotId).to.not.equal(child!.snapshotId);
+    expect(done.snapshotId ?? (await sched.get(ADMIN, child.id)).snapshotId).to.not.equal(child.snapshotId);
     await until('snapshots released', () => driver.snapshots.size === 0, 5000);
   });
 });
