@@ -7,6 +7,7 @@ import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
 import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
+import { setLongTimeout } from './long-timer.js';
 
 /** Why a running job is being stopped from outside. */
 export type StopReason = 'deleted' | 'shutdown';
@@ -18,6 +19,11 @@ export interface RunnerOptions {
   spoolDir: string;
   /** PBS kill_delay: time between SIGTERM and SIGKILL. */
   killDelayMs: number;
+  /**
+   * Host-side deadline after the SIGKILL: a job still not ended by then (its guest lies or
+   * stopped answering) has its clone destroyed by the host and ends with the reason. Default 30 s.
+   */
+  guestDeadlineMs?: number;
   /** How long finished jobs stay visible to gcqstat -x. */
   historyTtlSec: number;
   /**
@@ -84,7 +90,7 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
-      const result = await this.supervise(job, running, stop);
+      const result = await this.supervise(job, cloneId, running, stop);
       ended = result.ended;
       requeue = result.requeue;
 
@@ -174,37 +180,62 @@ export class JobRunner {
   /** Wait for the command, enforcing walltime and outside stops (SIGTERM, kill delay, SIGKILL). */
   private async supervise(
     job: JobRecord,
+    cloneId: string,
     running: RunningCommand,
     stop: AbortSignal,
   ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean }> {
     let why: 'walltime' | StopReason | undefined;
+    /** Set when the host killed the clone: the guest did not end the job by the deadline. */
+    let forced: string | undefined;
+    let killErr: string | undefined;
+    let forceEnd: (r: ExecResult) => void = () => undefined;
+    const forcedEnd = new Promise<ExecResult>((resolve) => (forceEnd = resolve));
+    const timers: NodeJS.Timeout[] = [];
+    const guestDeadlineMs = this.o.guestDeadlineMs ?? 30_000;
+    const noteKillError = (e: unknown): void => {
+      killErr ??= errorMessage(e);
+    };
     const terminate = (reason: 'walltime' | StopReason): void => {
       if (why) return;
       why = reason;
-      void running.kill('TERM').catch(() => undefined);
-      const k = setTimeout(() => void running.kill('KILL').catch(() => undefined), this.o.killDelayMs);
-      void running.done.finally(() => clearTimeout(k));
+      void running.kill('TERM').catch(noteKillError);
+      timers.push(setTimeout(() => void running.kill('KILL').catch(noteKillError), this.o.killDelayMs));
+      // The kills go through the guest, which may lie or not answer: the host has the last word.
+      timers.push(
+        setTimeout(() => {
+          forced = `the guest did not end the job ${Math.round((this.o.killDelayMs + guestDeadlineMs) / 1000)}s after SIGTERM${killErr ? ` (${killErr})` : ''}; its VM was killed`;
+          log.warn('guest did not end its job: clone killed from the host', { job: job.id, cloneId, error: killErr });
+          void this.o.driver
+            .destroy(cloneId)
+            .catch((e) => log.error('clone destroy failed', { cloneId, error: errorMessage(e) }))
+            .finally(() => forceEnd({ exitCode: null, signal: 9 }));
+        }, this.o.killDelayMs + guestDeadlineMs),
+      );
     };
     const wall = job.spec.walltimeSec;
-    const timer = wall ? setTimeout(() => terminate('walltime'), wall * 1000) : undefined;
+    // Not setTimeout: its limit is 24.8 days, and a longer walltime would fire at once.
+    const timer = wall ? setLongTimeout(() => terminate('walltime'), wall * 1000) : undefined;
     const onStop = (): void => terminate(stop.reason === 'shutdown' ? 'shutdown' : 'deleted');
     if (stop.aborted) onStop();
     stop.addEventListener('abort', onStop);
     let result: ExecResult;
     try {
-      result = await running.done;
+      // Once the host killed the clone, the command's own end (a failure: its VM is gone) is moot.
+      result = await Promise.race([running.done.catch((e: unknown) => (forced ? forcedEnd : Promise.reject(e))), forcedEnd]);
     } finally {
-      if (timer) clearTimeout(timer);
+      timer?.clear();
+      for (const t of timers) clearTimeout(t);
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
+    const extra = [forced, result.note].filter((x) => x !== undefined).map((x) => `; ${x}`).join('');
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})` }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}` }, requeue: false };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running' }, requeue: false };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown' }, requeue: true };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}` }, requeue: false };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: `stopped by gcd shutdown${extra}` }, requeue: true };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
-    return { ended: { exitStatus: status, comment: `Job run, ${how}` }, requeue: false };
+    return { ended: { exitStatus: status, comment: `Job run, ${how}${extra}` }, requeue: false };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */

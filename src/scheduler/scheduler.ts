@@ -37,6 +37,8 @@ export interface SchedulerOptions {
   concurrency?: number;
   lockDurationMs?: number;
   killDelayMs?: number;
+  /** RunnerOptions.guestDeadlineMs. */
+  guestDeadlineMs?: number;
   historyTtlSec?: number;
   retryDelayMs?: number;
   /** false: accept and list jobs but run none (a submit-only process, or a benchmark). */
@@ -86,6 +88,7 @@ export class Scheduler {
       store: this.store,
       spoolDir: this.spoolDir,
       killDelayMs: o.killDelayMs ?? 10_000,
+      ...(o.guestDeadlineMs !== undefined ? { guestDeadlineMs: o.guestDeadlineMs } : {}),
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
     });
