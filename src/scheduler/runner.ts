@@ -221,7 +221,11 @@ export class JobRunner {
     let result: ExecResult;
     try {
       // Once the host killed the clone, the command's own end (a failure: its VM is gone) is moot.
-      result = await Promise.race([running.done.catch((e: unknown) => (forced ? forcedEnd : Promise.reject(e))), forcedEnd]);
+      const own = running.done.catch(async (e: unknown): Promise<ExecResult> => {
+        if (forced) return forcedEnd;
+        throw e;
+      });
+      result = await Promise.race([own, forcedEnd]);
     } finally {
       timer?.clear();
       for (const t of timers) clearTimeout(t);

@@ -14,7 +14,9 @@ export function unixHttp(socketPath: string, method: string, path: string, body?
     const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(body);
     const req = request(
       {
-        socketPath, method, path,
+        socketPath,
+        method,
+        path,
         headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
         timeout: timeoutMs,
       },

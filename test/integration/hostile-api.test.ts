@@ -65,7 +65,7 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
     let stop = false;
     const hammer = async (path: () => string, n: number): Promise<void> => {
       for (let i = 0; !stop; i++) {
-        const [method, url, body] = bodies[(i + n) % bodies.length]!;
+        const [method, url, body] = bodies[(i + n) % bodies.length] ?? bodies[0];
         const wasReady = ready;
         let a: UnixAnswer;
         try {
@@ -106,12 +106,17 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
     stop = true;
     await guarded;
     const before503 = seen.before.get(503) ?? 0;
-    process.stdout.write(`      start-up hammer: ${JSON.stringify({ beforeReady: Object.fromEntries(seen.before), afterReady: Object.fromEntries(seen.after), refused: seen.noSocket, jobsAccepted: seen.accepted })}\n`);
+    process.stdout.write(
+      `      start-up hammer: ${JSON.stringify({ beforeReady: Object.fromEntries(seen.before), afterReady: Object.fromEntries(seen.after), refused: seen.noSocket, jobsAccepted: seen.accepted })}\n`,
+    );
     // (A non-503 sent before ready is checked in the loop: its answer came once gcd had recovered.)
     expect(before503, 'the start window was hit').to.be.above(20);
     expect(seen.after.size).to.be.above(0);
     // Every job gcd said it took is there once; none came from a 503.
-    const listed = g.tool('gcqstat', ['-x']).stdout.split('\n').filter((l) => /^\d+\.srv/.test(l));
+    const listed = g
+      .tool('gcqstat', ['-x'])
+      .stdout.split('\n')
+      .filter((l) => /^\d+\.srv/.test(l));
     expect(listed.length).to.equal(seen.accepted);
   });
 
@@ -123,13 +128,130 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
     await g.start();
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
     const rnd = prng(seed);
-    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
     const int = (n: number): number => Math.floor(rnd() * n);
 
-    const STRINGS = ['', ' ', '-', '--', '\0', '\n', '../../etc/passwd', '%', '%zz', '☃', '\u202e', '\ud800', 'a'.repeat(5000), '1', '-1', '1e309', '0x10', 'NaN', 'null', '__proto__', 'constructor', 'hn1', 'hn2', 'alice', 'root', '1.srv', '99999999999999999999', '1[].srv', '1[3].srv', 'cron1', '$(id)', '`id`', ';', '|', '"', "'", '{}', '[]'];
-    const OPTIONS = ['-N', '-l', '-q', '-J', '-W', '-h', '-p', '-a', '-j', '-o', '-e', '-r', '-v', '-V', '-x', '-f', '-F', '-u', '-t', '-s', '--headnode', '--cron', '--throttle', '--json', '--all', '--help', '--version', '-I', '-X', '-k', '-m', '-M', '-S', '-z', '-c'];
-    const VALUES = ['walltime=1:00', 'walltime=-1', 'walltime=99999999:00:00', 'ncpus=0', 'ncpus=4', 'mem=1tb', 'select=1:ncpus=2', 'depend=afterok:1', 'depend=afterany:1[].srv', 'block=true', 'n', 'y', 'oe', 'json', 'xml', '1-3%1', '1-1000000', '5-1', '0', '-1024', '1024', '202612312359', 'workq', 'nosuchq', 'user=root', 'A=1,B'];
-    const TOOLS = ['gcqsub', 'gcqstat', 'gcqdel', 'gcqalter', 'gcqhold', 'gcqrls', 'gc', 'gcqsig', 'gcqrerun', 'nosuch', '', '../gcd', 'constructor', '__proto__'];
+    const STRINGS = [
+      '',
+      ' ',
+      '-',
+      '--',
+      '\0',
+      '\n',
+      '../../etc/passwd',
+      '%',
+      '%zz',
+      '☃',
+      '\u202e',
+      '\ud800',
+      'a'.repeat(5000),
+      '1',
+      '-1',
+      '1e309',
+      '0x10',
+      'NaN',
+      'null',
+      '__proto__',
+      'constructor',
+      'hn1',
+      'hn2',
+      'alice',
+      'root',
+      '1.srv',
+      '99999999999999999999',
+      '1[].srv',
+      '1[3].srv',
+      'cron1',
+      '$(id)',
+      '`id`',
+      ';',
+      '|',
+      '"',
+      "'",
+      '{}',
+      '[]',
+    ];
+    const OPTIONS = [
+      '-N',
+      '-l',
+      '-q',
+      '-J',
+      '-W',
+      '-h',
+      '-p',
+      '-a',
+      '-j',
+      '-o',
+      '-e',
+      '-r',
+      '-v',
+      '-V',
+      '-x',
+      '-f',
+      '-F',
+      '-u',
+      '-t',
+      '-s',
+      '--headnode',
+      '--cron',
+      '--throttle',
+      '--json',
+      '--all',
+      '--help',
+      '--version',
+      '-I',
+      '-X',
+      '-k',
+      '-m',
+      '-M',
+      '-S',
+      '-z',
+      '-c',
+    ];
+    const VALUES = [
+      'walltime=1:00',
+      'walltime=-1',
+      'walltime=99999999:00:00',
+      'ncpus=0',
+      'ncpus=4',
+      'mem=1tb',
+      'select=1:ncpus=2',
+      'depend=afterok:1',
+      'depend=afterany:1[].srv',
+      'block=true',
+      'n',
+      'y',
+      'oe',
+      'json',
+      'xml',
+      '1-3%1',
+      '1-1000000',
+      '5-1',
+      '0',
+      '-1024',
+      '1024',
+      '202612312359',
+      'workq',
+      'nosuchq',
+      'user=root',
+      'A=1,B',
+    ];
+    const TOOLS = [
+      'gcqsub',
+      'gcqstat',
+      'gcqdel',
+      'gcqalter',
+      'gcqhold',
+      'gcqrls',
+      'gc',
+      'gcqsig',
+      'gcqrerun',
+      'nosuch',
+      '',
+      '../gcd',
+      'constructor',
+      '__proto__',
+    ];
     const GC_WORDS = ['headnode', 'create', 'start', 'stop', 'destroy', 'list', 'exec', 'clone', 'clones', 'kill', 'whoami', 'console', 'image'];
     // Never a real host program: fuzzed jobs stay queued (max_running 0), and would not run anything anyway.
     const word = (): string => (rnd() < 0.5 ? pick(STRINGS) : pick([...OPTIONS, ...VALUES, ...GC_WORDS]));
@@ -137,16 +259,44 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
     const value = (depth = 0): unknown => {
       const k = int(depth > 2 ? 6 : 9);
       switch (k) {
-        case 0: return null;
-        case 1: return rnd() < 0.5;
-        case 2: return pick([0, -1, 1, 3, 1e308, -1e308, 2 ** 53 + 1, 0.5, -0]);
-        case 3: return pick(STRINGS);
-        case 4: return word();
-        case 5: return argv();
-        case 6: return Array.from({ length: int(4) }, () => value(depth + 1));
+        case 0:
+          return null;
+        case 1:
+          return rnd() < 0.5;
+        case 2:
+          return pick([0, -1, 1, 3, 1e308, -1e308, 2 ** 53 + 1, 0.5, -0]);
+        case 3:
+          return pick(STRINGS);
+        case 4:
+          return word();
+        case 5:
+          return argv();
+        case 6:
+          return Array.from({ length: int(4) }, () => value(depth + 1));
         default: {
           const o: Record<string, unknown> = {};
-          for (let i = 0; i < int(5); i++) o[pick(['tool', 'argv', 'cwd', 'env', 'account', 'files', 'missing', 'n', 'ttlSec', 'ids', 'generation', 'all', 'headnode', 'user', 'owner', '__proto__', word()])] = value(depth + 1);
+          for (let i = 0; i < int(5); i++)
+            o[
+              pick([
+                'tool',
+                'argv',
+                'cwd',
+                'env',
+                'account',
+                'files',
+                'missing',
+                'n',
+                'ttlSec',
+                'ids',
+                'generation',
+                'all',
+                'headnode',
+                'user',
+                'owner',
+                '__proto__',
+                word(),
+              ])
+            ] = value(depth + 1);
           return o;
         }
       }
@@ -165,10 +315,15 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
       const b = Buffer.from(text);
       const out = Buffer.from(b);
       switch (int(4)) {
-        case 0: if (out.length) out[int(out.length)] = int(256); return out;
-        case 1: return out.subarray(0, int(out.length + 1));
-        case 2: return Buffer.concat([out.subarray(0, int(out.length + 1)), Buffer.from(pick(['{', '"', '\\u0000', '\xff', ',', ']', 'null']))]);
-        default: return Buffer.concat([out, out]);
+        case 0:
+          if (out.length) out[int(out.length)] = int(256);
+          return out;
+        case 1:
+          return out.subarray(0, int(out.length + 1));
+        case 2:
+          return Buffer.concat([out.subarray(0, int(out.length + 1)), Buffer.from(pick(['{', '"', '\\u0000', '\xff', ',', ']', 'null']))]);
+        default:
+          return Buffer.concat([out, out]);
       }
     };
     type Input = { method: string; path: string; body?: string | Buffer };
@@ -183,15 +338,34 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
       };
       const id = enc(word()).replace(/%25/g, pick(['%', '%25', '%E0%A4%A']));
       switch (r) {
-        case 0: case 1: case 2: case 3: return { method: 'POST', path: '/v1/cli', body: JSON.stringify(validCli()) };
-        case 4: return { method: 'POST', path: '/v1/cli', body: mutate(JSON.stringify(validCli())) };
-        case 5: return { method: 'POST', path: '/v1/cli', body: JSON.stringify(value()) };
-        case 6: return { method: 'POST', path: pick(['/v1/clusters/clone', '/v1/clusters/kill']), body: rnd() < 0.5 ? JSON.stringify(value()) : mutate(JSON.stringify({ n: int(5), ids: [1, 2], headnode: 'hn2' })) };
-        case 7: return { method: 'GET', path: `/v1/clusters${pick(['', '/usage', '/whoami'])}?headnode=${enc(word())}&all=${pick(['1', '0', ''])}` };
-        case 8: return { method: pick(['GET', 'DELETE']), path: `/v1/jobs/${id}` };
-        case 9: return { method: 'GET', path: `/v1/jobs?all=${pick(['1', 'x'])}`, ...(rnd() < 0.5 ? { body: mutate('{"a":1}') } : {}) };
-        case 10: return { method: pick(['PUT', 'PATCH', 'OPTIONS', 'POST', 'GET']), path: pick(['/', '/v1', '/v2/cli', `/v1/${id}`, '/v1/cli/../cli', '/%2e%2e/etc']) };
-        default: return { method: 'POST', path: '/v1/cli', body: Buffer.alloc(rnd() < 0.3 ? 1024 * 1024 + 10 : int(3000), int(256)) };
+        case 0:
+        case 1:
+        case 2:
+        case 3:
+          return { method: 'POST', path: '/v1/cli', body: JSON.stringify(validCli()) };
+        case 4:
+          return { method: 'POST', path: '/v1/cli', body: mutate(JSON.stringify(validCli())) };
+        case 5:
+          return { method: 'POST', path: '/v1/cli', body: JSON.stringify(value()) };
+        case 6:
+          return {
+            method: 'POST',
+            path: pick(['/v1/clusters/clone', '/v1/clusters/kill']),
+            body: rnd() < 0.5 ? JSON.stringify(value()) : mutate(JSON.stringify({ n: int(5), ids: [1, 2], headnode: 'hn2' })),
+          };
+        case 7:
+          return { method: 'GET', path: `/v1/clusters${pick(['', '/usage', '/whoami'])}?headnode=${enc(word())}&all=${pick(['1', '0', ''])}` };
+        case 8:
+          return { method: pick(['GET', 'DELETE']), path: `/v1/jobs/${id}` };
+        case 9:
+          return { method: 'GET', path: `/v1/jobs?all=${pick(['1', 'x'])}`, ...(rnd() < 0.5 ? { body: mutate('{"a":1}') } : {}) };
+        case 10:
+          return {
+            method: pick(['PUT', 'PATCH', 'OPTIONS', 'POST', 'GET']),
+            path: pick(['/', '/v1', '/v2/cli', `/v1/${id}`, '/v1/cli/../cli', '/%2e%2e/etc']),
+          };
+        default:
+          return { method: 'POST', path: '/v1/cli', body: Buffer.alloc(rnd() < 0.3 ? 1024 * 1024 + 10 : int(3000), int(256)) };
       }
     };
 
@@ -216,7 +390,7 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
       }
     };
     const t0 = Date.now();
-    for (let done = 0; done < N; ) {
+    for (let done = 0; done < N;) {
       const batch = Math.min(16, N - done);
       await Promise.all(Array.from({ length: batch }, oneInput));
       done += batch;

@@ -158,7 +158,11 @@ describe('host-side deadlines (issue 13 items 4 and 12; test-double driver, real
       };
       try {
         const thirtyDays = 30 * 86_400_000;
-        setLongTimeout(() => fired++, thirtyDays, () => now);
+        setLongTimeout(
+          () => fired++,
+          thirtyDays,
+          () => now,
+        );
         for (let i = 0; i < 10 && fired === 0; i++) {
           const next = armed.shift()!;
           expect(next.ms).to.be.at.most(MAX_TIMER_MS);
@@ -169,7 +173,11 @@ describe('host-side deadlines (issue 13 items 4 and 12; test-double driver, real
         expect(now - 1_000_000).to.equal(thirtyDays);
         // A cleared timer never fires.
         let other = 0;
-        const t = setLongTimeout(() => other++, thirtyDays, () => now);
+        const t = setLongTimeout(
+          () => other++,
+          thirtyDays,
+          () => now,
+        );
         t.clear();
         expect(armed.length).to.equal(1);
       } finally {

@@ -4,9 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DriverError } from '../../src/errors.js';
 import { AgentClient, AgentProtocolError } from '../../src/vm/agent.js';
-import {
-  copyFromGuest, copyToGuest, GuestFileTooLargeError, GuestNoProgressError, readGuestFile, writeGuestFile,
-} from '../../src/vm/guest-files.js';
+import { copyFromGuest, copyToGuest, GuestFileTooLargeError, GuestNoProgressError, readGuestFile, writeGuestFile } from '../../src/vm/guest-files.js';
 import { DEFAULT_MAX_LINE_BYTES, JsonLineReader, ProtocolError } from '../../src/vm/json-lines.js';
 import { flood, scriptedAgent, type AgentScript } from '../helpers/fake-agent.js';
 
@@ -36,7 +34,7 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
   async function agentWith(script: AgentScript, opts: { requestTimeoutMs?: number } = {}): Promise<{ requests: { execute: string }[] }> {
     const path = join(dir, 'qga.sock');
     const fa = await scriptedAgent(path, script);
-    closeAgent = fa.close;
+    closeAgent = () => fa.close();
     ag = await AgentClient.connect(path, { deadline: Date.now() + 2000, ...opts });
     await ag.waitReady(Date.now() + 3000);
     return fa;
@@ -44,21 +42,26 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
 
   describe('the agent stream (json-lines)', () => {
     it('a 1 GiB line without a newline: the channel is closed at the cap, memory stays bounded', async () => {
-      let sent = 0;
       let flooding: Promise<number> | undefined;
       await agentWith((_req, _reply, sock) => {
         flooding = flood(sock, 1024 * 1024 * 1024);
       });
       const rss0 = process.memoryUsage().rss;
-      const err = await ag!.request('guest-info').then(() => undefined, (e: unknown) => e);
-      sent = await flooding!;
+      const err = await ag!.request('guest-info').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const sent = await flooding!;
       expect(err).to.be.instanceOf(AgentProtocolError);
       expect((err as Error).message).to.match(/broke the protocol: a line of over \d+ bytes/);
       expect(sent, 'the flood was cut short').to.be.below(1024 * 1024 * 1024);
       // The cap (48 MiB) is buffered at most once: no quadratic copies, no 1 GiB string.
       expect(process.memoryUsage().rss - rss0).to.be.below(DEFAULT_MAX_LINE_BYTES * 4);
       // Broken for good: every later request fails the same way, at once.
-      const again = await ag!.request('guest-ping').then(() => undefined, (e: unknown) => e);
+      const again = await ag!.request('guest-ping').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(again).to.equal(err);
       expect(ag!.protocolError).to.equal(err);
     });
@@ -68,7 +71,10 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
         const junk = Buffer.from('not json at all\n{"return": 12\n\u00ff\u00fe}{\n');
         for (let i = 0; i < 2000; i++) sock.write(junk);
       });
-      const err = await ag!.request('guest-info').then(() => undefined, (e: unknown) => e);
+      const err = await ag!.request('guest-info').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(err).to.be.instanceOf(AgentProtocolError);
       expect((err as Error).message).to.match(/more than 256 lines that are not JSON or answer nothing asked/);
     });
@@ -83,11 +89,14 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
       for (let i = 0; i < 300; i++) sock!.write(JSON.stringify({ return: i, id: i }) + '\n');
       await new Promise((r) => setTimeout(r, 300));
       expect(ag!.protocolError).to.be.instanceOf(AgentProtocolError);
-      const e = await ag!.request('guest-info').then(() => undefined, (x: unknown) => x);
+      const e = await ag!.request('guest-info').then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).to.be.instanceOf(AgentProtocolError);
     });
 
-    it('a few stray lines (a restored clone\'s junk, a late answer) are tolerated', async () => {
+    it("a few stray lines (a restored clone's junk, a late answer) are tolerated", async () => {
       await agentWith((req, reply, sock) => {
         reply({ return: { ok: req.execute } });
         sock.write('garbage\n{"return": "late"}\n'); // arrives while nothing is asked
@@ -118,7 +127,8 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
 
   describe('file I/O through a lying agent (guest-files)', () => {
     /** An agent whose files answer with `read` and whose writes take `wrote` bytes. */
-    const fileAgent = (read: (count: number) => { data: Buffer; eof: boolean }, wrote: (n: number) => number = (n) => n): AgentScript =>
+    const fileAgent =
+      (read: (count: number) => { data: Buffer; eof: boolean }, wrote: (n: number) => number = (n) => n): AgentScript =>
       (req, reply) => {
         const a = req.arguments ?? {};
         switch (req.execute) {
@@ -144,7 +154,10 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
       expect(r.bytes).to.equal(0);
       expect(r.cut).to.match(/moved no bytes in 3 answers in a row/);
       expect(fa.requests.filter((q) => q.execute === 'guest-file-read')).to.have.length(3);
-      const e = await readGuestFile(ag!, '/run/copper/x.pgid').then(() => undefined, (x: unknown) => x);
+      const e = await readGuestFile(ag!, '/run/copper/x.pgid').then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).to.be.instanceOf(GuestNoProgressError);
     });
 
@@ -156,7 +169,10 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
       expect(r.cut).to.match(/is over 3145733 bytes; the first 3145733 were kept/);
       expect((await readFile(host)).length).to.equal(3 * 1024 * 1024 + 5);
       expect(fa.requests.filter((q) => q.execute === 'guest-file-read').length).to.be.at.most(5);
-      const e = await readGuestFile(ag!, '/run/copper/x.pgid', { maxBytes: 64 }).then(() => undefined, (x: unknown) => x);
+      const e = await readGuestFile(ag!, '/run/copper/x.pgid', { maxBytes: 64 }).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).to.be.instanceOf(GuestFileTooLargeError);
       expect((e as Error).message).to.equal('guest file /run/copper/x.pgid is over 64 bytes');
     });
@@ -175,20 +191,37 @@ describe('hostile guest agent (fake agent on a real Unix socket)', function () {
         if (req.execute === 'guest-file-write') return reply({ return: { count: 'lots' } });
         return reply({ return: {} });
       });
-      const e = await readGuestFile(ag!, '/f', { maxBytes: 10 }).then(() => undefined, (x: unknown) => x);
+      const e = await readGuestFile(ag!, '/f', { maxBytes: 10 }).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).to.be.instanceOf(DriverError);
       expect((e as Error).message).to.match(/100 bytes when \d+ were asked/);
-      const w = await writeGuestFile(ag!, '/f', Buffer.from('hello')).then(() => undefined, (x: unknown) => x);
+      const w = await writeGuestFile(ag!, '/f', Buffer.from('hello')).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect((w as Error).message).to.match(/bad count "lots"/);
     });
 
     it('writes answered with count 0: the copy into the guest fails instead of looping', async () => {
-      await agentWith(fileAgent(() => ({ data: Buffer.alloc(0), eof: true }), () => 0));
+      await agentWith(
+        fileAgent(
+          () => ({ data: Buffer.alloc(0), eof: true }),
+          () => 0,
+        ),
+      );
       const src = join(dir, 'src');
       await writeFile(src, 'payload');
-      const e = await copyToGuest(ag!, src, '/root/out').then(() => undefined, (x: unknown) => x);
+      const e = await copyToGuest(ag!, src, '/root/out').then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(e).to.be.instanceOf(GuestNoProgressError);
-      const w = await writeGuestFile(ag!, '/f', Buffer.from('x')).then(() => undefined, (x: unknown) => x);
+      const w = await writeGuestFile(ag!, '/f', Buffer.from('x')).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(w).to.be.instanceOf(GuestNoProgressError);
     });
   });

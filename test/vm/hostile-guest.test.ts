@@ -40,15 +40,22 @@ describe('hostile guests: files, agent and deadlines in real clones @vm', functi
   const cloneDir = (id: string) => join(g.stateDir, 'clones', `j${id.split('.')[0]}-r1`);
   /** The job's command has run its STOP_AGENT line (the clone's serial console says so). */
   const agentStopped = (id: string) =>
-    until(`agent stopped in ${id}`, () => {
-      const f = join(cloneDir(id), 'console.log');
-      return existsSync(f) && readFileSync(f, 'utf8').includes('copper-agent-stopped');
-    }, 600_000);
+    until(
+      `agent stopped in ${id}`,
+      () => {
+        const f = join(cloneDir(id), 'console.log');
+        return existsSync(f) && readFileSync(f, 'utf8').includes('copper-agent-stopped');
+      },
+      600_000,
+    );
 
   before(async function () {
     g = new GcdProcess({
-      GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: String(KILL_DELAY_MS),
-      GC_GUEST_DEADLINE_MS: String(GUEST_DEADLINE_MS), GC_MAX_OUTPUT_MIB: '4',
+      GC_IMAGE_DIR: IMAGE_DIR,
+      GC_SERVER_NAME: 'srv',
+      GC_KILL_DELAY_MS: String(KILL_DELAY_MS),
+      GC_GUEST_DEADLINE_MS: String(GUEST_DEADLINE_MS),
+      GC_MAX_OUTPUT_MIB: '4',
     });
     await g.start();
     g.startHeadnodes([['hn', 'alice']], 384);
@@ -76,7 +83,10 @@ describe('hostile guests: files, agent and deadlines in real clones @vm', functi
 
     const p = await waitDone(pgid);
     expect(p.Exit_status, p.comment).to.equal(-29); // PBS: JOB_EXEC_KILL_WALLTIME
-    expect(p.comment).to.match(/walltime 20s exceeded/).and.match(/over 64 bytes/).and.match(/its VM was killed/);
+    expect(p.comment)
+      .to.match(/walltime 20s exceeded/)
+      .and.match(/over 64 bytes/)
+      .and.match(/its VM was killed/);
     expect(existsSync(cloneDir(pgid)), 'the clone is destroyed').to.equal(false);
 
     const f = await waitDone(ok);
@@ -93,7 +103,9 @@ describe('hostile guests: files, agent and deadlines in real clones @vm', functi
     // Walltime (10 s, counted from the start, so at most 10 s from here) + kill delay + deadline, + slack for a loaded host.
     expect(Date.now() - t0).to.be.below(10_000 + KILL_DELAY_MS + GUEST_DEADLINE_MS + 20_000);
     expect(w.Exit_status, w.comment).to.equal(-29);
-    expect(w.comment).to.match(/walltime 10s exceeded/).and.match(/its VM was killed/);
+    expect(w.comment)
+      .to.match(/walltime 10s exceeded/)
+      .and.match(/its VM was killed/);
     expect(existsSync(cloneDir(wall))).to.equal(false);
 
     await agentStopped(del);
@@ -106,7 +118,7 @@ describe('hostile guests: files, agent and deadlines in real clones @vm', functi
     expect(existsSync(cloneDir(del))).to.equal(false);
   });
 
-  it('gcd SIGTERM returns within its bound while a clone\'s agent is stopped; the clone is gone', async function () {
+  it("gcd SIGTERM returns within its bound while a clone's agent is stopped; the clone is gone", async function () {
     const id = submit(`-N stopterm -r n -- sh -c '${STOP_AGENT}'`);
     await agentStopped(id);
     const pidFile = join(cloneDir(id), 'qemu.pid');
