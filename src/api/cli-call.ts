@@ -12,6 +12,8 @@ export interface CliCall {
   files: Record<string, string>;
   /** Paths the client was asked for and found not to exist. */
   missing: string[];
+  /** The account's group names, when the client sent them (checks -W group_list). */
+  groups?: string[];
 }
 
 export interface CliAnswer {

@@ -85,6 +85,7 @@ export class ApiServer {
             account: typeof body.account === 'string' && /^[a-z_][a-z0-9_-]{0,31}$/i.test(body.account) ? body.account : 'root',
             files: asStringMap(body.files, 'files'),
             missing: body.missing === undefined ? [] : asStringArray(body.missing, 'missing'),
+            ...(body.groups === undefined ? {} : { groups: asStringArray(body.groups, 'groups') }),
           });
           sendJson(res, 200, result);
         },

@@ -20,9 +20,10 @@ interface CliAnswer {
 
 const MAX_SCRIPT = 1024 * 1024;
 
-export async function main(tool: string, argv: string[] = process.argv.slice(2)): Promise<number> {
+/** `calledAs`: the PBS name (qstat) the tool was run by; its messages then start with that name. */
+export async function main(tool: string, argv: string[] = process.argv.slice(2), calledAs: string = tool): Promise<number> {
   const bad = settingProblem();
-  if (bad) return (process.stderr.write(`${tool}: ${bad.message}\n`), exitCodeOf(bad));
+  if (bad) return (process.stderr.write(`${calledAs}: ${bad.message}\n`), exitCodeOf(bad));
   const settings = loadSettings();
   const cwd = process.cwd();
   const env: Record<string, string> = {};
@@ -38,12 +39,18 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' || code === 'ECONNREFUSED' ? 'is gcd running? start it with `gcd`' : (e as Error).message;
-      process.stderr.write(`${tool}: cannot reach gcd at ${settings.socketPath}: ${why}\n`);
+      process.stderr.write(`${calledAs}: cannot reach gcd at ${settings.socketPath}: ${why}\n`);
       return 3;
     }
     if (answer.error) {
-      process.stderr.write(`${tool}: ${answer.error}\n`);
+      process.stderr.write(`${calledAs}: ${answer.error}\n`);
       return 2;
+    }
+    if (answer.needFile === '-') {
+      // gcqsub with no script operand: the script is standard input, unless it is a terminal.
+      if (process.stdin.isTTY || missing.includes('-')) missing.push('-');
+      else files['-'] = readFileSync(0, 'utf8');
+      continue;
     }
     if (answer.needFile) {
       const p = isAbsolute(answer.needFile) ? answer.needFile : join(cwd, answer.needFile);
@@ -55,15 +62,15 @@ export async function main(tool: string, argv: string[] = process.argv.slice(2))
           missing.push(answer.needFile); // gcd decides: a command name, or a missing script
           continue;
         }
-        process.stderr.write(`${tool}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
+        process.stderr.write(`${calledAs}: script file ${answer.needFile}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n`);
         return 2;
       }
       continue;
     }
     if (answer.stdout) process.stdout.write(answer.stdout);
-    if (answer.stderr) process.stderr.write(answer.stderr);
+    if (answer.stderr) process.stderr.write(calledAs === tool ? answer.stderr : answer.stderr.replaceAll(new RegExp(`^${tool}:`, 'gm'), `${calledAs}:`));
     return answer.exitCode ?? 1;
   }
-  process.stderr.write(`${tool}: gcd kept asking for files\n`);
+  process.stderr.write(`${calledAs}: gcd kept asking for files\n`);
   return 2;
 }

@@ -1,8 +1,11 @@
+import { fileURLToPath } from 'node:url';
 import { exitCodeOf } from '../api/error-map.js';
 import { loadSettings, settingProblem } from '../config/settings.js';
 import { main as client } from './cli-client.js';
 import { consoleCommand } from './console.js';
 import { imageCommand } from './image-cmd.js';
+import { installPbsNamesCommand } from './pbs-names.js';
+import { UsageError } from '../errors.js';
 
 /**
  * `gc`: the headnode and cluster tool. `gc image ...` and `gc console` act on this host
@@ -14,6 +17,15 @@ export async function main(argv: string[]): Promise<number> {
   if (bad) return (process.stderr.write(`gc: ${bad.message}\n`), exitCodeOf(bad));
   if (sub === 'image') return imageCommand(rest);
   if (sub === 'console' || sub === 'ssh') return consoleCommand(loadSettings(), rest[0]);
+  if (sub === 'install-pbs-names') {
+    try {
+      return installPbsNamesCommand(rest, fileURLToPath(new URL('./cli-client.js', import.meta.url)));
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      process.stderr.write(`gc: ${e.message}\n`);
+      return exitCodeOf(e);
+    }
+  }
   if (sub === undefined || sub === '--help' || sub === 'help') {
     process.stdout.write(
       [
@@ -24,6 +36,7 @@ export async function main(argv: string[]): Promise<number> {
         'gc console NAME (or gc ssh NAME)                 a root shell on the headnode\'s console',
         'gc clone N [--ttl DUR]                           fork this VM into N live clones (in a headnode; --headnode NAME on the host)',
         'gc clones | gc kill ID...|--generation G|--all   list / kill this headnode\'s clones; gc whoami: what this VM is',
+        'gc install-pbs-names [--prefix DIR] [--remove]   qsub, qstat, qdel, qselect, qhold, qrls, qalter running Copper\'s tools',
         '',
       ].join('\n'),
     );

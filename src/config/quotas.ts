@@ -86,6 +86,8 @@ export interface QuotaConfig {
   /** The queue of a job submitted without -q; set whenever `queues` is not empty. */
   defaultQueue?: string;
   historyTtlSec: number;
+  /** Custom `-l` resources jobs may ask for (recorded, not enforced); others are refused. */
+  resources: readonly string[];
 }
 
 /** The file name QuotaWatcher reads inside the config folder. */
@@ -101,6 +103,7 @@ export function emptyQuotaConfig(source = '(built-in defaults)'): QuotaConfig {
     groups: new Map(),
     queues: new Map(),
     historyTtlSec: DEFAULT_HISTORY_TTL_SEC,
+    resources: [],
   });
 }
 
@@ -424,6 +427,7 @@ const RESERVED: Record<string, string> = {
 function freezeConfig(c: QuotaConfig): QuotaConfig {
   Object.freeze(c.defaults);
   Object.freeze(c.system);
+  Object.freeze(c.resources);
   for (const v of c.users.values()) Object.freeze(v);
   for (const v of c.groups.values()) Object.freeze(v);
   for (const q of c.queues.values()) Object.freeze(Object.freeze(q).perUser);
@@ -456,6 +460,7 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
   let defaultQueueNode: Node | null = null;
   let queuesNode: Node | null = null;
   let historyTtlSec = DEFAULT_HISTORY_TTL_SEC;
+  let resources: string[] = [];
 
   const named = (e: Entry, kind: 'user' | 'group' | 'queue', pattern: RegExp, each: (name: string, entry: Entry) => void): void => {
     for (const n of r.entries(e.value, e.key, e.keyNode)) {
@@ -505,6 +510,9 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
         }
         break;
       }
+      case 'resources':
+        resources = parseResourceNames(r, e);
+        break;
       default:
         r.unknownKey(e, '', topKeys);
     }
@@ -540,6 +548,20 @@ export function parseQuotaText(text: string, fileName: string): QuotaConfig {
     queues,
     ...(defaultQueue !== undefined ? { defaultQueue } : {}),
     historyTtlSec,
+    resources,
+  });
+}
+
+/** `resources: [licence_matlab, scratch]`: names as PBS custom resources are written. */
+function parseResourceNames(r: Reader, e: Entry): string[] {
+  const node = e.value;
+  if (node === null || (isScalar(node) && node.value === null)) return [];
+  if (!isSeq(node)) r.fail(node, `resources: expected a list of resource names, e.g. [matlab_licence, scratch], got ${describe(node)}`);
+  return node.items.map((item) => {
+    const n = r.resolve(item);
+    const name = n !== null && isScalar(n) ? String(n.value) : '';
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) r.fail(n ?? e.keyNode, `resources: "${name}" is not a resource name (a letter, then letters, digits or _)`);
+    return name;
   });
 }
 

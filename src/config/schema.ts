@@ -93,7 +93,7 @@ export const TOP_FIELDS: readonly FieldSpec[] = [
 ];
 
 /** Every top-level key, in the order the documentation lists them. */
-export const TOP_KEYS = ['defaults', 'system', 'users', 'groups', 'queues', 'default_queue', 'history_ttl'] as const;
+export const TOP_KEYS = ['defaults', 'system', 'users', 'groups', 'queues', 'default_queue', 'history_ttl', 'resources'] as const;
 
 /** Names of users and groups (keys under users:/groups:). */
 export const ENTITY_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.@-]*$/;
@@ -212,6 +212,11 @@ export const QUOTA_SCHEMA: Json = {
     groups: named('Per-group limits (PBS g:<name>), counted over all the members of the group together.', ENTITY_NAME, '#/$defs/group'),
     queues: named('Queues (qsub -q). When none is defined any queue name is accepted and no queue limit applies.', QUEUE_NAME, '#/$defs/queue'),
     ...Object.fromEntries(TOP_FIELDS.map((f) => [f.key, fieldSchema(f)])),
+    resources: {
+      description: 'Custom -l resources jobs may ask for (PBS custom resources, e.g. licences): recorded in Resource_List, not enforced. Any other unknown resource is refused at gcqsub.',
+      type: 'array',
+      items: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]*$' },
+    },
   },
   $defs: {
     user: block('Limits and shares of one user.', USER_FIELDS),

@@ -54,6 +54,18 @@ export interface Settings {
   debianMirror: string | undefined;
   /** Host tools: the headnode they act for when no --headnode is given (read from the caller's environment). */
   headnode: string | undefined;
+  /** Job mail (-m/-M) through this SMTP relay, or undefined for the sendmail program. */
+  smtpUrl: string | undefined;
+  /** The host MTA's sendmail-compatible program. */
+  sendmailPath: string;
+  /** From: of job mail, or undefined for `copper@<mail domain>`. */
+  mailFrom: string | undefined;
+  /** Domain added to a bare user name, or undefined for the server name. */
+  mailDomain: string | undefined;
+  /** Where Prometheus scrapes GET /metrics (HOST:PORT); undefined or 'off': no metrics. */
+  metricsAddr: string | undefined;
+  /** PBS accounting files (one per day, YYYYMMDD), or 'off'. */
+  accountingDir: string;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -280,6 +292,54 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'on the host: the headnode `gcqsub` and `gc clone` act for without `--headnode`',
   },
+  smtpUrl: {
+    name: 'GC_SMTP_URL',
+    type: 'URL',
+    defaultText: '(none)',
+    parse: url('smtp:', 'smtps:'),
+    fallback: none,
+    meaning: 'job mail (`-m`/`-M`) through this SMTP relay (`smtp://host:25`, `smtps://user:pass@host:465`); without it, through `GC_SENDMAIL`',
+  },
+  sendmailPath: {
+    name: 'GC_SENDMAIL',
+    type: 'path',
+    defaultText: '`/usr/sbin/sendmail`',
+    parse: path,
+    fallback: () => '/usr/sbin/sendmail',
+    meaning: "the host MTA's sendmail program, called as `sendmail -i -f FROM -- RCPT...`",
+  },
+  mailFrom: {
+    name: 'GC_MAIL_FROM',
+    type: 'address',
+    defaultText: '`copper@$GC_MAIL_DOMAIN`',
+    parse: word(/^[^\s@<>,]+@[^\s@<>,]+$/, 'a mail address (user@domain)'),
+    fallback: none,
+    meaning: 'From: of job mail',
+  },
+  mailDomain: {
+    name: 'GC_MAIL_DOMAIN',
+    type: 'name',
+    defaultText: '`GC_SERVER_NAME`',
+    parse: word(/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/, 'a domain name (letters, digits, . -)'),
+    fallback: none,
+    meaning: 'domain added to a bare `-M` name or job owner',
+  },
+  metricsAddr: {
+    name: 'GC_METRICS_ADDR',
+    type: 'address',
+    defaultText: '(off)',
+    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 127.0.0.1:9464) or off'),
+    fallback: none,
+    meaning: 'where Prometheus scrapes `GET /metrics` (job counts, waits, run times, snapshot pauses)',
+  },
+  accountingDir: {
+    name: 'GC_ACCOUNTING_DIR',
+    type: 'path',
+    defaultText: '`$GC_STATE_DIR/accounting`',
+    parse: (t) => (t === 'off' ? 'off' : path(t, 'GC_ACCOUNTING_DIR')),
+    fallback: (stateDir) => join(stateDir, 'accounting'),
+    meaning: 'PBS accounting files (`YYYYMMDD`, read by `gctracejob`, `gcseff`); `off`: none',
+  },
 };
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
@@ -319,6 +379,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     imageRecipeDir: r('imageRecipeDir'),
     debianMirror: r('debianMirror'),
     headnode: r('headnode'),
+    smtpUrl: r('smtpUrl'),
+    sendmailPath: r('sendmailPath'),
+    mailFrom: r('mailFrom'),
+    mailDomain: r('mailDomain'),
+    metricsAddr: r('metricsAddr'),
+    accountingDir: r('accountingDir'),
   };
 }
 

@@ -59,6 +59,17 @@ export interface ExecResult {
   signal: number | null;
   /** What went wrong bringing the result home (output cut at its cap), for the job's comment. */
   note?: string;
+  /** The command's own usage, measured in the guest (its cgroup), when the guest can. */
+  usage?: CommandUsage;
+}
+
+/** What the command itself used inside the clone (a cgroup v2 of its own). */
+export interface CommandUsage {
+  cputSec: number;
+  /** Peak memory of the command's cgroup (memory.peak), KiB; absent if the kernel lacks it. */
+  memPeakKiB?: number;
+  /** Processes of the command the OOM killer ended (memory.events oom_kill). */
+  oomKills: number;
 }
 
 export type KillSignal = 'TERM' | 'KILL';

@@ -57,10 +57,17 @@ export function parseMailUsers(value: string): string[] {
   return users;
 }
 
-/** -S: one absolute shell path (PBS's per-host `path@host` lists have no meaning here). */
-export function parseShell(value: string): string {
-  if (!/^\/\S*$/.test(value)) throw new UsageError(`-S ${value}: give the absolute path of a shell, e.g. /bin/bash`);
+/** -P: a project name, PBS's rules (no white space or commas). */
+export function parseProject(value: string): string {
+  if (value === '' || /[\s,]/.test(value) || value.length > 236) throw new UsageError(`-P ${value}: a project name has no spaces or commas`);
   return value;
+}
+
+/** -S: an absolute path; of PBS's `path[@host][,path@host]` lists the first path is taken. */
+export function parseShell(value: string): string {
+  const first = (value.split(',')[0] ?? '').split('@')[0] ?? '';
+  if (!/^\/\S*$/.test(first)) throw new UsageError(`-S ${value}: give the absolute path of a shell, e.g. /bin/bash`);
+  return first;
 }
 
 export function parseHeadnodeName(value: string): string {
@@ -156,9 +163,41 @@ export function parseDependList(value: string): Dependency[] {
 export interface WAttributes {
   block?: boolean;
   depend?: Dependency[];
+  /** group_list=group[@host][,...]: the group asked (the first one; hosts have no meaning). */
+  groupList?: string;
+  /** umask=NNN (octal). */
+  umask?: string;
+  /** max_run_subjobs=N: the array's throttle, as `%N` would set it. */
+  maxRunSubjobs?: number;
+  /** One-line notes: attributes accepted with what Copper does instead. */
+  warnings?: string[];
 }
 
-const SUPPORTED_W = ['depend', 'block'];
+const SUPPORTED_W = ['depend', 'block', 'group_list', 'umask', 'sandbox', 'stagein', 'run_count', 'pwd', 'release_nodes_on_stageout', 'tolerate_node_failures', 'max_run_subjobs', 'x'];
+
+/** -W attributes with no meaning here: accepted, and the warning says what Copper does. */
+const IGNORED_W: Readonly<Record<string, string>> = {
+  sandbox: 'the job runs in its submission directory inside the clone (a private copy of the headnode)',
+  stagein: 'the clone already sees the headnode\'s files; nothing is copied in',
+  run_count: 'Copper counts runs itself; a job lost by gcd runs again if rerunnable (-r y)',
+  pwd: 'the job starts in the submission directory',
+  release_nodes_on_stageout: 'a job has one clone, destroyed when it ends',
+  tolerate_node_failures: 'a job has one clone',
+  x: 'Torque/Moab extension attributes are ignored',
+};
+
+/** -W group_list: `group[@host][,group@host...]`; one group applies to one clone. */
+function parseGroupList(value: string): string {
+  const first = (value.split(/[,:]/)[0] ?? '').split('@')[0] ?? '';
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(first)) throw new UsageError(`-W group_list=${value}: give a group name, e.g. group_list=physics`);
+  return first;
+}
+
+/** -W umask: 1 to 4 octal digits, as PBS takes it. */
+function parseUmask(value: string): string {
+  if (!/^[0-7]{1,4}$/.test(value)) throw new UsageError(`-W umask=${value}: give an octal mask, e.g. umask=022`);
+  return value;
+}
 
 /**
  * -W `attr=value[,attr=value]`. A comma also separates dependency types inside `depend`,
@@ -178,6 +217,17 @@ export function parseWAttributes(value: string, into: WAttributes = {}): WAttrib
       into.block = v.toLowerCase() === 'true';
     } else if (name === 'depend') {
       into.depend = parseDependList(v);
+    } else if (name === 'group_list') {
+      into.groupList = parseGroupList(v);
+    } else if (name === 'umask') {
+      into.umask = parseUmask(v);
+    } else if (name === 'max_run_subjobs') {
+      if (!/^\d+$/.test(v) || Number(v) < 1) throw new UsageError(`-W max_run_subjobs=${v}: give a whole number, e.g. max_run_subjobs=4`);
+      into.maxRunSubjobs = Number(v);
+    } else if (IGNORED_W[name] !== undefined) {
+      (into.warnings ??= []).push(`-W ${name}=${v} ignored: ${IGNORED_W[name]}`);
+    } else if (name === 'interactive') {
+      throw new UsageError('-W interactive: interactive jobs are not supported; run the command in your headnode');
     } else {
       throw new UsageError(`-W ${name}: not supported (supported: ${SUPPORTED_W.join(', ')})`);
     }

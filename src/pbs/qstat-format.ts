@@ -216,12 +216,41 @@ function usageAttrs(u: JobUsage): QstatAttribute[] {
 
 function resourceListAttrs(job: QstatJob): QstatAttribute[] {
   const r = job.spec.resources;
-  const out: QstatAttribute[] = [];
-  if (r.memMiB > 0) out.push({ name: 'Resource_List', resource: 'mem', value: formatSize(r.memMiB) });
-  out.push({ name: 'Resource_List', resource: 'ncpus', value: String(r.ncpus) });
-  out.push({ name: 'Resource_List', resource: 'nodect', value: '1' });
-  if (job.spec.walltimeSec !== undefined) out.push({ name: 'Resource_List', resource: 'walltime', value: formatWalltime(job.spec.walltimeSec) });
+  const list = new Map<string, string>(Object.entries(job.spec.extraResources ?? {}));
+  if (r.memMiB > 0) list.set('mem', formatSize(r.memMiB));
+  list.set('ncpus', String(r.ncpus));
+  list.set('nodect', '1');
+  if (job.spec.walltimeSec !== undefined) list.set('walltime', formatWalltime(job.spec.walltimeSec));
+  // PBS lists resources by name.
+  const out: QstatAttribute[] = [...list.keys()].sort().map((k) => ({ name: 'Resource_List', resource: k, value: list.get(k) as string }));
+  // What the clone really has; it differs from the list while memory/CPUs above the headnode's wait for hot-plug.
+  const a = job.spec.assigned;
+  if (a !== undefined) {
+    out.push({ name: 'resources_assigned', resource: 'mem', value: formatSize(a.memMiB) });
+    out.push({ name: 'resources_assigned', resource: 'ncpus', value: String(a.ncpus) });
+  }
   return out;
+}
+
+/** An array's indices as PBS writes them: `1-10`, `1-197:4`, or runs joined by commas. */
+export function formatArrayIndices(indices: readonly number[]): string {
+  if (indices.length === 1) return String(indices[0]);
+  const step = indices[1] - indices[0];
+  if (step > 0 && indices.every((v, i) => i === 0 || v - indices[i - 1] === step)) {
+    return `${indices[0]}-${indices.at(-1)}${step === 1 ? '' : `:${step}`}`;
+  }
+  const runs: string[] = [];
+  let start = indices[0];
+  let prev = start;
+  for (const v of [...indices.slice(1), Number.NaN]) {
+    if (v === prev + 1) {
+      prev = v;
+      continue;
+    }
+    runs.push(start === prev ? String(start) : `${start}-${prev}`);
+    start = prev = v;
+  }
+  return runs.join(',');
 }
 
 /** A job's -f attributes in PBS's order; absent values are left out. */
@@ -238,22 +267,38 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('job_state', job.state);
   add('queue', s.queue);
   add('server', opts.server);
+  add('Account_Name', s.accountName);
   add('ctime', time(job.queuedAt));
   add('Error_Path', pathAttr(s.headnode, job.errorPath ?? s.stderrPath));
+  add('group_list', s.groupList);
   add('Hold_Types', job.state === 'H' ? 'u' : 'n');
   add('Join_Path', s.join);
+  add('Mail_Points', s.mailPoints);
+  add('Mail_Users', s.mailUsers?.join(','));
   add('Output_Path', pathAttr(s.headnode, job.outputPath ?? s.stdoutPath));
   add('Priority', String(s.priority));
   add('qtime', time(job.queuedAt));
   add('Rerunable', s.rerunnable ? 'True' : 'False');
   attrs.push(...resourceListAttrs(job));
   add('stime', time(job.startedAt));
+  add('Shell_Path_List', s.shell);
+  // PBS shows the octal digits without leading zeros (-W umask=022 -> umask = 22).
+  add('umask', s.umask?.replace(/^0+(?=\d)/, ''));
   add('obittime', time(job.endedAt));
   add('Variable_List', variableList(job).map(([k, v]) => `${k}=${v.replace(/,/g, '\\,')}`).join(','));
   add('comment', comment(job));
+  add('mail_error', job.mailError);
   add('run_count', String(job.runCount));
   add('Exit_status', job.exitStatus === undefined ? undefined : String(job.exitStatus));
   add('Submit_Host', s.submitHost);
+  add('project', s.project);
+  if (job.array !== undefined) {
+    add('array', 'True');
+    add('array_indices_submitted', formatArrayIndices(job.array.indices));
+    if (job.array.max !== undefined) add('max_run_subjobs', String(job.array.max));
+  }
+  if (job.arrayParent !== undefined) add('array_id', job.arrayParent);
+  if (job.arrayIndex !== undefined) add('array_index', String(job.arrayIndex));
   return attrs;
 }
 

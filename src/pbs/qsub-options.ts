@@ -8,7 +8,7 @@ import yargs from 'yargs';
 import type { Options } from 'yargs';
 import { UsageError, errorMessage } from '../errors.js';
 import type { JobSpec, JoinMode } from '../queue/job.js';
-import { DEFAULT_DIRECTIVE_PREFIX, directiveError, extractDirectives } from './directives.js';
+import { DEFAULT_DIRECTIVE_PREFIX, directiveError, extractDirectives, splitDirectiveWords } from './directives.js';
 import type { Directive } from './directives.js';
 import {
   MAX_JOB_NAME,
@@ -17,6 +17,7 @@ import {
   parseMailPoints,
   parseMailUsers,
   parsePriority,
+  parseProject,
   parseQueue,
   parseShell,
   parseVariableList,
@@ -50,17 +51,16 @@ export interface QsubContext {
   defaultQueue: string;
   /** The script's text by the path as typed (relative to cwd); undefined when not available. */
   readFile?: (path: string) => string | undefined;
+  /** The account's groups inside the headnode, when the client sent them (-W group_list is checked against them). */
+  accountGroups?: readonly string[];
   /** The client looked for this path and it does not exist (see parseQsub's operand rule). */
   isMissing?: (path: string) => boolean;
   /** Is this absolute path a directory? Lets -o/-e name a directory without a trailing "/". */
   isDirectory?: (path: string) => boolean;
   /** The caller is the host administrator (gcd's Unix socket): --headnode is accepted there only. */
   hostSide?: boolean;
-}
-
-export interface MailOptions {
-  points?: string;
-  users?: string[];
+  /** Custom `-l` resources the admin declared (quotas.yaml `resources:`). */
+  customResources?: readonly string[];
 }
 
 /** A parsed submission. `spec` leaves seq-dependent defaults (output paths) to the server. */
@@ -81,12 +81,8 @@ export interface QsubJob {
   chunks?: ChunkRequest[];
   /** -o/-e named a directory: the default file name `<name>.o<seq>` goes inside it. */
   outputDirs?: { stdout?: string; stderr?: string };
-  /** -m/-M: recorded only. */
-  mail?: MailOptions;
-  /** -A: recorded only. */
-  account?: string;
-  /** -S: the shell that runs the script. */
-  shell?: string;
+  /** -z: print no job id. */
+  quiet: boolean;
 }
 
 /** The script named on the command line must be sent by the client first. */
@@ -126,12 +122,31 @@ const OPTIONS: readonly OptionDef[] = [
   { name: 'h', takesValue: false, describe: 'submit the job held' },
   { name: 'a', takesValue: true, describe: 'start no earlier than [[[[CC]YY]MM]DD]hhmm[.SS]' },
   { name: 'r', takesValue: true, describe: 'rerunnable after a gcd restart: y or n' },
-  { name: 'm', takesValue: true, describe: 'mail points a, b, e, n (recorded; no mail is sent)' },
-  { name: 'M', takesValue: true, describe: 'mail addresses (recorded; no mail is sent)' },
+  { name: 'm', takesValue: true, describe: 'mail when the job aborts (a, default), begins (b), ends (e); j: array tasks too; n: none' },
+  { name: 'M', takesValue: true, describe: 'mail addresses user[@host],... (default: the job owner)' },
   { name: 'I', takesValue: false, describe: 'interactive job (not supported)' },
-  { name: 'S', takesValue: true, describe: 'shell that runs the script' },
+  { name: 'G', takesValue: false, describe: 'interactive GUI job (not supported)' },
+  { name: 'S', takesValue: true, describe: 'interpreter that runs the script, e.g. /bin/bash' },
   { name: 'C', takesValue: true, describe: 'directive prefix (default #PBS; "" ignores directives)' },
-  { name: 'A', takesValue: true, describe: 'account (recorded)' },
+  { name: 'A', takesValue: true, describe: 'account string (Account_Name), shown by gcqstat -f' },
+  { name: 'P', takesValue: true, describe: 'project, shown by gcqstat -f' },
+  { name: 'z', takesValue: false, describe: 'print no job id' },
+  { name: 'd', takesValue: true, describe: 'working directory of the job (Torque; default: the current one)' },
+  { name: 'w', takesValue: true, describe: 'working directory of the job (Torque, as -d)' },
+  { name: 'F', takesValue: true, describe: 'arguments for the script (Torque): -F "a b c"' },
+  { name: 'k', takesValue: true, describe: 'keep output on the execution host (accepted; output is delivered at the end)' },
+  { name: 'R', takesValue: true, describe: 'remove output files (accepted; ignored)' },
+  { name: 'c', takesValue: true, describe: 'checkpointing (accepted; ignored)' },
+  { name: 'u', takesValue: true, describe: 'run as user (accepted; the job runs as your headnode account)' },
+  { name: 'n', takesValue: false, describe: 'node-exclusive (Torque; a clone is always exclusive)' },
+  { name: 'X', takesValue: false, describe: 'X11 forwarding (accepted; ignored)' },
+  { name: 'f', takesValue: false, describe: 'fault tolerant / foreground (accepted; ignored)' },
+  { name: 'x', takesValue: false, describe: 'Torque interactive script (accepted; ignored)' },
+  { name: 'b', takesValue: true, describe: 'Torque server retry seconds (accepted; ignored)' },
+  { name: 'D', takesValue: true, describe: 'Torque root directory (accepted; ignored)' },
+  { name: 'K', takesValue: true, describe: 'Torque kill delay (accepted; ignored)' },
+  { name: 'T', takesValue: true, describe: 'Torque prologue/epilogue (accepted; ignored)' },
+  { name: 'L', takesValue: true, describe: 'Torque NUMA resources (accepted; ignored)' },
   { name: 'cron', takesValue: true, describe: 'recurring job: "minute hour day month weekday" or @daily, @hourly...' },
   { name: 'headnode', takesValue: true, describe: 'headnode that runs the job (on the host only)' },
   { name: 'help', takesValue: false, describe: 'show this help' },
@@ -313,6 +328,15 @@ interface OptionSet {
   shell?: string;
   prefix?: string;
   account?: string;
+  project?: string;
+  groupList?: string;
+  umask?: string;
+  maxRunSubjobs?: number;
+  quiet?: boolean;
+  /** -d / -w: the job's working directory, as typed. */
+  workdir?: string;
+  /** -F: extra script arguments. */
+  scriptArgs?: string[];
   cron?: string;
   headnode?: string;
   warnings: string[];
@@ -342,6 +366,14 @@ function interpretSimple(raw: RawOptions, set: OptionSet, source: Source): void 
     if (v.trim() === '') throw new UsageError('-A: the account is empty');
     set.account = v;
   }
+  if ((v = get('P')) !== undefined) set.project = parseProject(v);
+  if ((v = get('d')) !== undefined || (v = get('w')) !== undefined) {
+    if (v === '') throw new UsageError('-d: the working directory is empty');
+    set.workdir = v;
+  }
+  if ((v = get('F')) !== undefined) set.scriptArgs = splitDirectiveWords(v);
+  if (raw.flags.has('z')) set.quiet = true;
+  interpretIgnored(raw, set);
   if ((v = get('C')) !== undefined) {
     if (source === 'directive') throw new UsageError('-C can only be given on the command line');
     set.prefix = v;
@@ -351,8 +383,40 @@ function interpretSimple(raw: RawOptions, set: OptionSet, source: Source): void 
   if (raw.flags.has('h')) set.hold = true;
 }
 
+/** Options with no meaning for a clone VM: accepted, each with one warning saying what Copper does. */
+const IGNORED_FLAGS: Readonly<Record<string, string>> = {
+  n: '-n ignored: a clone VM is always the job\'s alone',
+  X: '-X ignored: X11 forwarding needs an interactive job; run graphical programs in your headnode',
+  f: '-f ignored: a job survives a gcd restart when it is rerunnable (-r y)',
+  x: '-x ignored: it only applies to interactive jobs',
+};
+
+const IGNORED_VALUES: Readonly<Record<string, string>> = {
+  k: 'output is kept in the clone and delivered to -o/-e when the job ends',
+  R: 'output files are always kept',
+  c: 'Copper does not checkpoint jobs; a job lost by gcd is run again if rerunnable (-r y)',
+  u: 'the job runs as the account that submitted it in your headnode',
+  b: 'gcqsub reaches gcd at once or fails',
+  D: 'the job sees the headnode\'s file system as it was at submission',
+  K: 'gcqdel sends TERM, then KILL after a few seconds',
+  T: 'Copper runs no prologue or epilogue scripts',
+  L: 'NUMA requests have no meaning in one clone VM; use -l ncpus and mem',
+};
+
+function interpretIgnored(raw: RawOptions, set: OptionSet): void {
+  for (const [flag, why] of Object.entries(IGNORED_FLAGS)) if (raw.flags.has(flag)) set.warnings.push(why);
+  for (const [name, why] of Object.entries(IGNORED_VALUES)) {
+    const v = lastValue(raw, name);
+    if (v === undefined) continue;
+    if (name === 'k' && !/^([oedn]+)$/.test(v)) throw new UsageError(`-k ${v}: use any of o, e, d, or n`);
+    if (name === 'R' && !/^[oe]+$/.test(v)) throw new UsageError(`-R ${v}: use o, e or oe`);
+    set.warnings.push(`-${name} ${v} ignored: ${why}`);
+  }
+}
+
 function interpretLists(raw: RawOptions, set: OptionSet, ctx: QsubContext): void {
-  for (const l of raw.values.get('l') ?? []) set.resources = parseResourceList(l, set.resources);
+  const resourceOpts = { ...(ctx.customResources ? { custom: ctx.customResources } : {}), warnings: set.warnings };
+  for (const l of raw.values.get('l') ?? []) set.resources = parseResourceList(l, set.resources, resourceOpts);
   for (const v of raw.values.get('v') ?? []) {
     const parsed = parseVariableList(v, ctx.env);
     Object.assign(set.vars, parsed.vars);
@@ -362,6 +426,10 @@ function interpretLists(raw: RawOptions, set: OptionSet, ctx: QsubContext): void
     const attrs = parseWAttributes(w);
     if (attrs.block !== undefined) set.block = attrs.block;
     if (attrs.depend !== undefined) set.depend = attrs.depend;
+    if (attrs.groupList !== undefined) set.groupList = checkGroup(attrs.groupList, ctx);
+    if (attrs.umask !== undefined) set.umask = attrs.umask;
+    if (attrs.maxRunSubjobs !== undefined) set.maxRunSubjobs = attrs.maxRunSubjobs;
+    set.warnings.push(...(attrs.warnings ?? []));
   }
 }
 
@@ -378,8 +446,10 @@ function interpretTiming(raw: RawOptions, set: OptionSet, ctx: QsubContext): voi
 }
 
 function interpret(raw: RawOptions, ctx: QsubContext, source: Source): OptionSet {
-  if (raw.flags.has('I')) {
-    throw new UsageError('-I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command');
+  for (const f of ['I', 'G']) {
+    if (raw.flags.has(f)) {
+      throw new UsageError(`-${f}: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command`);
+    }
   }
   const set: OptionSet = { resources: {}, vars: {}, warnings: [] };
   interpretSimple(raw, set, source);
@@ -405,6 +475,11 @@ function mergeSets(base: OptionSet, over: OptionSet): OptionSet {
 function applyDirective(d: Directive, fileName: string, ctx: QsubContext): OptionSet {
   try {
     const scanned = scanArgv(d.args);
+    // `#PBS -l nodes=1:ppn=4 walltime=1:00:00`: Torque-era scripts leave out the second -l.
+    if (!scanned.dashDash && scanned.tokens.some((t) => t.startsWith('-l=')) && scanned.operands.every((w) => /^[A-Za-z_]+=\S/.test(w))) {
+      scanned.tokens.push(...scanned.operands.map((w) => `-l=${w}`));
+      scanned.operands = [];
+    }
     if (scanned.dashDash || scanned.operands.length > 0) {
       throw new UsageError(`unexpected argument "${scanned.dashDash ? '--' : (scanned.operands[0] as string)}"`);
     }
@@ -423,6 +498,9 @@ function scriptOptions(path: string, text: string, prefix: string, ctx: QsubCont
   for (const d of scan.directives) set = mergeSets(set, applyDirective(d, path, ctx));
   for (const d of scan.ignored) {
     set.warnings.push(`${path}:${d.line}: ${d.text}: ignored, directives after the first command (line ${scan.firstCommandLine}) do not count`);
+  }
+  if (scan.directives.length === 0 && /^#SBATCH\s/m.test(text)) {
+    set.warnings.push(`${path}: its #SBATCH lines are Slurm's and are not read; write them as #PBS directives (e.g. #PBS -l ncpus=4,walltime=1:00:00)`);
   }
   if (text.includes('\r\n')) {
     set.warnings.push(`${path} has DOS line endings (\\r\\n); the shell will choke on them: convert it with dos2unix`);
@@ -471,6 +549,7 @@ function checkCombinations(o: OptionSet): void {
 }
 
 function defaultName(form: JobForm): string {
+  if (form.kind === 'script' && form.path === STDIN) return 'STDIN'; // PBS's name for a script read from stdin
   const base = posix.basename(form.kind === 'script' ? form.path : (form.argv[0] as string));
   return base.slice(0, MAX_JOB_NAME);
 }
@@ -478,13 +557,14 @@ function defaultName(form: JobForm): string {
 function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: string[]): { spec: JobSpec; dirs: OutputTarget[] } {
   const res = resolveResources(o.resources);
   warnings.push(...res.warnings);
+  const cwd = o.workdir === undefined ? ctx.cwd : posix.normalize(posix.resolve(ctx.cwd, o.workdir));
   const out = o.stdout === undefined ? {} : resolveOutput(o.stdout, '-o', ctx, warnings);
   const err = o.stderr === undefined ? {} : resolveOutput(o.stderr, '-e', ctx, warnings);
   const spec: JobSpec = {
     argv: form.kind === 'argv' ? form.argv : [],
-    ...(form.kind === 'script' ? { script: form.text, scriptArgs: form.args } : {}),
+    ...(form.kind === 'script' ? { script: withInterpreter(form.text, o.shell), scriptArgs: [...form.args, ...(o.scriptArgs ?? [])] } : {}),
     name: o.name ?? defaultName(form),
-    cwd: ctx.cwd,
+    cwd,
     env: o.exportAll ? { ...ctx.env, ...o.vars } : { ...o.vars },
     user: ctx.user,
     group: ctx.group,
@@ -498,17 +578,53 @@ function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: stri
     rerunnable: o.rerunnable ?? true,
     resources: res.resources,
     submitHost: ctx.submitHost,
+    ...(o.account !== undefined ? { accountName: o.account } : {}),
+    ...(o.project !== undefined ? { project: o.project } : {}),
+    ...(o.mailPoints !== undefined ? { mailPoints: o.mailPoints } : {}),
+    ...(o.mailUsers !== undefined ? { mailUsers: o.mailUsers } : {}),
+    ...(o.shell !== undefined ? { shell: o.shell } : {}),
+    ...(o.groupList !== undefined ? { groupList: o.groupList } : {}),
+    ...(o.umask !== undefined ? { umask: o.umask } : {}),
+    ...(o.resources.extras !== undefined ? { extraResources: o.resources.extras } : {}),
   };
+  if (o.groupList !== undefined && ctx.accountGroups === undefined) {
+    warnings.push(`-W group_list=${o.groupList} recorded, not checked: the job runs with the headnode account's own groups`);
+  }
+  if (o.umask !== undefined) warnings.push(`-W umask=${o.umask} recorded: output files are written with the headnode account's default umask`);
+  if (o.shell !== undefined && form.kind === 'argv') warnings.push(`-S ${o.shell} ignored: a command given after -- runs without a shell`);
+  if (o.scriptArgs !== undefined && form.kind === 'argv') throw new UsageError('-F gives arguments to a script; a command takes its arguments after --');
   return { spec, dirs: [out, err] };
+}
+
+/**
+ * -S: the script runs under that interpreter. run-job starts a script through its `#!` line,
+ * so the line is replaced (or added before line 1): what PBS does by running `shell script`.
+ */
+function withInterpreter(text: string, shell: string | undefined): string {
+  if (shell === undefined) return text;
+  if (text.startsWith('#!')) {
+    const nl = text.indexOf('\n');
+    return `#!${shell}${nl < 0 ? '' : text.slice(nl)}`;
+  }
+  return `#!${shell}\n${text}`;
+}
+
+/** -W group_list: refused when the client sent the account's groups and the group is not one of them. */
+function checkGroup(group: string, ctx: QsubContext): string {
+  if (ctx.accountGroups !== undefined && !ctx.accountGroups.includes(group)) {
+    throw new UsageError(`-W group_list=${group}: the submitting account is not in group ${group} (its groups: ${ctx.accountGroups.join(', ') || 'none'})`);
+  }
+  return group;
 }
 
 function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
   checkCombinations(o);
   const warnings = [...o.warnings];
   const { spec, dirs } = buildSpec(o, form, ctx, warnings);
-  const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, warnings };
+  const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, quiet: o.quiet ?? false, warnings };
   if (o.beginAt !== undefined) job.beginAt = o.beginAt;
-  if (o.array !== undefined) job.array = o.array;
+  if (o.array !== undefined) job.array = o.maxRunSubjobs !== undefined && o.array.max === undefined ? { ...o.array, max: o.maxRunSubjobs } : o.array;
+  else if (o.maxRunSubjobs !== undefined) warnings.push(`-W max_run_subjobs=${o.maxRunSubjobs} ignored: the job is not an array (-J)`);
   if (o.depend !== undefined) job.depend = o.depend;
   if (o.cron !== undefined) job.cron = o.cron;
   if (o.resources.chunks !== undefined) job.chunks = o.resources.chunks;
@@ -516,16 +632,13 @@ function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob {
   if (out.dir !== undefined || err.dir !== undefined) {
     job.outputDirs = { ...(out.dir !== undefined ? { stdout: out.dir } : {}), ...(err.dir !== undefined ? { stderr: err.dir } : {}) };
   }
-  if (o.mailPoints !== undefined || o.mailUsers !== undefined) {
-    job.mail = { ...(o.mailPoints !== undefined ? { points: o.mailPoints } : {}), ...(o.mailUsers !== undefined ? { users: o.mailUsers } : {}) };
-    if (o.mailPoints !== 'n') warnings.push('-m/-M recorded, but Copper sends no mail; follow the job with gcqstat');
-  }
-  if (o.account !== undefined) job.account = o.account;
-  if (o.shell !== undefined) job.shell = o.shell;
   return job;
 }
 
 // ------------------------------------------------------------------ entry
+
+/** The operand the client answers with its standard input (`gcqsub < job.sh`, `echo cmd | gcqsub`). */
+export const STDIN = '-';
 
 const SCRIPT_SUFFIX = /\.(sh|bash|csh|tcsh|ksh|zsh|pbs|qsub|job)$/i;
 
@@ -549,12 +662,17 @@ export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
     if (scanned.operands.length === 0) throw new UsageError('-- must be followed by a command');
     return buildJob(cmdline, { kind: 'argv', argv: scanned.operands }, ctx);
   }
-  const [path, ...args] = scanned.operands;
-  if (path === undefined) {
-    throw new UsageError('no job script given: use gcqsub [options] script, or gcqsub [options] -- command [args]');
-  }
-  if (path === '-') throw new UsageError('reading the job script from standard input is not supported; give a file name');
+  // No operand: the script comes on standard input, as in PBS (the client sends it when
+  // its stdin is not a terminal, and reports it missing when it is).
+  const [path = STDIN, ...args] = scanned.operands;
   const text = ctx.readFile?.(path);
+  if (text === undefined && path === STDIN) {
+    if (!ctx.isMissing?.(path)) return { kind: 'needFile', needFile: path };
+    throw new UsageError('no job script given: use gcqsub [options] script, gcqsub [options] -- command [args], or pipe a script into gcqsub');
+  }
+  if (path === STDIN && text !== undefined && text.trim() === '') {
+    throw new UsageError('no job script given: standard input was empty (give a script file, or gcqsub [options] -- command [args])');
+  }
   if (text === undefined) {
     if (!ctx.isMissing?.(path)) return { kind: 'needFile', needFile: path };
     // Copper's own form, `gcqsub python3 prog.py`: an operand that is no file in the working
@@ -564,6 +682,6 @@ export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
   }
 
   const prefix = cmdline.prefix ?? ctx.env['PBS_DPREFIX'] ?? DEFAULT_DIRECTIVE_PREFIX;
-  const fromScript = scriptOptions(path, text, prefix, ctx);
+  const fromScript = scriptOptions(path === STDIN ? 'STDIN' : path, text, prefix, ctx);
   return buildJob(mergeSets(fromScript, cmdline), { kind: 'script', path, text, args }, ctx);
 }

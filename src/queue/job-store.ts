@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { UnknownJobError } from '../errors.js';
-import type { JobRecord, JobSpec, JobState } from './job.js';
+import { END_REASONS, type EndReason, type JobRecord, type JobSpec, type JobState } from './job.js';
 import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
@@ -103,6 +103,8 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   const idx = num('arrayIndex');
   if (idx !== undefined) rec.arrayIndex = idx;
   if (h.settling === '1') rec.settling = true;
+  if (h.endReason && (END_REASONS as readonly string[]).includes(h.endReason)) rec.endReason = h.endReason as EndReason;
+  if (h.mailError) rec.mailError = h.mailError;
   return rec;
 }
 

@@ -47,6 +47,27 @@ export interface JobSpec {
   resources: Resources;
   /** The submitting host (PBS_O_HOST). */
   submitHost: string;
+  /** -A: PBS Account_Name, a charge string (not the Unix account above). */
+  accountName?: string;
+  /** -P: PBS project. */
+  project?: string;
+  /** -m: subset of 'abej', or 'n'; PBS's default 'a' applies when unset. Job mail (notify/) reads it. */
+  mailPoints?: string;
+  /** -M: addresses to mail; default the owner. */
+  mailUsers?: string[];
+  /** -S: the interpreter the script runs under (Shell_Path_List). */
+  shell?: string;
+  /** -W group_list: the group the job runs under, as asked. */
+  groupList?: string;
+  /** -W umask, as asked (octal text). */
+  umask?: string;
+  /** -l resources recorded as asked (vmem, pmem, cput, software, declared custom ones...), by name. */
+  extraResources?: Record<string, string>;
+  /**
+   * What the clone really gets now (resources_assigned): until memory hot-plug exists, the
+   * snapshot's RAM, and vCPUs up to the headnode's slots. Absent: the same as `resources`.
+   */
+  assigned?: Resources;
 }
 
 export interface JobRecord {
@@ -87,7 +108,19 @@ export interface JobRecord {
    * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).
    */
   settling?: boolean;
+  /**
+   * How a job that ran (or tried to) ended, written in the same compare-and-set as its E or F:
+   * its command exited, walltime killed it, gcqdel stopped it, it failed to start, or it was
+   * lost with a gcd that died. Mail (-m a) and accounting read it rather than the comment.
+   */
+  endReason?: EndReason;
+  /** The last job mail that could not be sent, and why (gcqstat -f mail_error). */
+  mailError?: string;
 }
+
+export type EndReason = 'exit' | 'walltime' | 'deleted' | 'failed' | 'lost';
+
+export const END_REASONS: readonly EndReason[] = ['exit', 'walltime', 'deleted', 'failed', 'lost'];
 
 export type DependencyType = 'afterok' | 'afternotok' | 'afterany';
 

@@ -10,6 +10,8 @@ export interface Keys {
   dependents(id: string): string;
   /** Reference count of a snapshot: jobs (queued or running) that still need it. */
   snapshotRefs: string;
+  /** Job mail's notes on an array (first task begun, a task aborted, peak memory). */
+  mail(id: string): string;
   /** BullMQ's own keys live under `<prefix>:bull:<queue>:*`. */
   bullPrefix: string;
 }
@@ -24,6 +26,7 @@ export function keysFor(prefix: string): Keys {
     job: (id) => `${prefix}:job:${id}`,
     dependents: (id) => `${prefix}:deps:${id}`,
     snapshotRefs: `${prefix}:snaprefs`,
+    mail: (id) => `${prefix}:mail:${id}`,
     bullPrefix: `${prefix}:bull`,
   };
 }

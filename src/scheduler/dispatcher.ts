@@ -99,7 +99,7 @@ export class Dispatcher {
       const mine: JobRecord = { ...t.record, runCount };
       if (runCount > 1 && !rec.spec.rerunnable) {
         // It ran before and was lost (gcd died): -r n forbids a second run.
-        await runner.finish(mine, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+        await runner.finish(mine, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', endReason: 'lost' });
         return;
       }
       const ctl = new AbortController();

@@ -20,8 +20,9 @@ export function pbsEnvironment(job: JobRecord): Record<string, string> {
     PBS_O_HOME: o('HOME') ?? (account === 'root' ? '/root' : `/home/${account}`),
     PBS_O_PATH: o('PATH') ?? '',
     PBS_O_SHELL: o('SHELL') ?? '/bin/sh',
-    NCPUS: String(s.resources.ncpus),
-    OMP_NUM_THREADS: String(s.resources.ncpus),
+    // What the clone really has (resources_assigned), not what was asked beyond its slots.
+    NCPUS: String(s.assigned?.ncpus ?? s.resources.ncpus),
+    OMP_NUM_THREADS: String(s.assigned?.ncpus ?? s.resources.ncpus),
     TMPDIR: '/tmp',
     ...(job.arrayIndex !== undefined
       ? { PBS_ARRAY_INDEX: String(job.arrayIndex), PBS_ARRAYID: String(job.arrayIndex), PBS_ARRAY_ID: job.arrayParent ?? '' }

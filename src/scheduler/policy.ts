@@ -243,7 +243,7 @@ export function resolveQueue(cfg: QuotaConfig, name: string | undefined): QueueC
   if (q) return q;
   const names = [...cfg.queues.keys()];
   const guess = suggest(wanted, names);
-  throw new UsageError(`unknown queue "${wanted}"; ${guess !== undefined ? `did you mean "${guess}"?` : `queues: ${names.join(', ')}`}`);
+  throw new UsageError(`Unknown queue "${wanted}"; ${guess !== undefined ? `did you mean "${guess}"?` : `queues: ${names.join(', ')}`}`);
 }
 
 /**

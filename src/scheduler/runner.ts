@@ -1,13 +1,14 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
+import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import { EXIT, signalExitStatus, type JobRecord } from '../queue/job.js';
+import { EXIT, signalExitStatus, type EndReason, type JobRecord } from '../queue/job.js';
 import type { JobStore, TransitionResult } from '../queue/job-store.js';
 import { pbsEnvironment } from './job-env.js';
 import { defaultOutputPaths } from './output-paths.js';
 import { setLongTimeout } from './long-timer.js';
+import { oomComment } from './oom-words.js';
 
 /** Why a running job is being stopped from outside. */
 export type StopReason = 'deleted' | 'shutdown';
@@ -31,6 +32,22 @@ export interface RunnerOptions {
    * array, reviews its dependents. Must be idempotent; throwing leaves the job to be settled again.
    */
   onFinished?: (job: JobRecord) => Promise<void>;
+  /** Clone start latency (run transition to command started), for the metrics. */
+  onCloneStarted?: (job: JobRecord, ms: number) => void;
+}
+
+/** How a job ended; endReason is written with its F, for accounting and metrics. */
+export interface JobEnd {
+  exitStatus?: number;
+  comment: string;
+  endReason?: EndReason;
+}
+
+/** How a job ends: its status (none: it never ran), the comment, and the reason (see JobRecord.endReason). */
+export interface JobEnd {
+  exitStatus?: number;
+  comment: string;
+  endReason?: EndReason;
 }
 
 export interface RunOutcome {
@@ -58,14 +75,16 @@ export class JobRunner {
     const spool = join(this.o.spoolDir, job.id);
     const paths = defaultOutputPaths(job);
     let running: RunningCommand | undefined;
-    let ended: { exitStatus?: number; comment: string } | undefined;
+    let ended: JobEnd | undefined;
     let requeue = false;
     let cloned = false;
     /** Past E: from here the job is finished, never requeued (its command has run). */
     let exited = false;
+    let guestMeasured = false;
 
     try {
-      await store.update(job.id, { cloneId, startedAt: Date.now(), comment: undefined });
+      const startedAt = Date.now();
+      await store.update(job.id, { cloneId, startedAt, comment: undefined });
       await mkdir(spool, { recursive: true });
       const outFile = join(spool, 'stdout');
       const errFile = job.spec.join === 'n' ? join(spool, 'stderr') : outFile;
@@ -73,7 +92,7 @@ export class JobRunner {
         cloneId,
         snapshotId: job.snapshotId ?? '',
         hostname: `${job.spec.headnode}-${job.seq}${task}`,
-        ncpus: job.spec.resources.ncpus,
+        ncpus: job.spec.assigned?.ncpus ?? job.spec.resources.ncpus,
       });
       cloned = true;
       const spec: ExecSpec = {
@@ -90,13 +109,20 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
+      this.o.onCloneStarted?.(job, Date.now() - startedAt);
       const result = await this.supervise(job, cloneId, running, stop);
       ended = result.ended;
       requeue = result.requeue;
+      if (result.usage) {
+        // The command's own usage (its cgroup in the clone) rather than the whole VM's.
+        guestMeasured = true;
+        const u = result.usage;
+        await store.update(job.id, { cputSec: Math.round(u.cputSec * 100) / 100, ...(u.memPeakKiB !== undefined ? { memKiB: u.memPeakKiB } : {}) });
+      }
 
       if (!requeue) {
         // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
-        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment });
+        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment, endReason: ended.endReason });
         if (!e.ok) throw e.error;
         exited = true;
         // Deliver output (a stage-out step goes next to this one).
@@ -105,11 +131,11 @@ export class JobRunner {
       }
     } catch (e) {
       if (stop.aborted && stop.reason === 'shutdown' && !exited) requeue = true;
-      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting' };
-      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}` };
+      else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', endReason: 'deleted' };
+      else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
-      if (cloned) {
+      if (cloned && !guestMeasured) {
         const used = await driver.usage?.(cloneId).catch(() => undefined);
         if (used) await store.update(job.id, { cputSec: Math.round(used.cputSec * 100) / 100, memKiB: used.memKiB }).catch(() => undefined);
       }
@@ -125,10 +151,10 @@ export class JobRunner {
         log.error('requeue refused', { job: job.id, error: q.error.message });
         return { requeue: false };
       }
-      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)' };
+      ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', endReason: 'lost' };
     }
     // Finish: -> F, then settle (snapshot, array, dependents).
-    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status' });
+    const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status', endReason: 'failed' });
     if (!f.ok && f.from !== 'F') log.error('finish refused', { job: job.id, error: f.error.message });
     return { requeue: false };
   }
@@ -144,11 +170,13 @@ export class JobRunner {
    * by their parents' F, so F has to come first; a crash in between leaves the mark, and gcd's
    * start settles every marked job again (each settle step is idempotent).
    */
-  async finish(job: JobRecord, end: { exitStatus?: number; comment: string }, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
+  async finish(job: JobRecord, end: JobEnd, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
     const r = await this.o.store.transition(job.id, event, {
       endedAt: Date.now(),
       exitStatus: end.exitStatus,
       comment: end.comment,
+      // Absent: keep the reason written at E (a gcd that died while delivering the output).
+      ...(end.endReason ? { endReason: end.endReason } : {}),
       cloneId: undefined,
       holds: undefined,
       settling: true,
@@ -183,7 +211,7 @@ export class JobRunner {
     cloneId: string,
     running: RunningCommand,
     stop: AbortSignal,
-  ): Promise<{ ended: { exitStatus: number; comment: string }; requeue: boolean }> {
+  ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
     /** Set when the host killed the clone: the guest did not end the job by the deadline. */
     let forced: string | undefined;
@@ -233,13 +261,15 @@ export class JobRunner {
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
     const extra = [forced, result.note].filter((x) => x !== undefined).map((x) => `; ${x}`).join('');
+    const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}` }, requeue: false };
+      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}`, endReason: 'walltime' }, requeue: false, ...u };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}` }, requeue: false };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: `stopped by gcd shutdown${extra}` }, requeue: true };
+    if (why === 'deleted') return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}`, endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: `stopped by gcd shutdown${extra}`, endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
-    return { ended: { exitStatus: status, comment: `Job run, ${how}${extra}` }, requeue: false };
+    const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
+    return { ended: { exitStatus: status, comment: `${oom ?? `Job run, ${how}`}${extra}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
   /** Bring the output home; if the headnode cannot take it, keep it on the host and say where. */

@@ -22,6 +22,7 @@ import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
 import { FairOrder } from './fair-order.js';
 import { RecurringJobs } from './recurring.js';
+import type { JobObservations } from '../lifecycle/observations.js';
 
 /** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
 const CRON_ID = /^cron\d+(\.|$)/;
@@ -45,6 +46,8 @@ export interface SchedulerOptions {
   dispatch?: boolean;
   /** The admin's quota and queue settings, as of now (reloaded behind this function). */
   quotas?: () => QuotaConfig;
+  /** What the state changes do not carry: new jobs with their snapshot pause, clone start latency. */
+  observe?: JobObservations;
 }
 
 export interface ListFilter {
@@ -91,6 +94,7 @@ export class Scheduler {
       ...(o.guestDeadlineMs !== undefined ? { guestDeadlineMs: o.guestDeadlineMs } : {}),
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
+      ...(o.observe ? { onCloneStarted: (job: JobRecord, ms: number) => o.observe?.cloneStarted(job, ms) } : {}),
     });
     if (o.dispatch !== false) {
       this.dispatcher = new Dispatcher({
@@ -140,6 +144,11 @@ export class Scheduler {
     return idText.includes('.') ? idText : `${idText}.${this.o.serverName}`;
   }
 
+  /** The admin's quota and queue settings now (gcqsub reads the declared custom resources). */
+  quotaConfig(): QuotaConfig {
+    return this.quotas();
+  }
+
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
     const cfg = this.quotas();
@@ -159,6 +168,7 @@ export class Scheduler {
     await this.queue.add(s.runnable);
     // A parent may have ended between the check and the registration: look again.
     for (const w of s.waiting) await this.reviewDependent(w.child);
+    this.o.observe?.submitted(s.records, s.snapshots);
     return s.records;
   }
 
@@ -312,10 +322,10 @@ export class Scheduler {
       if (j.state === 'R' && j.spec.rerunnable) {
         await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
       } else if (j.state === 'R') {
-        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again' });
+        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', endReason: 'lost' });
       } else if (j.state === 'E') {
         const status = j.exitStatus ?? EXIT.LOST;
-        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered` });
+        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered`, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
         await this.runner.settle(j);
       }

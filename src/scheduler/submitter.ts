@@ -2,7 +2,7 @@ import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
-import { neverFits, type CapacityLimits } from './capacity.js';
+import { neverFits, resolveAssignment, type CapacityLimits } from './capacity.js';
 import { nextState } from '../queue/job-states.js';
 import { describeDependencies, judgeDependencies } from './dependencies.js';
 
@@ -24,6 +24,8 @@ export interface Submitted {
   runnable: JobRecord[];
   /** Jobs that wait on others: child id -> parents still pending. */
   waiting: Array<{ child: string; on: string[] }>;
+  /** The snapshots taken (one per headnode): their pause is measured by the metrics. */
+  snapshots: SnapshotInfo[];
 }
 
 /** The state a new job starts in and why, in PBS and Slurm terms. */
@@ -65,8 +67,12 @@ export class Submitter {
   }
 
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<Submitted> {
-    if (specs.length === 0) return { records: [], runnable: [], waiting: [] };
+    if (specs.length === 0) return { records: [], runnable: [], waiting: [], snapshots: [] };
     if (opts.array && specs.length !== 1) throw new UsageError('an array job is one submission of one spec');
+    for (const s of specs) {
+      const never = neverFits(this.capacity(), s.resources.ncpus, s.resources.memMiB);
+      if (never) throw new UsageError(never);
+    }
     const dependsOn = await this.checkDependencies(opts.depend);
     const byHeadnode = new Map<string, SnapshotInfo>();
     try {
@@ -106,7 +112,7 @@ export class Submitter {
         }
       });
       await this.store.create(records);
-      return { records, runnable, waiting };
+      return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.
       const refs = await this.store.snapshotRefs().catch(() => new Map<string, number>());
@@ -117,22 +123,13 @@ export class Submitter {
     }
   }
 
-  /** A clone's RAM is its headnode's: fix memMiB to it, and refuse what can never fit. */
+  /**
+   * What the job reserves (resources: as asked, and at least the headnode's RAM, which a
+   * clone inherits) and what its clone really gets now (assigned: the snapshot's RAM and
+   * vCPUs up to its slots; memory and CPUs beyond them wait for hot-plug). Only a request
+   * above the host's capacity is refused.
+   */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
-    if (spec.resources.memMiB > 0 && snap.memMiB !== undefined && spec.resources.memMiB > snap.memMiB) {
-      throw new UsageError(
-        `-l mem=${spec.resources.memMiB}MiB is more than headnode ${spec.headnode}'s ${snap.memMiB} MiB: a clone has its headnode's RAM; give the headnode more memory (gc headnode create --mem) and submit again`,
-      );
-    }
-    const maxCpus = snap.maxVcpus ?? snap.vcpus;
-    if (maxCpus !== undefined && spec.resources.ncpus > maxCpus) {
-      throw new UsageError(
-        `-l ncpus=${spec.resources.ncpus} is more than the ${maxCpus} vCPUs a clone of headnode ${spec.headnode} can have: its CPU slots are fixed when it boots (gc headnode create --max-vcpus)`,
-      );
-    }
-    const resources = { ncpus: spec.resources.ncpus, memMiB: snap.memMiB ?? spec.resources.memMiB };
-    const never = neverFits(this.capacity(), resources.ncpus, resources.memMiB);
-    if (never) throw new UsageError(never);
-    return { ...spec, resources };
+    return { ...spec, ...resolveAssignment(spec.resources, snap, this.capacity()) };
   }
 }

@@ -13,6 +13,7 @@ import { QuotaWatcher } from '../config/quotas.js';
 import type { Settings } from '../config/settings.js';
 import { UnavailableError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
+import { createMailNotifier, mailSettings } from '../notify/mail/index.js';
 import { keysFor } from '../queue/keys.js';
 import { bullConnection, connectRedis, type RedisTarget } from '../redis/connection.js';
 import { startEmbeddedRedis } from '../redis/embedded.js';
@@ -23,6 +24,7 @@ import { CLUSTER_COMMANDS, clusterTool } from './commands/gc-clone.js';
 import { gcTool } from './commands/gc.js';
 import { runTool } from './commands/index.js';
 import type { Tool, ToolServices } from './commands/tool.js';
+import { startObservers } from './observers.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -91,6 +93,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    const observers = startObservers(settings);
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -104,10 +107,27 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       lockDurationMs: settings.lockDurationMs,
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
+      observe: observers.lifecycle,
     });
+    // Job mail (-m/-M) hears every transition, those of the recovery in start() too; closed
+    // after the scheduler, so the mails of the jobs it ends on the way down still go.
+    const mail = createMailNotifier({
+      redis,
+      keys: keysFor(settings.keyPrefix),
+      serverName: settings.serverName,
+      jobs: scheduler.store,
+      settings: mailSettings(settings),
+    });
+    const unsubscribeMail = scheduler.events.subscribe((t) => mail.onTransition(t));
+    cleanups.push(async () => {
+      unsubscribeMail();
+      await mail.close();
+    });
+    // Before start(): the recovery's state changes are observed too.
+    observers.attach(scheduler);
 
     const gc = gcCommand(backend);
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}) };
+    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, ...(gc ? { gc } : {}), ...observers.services };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),
@@ -118,6 +138,8 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => scheduler.close());
     // Only now: until the scheduler has recovered, a guest's call could act on half-recovered state.
     api = server;
+    await observers.serveMetrics();
+    cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
     return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };

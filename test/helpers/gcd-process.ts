@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadSettings } from '../../src/config/settings.js';
+import { setting } from '../../src/config/settings.js';
 
 /** The repository root, from dist/test/helpers. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -43,8 +43,10 @@ export class GcdProcess {
     throw new Error(`gcd did not become ready: ${this.log}`);
   }
 
-  tool(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ToolRun {
+  /** `input`: what the tool reads on stdin (a pipe); without it stdin is an empty pipe. */
+  tool(name: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string } = {}): ToolRun {
     const r = spawnSync(process.execPath, [join(BIN, `${name}.js`), ...args], {
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
       env: { ...this.env, ...opts.env },
       cwd: opts.cwd ?? this.stateDir,
       encoding: 'utf8',
@@ -87,7 +89,7 @@ export class GcdProcess {
     rmSync(this.stateDir, { recursive: true, force: true });
     // Guest RAM lives on tmpfs beside the state folder: snapshots of jobs still queued when the
     // test ended (e.g. cron firings) would otherwise stay in memory after the test.
-    rmSync(loadSettings(this.env).ramDir, { recursive: true, force: true });
+    rmSync(setting('ramDir', this.env), { recursive: true, force: true });
   }
 
   /** A shell command inside a headnode, as root (the administrator's `gc headnode exec`). */

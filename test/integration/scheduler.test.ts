@@ -168,13 +168,22 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
     expect((await sched.waitFor(jobs[1]!.id)).exitStatus).to.equal(0);
   });
 
-  it('refuses -l ncpus above what a clone of the headnode can have, and queues nothing', async function () {
-    // The test double's snapshots say what QEMU's do: 1 vCPU, hot-pluggable up to 8.
+  it('refuses only what no host can hold (one line: resource, request, host); records asked and assigned', async function () {
+    // The test double's snapshots say what QEMU's do: 512 MiB, 1 vCPU, hot-pluggable up to 8.
     const before = await sched.list(ADMIN, { includeFinished: true });
-    const err = await sched.submit([spec({ resources: { ncpus: 9, memMiB: 0 } })]).catch((e: unknown) => e);
-    expect(err).to.be.instanceOf(UsageError);
-    expect(String(err)).to.match(/-l ncpus=9 is more than the 8 vCPUs a clone of headnode hn1 can have/);
+    const cpuErr = await sched.submit([spec({ resources: { ncpus: 5, memMiB: 0 } })]).catch((e: unknown) => e);
+    expect(cpuErr).to.be.instanceOf(UsageError);
+    expect((cpuErr as Error).message).to.equal('ncpus=5 exceeds the largest host (4)');
+    const memErr = await sched.submit([spec({ resources: { ncpus: 1, memMiB: 8192 } })]).catch((e: unknown) => e);
+    expect((memErr as Error).message).to.equal('mem=8gb exceeds the largest host (4gb)');
     expect(await sched.list(ADMIN, { includeFinished: true })).to.have.length(before.length);
+    expect(driver.snapshots.size).to.equal(0, 'a refused job leaves no snapshot');
+
+    // Above the headnode's 512 MiB but within the host: accepted, the clone has what it can have now.
+    const [big] = await sched.submit([spec({ argv: ['true'], resources: { ncpus: 2, memMiB: 2048 } })]);
+    expect(big!.spec.resources).to.deep.equal({ ncpus: 2, memMiB: 2048 });
+    expect(big!.spec.assigned).to.deep.equal({ ncpus: 2, memMiB: 512 });
+    expect((await sched.waitFor(big!.id)).exitStatus).to.equal(0);
   });
 
   it('runs higher PBS priority first', async function () {

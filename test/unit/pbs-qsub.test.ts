@@ -76,9 +76,9 @@ describe('pbs qsub: script corpus', () => {
       rerunnable: true,
       resources: { ncpus: 128, memMiB: 491520 },
       submitHost: 'hn-alice',
+      accountName: 'proj0042',
     });
     expect(r.chunks).to.deep.equal([{ count: 4, ncpus: 32, mpiprocs: 32, memMiB: 122880 }]);
-    expect(r.account).to.equal('proj0042');
     expect(r.warnings).to.deep.equal(['-l select: 4 chunks are run as one job with 128 CPUs in a single clone VM']);
     expect(r).to.include({ block: false, hold: false });
   });
@@ -107,7 +107,7 @@ describe('pbs qsub: script corpus', () => {
     expect(r.warnings).to.deep.equal([]);
   });
 
-  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M recorded', () => {
+  it('torque-nodes.pbs: nodes=1:ppn=8 with job-wide mem, -V, -m/-M on the spec', () => {
     const r = job(['torque-nodes.pbs']);
     expect(r.spec.name).to.equal('gromacs_md');
     expect(r.spec.resources).to.deep.equal({ ncpus: 8, memMiB: 16384 });
@@ -115,8 +115,9 @@ describe('pbs qsub: script corpus', () => {
     expect(r.spec.queue).to.equal('batch');
     expect(r.spec.env).to.deep.equal({ HOME: '/home/alice', PATH: '/usr/bin:/bin', LANG: 'C.UTF-8' });
     expect(r.chunks).to.deep.equal([{ count: 1, ncpus: 8 }]);
-    expect(r.mail).to.deep.equal({ points: 'abe', users: ['alice@example.org'] });
-    expect(r.warnings).to.deep.equal(['-m/-M recorded, but Copper sends no mail; follow the job with gcqstat']);
+    expect(r.spec).to.include({ mailPoints: 'abe' });
+    expect(r.spec.mailUsers).to.deep.equal(['alice@example.org']);
+    expect(r.warnings).to.deep.equal([]);
   });
 
   it('torque-array.pbs: -t with %max, nodes and walltime in one -l, -o/-e directories', () => {
@@ -137,7 +138,8 @@ describe('pbs qsub: script corpus', () => {
     const r = job(['depend-mail.pbs']);
     expect(r.depend).to.deep.equal([{ type: 'afterok', jobIds: ['1234.pbsserver', '1235.pbsserver'] }]);
     expect(r.spec.walltimeSec).to.equal(1200);
-    expect(r.mail).to.deep.equal({ points: 'ae', users: ['alice@example.org', 'bob@example.org'] });
+    expect(r.spec.mailPoints).to.equal('ae');
+    expect(r.spec.mailUsers).to.deep.equal(['alice@example.org', 'bob@example.org']);
   });
 
   it('long-queue-held.pbs: -q, -p, -h, a week of walltime', () => {
@@ -172,7 +174,7 @@ describe('pbs qsub: script corpus', () => {
     ]);
     expect(r.beginAt).to.equal(new Date(2024, 5, 13, 23, 30).getTime());
     expect(r.spec.rerunnable).to.equal(true);
-    expect(r.shell).to.equal('/bin/bash');
+    expect(r.spec.shell).to.equal('/bin/bash');
   });
 
   it('quoted-comments.pbs: quoted -v values with commas and spaces, trailing comments, block', () => {
@@ -199,22 +201,19 @@ describe('pbs qsub: script corpus', () => {
 
 describe('pbs qsub: bad directives name file, line and directive', () => {
   const cases: [string, string][] = [
-    ['bad-unknown-option.pbs', 'bad-unknown-option.pbs:4: #PBS -X: unknown option -X'],
+    ['bad-unknown-option.pbs', 'bad-unknown-option.pbs:4: #PBS -Y: unknown option -Y'],
+    ['bad-gpu-chunk.pbs', 'bad-gpu-chunk.pbs:3: #PBS -l select=1:ncpus=4:ngpus=1: -l select: "ngpus" asks for GPUs or accelerators, which no Copper host has'],
     [
-      'bad-gpu-chunk.pbs',
-      'bad-gpu-chunk.pbs:3: #PBS -l select=1:ncpus=4:ngpus=1: -l select: unsupported chunk resource "ngpus" (supported: ncpus, mem, mpiprocs, ompthreads)',
-    ],
-    [
-      'bad-software-resource.pbs',
-      'bad-software-resource.pbs:5: #PBS -l software=abaqus: -l: unsupported resource "software" (supported: walltime, ncpus, mem, select, nodes, place)',
+      'bad-custom-resource.pbs',
+      'bad-custom-resource.pbs:5: #PBS -l matlab_lic=1: -l: unknown resource "matlab_lic"; an administrator can declare it in quotas.yaml (resources: [matlab_lic])',
     ],
     [
       'bad-interactive.pbs',
       'bad-interactive.pbs:2: #PBS -I: -I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command',
     ],
-    ['bad-umask.pbs', 'bad-umask.pbs:3: #PBS -W umask=022: -W umask: not supported (supported: depend, block)'],
+    ['bad-umask.pbs', 'bad-umask.pbs:3: #PBS -W umask=0x22: -W umask=0x22: give an octal mask, e.g. umask=022'],
     ['bad-walltime.pbs', 'bad-walltime.pbs:3: #PBS -l walltime=1:75:00: -l walltime: "1:75:00" has minutes or seconds above 59'],
-    ['bad-nodes-host.pbs', 'bad-nodes-host.pbs:3: #PBS -l nodes=node07:ppn=4: -l nodes: "node07" names a host; give a node count, e.g. nodes=1:ppn=8'],
+    ['bad-nodes-gpus.pbs', 'bad-nodes-gpus.pbs:3: #PBS -l nodes=1:ppn=4:gpus=2: -l nodes: "gpus" asks for GPUs or accelerators, which no Copper host has'],
     ['bad-operand.pbs', 'bad-operand.pbs:2: #PBS -N two words: unexpected argument "words"'],
   ];
   for (const [file, message] of cases) {
@@ -248,6 +247,7 @@ describe('pbs qsub: forms and defaults', () => {
       },
       block: false,
       hold: false,
+      quiet: false,
       warnings: [],
     });
   });
@@ -285,9 +285,11 @@ describe('pbs qsub: forms and defaults', () => {
   });
 
   it('refuses a missing operand, an empty --, stdin and a relative cwd', () => {
-    expect(usageError(['-N', 'a'])).to.equal('no job script given: use gcqsub [options] script, or gcqsub [options] -- command [args]');
+    expect(parseQsub(['-N', 'a'], ctx())).to.deep.equal({ kind: 'needFile', needFile: '-' }, 'no operand: the client sends its stdin');
     expect(usageError(['-N', 'a', '--'])).to.equal('-- must be followed by a command');
-    expect(usageError(['-'])).to.equal('reading the job script from standard input is not supported; give a file name');
+    expect(usageError(['-'], ctx({ isMissing: (p) => p === '-' }))).to.equal(
+      'no job script given: use gcqsub [options] script, gcqsub [options] -- command [args], or pipe a script into gcqsub',
+    );
     expect(usageError(['--', 'true'], ctx({ cwd: 'work' }))).to.equal('the working directory "work" is not an absolute path');
   });
 
@@ -329,8 +331,8 @@ describe('pbs qsub: getopt-style command lines', () => {
   it('lets the last of a repeated option win', () => expect(job(['-N', 'first', '-N', 'second', '--', 'x']).spec.name).to.equal('second'));
 
   it('names unknown options and missing values', () => {
-    expect(usageError(['-X', 'job.sh'])).to.equal('unknown option -X');
-    expect(usageError(['-hX'])).to.equal('unknown option -X');
+    expect(usageError(['-Y', 'job.sh'])).to.equal('unknown option -Y');
+    expect(usageError(['-hY'])).to.equal('unknown option -Y');
     expect(usageError(['--bogus', '--', 'x'])).to.equal('unknown option --bogus');
     expect(usageError(['--N', 'x'])).to.equal('unknown option --N');
     expect(usageError(['-N'])).to.equal('option -N needs a value');
@@ -432,7 +434,7 @@ describe('pbs qsub: option values', () => {
     expect(usageError(['-q', '1q', '--', 'x'])).to.equal('-q 1q: a queue name is a letter followed by up to 14 letters, digits, "_", "-" or "."');
     expect(usageError(['-m', 'xyz', '--', 'x'])).to.equal('-m xyz: use any of a, b, e (and j for array subjobs), or n for none');
     const noMail = job(['-m', 'n', '--', 'x']);
-    expect(noMail.mail).to.deep.equal({ points: 'n' });
+    expect(noMail.spec.mailPoints).to.equal('n');
     expect(noMail.warnings).to.deep.equal([]);
     expect(usageError(['-S', 'bash', '--', 'x'])).to.equal('-S bash: give the absolute path of a shell, e.g. /bin/bash');
     expect(usageError(['-A', ' ', '--', 'x'])).to.equal('-A: the account is empty');
@@ -443,7 +445,7 @@ describe('pbs qsub: option values', () => {
     expect(usageError(['-l', 'ncpus=0', '--', 'x'])).to.equal('-l ncpus: "0" must be a whole number from 1 to 100000');
     expect(usageError(['-l', 'mem=', '--', 'x'])).to.equal('-l mem: missing value; write mem=VALUE');
     expect(usageError(['-l', 'select=2:ncpus', '--', 'x'])).to.equal('-l select: ncpus needs a value, e.g. ncpus=4');
-    expect(usageError(['-l', 'nodes=1:ppn=4:ib', '--', 'x'])).to.equal('-l nodes: unsupported node property "ib" (supported: ppn)');
+    expect(job(['-l', 'nodes=1:ppn=4:ib', '--', 'x']).warnings).to.deep.equal(['-l nodes: node property "ib" ignored; every clone is alike']);
     expect(usageError(['-l', 'place=spread', '--', 'x'])).to.equal(
       '-l place: unknown placement "spread" (use free, pack, scatter, vscatter, excl, shared, exclhost or group=RES)',
     );

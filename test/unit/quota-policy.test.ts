@@ -158,8 +158,8 @@ describe('quota policy: checkSubmit', () => {
   it('unknown and disabled queues', () => {
     const cfg = cfgOf('queues:', '  workq: {}', '  short: {enabled: false}', 'default_queue: workq');
     const t = new UsageTracker();
-    expect(() => checkSubmit(cfg, t, req({ queue: 'shrot' }))).to.throw(UsageError, 'unknown queue "shrot"; did you mean "short"?');
-    expect(() => checkSubmit(cfg, t, req({ queue: 'zzzzzz' }))).to.throw(UsageError, 'unknown queue "zzzzzz"; queues: workq, short');
+    expect(() => checkSubmit(cfg, t, req({ queue: 'shrot' }))).to.throw(UsageError, 'Unknown queue "shrot"; did you mean "short"?');
+    expect(() => checkSubmit(cfg, t, req({ queue: 'zzzzzz' }))).to.throw(UsageError, 'Unknown queue "zzzzzz"; queues: workq, short');
     expect(quotaError(() => checkSubmit(cfg, t, req({ queue: 'short' })))).to.equal('queue short is disabled (enabled: false) and accepts no new jobs');
     expect(checkSubmit(cfg, t, req({ queue: '' })).queue).to.equal('workq');
   });

@@ -15,6 +15,7 @@ import { copyFromGuest, copyToGuest, readGuestFile, writeGuestFile } from '../..
 import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import type { CloneHandle, Driver, ExecResult, ExecSpec, KillSignal, RunningCommand } from '../driver.js';
+import { parseCommandUsage } from './command-usage.js';
 
 export interface QemuDriverOptions extends VmHostOptions {
   /** Most bytes of a job's stdout (and of its stderr) brought home; the rest is cut and said so. */
@@ -89,7 +90,9 @@ export class QemuDriver extends VmHost implements Driver {
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
-          const res: ExecResult = { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal };
+          // Small and the guest's: read at most 4 KiB of it.
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`, { maxBytes: 4096 }).catch(() => undefined))?.toString());
+          const res: ExecResult = { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
           if (cuts.length) res.note = guestText(cuts.join('; '));
           return res;
         }

@@ -28,6 +28,8 @@ export const gcqsub: Tool = async (req, s) => {
     readFile: (p) => req.files[p],
     isMissing: (p) => req.missing.includes(p),
     hostSide: !guest,
+    customResources: s.scheduler.quotaConfig().resources,
+    ...(guest && req.groups ? { accountGroups: req.groups } : {}),
   });
   if (r.kind === 'needFile') return { stdout: '', stderr: '', exitCode: 0, needFile: r.needFile };
   if (r.kind === 'help') return { stdout: r.help, stderr: '', exitCode: 0 };
@@ -45,7 +47,7 @@ export const gcqsub: Tool = async (req, s) => {
   if (r.cron) {
     if (r.array || r.depend?.length || r.hold) throw new UsageError('--cron goes with neither -J/-t, -W depend nor -h');
     const c = await s.scheduler.recurring.create(r.cron, spec);
-    return { stdout: `${c.id}\n`, stderr: r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join(''), exitCode: 0 };
+    return { stdout: r.quiet ? '' : `${c.id}\n`, stderr: r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join(''), exitCode: 0 };
   }
   if (r.array && r.block) throw new UsageError('-W block=true cannot wait for an array job');
   const depend = r.depend?.map((d) => ({ type: d.type, jobIds: d.jobIds.map((id) => s.scheduler.store.parseId(id)) }));
@@ -56,7 +58,7 @@ export const gcqsub: Tool = async (req, s) => {
     ...(r.array ? { array: r.array } : {}),
   });
   const warn = r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join('');
-  if (!r.block) return { stdout: `${job!.id}\n`, stderr: warn, exitCode: 0 };
+  if (!r.block) return { stdout: r.quiet ? '' : `${job!.id}\n`, stderr: warn, exitCode: 0 };
   const done = await s.scheduler.waitFor(job!.id);
-  return { stdout: `${job!.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };
+  return { stdout: r.quiet ? '' : `${job!.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };
 };

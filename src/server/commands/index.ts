@@ -7,8 +7,11 @@ import { gcqstat } from './gcqstat.js';
 import { gcqsub } from './gcqsub.js';
 import { gcqalter } from './gcqalter.js';
 import { gcqhold, gcqrls } from './holds.js';
+import { gcqselect } from './gcqselect.js';
+import { gctracejob } from './gctracejob.js';
+import { gcseff } from './gcseff.js';
 
-const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter };
+const TOOLS: Record<string, Tool> = { gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter, gcqselect, gctracejob, gcseff };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */
 export async function runTool(name: string, req: ToolRequest, s: ToolServices): Promise<ToolResult> {

@@ -15,11 +15,13 @@ Every function sends the same request the command-line tools send (POST /v1/cli 
 10.0.2.100:80, see docs/PROTOCOL.md); nothing is printed. gcd knows who is calling from the
 channel the request arrives on, not from anything in the request.
 """
+import grp
 import http.client
 import json
 import os
 import pwd
 import select
+import sys
 
 __all__ = ["Result", "CopperError", "Unreachable", "CommandFailed", "call", "qsub", "qstat", "qdel",
            "qhold", "qrls", "qalter", "gc", "clone", "clones", "kill", "whoami", "API_HOST", "API_PORT",
@@ -66,6 +68,17 @@ class Result:
 
     def __repr__(self):
         return "Result(exit_code=%r, stdout=%r, stderr=%r)" % (self.exit_code, self.stdout, self.stderr)
+
+
+def _groups():
+    """The calling account's group names (gcd checks -W group_list against them)."""
+    names = []
+    for gid in sorted(set(os.getgroups()) | {os.getgid()}):
+        try:
+            names.append(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.append(str(gid))
+    return names
 
 
 def _account():
@@ -137,6 +150,11 @@ def _post(body, fork=False):
 
 
 def _read_file(cwd, name):
+    if name == "-":
+        # gcqsub with no script operand reads the script from stdin, unless stdin is a terminal.
+        if sys.stdin is None or sys.stdin.isatty():
+            raise FileNotFoundError(name)
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
     path = name if os.path.isabs(name) else os.path.join(cwd, name)
     with open(path, "rb") as f:
         data = f.read()
@@ -152,6 +170,7 @@ def call(tool, argv, cwd=None, env=None):
         "cwd": cwd,
         "env": dict(os.environ if env is None else env),
         "account": _account(),
+        "groups": _groups(),
     }
     files = {}
     missing = []

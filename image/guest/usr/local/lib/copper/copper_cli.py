@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""The guest's gcqsub, gcqstat, gcqdel, gcqhold, gcqrls, gcqalter and gc: thin clients of gcd.
+"""The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter, gctracejob, gcseff and gc: thin clients of gcd.
+
+Also installed as the PBS names qsub, qstat, qdel, qselect, qhold, qrls and qalter (same tools).
 
 /usr/local/bin/<tool> is a symlink to this file; the tool is the name it was called by.
 Exit status: the command's, 3 if gcd cannot be reached, 2 for a local usage problem.
@@ -10,9 +12,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import copper  # noqa: E402
 
+PBS_NAMES = {"qsub": "gcqsub", "qstat": "gcqstat", "qdel": "gcqdel", "qselect": "gcqselect",
+             "qhold": "gcqhold", "qrls": "gcqrls", "qalter": "gcqalter"}
+
 
 def main():
-    tool = os.path.basename(sys.argv[0])
+    called = os.path.basename(sys.argv[0])
+    # The PBS names (qsub, qstat, ...) run Copper's tools of the same name with "gc" in front;
+    # their messages then start with the name called ("qstat: Unknown Job Id ..."), as PBS's do.
+    tool = PBS_NAMES.get(called, called)
     if tool.endswith(".py"):
         print("%s: call it as gcqsub, gcqstat, ... (a symlink to this file)" % tool, file=sys.stderr)
         return 2
@@ -20,17 +28,21 @@ def main():
         result = copper.call(tool, sys.argv[1:])
     except copper.Unreachable as e:
         reason = " ".join(str(e).split()) or type(e).__name__  # always one line
-        print("%s: cannot reach gcd at %s:%d: %s" % (tool, copper.API_HOST, copper.API_PORT, reason), file=sys.stderr)
+        print("%s: cannot reach gcd at %s:%d: %s" % (called, copper.API_HOST, copper.API_PORT, reason), file=sys.stderr)
         return 3
     except copper.CopperError as e:
-        print("%s: %s" % (tool, e), file=sys.stderr)
+        print("%s: %s" % (called, e), file=sys.stderr)
         status = e.status or 0
         return 3 if status == 503 else 2 if 400 <= status < 500 else 1
     except KeyboardInterrupt:
         return 130
     sys.stdout.write(result.stdout)
     sys.stdout.flush()
-    sys.stderr.write(result.stderr)
+    stderr = result.stderr
+    if called != tool:
+        stderr = "".join(called + line[len(tool):] if line.startswith(tool + ":") else line
+                         for line in stderr.splitlines(True))
+    sys.stderr.write(stderr)
     return result.exit_code
 
 
