@@ -260,12 +260,20 @@ export class JobRunner {
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
-    const extra = [forced, result.note].filter((x) => x !== undefined).map((x) => `; ${x}`).join('');
+    const extra = [forced, result.note]
+      .filter((x) => x !== undefined)
+      .map((x) => `; ${x}`)
+      .join('');
     const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
-      return { ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}`, endReason: 'walltime' }, requeue: false, ...u };
+      return {
+        ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}`, endReason: 'walltime' },
+        requeue: false,
+        ...u,
+      };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}`, endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'deleted')
+      return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}`, endReason: 'deleted' }, requeue: false, ...u };
     if (why === 'shutdown') return { ended: { exitStatus: status, comment: `stopped by gcd shutdown${extra}`, endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
@@ -281,7 +289,10 @@ export class JobRunner {
     else if (join_ === 'eo') sends.push([join(spool, 'stdout'), paths.err]);
     else sends.push([join(spool, 'stdout'), paths.out], [join(spool, 'stderr'), paths.err]);
     for (const [host, guest] of sends) {
-      const exists = await stat(host).then(() => true, () => false);
+      const exists = await stat(host).then(
+        () => true,
+        () => false,
+      );
       if (!exists) continue;
       try {
         await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');

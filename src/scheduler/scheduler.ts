@@ -155,12 +155,25 @@ export class Scheduler {
     const count = opts.array ? opts.array.indices.length : 1;
     const resolved = specs.map((spec) => {
       // Queue defaults and per-job limits; max_queued counts the whole batch.
-      const r = checkSubmit(cfg, this.usage, {
-        user: spec.user, group: spec.group, queue: spec.queue, ncpus: spec.resources.ncpus,
-        ...(spec.resources.memMiB ? { memMiB: spec.resources.memMiB } : {}),
-        ...(spec.walltimeSec !== undefined ? { walltimeSec: spec.walltimeSec } : {}),
-      }, count * specs.length);
-      return { ...spec, queue: r.queue, resources: { ...spec.resources, ncpus: r.ncpus }, ...(r.walltimeSec !== undefined ? { walltimeSec: r.walltimeSec } : {}) };
+      const r = checkSubmit(
+        cfg,
+        this.usage,
+        {
+          user: spec.user,
+          group: spec.group,
+          queue: spec.queue,
+          ncpus: spec.resources.ncpus,
+          ...(spec.resources.memMiB ? { memMiB: spec.resources.memMiB } : {}),
+          ...(spec.walltimeSec !== undefined ? { walltimeSec: spec.walltimeSec } : {}),
+        },
+        count * specs.length,
+      );
+      return {
+        ...spec,
+        queue: r.queue,
+        resources: { ...spec.resources, ncpus: r.ncpus },
+        ...(r.walltimeSec !== undefined ? { walltimeSec: r.walltimeSec } : {}),
+      };
     });
     const s = await this.submitter.submit(resolved, opts);
     for (const r of s.records) if (!r.array) this.usage.onQueued(trackedJob(r));
@@ -322,10 +335,18 @@ export class Scheduler {
       if (j.state === 'R' && j.spec.rerunnable) {
         await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
       } else if (j.state === 'R') {
-        await this.runner.finish(j, { exitStatus: EXIT.LOST, comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again', endReason: 'lost' });
+        await this.runner.finish(j, {
+          exitStatus: EXIT.LOST,
+          comment: 'gcd stopped while the job ran; not rerunnable (-r n), so not run again',
+          endReason: 'lost',
+        });
       } else if (j.state === 'E') {
         const status = j.exitStatus ?? EXIT.LOST;
-        await this.runner.finish(j, { exitStatus: status, comment: `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered`, endReason: 'exit' });
+        await this.runner.finish(j, {
+          exitStatus: status,
+          comment: `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered`,
+          endReason: 'exit',
+        });
       } else if (j.state === 'F' && j.settling) {
         await this.runner.settle(j);
       }

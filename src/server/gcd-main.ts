@@ -18,7 +18,9 @@ export async function main(argv: string[]): Promise<number> {
   let settings: Settings;
   try {
     const p = await parseArgs<{ 'state-dir'?: string }>('gcd', argv, (y) =>
-      y.usage('gcd [--state-dir DIR]: run the Copper daemon in the foreground').option('state-dir', { type: 'string', describe: 'state folder (GC_STATE_DIR)' }),
+      y
+        .usage('gcd [--state-dir DIR]: run the Copper daemon in the foreground')
+        .option('state-dir', { type: 'string', describe: 'state folder (GC_STATE_DIR)' }),
     );
     if (p.kind === 'help') {
       process.stdout.write(p.help + '\n');

@@ -255,10 +255,7 @@ export class AgentClient {
 
   private async syncNow(timeoutMs: number): Promise<void> {
     const id = randomInt(1, 2 ** 31 - 1);
-    const req = Buffer.concat([
-      Buffer.from([SYNC_BYTE]),
-      Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n'),
-    ]);
+    const req = Buffer.concat([Buffer.from([SYNC_BYTE]), Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } }) + '\n')]);
     this.needsSync = true;
     this.reader.expectSyncByte();
     // Replies to earlier syncs (queued while the guest was not reading) are skipped by the predicate.

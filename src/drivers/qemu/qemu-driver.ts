@@ -146,7 +146,9 @@ export class QemuDriver extends VmHost implements Driver {
     try {
       await copyToGuest(agent, hostFile, tmp);
       // chown before the rename: the file appears under its name with its final owner.
-      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], { timeoutMs: 30_000 });
+      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], {
+        timeoutMs: 30_000,
+      });
       if (st.exitCode !== 0) {
         throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
       }
