@@ -85,7 +85,7 @@ async function main(): Promise<void> {
         await drv.withClone(c.cloneId, async (lc) => {
           const st = await lc.agent.run('/bin/tar', ['-C', '/', '-cf', '/var/tmp/plain.tar', dir], { timeoutMs: 600_000 });
           if (st.exitCode !== 0) throw new Error(`tar: ${st.err?.toString() ?? ''}`);
-          plainBytes = await copyFromGuest(lc.agent, '/var/tmp/plain.tar', host);
+          plainBytes = (await copyFromGuest(lc.agent, '/var/tmp/plain.tar', host)).bytes;
           await lc.agent.run('/bin/rm', ['-f', '/var/tmp/plain.tar']);
         });
         plain.push(performance.now() - t);

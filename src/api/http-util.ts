@@ -28,7 +28,8 @@ export async function readJson(req: IncomingMessage): Promise<unknown> {
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+  // undefined (a route whose call returns nothing, e.g. DELETE) is answered as {}, not a throw.
+  const text = JSON.stringify(body) ?? '{}';
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }

@@ -10,6 +10,15 @@ import { clusterRoutes } from './cluster-routes.js';
 import { asObject, asStringArray, asStringMap, readJson, sendError, sendJson } from './http-util.js';
 import type { Route } from './routes.js';
 
+/** A path segment, %-decoded; a malformed escape is the caller's error, not gcd's (URIError). */
+function decodeParam(p: string | undefined): string {
+  try {
+    return decodeURIComponent(p ?? '');
+  } catch {
+    throw new UsageError(`malformed %-escape in the path: '${p ?? ''}'`);
+  }
+}
+
 /** What the API serves from; gcd's composition root (server/compose.ts) hands it over. */
 export interface ApiServices {
   scheduler: Pick<Scheduler, 'list' | 'get' | 'delete'>;
@@ -52,7 +61,7 @@ export class ApiServer {
       const m = r.path.exec(url.pathname);
       if (!m) continue;
       if (req.method === 'GET' || req.method === 'DELETE') await readJson(req); // drain (and bound) any body
-      await r.handle({ req, res, actor, url, params: m.slice(1).map((p) => decodeURIComponent(p)) });
+      await r.handle({ req, res, actor, url, params: m.slice(1).map(decodeParam) });
       return;
     }
     if (url.pathname.split('/').filter(Boolean)[0] !== 'v1') throw new NotFoundError(`no such endpoint ${url.pathname}`);

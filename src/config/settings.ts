@@ -30,7 +30,13 @@ export interface Settings {
   driver: 'qemu' | 'fake';
   /** Test double only: `name:owner[:group],...`. */
   fakeHeadnodes: string | undefined;
+  /** Tests only: gcd waits this long after opening the guest channels, before recovering. */
+  testStartDelayMs: number;
   killDelayMs: number;
+  /** After SIGTERM and the kill delay, how long a guest has to end its job before the host kills its VM. */
+  guestDeadlineMs: number;
+  /** Most MiB of a job's stdout (and of its stderr) brought home from its clone. */
+  maxOutputMiB: number;
   lockDurationMs: number;
   capacityNcpus: number;
   capacityMemMiB: number;
@@ -166,6 +172,14 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'with `GC_DRIVER=fake`: headnodes as `name:owner[:group],...` (tests only)',
   },
+  testStartDelayMs: {
+    name: 'GC_TEST_START_DELAY_MS',
+    type: 'ms',
+    defaultText: '0',
+    parse: milliseconds(),
+    fallback: () => 0,
+    meaning: "tests only: gcd's start pauses this long after the guest channels open, before the scheduler recovers",
+  },
   killDelayMs: {
     name: 'GC_KILL_DELAY_MS',
     type: 'ms',
@@ -173,6 +187,22 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     parse: milliseconds(),
     fallback: () => 10_000,
     meaning: 'SIGTERM to SIGKILL on walltime and gcqdel',
+  },
+  guestDeadlineMs: {
+    name: 'GC_GUEST_DEADLINE_MS',
+    type: 'ms',
+    defaultText: '30000',
+    parse: milliseconds(),
+    fallback: () => 30_000,
+    meaning: 'after SIGTERM and the kill delay, the time a guest has to end its job before gcd kills the clone VM',
+  },
+  maxOutputMiB: {
+    name: 'GC_MAX_OUTPUT_MIB',
+    type: 'MiB',
+    defaultText: '4096',
+    parse: wholeNumber(1),
+    fallback: () => 4096,
+    meaning: "most of a job's stdout (and of its stderr) brought home; the rest is cut and the job's comment says so",
   },
   lockDurationMs: {
     name: 'GC_LOCK_MS',
@@ -373,7 +403,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     logLevel: r('logLevel'),
     driver: r('driver'),
     fakeHeadnodes: r('fakeHeadnodes'),
+    testStartDelayMs: r('testStartDelayMs'),
     killDelayMs: r('killDelayMs'),
+    guestDeadlineMs: r('guestDeadlineMs'),
+    maxOutputMiB: r('maxOutputMiB'),
     lockDurationMs: r('lockDurationMs'),
     capacityNcpus: r('capacityNcpus'),
     capacityMemMiB: r('capacityMemMiB'),

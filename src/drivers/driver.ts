@@ -68,6 +68,8 @@ export interface ExecResult {
   exitCode: number | null;
   /** Signal number when the process was killed by a signal. */
   signal: number | null;
+  /** What went wrong bringing the result home (output cut at its cap), for the job's comment. */
+  note?: string;
   /** The command's own usage, measured in the guest (its cgroup), when the guest can. */
   usage?: CommandUsage;
 }

@@ -31,6 +31,11 @@ export interface RunnerOptions {
   spoolDir: string;
   /** PBS kill_delay: time between SIGTERM and SIGKILL. */
   killDelayMs: number;
+  /**
+   * Host-side deadline after the SIGKILL: a job still not ended by then (its guest lies or
+   * stopped answering) has its clone destroyed by the host and ends with the reason. Default 30 s.
+   */
+  guestDeadlineMs?: number;
   /** How long finished jobs stay visible to gcqstat -x. */
   historyTtlSec: number;
   /**
@@ -235,6 +240,16 @@ export class JobRunner {
     stop: AbortSignal,
   ): Promise<{ ended: JobEnd & { exitStatus: number }; requeue: boolean; usage?: CommandUsage }> {
     let why: 'walltime' | StopReason | undefined;
+    /** Set when the host killed the clone: the guest did not end the job by the deadline. */
+    let forced: string | undefined;
+    let killErr: string | undefined;
+    let forceEnd: (r: ExecResult) => void = () => undefined;
+    const forcedEnd = new Promise<ExecResult>((resolve) => (forceEnd = resolve));
+    const timers: NodeJS.Timeout[] = [];
+    const guestDeadlineMs = this.o.guestDeadlineMs ?? 30_000;
+    const noteKillError = (e: unknown): void => {
+      killErr ??= errorMessage(e);
+    };
     const wall = job.spec.walltimeSec;
     // The walltime clock stops while the job is suspended (gcqsig) and runs on after resume.
     const clock = wall ? new WalltimeClock(wall, () => terminate('walltime')) : undefined;
@@ -254,46 +269,65 @@ export class JobRunner {
         .wake()
         .catch(() => undefined)
         .then(() => running.kill('TERM'))
-        .catch(() => undefined);
-      const k = setTimeout(() => void running.kill('KILL').catch(() => undefined), this.o.killDelayMs);
-      void running.done.finally(() => clearTimeout(k)).catch(() => undefined);
+        .catch(noteKillError);
+      timers.push(setTimeout(() => void running.kill('KILL').catch(noteKillError), this.o.killDelayMs));
+      // The kills go through the guest, which may lie or not answer: the host has the last word.
+      timers.push(
+        setTimeout(() => {
+          forced = `the guest did not end the job ${Math.round((this.o.killDelayMs + guestDeadlineMs) / 1000)}s after SIGTERM${killErr ? ` (${killErr})` : ''}; its VM was killed`;
+          log.warn('guest did not end its job: clone killed from the host', { job: job.id, cloneId, error: killErr });
+          void this.o.driver
+            .destroy(cloneId)
+            .catch((e) => log.error('clone destroy failed', { cloneId, error: errorMessage(e) }))
+            .finally(() => forceEnd({ exitCode: null, signal: 9 }));
+        }, this.o.killDelayMs + guestDeadlineMs),
+      );
     };
     const onStop = (): void => terminate(typeof stop.reason === 'string' && STOP_REASONS.has(stop.reason) ? (stop.reason as StopReason) : 'deleted');
     if (stop.aborted) onStop();
     stop.addEventListener('abort', onStop);
     let result: ExecResult;
     try {
-      result = await running.done;
-    } catch (e) {
-      // The clone destroyed under the command (forced) is the end we asked for, not a failure.
-      if (why !== 'forced') throw e;
-      result = { exitCode: null, signal: SIGNAL_NUMBERS.KILL };
+      // Once the host killed the clone, the command's own end (a failure: its VM is gone) is moot.
+      const own = running.done.catch(async (e: unknown): Promise<ExecResult> => {
+        if (forced) return forcedEnd;
+        // The clone destroyed under the command (gcqdel -W force) is the end we asked for, not a failure.
+        if (why === 'forced') return { exitCode: null, signal: SIGNAL_NUMBERS.KILL };
+        throw e;
+      });
+      result = await Promise.race([own, forcedEnd]);
     } finally {
       clock?.clear();
       unregister?.();
+      for (const t of timers) clearTimeout(t);
       stop.removeEventListener('abort', onStop);
     }
     const status = result.signal !== null ? signalExitStatus(result.signal) : (result.exitCode ?? EXIT.START_FAILED);
+    const extra = [forced, result.note]
+      .filter((x) => x !== undefined)
+      .map((x) => `; ${x}`)
+      .join('');
     const u = result.usage ? { usage: result.usage } : {};
     if (why === 'walltime') {
       return {
-        ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})`, endReason: 'walltime' },
+        ended: { exitStatus: EXIT.WALLTIME, comment: `walltime ${wall}s exceeded: killed (exit ${status})${extra}`, endReason: 'walltime' },
         requeue: false,
         ...u,
       };
     }
-    if (why === 'deleted') return { ended: { exitStatus: status, comment: 'deleted by gcqdel while running', endReason: 'deleted' }, requeue: false, ...u };
+    if (why === 'deleted')
+      return { ended: { exitStatus: status, comment: `deleted by gcqdel while running${extra}`, endReason: 'deleted' }, requeue: false, ...u };
     if (why === 'forced')
       return {
         ended: { exitStatus: status, comment: 'deleted by gcqdel -W force: its clone was destroyed at once', endReason: 'deleted' },
         requeue: false,
         ...u,
       };
-    if (why === 'rerun') return { ended: { exitStatus: status, comment: 'stopped by gcqrerun' }, requeue: true, ...u };
-    if (why === 'shutdown') return { ended: { exitStatus: status, comment: 'stopped by gcd shutdown', endReason: 'lost' }, requeue: true, ...u };
+    if (why === 'rerun') return { ended: { exitStatus: status, comment: `stopped by gcqrerun${extra}` }, requeue: true, ...u };
+    if (why === 'shutdown') return { ended: { exitStatus: status, comment: `stopped by gcd shutdown${extra}`, endReason: 'lost' }, requeue: true, ...u };
     const how = result.signal !== null ? `killed by signal ${result.signal}` : `exit ${status}`;
     const oom = oomComment(result, result.usage, job.spec.resources.memMiB);
-    return { ended: { exitStatus: status, comment: oom ?? `Job run, ${how}`, endReason: 'exit' }, requeue: false, ...u };
+    return { ended: { exitStatus: status, comment: `${oom ?? `Job run, ${how}`}${extra}`, endReason: 'exit' }, requeue: false, ...u };
   }
 
   /**

@@ -43,6 +43,8 @@ export interface SchedulerOptions {
   concurrency?: number;
   lockDurationMs?: number;
   killDelayMs?: number;
+  /** RunnerOptions.guestDeadlineMs. */
+  guestDeadlineMs?: number;
   historyTtlSec?: number;
   retryDelayMs?: number;
   /** false: accept and list jobs but run none (a submit-only process, or a benchmark). */
@@ -100,6 +102,7 @@ export class Scheduler {
       spoolDir: this.spoolDir,
       endedOutputs: this.endedOutputs,
       killDelayMs: o.killDelayMs ?? 10_000,
+      ...(o.guestDeadlineMs !== undefined ? { guestDeadlineMs: o.guestDeadlineMs } : {}),
       historyTtlSec: o.historyTtlSec ?? 7 * 24 * 3600,
       onFinished: (job) => this.afterFinish(job),
       ...(o.observe ? { onCloneStarted: (job: JobRecord, ms: number) => o.observe?.cloneStarted(job, ms) } : {}),

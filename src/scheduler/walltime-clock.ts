@@ -3,8 +3,9 @@
  * (gcqsig -s suspend: PBS does not count suspended time), resume() re-arms it with the time
  * that was left.
  */
+import { setLongTimeout, type LongTimer } from './long-timer.js';
 export class WalltimeClock {
-  private timer: NodeJS.Timeout | undefined;
+  private timer: LongTimer | undefined;
   private leftMs: number;
   private armedAt = 0;
   private done = false;
@@ -25,7 +26,7 @@ export class WalltimeClock {
   pause(): void {
     if (!this.timer) return;
     this.leftMs = this.remainingMs;
-    clearTimeout(this.timer);
+    this.timer.clear();
     this.timer = undefined;
   }
 
@@ -35,13 +36,14 @@ export class WalltimeClock {
 
   clear(): void {
     this.done = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.clear();
     this.timer = undefined;
   }
 
   private arm(): void {
     this.armedAt = Date.now();
-    this.timer = setTimeout(() => {
+    // A long timer: setTimeout fires at once past 24.8 days (2^31 ms), a walltime may be longer.
+    this.timer = setLongTimeout(() => {
       this.timer = undefined;
       this.done = true;
       this.onExpire();

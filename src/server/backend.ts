@@ -24,7 +24,7 @@ export interface Backend {
 
 export async function createBackend(settings: Settings, channels: ChannelServer, quotas: () => QuotaConfig): Promise<Backend> {
   if (settings.driver === 'fake') {
-    const f = fakeBackend(settings.stateDir, settings.fakeHeadnodes);
+    const f = await fakeBackend(settings.stateDir, settings.fakeHeadnodes, channels);
     return { driver: f.driver, headnodes: f.headnodes, close: () => f.driver.close() };
   }
   const { qemuBackend } = await import('./qemu-backend.js');

@@ -5,6 +5,7 @@
  * scheduler, the server-side commands and the API. close() takes them down in reverse.
  */
 import type { Redis } from 'ioredis';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiServer } from '../api/server.js';
 import { ChannelServer } from '../api/channels.js';
 import { sendError } from '../api/http-util.js';
@@ -67,12 +68,18 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => redis.disconnect());
 
     // The channels exist before the API (headnodes re-attach while the backend opens); a
-    // guest's request in that window is told gcd is starting.
-    // eslint-disable-next-line prefer-const -- assigned once the API exists, read earlier by the channels
+    // guest's request before the scheduler has recovered is told gcd is starting (503), and
+    // nothing a guest sends may throw out of here (docs/security.md).
+    // eslint-disable-next-line prefer-const -- assigned once the scheduler has recovered, read earlier by the channels
     let api: ApiServer | undefined;
     const channels = new ChannelServer(settings.stateDir, (req, res, actor) => {
-      if (api) api.handle(req, res, actor);
-      else sendError(res, new UnavailableError('gcd is starting; try again'));
+      try {
+        if (api) api.handle(req, res, actor);
+        else sendError(res, new UnavailableError('gcd is starting; try again'));
+      } catch (e) {
+        log.error('guest request failed', { error: errorMessage(e) });
+        res.destroy();
+      }
     });
     cleanups.push(() => channels.closeAll());
 
@@ -99,6 +106,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       stateDir: settings.stateDir,
       capacity: defaultCapacity(),
       killDelayMs: settings.killDelayMs,
+      guestDeadlineMs: settings.guestDeadlineMs,
       lockDurationMs: settings.lockDurationMs,
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
@@ -145,9 +153,11 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       cli: (tool, call) => runTool(tool, call, tools),
       ...(backend.admin ? { clusters: backend.admin.clusters } : {}),
     });
-    api = server;
+    if (settings.testStartDelayMs > 0) await sleep(settings.testStartDelayMs); // tests: widen the start window
     await scheduler.start();
     cleanups.push(() => scheduler.close());
+    // Only now: until the scheduler has recovered, a guest's call could act on half-recovered state.
+    api = server;
     await observers.serveMetrics();
     cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);

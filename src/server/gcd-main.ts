@@ -55,7 +55,18 @@ async function run(settings: Settings): Promise<number> {
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });
-    await gcd.close();
+    // Every guest step of the shutdown has its own deadline; this bounds the sum, so that no
+    // guest can keep gcd from exiting. Job clones die with gcd (pdeathsig) and the next start
+    // recovers their jobs.
+    const boundMs = settings.killDelayMs + settings.guestDeadlineMs + 60_000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), boundMs)));
+    const how = await Promise.race([gcd.close().then(() => 'closed' as const), late]);
+    clearTimeout(timer);
+    if (how === 'late') {
+      log.error('gcd shutdown did not finish in time: exiting anyway', { boundMs });
+      return 1;
+    }
     return 0;
   } finally {
     unlock();

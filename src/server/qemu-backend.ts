@@ -25,7 +25,15 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, q
   // both snapshot the same headnodes, so they share the background-stream bookkeeping.
   const streams = new Map<string, Promise<void>>();
   const clusters = await openClusters({ settings, channels, headnodes, streams, quotas });
-  const driver = new QemuDriver({ settings, channels, headnodes, streams, snapshotRam: snapshotRamFromEnv(), clusterNicOf: (hn) => clusters.clusterNicOf(hn) });
+  const driver = new QemuDriver({
+    settings,
+    channels,
+    headnodes,
+    streams,
+    snapshotRam: snapshotRamFromEnv(),
+    maxOutputBytes: settings.maxOutputMiB * 1024 * 1024,
+    clusterNicOf: (hn) => clusters.clusterNicOf(hn),
+  });
   const exec: HeadnodeExec = async (name, argv, timeoutMs): Promise<ToolResult> => {
     // Take the agent under the headnode's lock but run outside it: the command may itself
     // submit a job, whose snapshot needs that lock.

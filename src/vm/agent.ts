@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DriverError } from '../errors.js';
+import { DriverError, errorMessage } from '../errors.js';
 import { JsonLineReader, SYNC_BYTE, isRecord, textOf } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 
@@ -52,10 +52,27 @@ interface Waiter {
 export interface AgentOptions {
   /** Default timeout per request. */
   requestTimeoutMs?: number;
+  /** Longest line the agent may send (json-lines DEFAULT_MAX_LINE_BYTES). */
+  maxLineBytes?: number;
+  /**
+   * Lines that are not JSON or answer nothing asked, allowed between two accepted answers
+   * (a restored clone's junk, a timed-out request's late answer); more breaks the channel.
+   */
+  maxStrayLines?: number;
 }
 
+/**
+ * The guest broke the agent protocol (a line over the cap, a flood of garbage or of answers
+ * to nothing asked): the channel is closed for good and every request fails with this. The
+ * VM's owner (clone or job) treats it as broken.
+ */
+export class AgentProtocolError extends DriverError {}
+
 export class AgentClient {
-  private readonly reader = new JsonLineReader();
+  private readonly reader: JsonLineReader;
+  private readonly maxStrayLines: number;
+  /** Stray lines since the last accepted answer. */
+  private strays = 0;
   private waiter: Waiter | undefined;
   /** Tail of the request queue: every request starts after the previous one settled. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -70,6 +87,8 @@ export class AgentClient {
     opts: AgentOptions,
   ) {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.reader = new JsonLineReader(opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {});
+    this.maxStrayLines = opts.maxStrayLines ?? 256;
     this.closedPromise = new Promise((resolve) => {
       sock.on('close', () => {
         this.closedErr ??= new DriverError(`guest agent connection ${path} closed`);
@@ -96,6 +115,11 @@ export class AgentClient {
 
   get closed(): Promise<void> {
     return this.closedPromise;
+  }
+
+  /** Why the guest's channel was closed for breaking the protocol, if it was. */
+  get protocolError(): AgentProtocolError | undefined {
+    return this.closedErr instanceof AgentProtocolError ? this.closedErr : undefined;
   }
 
   /** Force a resync before the next request (e.g. after the VM was restored from a snapshot). */
@@ -187,14 +211,25 @@ export class AgentClient {
     return this.request<number>('guest-file-open', { path, mode });
   }
 
+  /** One read of at most `count` bytes; an answer of another shape, or with more bytes, is refused. */
   async fileRead(handle: number, count: number): Promise<FileChunk> {
-    const r = await this.request<{ 'buf-b64': string; eof: boolean }>('guest-file-read', { handle, count });
-    return { data: Buffer.from(r['buf-b64'], 'base64'), eof: r.eof };
+    const r = await this.request<unknown>('guest-file-read', { handle, count });
+    if (!isRecord(r) || typeof r['buf-b64'] !== 'string' || typeof r.eof !== 'boolean') {
+      throw new DriverError('guest agent guest-file-read: malformed answer');
+    }
+    const data = Buffer.from(r['buf-b64'], 'base64');
+    if (data.length > count) throw new DriverError(`guest agent guest-file-read: ${data.length} bytes when ${count} were asked`);
+    return { data, eof: r.eof };
   }
 
+  /** One write; returns the bytes the guest says it took (0 to data.length). */
   async fileWrite(handle: number, data: Buffer): Promise<number> {
-    const r = await this.request<{ count: number }>('guest-file-write', { handle, 'buf-b64': data.toString('base64') });
-    return r.count;
+    const r = await this.request<unknown>('guest-file-write', { handle, 'buf-b64': data.toString('base64') });
+    const n = isRecord(r) ? r.count : undefined;
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0 || n > data.length) {
+      throw new DriverError(`guest agent guest-file-write: bad count ${JSON.stringify(n) ?? 'undefined'} for ${data.length} bytes`);
+    }
+    return n;
   }
 
   async fileClose(handle: number): Promise<void> {
@@ -261,13 +296,38 @@ export class AgentClient {
   }
 
   private onData(chunk: Buffer): void {
-    for (const msg of this.reader.push(chunk)) {
-      // Garbage and replies nobody waits for (late answers) are dropped.
-      if (!isRecord(msg) || !this.waiter || !this.waiter.accept(msg)) continue;
+    if (this.sock.destroyed) return;
+    let msgs: unknown[];
+    try {
+      msgs = this.reader.push(chunk);
+    } catch (err) {
+      this.breakChannel(errorMessage(err));
+      return;
+    }
+    for (const msg of msgs) {
+      // Garbage and replies nobody waits for (late answers) are dropped, up to a point.
+      if (!isRecord(msg) || !this.waiter || !this.waiter.accept(msg)) {
+        // While a sync is awaited, junk before the guest's answer is expected: not counted.
+        if (this.waiter?.command === 'guest-sync-delimited') continue;
+        if (++this.strays > this.maxStrayLines) {
+          this.breakChannel(`more than ${this.maxStrayLines} lines that are not JSON or answer nothing asked`);
+          return;
+        }
+        continue;
+      }
+      this.strays = 0;
       const w = this.waiter;
       this.waiter = undefined;
       w.resolve(msg);
     }
+  }
+
+  /** The guest broke the protocol: close for good; the pending request and all later ones fail. */
+  private breakChannel(why: string): void {
+    this.closedErr = new AgentProtocolError(`guest agent on ${this.path} broke the protocol: ${why}`);
+    this.waiter?.reject(this.closedErr);
+    this.waiter = undefined;
+    this.sock.destroy();
   }
 }
 

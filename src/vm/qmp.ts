@@ -3,7 +3,7 @@
  * negotiation, commands matched to replies by id, events to subscribers.
  */
 import type { Socket } from 'node:net';
-import { DriverError } from '../errors.js';
+import { DriverError, errorMessage } from '../errors.js';
 import { JsonLineReader, isRecord, textOf } from './json-lines.js';
 import { connectWithRetry, type ConnectOptions } from './unix-socket.js';
 
@@ -171,7 +171,16 @@ export class QmpClient {
   }
 
   private onData(chunk: Buffer): void {
-    for (const msg of this.reader.push(chunk)) {
+    let msgs: unknown[];
+    try {
+      msgs = this.reader.push(chunk);
+    } catch (err) {
+      // A line over the cap: the stream cannot be trusted again; pending commands fail.
+      this.closedErr ??= new DriverError(`QMP connection ${this.path}: ${errorMessage(err)}`, { cause: err });
+      this.sock.destroy();
+      return;
+    }
+    for (const msg of msgs) {
       if (!isRecord(msg)) continue; // QMP never sends non-JSON; ignore rather than crash
       if (isRecord(msg.QMP)) {
         this.greeting = msg.QMP;

@@ -40,7 +40,15 @@ import { openTerminal } from './job-terminal.js';
 import { parseCommandUsage } from './command-usage.js';
 import { PauseGate } from './pause-gate.js';
 
-export type QemuDriverOptions = VmHostOptions;
+export interface QemuDriverOptions extends VmHostOptions {
+  /** Most bytes of a job's stdout (and of its stderr) brought home; the rest is cut and said so. */
+  maxOutputBytes?: number;
+}
+
+/** A .pgid holds a number: anything longer is the guest's doing (docs/security.md). */
+const MAX_PGID_BYTES = 64;
+/** Default cap of a job's output stream brought home (GC_MAX_OUTPUT_MIB). */
+const DEFAULT_MAX_OUTPUT_BYTES = 4096 * 1024 * 1024;
 
 /** Where a clone's job writes its output: run-job's files in the guest, then the host's copies. */
 interface JobOutput {
@@ -57,6 +65,13 @@ const RUN_JOB_INIT_FAILED = 125;
 
 export class QemuDriver extends VmHost implements Driver {
   readonly name = 'qemu';
+  private readonly maxOutputBytes: number;
+
+  constructor(opts: QemuDriverOptions) {
+    super(opts);
+    this.maxOutputBytes = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+  }
+
   /** Clones that gcqsig -s suspend may pause, by clone id (made at their first exec). */
   private readonly gates = new Map<string, PauseGate>();
 
@@ -138,15 +153,25 @@ export class QemuDriver extends VmHost implements Driver {
           if (init && st.exitCode === RUN_JOB_INIT_FAILED && own.startsWith('run-job: clone-init failed')) {
             throw new DriverError(guestText(own.replace(/^run-job: /, '')));
           }
-          await copyFromGuest(c.agent, `${files}.stdout`, spec.stdoutFile, { missingOk: true });
-          if (!join) await copyFromGuest(c.agent, `${files}.stderr`, spec.stderrFile, { missingOk: true });
+          // Capped: the guest may have made .stdout a link to /dev/zero (docs/security.md).
+          const cuts: string[] = [];
+          const copy = { missingOk: true, maxBytes: this.maxOutputBytes };
+          const out = await copyFromGuest(c.agent, `${files}.stdout`, spec.stdoutFile, copy);
+          if (out.cut) cuts.push(`stdout cut: ${out.cut}`);
+          if (!join) {
+            const err = await copyFromGuest(c.agent, `${files}.stderr`, spec.stderrFile, copy);
+            if (err.cut) cuts.push(`stderr cut: ${err.cut}`);
+          }
           // run-job's own complaints (misuse, exit 2) are on its stderr, not in the job's files.
           if (st.err && st.err.length) {
             await appendFile(spec.stderrFile, st.err);
           }
           output.copied = true;
-          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`).catch(() => undefined))?.toString());
-          return { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
+          // Small and the guest's: read at most 4 KiB of it.
+          const usage = parseCommandUsage((await readGuestFile(c.agent, `${files}.usage`, { maxBytes: 4096 }).catch(() => undefined))?.toString());
+          const res: ExecResult = { exitCode: st.signal !== null ? null : st.exitCode, signal: st.signal, ...(usage ? { usage } : {}) };
+          if (cuts.length) res.note = guestText(cuts.join('; '));
+          return res;
         }
         // Each poll is a guest-agent round trip (~15 ms of guest CPU under TCG, taken from the
         // job): every 100 ms at most while a short job may be ending, every second later on.
@@ -168,7 +193,7 @@ export class QemuDriver extends VmHost implements Driver {
       const deadline = Date.now() + 30_000;
       let target: string | undefined;
       for (;;) {
-        const pgid = (await readGuestFile(c.agent, `${files}.pgid`))?.toString().trim();
+        const pgid = (await readGuestFile(c.agent, `${files}.pgid`, { maxBytes: MAX_PGID_BYTES }))?.toString().trim();
         if (pgid && /^\d+$/.test(pgid)) {
           target = `-${pgid}`;
           break;
