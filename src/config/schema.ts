@@ -1,7 +1,7 @@
 /**
  * The admin quota file (`<configDir>/quotas.yaml`): every key it may hold, once.
  *
- * The tables below are the single source of truth: `quotas.ts` validates the file by them and
+ * The tables below are the single source of truth: `quota-reader.ts` validates the file by them and
  * `QUOTA_SCHEMA` (JSON Schema 2020-12, for editors and for docs) is generated from them, so
  * the two cannot drift apart. Values are written as a PBS administrator would: sizes as PBS
  * sizes (`8gb`, `512mb`), durations as `HH:MM:SS`, `7d`, `12h` or whole seconds.

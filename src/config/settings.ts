@@ -1,3 +1,4 @@
+// One table of every GC_* setting; longer than 400 lines because each variable is declared once, here.
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { byteSize, choice, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';

@@ -3,6 +3,8 @@
  * with comments), full attributes (-f) and `-f -F json`. Pure functions returning text.
  * Column widths, truncation with "*" and the -f line wrapping follow OpenPBS's qstat;
  * trailing blanks are trimmed from every line.
+ *
+ * Over 400 lines on purpose: every gcqstat layout in one place, sharing the PBS column helpers.
  */
 import type { JobRecord } from '../queue/job.js';
 import { formatSize, formatWalltime } from './units.js';

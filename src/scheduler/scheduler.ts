@@ -1,3 +1,4 @@
+// Over 400 lines on purpose: the job pipeline's one entry point; its methods share private state.
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
