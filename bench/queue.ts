@@ -13,11 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeDriver } from '../src/drivers/fake/fake-driver.js';
 import type { JobSpec } from '../src/queue/job.js';
-import { keysFor } from '../src/queue/keys.js';
-import { bullConnection, connectRedis } from '../src/redis/connection.js';
-import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { ADMIN } from '../src/scheduler/actor.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
+import { startBenchRedis } from './bench-redis.js';
 import { BIN, GcdProcess } from '../test/helpers/gcd-process.js';
 
 const spec = (i: number): JobSpec => ({
@@ -43,16 +41,10 @@ function median(xs: number[]): number {
 
 async function apiFigures(): Promise<{ bulk: number; seq: number; dispatch: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'copper-bench-'));
-  const server = await startEmbeddedRedis(dir);
-  const redis = await connectRedis(server.target);
+  const server = await startBenchRedis(dir);
   const driver = new FakeDriver({ deliverRoot: join(dir, 'out'), headnodes: new Set(['hn1']), instant: true });
   const base = {
-    redis,
-    connection: bullConnection(server.target),
-    keys: keysFor('copper'),
-    serverName: 'b',
-    driver,
-    stateDir: dir,
+    ...server.base({ prefix: 'copper', serverName: 'b', driver, stateDir: dir }),
     capacity: { ncpus: 100000, memMiB: 1e9 },
   };
   const submitOnly = new Scheduler({ ...base, dispatch: false });
@@ -83,7 +75,6 @@ async function apiFigures(): Promise<{ bulk: number; seq: number; dispatch: numb
   if (unfinished) throw new Error(`${unfinished} jobs did not finish`);
   const dispatch = total / ((performance.now() - t) / 1000);
   await runner.close();
-  redis.disconnect();
   await server.stop();
   rmSync(dir, { recursive: true, force: true });
   return { bulk, seq, dispatch };

@@ -15,13 +15,11 @@ import { parseQuotaText } from '../src/config/quotas.js';
 import { FakeDriver } from '../src/drivers/fake/fake-driver.js';
 import { formatQstatTable } from '../src/pbs/qstat-format.js';
 import type { JobRecord, JobSpec } from '../src/queue/job.js';
-import { keysFor } from '../src/queue/keys.js';
-import { bullConnection, connectRedis } from '../src/redis/connection.js';
-import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { ADMIN } from '../src/scheduler/actor.js';
 import { FairOrder } from '../src/scheduler/fair-order.js';
 import { admit, trackedJob, UsageTracker } from '../src/scheduler/policy.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
+import { startBenchRedis } from './bench-redis.js';
 
 const spec = (user: string): JobSpec => ({
   argv: ['true'],
@@ -41,17 +39,11 @@ const spec = (user: string): JobSpec => ({
 const quotaText = 'defaults:\n  max_running: 4\n  max_queued: 100000\n  shares: 1\nsystem:\n  max_queued: 1000000\n';
 
 const dir = mkdtempSync(join(tmpdir(), 'copper-bench-'));
-const server = await startEmbeddedRedis(dir);
-const redis = await connectRedis(server.target);
+const server = await startBenchRedis(dir);
 const driver = new FakeDriver({ deliverRoot: join(dir, 'out'), headnodes: new Set(['hn1']), instant: true });
 const quotas = parseQuotaText(quotaText, 'bench.yaml');
 const base = {
-  redis,
-  connection: bullConnection(server.target),
-  keys: keysFor('copper'),
-  serverName: 'b',
-  driver,
-  stateDir: dir,
+  ...server.base({ prefix: 'copper', serverName: 'b', driver, stateDir: dir }),
   capacity: { ncpus: 1e6, memMiB: 1e9 },
   quotas: () => quotas,
 };
@@ -78,7 +70,7 @@ try {
     `gcqstat with ${all.length} jobs in the system: ${qstat100kMs.toFixed(0)} ms; gcqstat -t (${text.split('\n').length} lines): ${qstat100kTasksMs.toFixed(0)} ms`,
   );
   await sched.close();
-  await redis.flushdb();
+  await server.redis.flushdb();
 
   // Pure decisions: 1,000 users x 50 waiting jobs each, under quotas and fair share.
   const usage = new UsageTracker();
@@ -129,7 +121,6 @@ try {
     dispatchPerSecQuotas: Math.round(dispatchPerSecQuotas),
   };
 } finally {
-  redis.disconnect();
   await server.stop();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -23,11 +23,9 @@ import { defaultImageSource } from '../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
 import type { JobSpec } from '../src/queue/job.js';
-import { keysFor } from '../src/queue/keys.js';
-import { bullConnection, connectRedis } from '../src/redis/connection.js';
-import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
 import type { StageOutRequest } from '../src/stageout/types.js';
+import { startBenchRedis } from './bench-redis.js';
 
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 256);
@@ -139,15 +137,9 @@ async function main(): Promise<void> {
     await drv.releaseSnapshot(snap);
 
     // Job end -> F through the Scheduler, with and without stage-out.
-    const server = await startEmbeddedRedis(join(root, 'redis'));
-    const redis = await connectRedis(server.target);
+    const server = await startBenchRedis(join(root, 'redis'));
     const sched = new Scheduler({
-      redis,
-      connection: bullConnection(server.target),
-      keys: keysFor('copperbench'),
-      serverName: 'bench',
-      driver: drv,
-      stateDir: join(root, 'sched'),
+      ...server.base({ prefix: 'copperbench', serverName: 'bench', driver: drv, stateDir: join(root, 'sched') }),
       capacity: { ncpus: 2, memMiB: 8192 },
     });
     await sched.start();
@@ -189,7 +181,6 @@ async function main(): Promise<void> {
       };
     } finally {
       await sched.close();
-      redis.disconnect();
       await server.stop();
     }
   } finally {

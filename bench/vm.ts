@@ -26,10 +26,8 @@ import { defaultImageSource } from '../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
 import type { JobSpec } from '../src/queue/job.js';
-import { keysFor } from '../src/queue/keys.js';
-import { bullConnection, connectRedis } from '../src/redis/connection.js';
-import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
+import { startBenchRedis } from './bench-redis.js';
 
 const channelsDir = { path: '' };
 const channels: GuestChannels = {
@@ -172,15 +170,9 @@ async function main(): Promise<void> {
 
     // Submit to first output, through the real pipeline (embedded redis-server, BullMQ worker).
     {
-      const server = await startEmbeddedRedis(join(root, 'redis'));
-      const redis = await connectRedis(server.target);
+      const server = await startBenchRedis(join(root, 'redis'));
       const sched = new Scheduler({
-        redis,
-        connection: bullConnection(server.target),
-        keys: keysFor('copperbench'),
-        serverName: 'bench',
-        driver: drv,
-        stateDir: join(root, 'sched'),
+        ...server.base({ prefix: 'copperbench', serverName: 'bench', driver: drv, stateDir: join(root, 'sched') }),
         capacity: { ncpus: 2, memMiB: 8192 },
       });
       await sched.start();
@@ -215,7 +207,6 @@ async function main(): Promise<void> {
         console.log(`submit -> .o file in the headnode: ${lat.join(', ')} ms`);
       } finally {
         await sched.close();
-        redis.disconnect();
         await server.stop();
       }
     }

@@ -1,15 +1,14 @@
 import { expect } from 'chai';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import type { CloneHandle, CloneOptions, SnapshotInfo } from '../../src/drivers/driver.js';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import { UsageError } from '../../src/errors.js';
 import type { JobSpec } from '../../src/queue/job.js';
-import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import type { TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
+import { testSpec } from '../helpers/jobs.js';
+import { startSchedulerFixture, stopSchedulerFixture } from '../helpers/scheduler.js';
 
 /** The test double, remembering what each clone was asked to be. */
 class RecordingDriver extends FakeDriver {
@@ -25,24 +24,8 @@ class RecordingDriver extends FakeDriver {
   }
 }
 
-function spec(over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    argv: ['true'],
-    name: 'STDIN',
-    cwd: '/tmp',
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice',
-    group: 'users',
-    headnode: 'hn1',
-    queue: 'workq',
-    priority: 0,
-    join: 'n',
-    rerunnable: true,
-    resources: { ncpus: 1, memMiB: 0 },
-    submitHost: 'hn1',
-    ...over,
-  };
-}
+/** The shared test spec, running `true` unless told otherwise. */
+const spec = (over: Partial<JobSpec> = {}): JobSpec => testSpec({ argv: ['true'], ...over });
 
 /**
  * -l mem above the headnode's RAM (the double's snapshots say what QEMU's do: 512 MiB,
@@ -54,28 +37,14 @@ describe('jobs asking more memory than their headnode (real Redis, test-double d
   let sched: Scheduler;
 
   beforeEach(async function () {
-    r = await startTestRedis();
-    const deliverRoot = join(r.dir, 'headnodes');
-    mkdirSync(deliverRoot);
-    driver = new RecordingDriver({ deliverRoot, headnodes: new Set(['hn1']) });
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 8, memMiB: 6144 },
-      killDelayMs: 300,
-      lockDurationMs: 4000,
-    });
-    await sched.start();
+    ({ r, driver, sched } = await startSchedulerFixture({
+      driver: (o) => new RecordingDriver(o),
+      scheduler: { capacity: { ncpus: 8, memMiB: 6144 } },
+    }));
   });
 
   afterEach(async function () {
-    await sched.close();
-    await driver.close();
-    await r.stop();
+    await stopSchedulerFixture({ sched, driver, r });
   });
 
   it("gives the clone what the job asked above the headnode's RAM, and the headnode's RAM below it", async function () {

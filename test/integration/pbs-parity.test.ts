@@ -4,30 +4,15 @@ import { join } from 'node:path';
 import { parseQuotaText, type QuotaConfig } from '../../src/config/quotas.js';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import type { JobSpec } from '../../src/queue/job.js';
-import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler, type SchedulerOptions } from '../../src/scheduler/scheduler.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import { startTestRedis, type TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
+import { testSpec } from '../helpers/jobs.js';
+import { schedulerOptions, stopSchedulerFixture } from '../helpers/scheduler.js';
 
-function spec(over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    argv: ['true'],
-    name: 'job',
-    cwd: '/tmp',
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice',
-    group: 'users',
-    headnode: 'hn1',
-    queue: '',
-    priority: 0,
-    join: 'n',
-    rerunnable: true,
-    resources: { ncpus: 1, memMiB: 0 },
-    submitHost: 'hn1',
-    ...over,
-  };
-}
+/** The shared test spec, named 'job', in the default queue, running `true` unless told otherwise. */
+const spec = (over: Partial<JobSpec> = {}): JobSpec => testSpec({ argv: ['true'], name: 'job', queue: '', ...over });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -39,19 +24,15 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
   let quotas: QuotaConfig;
 
   async function open(over: Partial<SchedulerOptions> = {}): Promise<void> {
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 8, memMiB: 100_000 },
-      killDelayMs: 300,
-      retryDelayMs: 150,
-      quotas: () => quotas,
-      ...over,
-    });
+    sched = new Scheduler(
+      schedulerOptions(r, driver, {
+        capacity: { ncpus: 8, memMiB: 100_000 },
+        lockDurationMs: undefined,
+        retryDelayMs: 150,
+        quotas: () => quotas,
+        ...over,
+      }),
+    );
     await sched.start();
   }
   const out = (name: string, seq: number | string) => readFileSync(join(root, 'hn1', '/tmp', `${name}.o${seq}`), 'utf8');
@@ -66,9 +47,7 @@ describe('PBS parity on real Redis: holds, deferral, dependencies, arrays, alter
     await open();
   });
   afterEach(async function () {
-    await sched.close();
-    await driver.close();
-    await r.stop();
+    await stopSchedulerFixture({ sched, driver, r });
   });
 
   it('-h holds a job (H) until gcqrls; gcqhold takes a queued job out of the queue', async function () {

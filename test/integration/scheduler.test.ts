@@ -1,34 +1,19 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
-import { EXIT, type JobSpec } from '../../src/queue/job.js';
+import { EXIT } from '../../src/queue/job.js';
 import { UsageError } from '../../src/errors.js';
-import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import type { TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
+import { testSpec } from '../helpers/jobs.js';
+import { schedulerOptions, startSchedulerFixture, stopSchedulerFixture } from '../helpers/scheduler.js';
 
-function spec(over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    argv: ['sh', '-c', 'echo hello; echo oops >&2'],
-    name: 'STDIN',
-    cwd: '/tmp',
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice',
-    group: 'users',
-    headnode: 'hn1',
-    queue: 'workq',
-    priority: 0,
-    join: 'n',
-    rerunnable: true,
-    resources: { ncpus: 1, memMiB: 0 },
-    submitHost: 'hn1',
-    ...over,
-  };
-}
+/** The shared test spec (a job printing a line to each of stdout and stderr). */
+const spec = testSpec;
 
 describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', function () {
   let r: TestRedis;
@@ -37,28 +22,11 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
   let deliverRoot: string;
 
   beforeEach(async function () {
-    r = await startTestRedis();
-    deliverRoot = join(r.dir, 'headnodes');
-    mkdirSync(deliverRoot);
-    driver = new FakeDriver({ deliverRoot, headnodes: new Set(['hn1']) });
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 4, memMiB: 4096 },
-      killDelayMs: 300,
-      lockDurationMs: 4000,
-    });
-    await sched.start();
+    ({ r, driver, sched, deliverRoot } = await startSchedulerFixture());
   });
 
   afterEach(async function () {
-    await sched.close();
-    await driver.close();
-    await r.stop();
+    await stopSchedulerFixture({ sched, driver, r });
   });
 
   it('runs a job and delivers PBS output files, exit status and timestamps', async function () {
@@ -194,33 +162,14 @@ describe('scheduler pipeline (real Redis + BullMQ, test-double driver)', functio
 
   it('runs higher PBS priority first', async function () {
     await sched.close();
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 1, memMiB: 4096 },
-      concurrency: 1,
-      killDelayMs: 300,
-      dispatch: false,
-    });
+    // One job at a time, with the Scheduler's own lock duration.
+    const oneAtATime = { capacity: { ncpus: 1, memMiB: 4096 }, concurrency: 1, lockDurationMs: undefined };
+    sched = new Scheduler(schedulerOptions(r, driver, { ...oneAtATime, dispatch: false }));
     const order = join(r.dir, 'order');
     const [lo] = await sched.submit([spec({ argv: ['sh', '-c', `echo lo >> ${order}`], priority: -100 })]);
     const [hi] = await sched.submit([spec({ argv: ['sh', '-c', `echo hi >> ${order}`], priority: 500 })]);
     await sched.close();
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 1, memMiB: 4096 },
-      concurrency: 1,
-      killDelayMs: 300,
-    });
+    sched = new Scheduler(schedulerOptions(r, driver, { ...oneAtATime }));
     await sched.start();
     await sched.waitFor(lo.id);
     await sched.waitFor(hi.id);

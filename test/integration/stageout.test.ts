@@ -1,16 +1,15 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import type { CloneHandle } from '../../src/drivers/driver.js';
 import type { JobSpec } from '../../src/queue/job.js';
-import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import type { StageOutRequest, StageOutResult } from '../../src/stageout/types.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import type { TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
+import { testSpec } from '../helpers/jobs.js';
+import { startSchedulerFixture, stopSchedulerFixture } from '../helpers/scheduler.js';
 
 /** Records, for each stage-out, whether the clone still existed and the job was not F yet. */
 class WatchingDriver extends FakeDriver {
@@ -24,24 +23,8 @@ class WatchingDriver extends FakeDriver {
   }
 }
 
-function spec(over: Partial<JobSpec> = {}): JobSpec {
-  return {
-    argv: ['true'],
-    name: 'STDIN',
-    cwd: '/tmp',
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    user: 'alice',
-    group: 'users',
-    headnode: 'hn1',
-    queue: 'workq',
-    priority: 0,
-    join: 'n',
-    rerunnable: true,
-    resources: { ncpus: 1, memMiB: 0 },
-    submitHost: 'hn1',
-    ...over,
-  };
-}
+/** The shared test spec, running `true` unless told otherwise. */
+const spec = (over: Partial<JobSpec> = {}): JobSpec => testSpec({ argv: ['true'], ...over });
 
 describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)', function () {
   let r: TestRedis;
@@ -49,27 +32,10 @@ describe('stage-out in the job runner (real Redis + BullMQ, test-double driver)'
   let sched: Scheduler;
 
   beforeEach(async function () {
-    r = await startTestRedis();
-    const deliverRoot = join(r.dir, 'headnodes');
-    mkdirSync(deliverRoot);
-    driver = new WatchingDriver({ deliverRoot, headnodes: new Set(['hn1']) });
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 4, memMiB: 4096 },
-      killDelayMs: 300,
-      lockDurationMs: 4000,
-    });
-    await sched.start();
+    ({ r, driver, sched } = await startSchedulerFixture({ driver: (o) => new WatchingDriver(o) }));
   });
   afterEach(async function () {
-    await sched.close();
-    await driver.close();
-    await r.stop();
+    await stopSchedulerFixture({ sched, driver, r });
   });
 
   it('stages out for every ending (exit, failure, walltime, gcqdel) while the clone lives, before F', async function () {

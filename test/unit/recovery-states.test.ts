@@ -6,9 +6,10 @@ import { EXIT, type JobRecord, type JobSpec } from '../../src/queue/job.js';
 import { JobStore } from '../../src/queue/job-store.js';
 import { keysFor } from '../../src/queue/keys.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import { startTestRedis, type TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
 import { testRecord, testSpec } from '../helpers/jobs.js';
+import { schedulerOptions } from '../helpers/scheduler.js';
 
 const keys = keysFor('copper');
 
@@ -47,18 +48,7 @@ describe('gcd start after a crash: jobs left in the middle end exactly once', fu
     const child = await rec(5, 'H', { argv: ['echo', 'child'] }, { holds: 's', depend: [{ type: 'afterok', jobIds: [parent.id] }] });
     await store.addDependents([parent.id], child.id);
 
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys,
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 4, memMiB: 4096 },
-      killDelayMs: 300,
-      lockDurationMs: 4000,
-      historyTtlSec: 600,
-    });
+    sched = new Scheduler(schedulerOptions(r, driver, { historyTtlSec: 600 }));
     const heard: string[] = [];
     sched.store.events.subscribe((t) => void heard.push(`${t.jobId} ${t.from}>${t.to}`));
     await sched.start();

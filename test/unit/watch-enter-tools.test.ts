@@ -1,11 +1,10 @@
 import { expect } from 'chai';
-import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CliAnswer } from '../../src/api/cli-call.js';
 import { FakeDriver } from '../../src/drivers/fake/fake-driver.js';
 import type { JobSpec } from '../../src/queue/job.js';
-import { keysFor } from '../../src/queue/keys.js';
 import { ADMIN, type Actor } from '../../src/scheduler/actor.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { completeUtf8 } from '../../src/server/commands/gcqpeek.js';
@@ -13,8 +12,9 @@ import { parseExecArgs } from '../../src/server/commands/gcqexec.js';
 import { runTool } from '../../src/server/commands/index.js';
 import { terminalSessions } from '../../src/server/commands/terminal-sessions.js';
 import type { ToolServices } from '../../src/server/commands/tool.js';
-import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import type { TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
+import { startSchedulerFixture, stopSchedulerFixture } from '../helpers/scheduler.js';
 import { testSpec } from '../helpers/jobs.js';
 
 const guest = (owner: string): Actor => ({ kind: 'guest', identity: { vmId: `${owner}-hn`, kind: 'headnode', headnode: 'hn1', owner, group: owner } });
@@ -58,23 +58,8 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
   const state = async (id: string): Promise<string> => (await sched.get(ADMIN, id)).state;
 
   beforeEach(async function () {
-    r = await startTestRedis();
-    const deliverRoot = join(r.dir, 'headnodes');
-    mkdirSync(deliverRoot);
     work = realpathSync(mkdtempSync(join(tmpdir(), 'copper-we-')));
-    driver = new FakeDriver({ deliverRoot, headnodes: new Set(['hn1']) });
-    sched = new Scheduler({
-      redis: r.client,
-      connection: redisOptions(r.target),
-      keys: keysFor('copper'),
-      serverName: 'srv',
-      driver,
-      stateDir: r.dir,
-      capacity: { ncpus: 2, memMiB: 4096 },
-      killDelayMs: 300,
-      lockDurationMs: 4000,
-    });
-    await sched.start();
+    ({ r, driver, sched } = await startSchedulerFixture({ scheduler: { capacity: { ncpus: 2, memMiB: 4096 } } }));
     services = {
       scheduler: sched,
       headnodes: {
@@ -88,9 +73,7 @@ describe('gcqpeek, gcqexec and live gcqstat fields (test-double driver, real red
   });
 
   afterEach(async function () {
-    await sched.close();
-    await driver.close();
-    await r.stop();
+    await stopSchedulerFixture({ sched, driver, r });
     rmSync(work, { recursive: true, force: true });
   });
 

@@ -1,7 +1,6 @@
-import { errorMessage } from '../../errors.js';
-import { exitCodeOf } from '../../api/error-map.js';
 import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
+import { forEachJobId } from './each-job.js';
 
 /** Run `op` for each job id given; one stderr line per failure, PBS's status for the last. */
 async function eachJob(tool: string, req: ToolRequest, op: (id: string) => Promise<void>): Promise<ToolResult> {
@@ -14,17 +13,7 @@ async function eachJob(tool: string, req: ToolRequest, op: (id: string) => Promi
   }
   const ids = p.args._.map(String);
   if (ids.length === 0) return { stdout: '', stderr: `${tool}: a job id is required\n`, exitCode: 2 };
-  let stderr = '';
-  let exitCode = 0;
-  for (const id of ids) {
-    try {
-      await op(id);
-    } catch (e) {
-      stderr += `${tool}: ${errorMessage(e)}\n`;
-      exitCode = exitCodeOf(e);
-    }
-  }
-  return { stdout: '', stderr, exitCode };
+  return forEachJobId(tool, ids, op);
 }
 
 /** gcqhold ID...: keep jobs from starting (state H) until gcqrls. */

@@ -1,24 +1,14 @@
-import { UsageError, errorMessage } from '../../errors.js';
-import { exitCodeOf } from '../../api/error-map.js';
+import { UsageError } from '../../errors.js';
 import { parseSignal } from '../../drivers/signals.js';
 import type { JobSignal } from '../../scheduler/running-ops.js';
 import type { Tool, ToolResult } from './tool.js';
 import { parseArgs } from './args.js';
+import { forEachJobId } from './each-job.js';
 
 /** Run `op` for each id; one stderr line per failure, the status of the last failure (PBS's habit). */
 async function forEachId(tool: string, ids: string[], op: (id: string) => Promise<void>): Promise<ToolResult> {
   if (ids.length === 0) throw new UsageError('a job id is required');
-  let stderr = '';
-  let exitCode = 0;
-  for (const id of ids) {
-    try {
-      await op(id);
-    } catch (e) {
-      stderr += `${tool}: ${errorMessage(e)}\n`;
-      exitCode = exitCodeOf(e);
-    }
-  }
-  return { stdout: '', stderr, exitCode };
+  return forEachJobId(tool, ids, op);
 }
 
 /**
