@@ -1,7 +1,7 @@
 /**
  * Stage-out: what a job wrote under its working directory (and -W stageout paths) is written
  * into the headnode at the same paths when the job ends, before it is F. These are the types
- * the scheduler and the drivers share; the mechanics are the driver's (vm/stage-out.ts).
+ * the scheduler and the drivers share; the mechanics are the driver's (drivers/qemu/stage-out.ts).
  */
 
 export interface StageOutRequest {

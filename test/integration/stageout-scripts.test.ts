@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stageOutScripts } from '../../src/vm/stage-out.js';
+import { stageOutScripts } from '../../src/drivers/qemu/stage-out.js';
 
 /**
  * The guest halves of stage-out (pack.sh in the clone, place.py in the headnode) run here on the

@@ -19,7 +19,7 @@ import { GUEST_RUN_JOB } from '../../vm/guest-programs.js';
 import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
-import { stageOutJob } from '../../vm/stage-out.js';
+import { stageOutJob } from './stage-out.js';
 import type {
   CloneHandle,
   Driver,
@@ -211,7 +211,7 @@ export class QemuDriver extends VmHost implements Driver {
     return { done, kill };
   }
 
-  /** See vm/stage-out.ts: the clone's files changed since it started go into its headnode. */
+  /** See stage-out.ts: the clone's files changed since it started go into its headnode. */
   async stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult> {
     const c = this.runningClone(clone.cloneId);
     const rec = parseRecord(c.paths.record, 'clone record', await readFile(c.paths.record, 'utf8'), CLONE_RECORD);

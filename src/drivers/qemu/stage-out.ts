@@ -10,10 +10,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DriverError, errorMessage } from '../errors.js';
-import type { StageOutRequest, StageOutResult } from '../stageout/types.js';
-import type { AgentClient } from './agent.js';
-import { DEFAULT_CHUNK } from './guest-files.js';
+import { DriverError, errorMessage } from '../../errors.js';
+import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
+import type { AgentClient } from '../../vm/agent.js';
+import { DEFAULT_CHUNK } from '../../vm/guest-files.js';
 
 export class StageOutError extends DriverError {}
 
