@@ -122,7 +122,7 @@ describe('PBS names and options inside a headnode @vm', function () {
     expect(st.status, st.stderr).to.equal(0);
     const job = (JSON.parse(st.stdout) as { Jobs: Record<string, Record<string, Record<string, unknown> | string>> }).Jobs[id];
     expect(job.Resource_List).to.include({ mem: '2gb', ncpus: 3 });
-    expect(job.resources_assigned).to.deep.equal({ mem: '512mb', ncpus: 3 });
+    expect(job.resources_assigned, 'the clone got the 2gb hot-plugged').to.deep.equal({ mem: '2gb', ncpus: 3 });
     expect(job.Shell_Path_List).to.equal('/bin/bash');
     const full = inside(`qstat -x -f ${id}`);
     expect(full.stdout.split('\n')[0]).to.equal(`Job Id: ${id}`);
