@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { join } from 'node:path';
 import type { GuestChannels, GuestIdentity } from '../headnodes/types.js';
 import { log } from '../log.js';
+import { closeGracefully } from './close-server.js';
 import type { Actor } from '../scheduler/actor.js';
 
 export type ApiHandler = (req: IncomingMessage, res: ServerResponse, actor: Actor) => void;
@@ -52,10 +53,7 @@ export class ChannelServer implements GuestChannels {
     const s = this.servers.get(vmId);
     if (!s) return;
     this.servers.delete(vmId);
-    await new Promise<void>((resolve) => {
-      s.server.close(() => resolve());
-      s.server.closeAllConnections();
-    });
+    await closeGracefully(s.server);
     rmSync(s.path, { force: true });
   }
 

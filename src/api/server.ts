@@ -1,6 +1,7 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { UsageError, NotFoundError } from '../errors.js';
+import { closeGracefully } from './close-server.js';
 import { log } from '../log.js';
 import type { ClusterCalls } from '../clusters/calls.js';
 import { ADMIN, type Actor } from '../scheduler/actor.js';
@@ -133,10 +134,7 @@ export class ApiServer {
   async close(): Promise<void> {
     const s = this.server;
     if (!s) return;
-    await new Promise<void>((resolve) => {
-      s.close(() => resolve());
-      s.closeAllConnections();
-    });
+    await closeGracefully(s);
   }
 }
 

@@ -52,7 +52,7 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
 
   it('gcd start-up: a guest hammering its channel gets only 503 until the scheduler has recovered, across a restart; gcd stays up', async function () {
     g = new GcdProcess({ GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice', GC_SERVER_NAME: 'srv', GC_TEST_START_DELAY_MS: '2500' });
-    const seen = { before: new Map<number, number>(), after: new Map<number, number>(), accepted: 0, noSocket: 0 };
+    const seen = { before: new Map<number, number>(), after: new Map<number, number>(), accepted: 0, noSocket: 0, submitLost: 0 };
     const bodies: Array<[string, string, string | undefined]> = [
       ['POST', '/v1/cli', JSON.stringify({ tool: 'gcqsub', argv: ['-h', '--', 'true'], cwd: '/root' })],
       ['POST', '/v1/cli', JSON.stringify({ tool: 'gcqstat', argv: [] })],
@@ -70,7 +70,10 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
         let a: UnixAnswer;
         try {
           a = await unixHttp(path(), method, url, body, 10_000);
-        } catch {
+        } catch (e) {
+          // A submission whose connection broke after it was sent may or may not have been queued.
+          const code = (e as NodeJS.ErrnoException).code;
+          if (body?.includes('gcqsub') && code !== 'ENOENT' && code !== 'ECONNREFUSED') seen.submitLost++;
           seen.noSocket++; // not listening (yet, or any more): gcd between processes
           await new Promise((r) => setTimeout(r, 5));
           continue;
@@ -117,7 +120,9 @@ describe('hostile API callers (gcd process, test-double driver, real redis-serve
       .tool('gcqstat', ['-x'])
       .stdout.split('\n')
       .filter((l) => /^\d+\.srv/.test(l));
-    expect(listed.length).to.equal(seen.accepted);
+    // gcd finishes requests in flight when it stops, so a lost answer is rare; when one is lost the
+    // job may be there or not, but never twice and never without a request.
+    expect(listed.length).to.be.within(seen.accepted, seen.accepted + seen.submitLost);
   });
 
   it('fuzzer: 5,000 random and mutated inputs on the admin socket, a guest channel and the commands; 0 crashes', async function () {
