@@ -24,6 +24,8 @@ import { VmProcess } from '../vm/vm-process.js';
 import { KeyedLock } from '../vm/keyed-lock.js';
 import type { RunningVm } from '../vm/snapshots/types.js';
 import { writeJsonAtomic } from '../vm/json-file.js';
+import { ensurePrivateDir } from '../vm/private-dir.js';
+import { assertSelfContainedImage } from '../vm/image-trust.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
@@ -323,6 +325,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await access(rec.boot.base).catch(() => {
       throw new DriverError(`headnode '${name}': its base image ${rec.boot.base} is missing`);
     });
+    // A user's image may have been rewritten since create: checked again at every boot.
+    if (rec.spec.image !== undefined) await assertSelfContainedImage(rec.boot.base);
     const latest = await latestGeneration(paths, rec.diskGen);
     if (latest !== rec.diskGen) {
       log.warn(`headnode ${name}: record says disk-${rec.diskGen}, but disk-${latest} is newer (gcd died mid-snapshot); using it`);
@@ -335,7 +339,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await pruneGenerations(paths, rec.diskGen);
     await this.removeRuntimeFiles(paths);
     await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-    await mkdir(this.layout.ramHeadnodesDir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(this.layout.ramHeadnodesDir);
     await truncate(paths.consoleLog).catch(() => undefined);
 
     // The owner's shared volume: root-only on the host, served to the guest by a sandboxed

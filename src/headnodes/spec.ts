@@ -2,6 +2,7 @@
 import { access } from 'node:fs/promises';
 import { UsageError } from '../errors.js';
 import type { HeadnodePaths } from '../vm/layout.js';
+import { assertSelfContainedImage } from '../vm/image-trust.js';
 import { backgroundSnapshotExpected, snapshotRamFromEnv } from '../vm/migration.js';
 import type { VmConfig } from '../vm/vm-args.js';
 import { DEFAULT_MEM_SLOTS, roundToBlock } from '../vm/mem-hotplug.js';
@@ -67,6 +68,7 @@ export async function bootFiles(spec: HeadnodeSpec, images: ImageSource): Promis
       throw new UsageError(`'${f}' does not exist`);
     });
   }
+  await assertSelfContainedImage(spec.image);
   const boot: BootFiles = { base: spec.image };
   if (spec.kernel !== undefined) {
     boot.kernel = spec.kernel;

@@ -29,6 +29,7 @@ import { log } from '../../log.js';
 import type { LiveCloneAccess } from '../clones/types.js';
 import { activeNode, virtualSize } from '../disk-chain.js';
 import { writeJsonAtomic } from '../json-file.js';
+import { ensurePrivateDir } from '../private-dir.js';
 import type { Layout } from '../layout.js';
 import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../migration.js';
 import { fileSource, RamReceiver } from '../ram-receiver.js';
@@ -79,7 +80,7 @@ export async function snapshotClone(layout: Layout, clones: CloneLender, vmId: s
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);
   await mkdir(sp.dir, { recursive: true, mode: 0o700 });
-  await mkdir(layout.ramSnapshotsDir, { recursive: true, mode: 0o700 });
+  await ensurePrivateDir(layout.ramSnapshotsDir);
   let diskFrozen = false;
   let diskBytes = 0;
   try {

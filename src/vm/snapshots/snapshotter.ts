@@ -16,6 +16,7 @@ import { CopperError, DriverError, errorMessage } from '../../errors.js';
 import { log } from '../../log.js';
 import { activeNode } from '../disk-chain.js';
 import { writeJsonAtomic } from '../json-file.js';
+import { ensurePrivateDir } from '../private-dir.js';
 import { assertId, type Layout } from '../layout.js';
 import { enableIgnoreShared, saveDeviceState, whilePaused, type SnapshotRamMethod } from '../migration.js';
 import type { ClusterNic } from '../vm-args.js';
@@ -85,7 +86,7 @@ export class Snapshotter {
     const layout = this.o.layout;
     const sp = layout.snapshot(id);
     await mkdir(sp.dir, { recursive: true, mode: 0o700 });
-    await mkdir(layout.ramSnapshotsDir, { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(layout.ramSnapshotsDir);
     const qmp = h.vm.qmp;
     const frozenGen = h.diskGen;
     const frozenDisk = h.paths.disk(frozenGen);
