@@ -13,6 +13,8 @@ export interface SnapshotInfo {
   /** Unique id; the driver owns the files behind it. */
   id: string;
   headnode: string;
+  /** The headnode's incarnation when it was taken (headnodes/incarnation.ts), if the driver knows it. */
+  incarnation?: string;
   createdAt: number;
   /** How long the headnode was paused to take it. */
   pauseMs: number;
@@ -157,6 +159,11 @@ export interface Driver {
   openTerminal?(cloneId: string, spec: TerminalSpec): Promise<TerminalSession>;
   /** What the clone has used so far; read just before it is destroyed. */
   usage?(cloneId: string): Promise<CloneUsage | undefined>;
+  /**
+   * The incarnation of the headnode running under this name now (headnodes/incarnation.ts);
+   * undefined when none runs. Jobs made in another life of the name must not touch it.
+   */
+  headnodeIncarnation?(headnode: string): Promise<string | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */
   snapshot(headnode: string): Promise<SnapshotInfo>;
   /** Delete a snapshot's files; called when the last job using it has ended. */

@@ -27,6 +27,7 @@ import { writeJsonAtomic } from '../vm/json-file.js';
 import { ensurePrivateDir } from '../vm/private-dir.js';
 import { assertSelfContainedImage } from '../vm/image-trust.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
+import { incarnationOf, newIncarnation } from './incarnation.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
@@ -106,6 +107,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
             maxMemMiB: spec.maxMemMiB !== undefined ? maxMemFor(spec.memMiB, spec.maxMemMiB) : this.defaultMaxMem(spec.memMiB),
           },
           createdAt: Date.now(),
+          incarnation: newIncarnation(),
           boot,
           diskGen: 0,
           want: 'stopped',
@@ -287,6 +289,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         agent,
         config: l.config,
         diskGen: rec.diskGen,
+        incarnation: incarnationOf(rec),
         setDiskGen: async (gen: number) => {
           rec.diskGen = gen;
           l.config = { ...l.config, disk: paths.disk(gen) };
@@ -473,6 +476,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
       state,
       accel: l?.config.accel ?? rec.accel ?? this.accel(),
       createdAt: rec.createdAt,
+      incarnation: incarnationOf(rec),
     };
     if (l) info.pid = l.vm.pid;
     if (l && rec.startedAt !== undefined) info.startedAt = rec.startedAt;

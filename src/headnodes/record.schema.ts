@@ -26,6 +26,7 @@ export const HEADNODE_RECORD: z.ZodType<HeadnodeRecord> = z.looseObject({
   version: z.literal(1),
   spec: HEADNODE_SPEC,
   createdAt: z.number(),
+  incarnation: z.string().optional(),
   boot: z.looseObject({
     base: z.string(),
     kernel: z.string().optional(),

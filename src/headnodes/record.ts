@@ -21,6 +21,8 @@ export interface HeadnodeRecord {
   version: 1;
   spec: HeadnodeSpec;
   createdAt: number;
+  /** Which life of this name (headnodes/incarnation.ts); absent in records made before it. */
+  incarnation?: string;
   boot: BootFiles;
   /** Generation of the active overlay disk-<gen>.qcow2; a snapshot moves the headnode to gen+1. */
   diskGen: number;

@@ -36,6 +36,8 @@ export interface HeadnodeInfo extends HeadnodeSpec {
   accel: Accel;
   pid?: number;
   createdAt: number;
+  /** Which life of this name (headnodes/incarnation.ts). */
+  incarnation?: string;
   startedAt?: number;
   /** Why the headnode is crashed or failed to start. */
   reason?: string;

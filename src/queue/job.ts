@@ -32,6 +32,8 @@ export interface JobSpec {
   user: string;
   group: string;
   headnode: string;
+  /** The headnode's incarnation at submission (headnodes/incarnation.ts): output and firings go to that life of the name only. */
+  headnodeIncarnation?: string;
   /** Account inside the headnode that runs the job and owns its output (default root). */
   account?: string;
   queue: string;

@@ -3,6 +3,7 @@ import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
 import { NotFoundError, UsageError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
+import { IncarnationError } from '../headnodes/incarnation.js';
 import type { JobSpec } from '../queue/job.js';
 import type { Keys } from '../queue/keys.js';
 import { mayActOn, type Actor } from './actor.js';
@@ -41,6 +42,8 @@ export class RecurringJobs {
     private readonly keys: Keys,
     private readonly serverName: string,
     private readonly submit: (spec: JobSpec) => Promise<string>,
+    /** The headnode's incarnation now: a definition fires only into the life it was made in. */
+    private readonly incarnationOf: (headnode: string) => Promise<string | undefined> = async () => undefined,
   ) {
     this.queue = new Queue(CRON_QUEUE, { connection, prefix: keys.bullPrefix });
   }
@@ -76,6 +79,10 @@ export class RecurringJobs {
 
   async create(pattern: string, spec: JobSpec): Promise<RecurringJob> {
     const nextAt = RecurringJobs.nextFiring(pattern);
+    if (spec.headnodeIncarnation === undefined) {
+      const incarnation = await this.incarnationOf(spec.headnode);
+      if (incarnation !== undefined) spec = { ...spec, headnodeIncarnation: incarnation };
+    }
     const n = await this.redis.incr(`${this.indexKey()}:seq`);
     const id = `cron${n}.${this.serverName}`;
     const rec: RecurringJob = { id, pattern, spec, paused: false, createdAt: Date.now(), nextAt };
@@ -130,6 +137,14 @@ export class RecurringJobs {
       const jobId = await this.submit(r.spec);
       await this.redis.set(this.key(id), JSON.stringify({ ...r, lastJob: jobId, lastAt: Date.now(), lastError: undefined }));
     } catch (e) {
+      if (e instanceof IncarnationError) {
+        // The headnode was destroyed and its name taken again: never fire as the new owner.
+        // Paused (not deleted), so its owner sees why with gcqstat --cron.
+        log.warn('recurring job paused: its headnode was re-created', { id, error: e.message });
+        await this.queue.removeJobScheduler(id).catch(() => undefined);
+        await this.redis.set(this.key(id), JSON.stringify({ ...r, paused: true, lastAt: Date.now(), lastError: `not fired, paused: ${e.message}` }));
+        return;
+      }
       // A stopped headnode or a quota: this firing is skipped, the next one tries again.
       log.warn('recurring job firing failed', { id, error: errorMessage(e) });
       await this.redis.set(this.key(id), JSON.stringify({ ...r, lastAt: Date.now(), lastError: errorMessage(e) }));

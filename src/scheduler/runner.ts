@@ -1,4 +1,5 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
+import { jobHeadnodeChanged } from '../headnodes/incarnation.js';
 import { join } from 'node:path';
 import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
@@ -366,6 +367,9 @@ export class JobRunner {
       );
       if (!exists) continue;
       try {
+        // Another life of the headnode name (destroyed, created again by someone): not theirs.
+        const other = await jobHeadnodeChanged(driver, job.spec);
+        if (other) throw other;
         await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');
       } catch (e) {
         const keep = join(this.o.spoolDir, '..', 'undelivered', job.id);

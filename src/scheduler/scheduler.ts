@@ -95,7 +95,14 @@ export class Scheduler {
     this.spoolDir = join(o.stateDir, 'spool');
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
     this.control = new JobControl(this.store, this.queue);
-    this.recurring = new RecurringJobs(o.redis, o.connection, o.keys, o.serverName, async (spec) => (await this.submit([spec]))[0].id);
+    this.recurring = new RecurringJobs(
+      o.redis,
+      o.connection,
+      o.keys,
+      o.serverName,
+      async (spec) => (await this.submit([spec]))[0].id,
+      async (headnode) => o.driver.headnodeIncarnation?.(headnode),
+    );
     this.endedOutputs = new EndedOutputs(join(o.stateDir, 'ended-output'));
     this.runner = new JobRunner({
       driver: o.driver,

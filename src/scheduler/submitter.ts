@@ -1,5 +1,6 @@
 import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
+import { incarnationMismatch } from '../headnodes/incarnation.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import { neverFits, resolveAssignment, type CapacityLimits } from './capacity.js';
@@ -78,6 +79,9 @@ export class Submitter {
     try {
       for (const s of specs) {
         if (!byHeadnode.has(s.headnode)) byHeadnode.set(s.headnode, await this.driver.snapshot(s.headnode));
+        // A recurring job (or a resubmission) made in an earlier life of this headnode name.
+        const other = incarnationMismatch(s.headnode, s.headnodeIncarnation, byHeadnode.get(s.headnode)!.incarnation);
+        if (other) throw other;
       }
       const first = await this.store.nextSeqs(specs.length);
       const now = Date.now();
@@ -136,6 +140,7 @@ export class Submitter {
    * above the host's capacity is refused.
    */
   private resolveSpec(spec: JobSpec, snap: SnapshotInfo): JobSpec {
-    return { ...spec, ...resolveAssignment(spec.resources, snap, this.capacity()) };
+    const pinned = snap.incarnation !== undefined ? { headnodeIncarnation: snap.incarnation } : {};
+    return { ...spec, ...pinned, ...resolveAssignment(spec.resources, snap, this.capacity()) };
   }
 }

@@ -1,6 +1,7 @@
 import type { Driver } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
+import { incarnationMismatch } from '../headnodes/incarnation.js';
 import type { JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 
@@ -18,7 +19,14 @@ export async function freshSnapshotForRelease(driver: Driver, store: JobStore, h
   if (held.length === 0) return undefined;
   let snapId: string;
   try {
-    snapId = (await driver.snapshot(headnode)).id;
+    const snap = await driver.snapshot(headnode);
+    snapId = snap.id;
+    // The name now belongs to another life of the headnode: its state is not this job's.
+    const other = held.map((t) => incarnationMismatch(headnode, t.spec.headnodeIncarnation, snap.incarnation)).find((e) => e !== undefined);
+    if (other) {
+      await driver.releaseSnapshot(snapId).catch(() => undefined);
+      throw other;
+    }
   } catch (e) {
     log.warn('no fresh snapshot for a released dependent; it runs in its submission snapshot', { headnode, error: errorMessage(e) });
     return `runs in its submission snapshot (headnode ${headnode} could not be snapshotted when its dependencies were met: ${errorMessage(e)})`;

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { CloneHandle, Driver } from '../drivers/driver.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
+import { jobHeadnodeChanged } from '../headnodes/incarnation.js';
 import type { JobRecord } from '../queue/job.js';
 import { stageOutLimits, stageOutNote, stageOutRequest } from './policy.js';
 
@@ -20,6 +21,8 @@ export async function stageOutJob(driver: Driver, clone: CloneHandle, job: JobRe
   if (!req) return undefined;
   const t0 = Date.now();
   try {
+    const other = await jobHeadnodeChanged(driver, job.spec);
+    if (other) return `stage-out not done: ${other.message}`;
     const r = await driver.stageOut(clone, req);
     log.debug('stage-out done', { job: job.id, placed: r.placed, bytes: r.bytes, conflicts: r.conflictCount, ms: Date.now() - t0 });
     return stageOutNote(r);

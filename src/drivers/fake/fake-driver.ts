@@ -32,6 +32,8 @@ export interface FakeDriverOptions {
   deliverRoot: string;
   /** Headnodes that "exist"; snapshot of any other name fails like a missing headnode. */
   headnodes: Set<string>;
+  /** The incarnation of each headnode (headnodes/incarnation.ts); a test re-creates one by changing it. */
+  incarnations?: Map<string, string>;
   /** Snapshots persist here as marker files, as the QEMU driver's do, so they survive a gcd restart. */
   snapshotDir?: string;
   snapshotDelayMs?: number;
@@ -63,7 +65,22 @@ export class FakeDriver implements Driver {
     const id = `fake-${randomUUID()}`;
     this.snapshots.add(id);
     if (this.opts.snapshotDir) writeFileSync(join(this.opts.snapshotDir, id), headnode);
-    return { id, headnode, createdAt: Date.now(), pauseMs: 0, memMiB: 512, vcpus: 1, maxVcpus: 8, maxMemMiB: 16_384 };
+    const incarnation = this.opts.incarnations?.get(headnode);
+    return {
+      id,
+      headnode,
+      ...(incarnation !== undefined ? { incarnation } : {}),
+      createdAt: Date.now(),
+      pauseMs: 0,
+      memMiB: 512,
+      vcpus: 1,
+      maxVcpus: 8,
+      maxMemMiB: 16_384,
+    };
+  }
+
+  async headnodeIncarnation(headnode: string): Promise<string | undefined> {
+    return this.opts.headnodes.has(headnode) ? this.opts.incarnations?.get(headnode) : undefined;
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {

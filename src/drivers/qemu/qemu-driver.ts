@@ -31,6 +31,7 @@ import type {
   OutputStream,
   PeekResult,
   RunningCommand,
+  SnapshotInfo,
   TerminalSession,
   TerminalSpec,
 } from '../driver.js';
@@ -262,6 +263,17 @@ export class QemuDriver extends VmHost implements Driver {
     this.gates.delete(cloneId);
     this.jobOutput.delete(cloneId);
     await super.destroy(cloneId);
+  }
+
+  async headnodeIncarnation(headnode: string): Promise<string | undefined> {
+    return this.opts.headnodes.withRunning(headnode, async (h) => h.incarnation).catch(() => undefined);
+  }
+
+  /** The snapshot, with the incarnation the headnode had (a re-creation takes a boot: never within one snapshot). */
+  override async snapshot(headnode: string): Promise<SnapshotInfo> {
+    const incarnation = await this.headnodeIncarnation(headnode);
+    const s = await super.snapshot(headnode);
+    return incarnation === undefined ? s : { ...s, incarnation };
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {

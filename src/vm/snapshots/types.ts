@@ -72,6 +72,8 @@ export interface RunningVm {
   readonly config: VmConfig;
   /** Current active overlay generation. */
   readonly diskGen: number;
+  /** Which life of the headnode's name (headnodes/incarnation.ts); absent for VMs that are not headnodes. */
+  readonly incarnation?: string;
   /** Record that the VM now writes to disk-<gen>.qcow2 (after blockdev-snapshot-sync). */
   setDiskGen(gen: number): Promise<void>;
 }
