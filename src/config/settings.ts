@@ -38,6 +38,8 @@ export interface Settings {
   guestDeadlineMs: number;
   /** Most MiB of a job's stdout (and of its stderr) brought home from its clone. */
   maxOutputMiB: number;
+  /** The embedded Redis's maxmemory (noeviction): writes past it are refused, never evicted or killed. */
+  redisMaxMemoryMiB: number;
   lockDurationMs: number;
   capacityNcpus: number;
   capacityMemMiB: number;
@@ -204,6 +206,14 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     parse: wholeNumber(1),
     fallback: () => 4096,
     meaning: "most of a job's stdout (and of its stderr) brought home; the rest is cut and the job's comment says so",
+  },
+  redisMaxMemoryMiB: {
+    name: 'GC_REDIS_MAXMEMORY_MIB',
+    type: 'MiB',
+    defaultText: '2048',
+    parse: wholeNumber(1),
+    fallback: () => 2048,
+    meaning: 'maxmemory of the embedded Redis (noeviction); submissions are refused once it is 90% full, so running jobs can still end',
   },
   lockDurationMs: {
     name: 'GC_LOCK_MS',
@@ -408,6 +418,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     killDelayMs: r('killDelayMs'),
     guestDeadlineMs: r('guestDeadlineMs'),
     maxOutputMiB: r('maxOutputMiB'),
+    redisMaxMemoryMiB: r('redisMaxMemoryMiB'),
     lockDurationMs: r('lockDurationMs'),
     capacityNcpus: r('capacityNcpus'),
     capacityMemMiB: r('capacityMemMiB'),

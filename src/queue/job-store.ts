@@ -4,6 +4,7 @@ import { END_REASONS, type EndReason, type JobRecord, type JobSpec, type JobStat
 import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
+import { ScriptCache, storedSpec } from './shared-script.js';
 
 /**
  * Job records in Redis, one hash per job: PBS state lives here, BullMQ only carries the
@@ -121,6 +122,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (h.depend) rec.depend = JSON.parse(h.depend) as JobRecord['depend'];
   if (h.array) rec.array = JSON.parse(h.array) as JobRecord['array'];
   if (h.arrayParent) rec.arrayParent = h.arrayParent;
+  if (h.scriptOf) rec.scriptOf = h.scriptOf;
   const idx = num('arrayIndex');
   if (idx !== undefined) rec.arrayIndex = idx;
   if (h.settling === '1') rec.settling = true;
@@ -139,6 +141,7 @@ export class JobStore {
   /** Every successful transition, after its write (see JobEvents). */
   readonly events = new JobEvents();
   private readonly scripts: StoreScripts;
+  private readonly sharedScripts = new ScriptCache();
 
   constructor(
     private readonly redis: Redis,
@@ -178,8 +181,13 @@ export class JobStore {
   /** Write new records (one MULTI, so a batch is all there or not at all). */
   async create(records: JobRecord[]): Promise<void> {
     const m = this.redis.multi();
+    const batch = new Map(records.map((r) => [r.id, r]));
     for (const r of records) {
-      const { id, spec, depend, array, ...rest } = r;
+      const { id, depend, array, ...rest } = r;
+      // An array task shares its array's script rather than storing a copy (shared-script.ts).
+      const { spec, scriptOf } = storedSpec(r, batch);
+      if (scriptOf !== undefined) rest.scriptOf = scriptOf;
+      delete (rest as Partial<JobRecord>).spec;
       const json: string[] = [];
       if (depend) json.push('depend', JSON.stringify(depend));
       if (array) json.push('array', JSON.stringify(array));
@@ -244,6 +252,18 @@ export class JobStore {
     const t = { jobId: id, event, from, to: record.state, record };
     this.events.emit(t);
     return { ok: true, from, to: record.state, record };
+  }
+
+  /** The script a job runs: its own, or its array's (stored once; shared-script.ts). */
+  async scriptOf(job: JobRecord): Promise<string | undefined> {
+    if (job.spec.script !== undefined || job.scriptOf === undefined) return job.spec.script;
+    const cached = this.sharedScripts.get(job.scriptOf);
+    if (cached !== undefined) return cached;
+    const text = await this.redis.hget(this.keys.job(job.scriptOf), 'spec');
+    const script = text ? (JSON.parse(text) as JobSpec).script : undefined;
+    if (script === undefined) throw new UnknownJobError(`${job.scriptOf} (the script of ${job.id})`);
+    this.sharedScripts.set(job.scriptOf, script);
+    return script;
   }
 
   async setArray(id: string, array: NonNullable<JobRecord['array']>): Promise<void> {

@@ -110,6 +110,8 @@ export interface JobRecord {
   /** A task of an array: its parent's id and its index (PBS_ARRAY_INDEX). */
   arrayParent?: string;
   arrayIndex?: number;
+  /** An array task's script is its array's (stored once there; JobStore.scriptOf reads it). */
+  scriptOf?: string;
   /**
    * Set in the same write that makes the job F, cleared once its snapshot reference,
    * dependents and array are settled; gcd's start settles any job still marked (JobRunner.settle).

@@ -61,7 +61,7 @@ async function ping(target: RedisTarget, timeoutMs: number): Promise<boolean> {
  * `stateDir`. The server gets SIGTERM when gcd dies (setpriv --pdeathsig), and a SIGTERM'd
  * redis flushes its AOF, so nothing acknowledged is lost.
  */
-export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?: number } = {}): Promise<EmbeddedRedis> {
   const dir = join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const sock = join(dir, 'redis.sock');
@@ -82,6 +82,9 @@ export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedi
     `requirepass ${target.password}`,
     `appendonly yes`,
     `appendfsync everysec`,
+    // A ceiling, so a flood of records is refused (OOM error) rather than Redis killed by the
+    // kernel; noeviction: never drop a key to make room.
+    ...(opts.maxMemoryMiB !== undefined ? [`maxmemory ${opts.maxMemoryMiB}mb`] : []),
     `maxmemory-policy noeviction`,
     `save ""`,
     `daemonize no`,

@@ -117,8 +117,9 @@ export class JobRunner {
         stdoutFile: job.spec.join === 'eo' ? errFile : outFile,
         stderrFile: errFile,
       };
-      if (job.spec.script !== undefined) {
-        spec.script = job.spec.script;
+      const script = await store.scriptOf(job);
+      if (script !== undefined) {
+        spec.script = script;
         spec.scriptArgs = job.spec.scriptArgs ?? [];
       }
       if (stop.aborted) throw new Error('stopped before start');

@@ -1,4 +1,5 @@
 // Over 400 lines on purpose: the job pipeline's one entry point; its methods share private state.
+import { checkRedisRoom, isRedisOom, RedisFullError } from '../redis/memory-guard.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
@@ -171,6 +172,16 @@ export class Scheduler {
 
   /** Accept jobs; returns their records (for an array: its own record first, then its tasks). */
   async submit(specs: JobSpec[], opts: SubmitOptions = {}): Promise<JobRecord[]> {
+    await checkRedisRoom(this.o.redis);
+    try {
+      return await this.submitChecked(specs, opts);
+    } catch (e) {
+      if (isRedisOom(e)) throw new RedisFullError(0, 0);
+      throw e;
+    }
+  }
+
+  private async submitChecked(specs: JobSpec[], opts: SubmitOptions): Promise<JobRecord[]> {
     const cfg = this.quotas();
     const count = opts.array ? opts.array.indices.length : 1;
     const resolved = specs.map((spec) => {

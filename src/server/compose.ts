@@ -60,7 +60,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     let target: RedisTarget;
     if (settings.redisUrl) target = { url: settings.redisUrl };
     else {
-      const embedded = await startEmbeddedRedis(settings.stateDir);
+      const embedded = await startEmbeddedRedis(settings.stateDir, { maxMemoryMiB: settings.redisMaxMemoryMiB });
       target = embedded.target;
       cleanups.push(() => embedded.stop());
     }
