@@ -126,10 +126,11 @@ function pairsOf(flat: string[]): Array<[string, string]> {
   return out;
 }
 
-/** What a job is counted as (usage-lua.ts): user, group, queue, ncpus, MiB, its array's id. */
+/** What a job is counted as (usage-lua.ts): user, group, queue, ncpus, MiB, its array's id, -p, seq, id. */
 export function acctOf(id: string, spec: JobSpec): string {
   const parent = /\[\d+\]/.test(id) ? id.replace(/\[\d+\]/, '[]') : '';
-  return JSON.stringify([spec.user, spec.group, spec.queue, spec.resources.ncpus, spec.resources.memMiB, parent]);
+  const seq = Number(/^\d+/.exec(id)?.[0] ?? 0);
+  return JSON.stringify([spec.user, spec.group, spec.queue, spec.resources.ncpus, spec.resources.memMiB, parent, spec.priority, seq, id]);
 }
 
 /** One max_queued check for JobStore.create: the entity's count key, its limit, what the batch adds. */
@@ -262,12 +263,12 @@ export class JobStore {
 
   /** Recount every usage count from the job records (gcd start); returns the records looked at. */
   async rebuildUsage(): Promise<number> {
-    // Records written before counts were kept in Redis have no acct: give them one first.
+    // Records written before counts were kept in Redis have no acct (or an older one): write it first.
     const p = this.redis.pipeline();
     let n = 0;
     for (const j of await this.list()) {
       if (j.array || j.state === 'F') continue;
-      p.hsetnx(this.keys.job(j.id), 'acct', acctOf(j.id, j.spec));
+      p.hset(this.keys.job(j.id), 'acct', acctOf(j.id, j.spec));
       n++;
     }
     if (n) await p.exec();

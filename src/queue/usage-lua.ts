@@ -5,11 +5,12 @@
  * "state written" and "count moved" cannot happen.
  *
  * A counted job carries two fields in its record:
- *   acct  JSON [user, group, queue, ncpus, memMiB, arrayParent or ""]: what it is counted as;
+ *   acct  JSON [user, group, queue, ncpus, memMiB, arrayParent or "", priority, seq, id]: what it is counted as;
  *   uc    'q' (counted as queued: Q, H, W), 'r' (running: R, S, E) or absent (F, or never counted).
  * Counts live in hashes `<pfx>:u:<user>`, `<pfx>:g:<group>`, `<pfx>:q:<queue>`,
  * `<pfx>:qu:<queue>:<user>`, `<pfx>:sys` (fields queued, running, ncpus, mem) and strings
- * `<pfx>:arr:<array id>` (tasks running, for %max). A hash that falls back to all zeros is
+ * `<pfx>:arr:<array id>` (tasks running, for %max), and zsets `<pfx>:pend:<queue>:<user>` (the
+ * user's Q jobs in that queue, best -p first, then oldest). A hash that falls back to all zeros is
  * deleted, so idle entities hold no key. When nothing is queued or running anywhere the fair
  * share clock (`<pfx>:fair:*`) is dropped too (nobody waits, so no tag can matter).
  */
@@ -56,10 +57,23 @@ local function gcClassOf(state)
   if state == 'R' or state == 'S' or state == 'E' then return 'r' end
   return ''
 end
+-- A user's queued (Q) jobs in one queue by -p, then submission: the dispatcher lets the best
+-- of them take the user's fair-share turn (-p orders a user's own jobs only).
+local function gcPending(pfx, oldAcct, acct, state)
+  if oldAcct then
+    local a = cjson.decode(oldAcct)
+    if a[9] then redis.call('ZREM', pfx .. ':pend:' .. a[3] .. ':' .. a[1], a[9]) end
+  end
+  if acct and state == 'Q' then
+    local a = cjson.decode(acct)
+    if a[9] then redis.call('ZADD', pfx .. ':pend:' .. a[3] .. ':' .. a[1], (1023 - tonumber(a[7])) * 8589934592 + tonumber(a[8]), a[9]) end
+  end
+end
 -- After a write to job key k: move its contribution from (old acct, old uc) to (acct now, class of state now).
 local function gcAccount(pfx, k, oldAcct, oldUc)
   local now = redis.call('HMGET', k, 'acct', 'state')
   local acct = now[1]
+  gcPending(pfx, oldAcct, acct, now[2])
   local cls = ''
   if acct then cls = gcClassOf(now[2]) end
   if oldAcct == acct and (oldUc or '') == cls then return end

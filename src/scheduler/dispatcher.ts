@@ -34,6 +34,8 @@ export interface DispatcherOptions {
     limits(rec: JobRecord): RunLimits[];
     /** The reason from the counts JobStore.start refused with. */
     reason(rec: JobRecord, limited: number[], throttle: number | undefined): string;
+    /** The user's queued job (same queue) with a higher -p than this one, that should take its turn. */
+    betterOwn?(rec: JobRecord): Promise<string | undefined>;
     /** The job won its start: the fair-share clock moves to its tag. */
     started(rec: JobRecord, vstart: number): Promise<void>;
   };
@@ -94,6 +96,11 @@ export class Dispatcher {
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
     const priority = bull.opts.priority;
+    // -p orders a user's own jobs only: a better one of theirs takes this fair-share turn.
+    if (rec.state === 'Q') {
+      const better = await this.o.policy?.betterOwn?.(rec);
+      if (better && better !== rec.id && (await this.giveTurn(bull, token, better))) throw new DelayedError();
+    }
     const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;
     const throttle = arrayRec?.array?.max;
     // From here to the capacity reservation there is no await: concurrent workers see each other's.
@@ -159,6 +166,30 @@ export class Dispatcher {
       // Freed capacity goes to the best deferred job now, not to whichever delay ends first.
       const next = this.line.ahead(capacity.free, undefined);
       if (next) await this.promote(next.id);
+    }
+  }
+
+  /**
+   * Swap BullMQ places (priority and fair-share tag) with the user's better job `id`, if it
+   * waits behind this one; this job steps back (delayed for no time) to the other's place.
+   */
+  private async giveTurn(bull: Job<RunQueueData>, token: string | undefined, id: string): Promise<boolean> {
+    try {
+      const other = await this.queue?.getJob(id);
+      if (!other) return false;
+      const state = await other.getState();
+      const mine = bull.opts.priority ?? 0;
+      const theirs = other.opts.priority ?? 0;
+      if ((state !== 'prioritized' && state !== 'waiting') || theirs <= mine) return false;
+      await other.updateData({ ...other.data, vstart: bull.data.vstart });
+      await other.changePriority({ priority: mine });
+      await bull.updateData({ ...bull.data, vstart: other.data.vstart });
+      await bull.changePriority({ priority: theirs });
+      await bull.moveToDelayed(Date.now(), token);
+      return true;
+    } catch (e) {
+      log.debug('give turn', { id, error: errorMessage(e) });
+      return false;
     }
   }
 

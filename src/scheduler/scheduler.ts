@@ -127,6 +127,7 @@ export class Scheduler {
             return q && !q.started ? `QueueStopped: queue ${q.name} is not started (started: false)` : undefined;
           },
           limits: (rec) => runLimits(this.quotas(), rec),
+          betterOwn: (rec) => this.usage.betterOwn(rec.spec.queue, rec.spec.user, rec.spec.priority),
           reason: (rec, limited, throttle) => refusalReason(this.quotas(), rec, limited, throttle),
           started: async (_rec, vstart) => {
             await this.queue.fair.dispatched(vstart);

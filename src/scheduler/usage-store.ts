@@ -118,6 +118,17 @@ export class UsageStore {
     return usageOf(user, group, queue, counts);
   }
 
+  /**
+   * The user's best queued job in this queue (highest -p, then oldest), when its -p is above
+   * `priority`: it should take the user's fair-share turn instead (dispatcher.ts).
+   */
+  async betterOwn(queue: string, user: string, priority: number): Promise<string | undefined> {
+    const [id, score] = await this.redis.zrange(`${this.keys.usage}:pend:${queue}:${user}`, 0, 0, 'WITHSCORES');
+    if (id === undefined || score === undefined) return undefined;
+    const band = Math.floor(Number(score) / 2 ** 33);
+    return band < 1023 - priority ? id : undefined;
+  }
+
   /** Array tasks running now (the %max throttle's count). */
   async arrayRunning(arrayId: string): Promise<number> {
     return Number((await this.redis.get(`${this.keys.usage}:arr:${arrayId}`)) ?? 0);
