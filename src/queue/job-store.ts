@@ -122,7 +122,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
 
 function pairsOf(flat: string[]): Array<[string, string]> {
   const out: Array<[string, string]> = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]!]);
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
   return out;
 }
 
@@ -241,7 +241,7 @@ export class JobStore {
       JSON.stringify(checks.map((c) => [c.key, c.max, c.amount])),
       JSON.stringify(out),
     );
-    if (ok !== 1) throw new QueuedLimitError(checks[(index ?? 1) - 1]!, held ?? 0);
+    if (ok !== 1) throw new QueuedLimitError(checks[(index ?? 1) - 1], held ?? 0);
   }
 
   /**
@@ -251,7 +251,14 @@ export class JobStore {
    */
   async start(id: string, limits: RunLimits[], throttle: number | undefined, patch: FieldPatch = {}): Promise<StartResult> {
     const lim = JSON.stringify(limits.map((l) => [l.maxRunning, l.maxNcpus, l.maxMem].map((v) => (v === undefined || v === Infinity ? -1 : v))));
-    const res = await this.scripts.gcStart(this.keys.job(id), this.keys.usage, JSON.stringify(JOB_TRANSITIONS.run), lim, String(throttle ?? -1), ...encode(patch));
+    const res = await this.scripts.gcStart(
+      this.keys.job(id),
+      this.keys.usage,
+      JSON.stringify(JOB_TRANSITIONS.run),
+      lim,
+      String(throttle ?? -1),
+      ...encode(patch),
+    );
     const [ok, cur] = res;
     const from = cur === '' ? undefined : (cur as JobState);
     if (ok === 2) return { ok: false, from, limited: (res.slice(2) as Array<number | string>).map(Number) };

@@ -49,7 +49,17 @@ return 1
 `;
 
 interface FairScripts {
-  gcFairTag(vnow: string, finish: string, split: string, groups: string, user: string, group: string, share: string, isSplit: string, cost: string): Promise<[string, string]>;
+  gcFairTag(
+    vnow: string,
+    finish: string,
+    split: string,
+    groups: string,
+    user: string,
+    group: string,
+    share: string,
+    isSplit: string,
+    cost: string,
+  ): Promise<[string, string]>;
   gcFairDispatched(vnow: string, finish: string, vstart: string): Promise<number>;
 }
 

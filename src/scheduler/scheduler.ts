@@ -194,7 +194,15 @@ export class Scheduler {
     }
     let s: Awaited<ReturnType<Submitter['submit']>>;
     try {
-      s = await this.submitter.submit(resolved, { ...opts, checks: (recs) => queuedChecks(this.o.keys, cfg, recs.filter((x) => !x.array)) });
+      s = await this.submitter.submit(resolved, {
+        ...opts,
+        checks: (recs) =>
+          queuedChecks(
+            this.o.keys,
+            cfg,
+            recs.filter((x) => !x.array),
+          ),
+      });
     } catch (e) {
       if (e instanceof QueuedLimitError) throw queuedError(e.check, e.held);
       throw e;
@@ -310,7 +318,14 @@ export class Scheduler {
       checkSubmit(
         this.quotas(),
         usageOf(s.user, s.group, s.queue, []), // per-job limits only: counts do not matter
-        { user: s.user, group: s.group, queue: s.queue, ncpus: s.resources.ncpus, ...(s.resources.memMiB ? { memMiB: s.resources.memMiB } : {}), walltimeSec: changes.walltimeSec },
+        {
+          user: s.user,
+          group: s.group,
+          queue: s.queue,
+          ncpus: s.resources.ncpus,
+          ...(s.resources.memMiB ? { memMiB: s.resources.memMiB } : {}),
+          walltimeSec: changes.walltimeSec,
+        },
         0,
       );
     }

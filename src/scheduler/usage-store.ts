@@ -32,7 +32,13 @@ function limitsOf(cfg: QuotaConfig, user: string, group: string, queue: string, 
   return [userLimit(cfg, user, k), cfg.groups.get(group)?.[k], q?.perUser[k], q?.[k], cfg.system[k]];
 }
 
-const LABELS = (user: string, group: string, queue: string): string[] => [`user ${user}`, `group ${group}`, `user ${user} in queue ${queue}`, `queue ${queue}`, 'the system'];
+const LABELS = (user: string, group: string, queue: string): string[] => [
+  `user ${user}`,
+  `group ${group}`,
+  `user ${user} in queue ${queue}`,
+  `queue ${queue}`,
+  'the system',
+];
 
 /** The running limits of a job's five entities, for JobStore.start. */
 export function runLimits(cfg: QuotaConfig, rec: Pick<JobRecord, 'spec'>): RunLimits[] {
@@ -55,7 +61,7 @@ export function queuedChecks(keys: Keys, cfg: QuotaConfig, jobs: Array<Pick<JobR
       if (m === undefined || m === Infinity) return;
       const c = byKey.get(key);
       if (c) c.amount++;
-      else byKey.set(key, { key, max: m, amount: 1, label: labels[i]! });
+      else byKey.set(key, { key, max: m, amount: 1, label: labels[i] });
     });
   }
   return [...byKey.values()];
@@ -81,7 +87,13 @@ export function refusalReason(cfg: QuotaConfig, rec: JobRecord, limited: number[
     counts.push({ queued: queued ?? 0, running: running ?? 0, runningNcpus: runningNcpus ?? 0, runningMemMiB: runningMemMiB ?? 0, clones: 0 });
   }
   const s = rec.spec;
-  const a = admit(cfg, usageOf(s.user, s.group, s.queue, counts), { user: s.user, group: s.group, queue: s.queue, ncpus: s.resources.ncpus, memMiB: s.resources.memMiB });
+  const a = admit(cfg, usageOf(s.user, s.group, s.queue, counts), {
+    user: s.user,
+    group: s.group,
+    queue: s.queue,
+    ncpus: s.resources.ncpus,
+    memMiB: s.resources.memMiB,
+  });
   if (!a.ok) return a.reason;
   const arr = limited[20] ?? 0;
   if (throttle !== undefined && rec.arrayParent) return `JobArrayTaskLimit: ${arr} of %${throttle} tasks of ${rec.arrayParent} running`;
