@@ -440,6 +440,9 @@ export class Scheduler {
         const comment = `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered${note ? `; ${note}` : ''}`;
         await this.runner.finish(j, { exitStatus: status, comment, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
+        // Listeners (accounting) may not have heard of this F before the crash: tell them again.
+        const event = j.array ? 'array-end' : j.endReason === 'deleted' && j.startedAt === undefined ? 'delete' : 'finish';
+        this.store.events.emit({ jobId: j.id, event, from: j.startedAt === undefined ? 'Q' : 'E', to: 'F', record: j, replay: true });
         await this.runner.settle(j);
       }
     }
