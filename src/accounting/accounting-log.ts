@@ -38,8 +38,19 @@ export class AccountingLog implements LifecycleListener {
   constructor(readonly dir: string) {}
 
   onTransition(t: JobTransition): Promise<void> {
-    const lines = recordTypes(t).map((type) => accountingLine(type, t.record, t.at, t.requestor));
-    const next = this.chain.then(() => this.append(t.at, lines));
+    const next = this.chain.then(async () => {
+      let types = recordTypes(t);
+      if (t.replay) {
+        // Told again after a crash: write only the records this job does not have yet.
+        const have = new Set((await new AccountingReader(this.dir).recordsOf(t.jobId)).map((r) => r.type));
+        types = types.filter((x) => !have.has(x));
+      }
+      if (types.length)
+        await this.append(
+          t.at,
+          types.map((type) => accountingLine(type, t.record, t.at, t.requestor)),
+        );
+    });
     this.chain = next.catch(() => undefined);
     return next;
   }

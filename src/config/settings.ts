@@ -33,6 +33,8 @@ export interface Settings {
   fakeHeadnodes: string | undefined;
   /** Tests only: gcd waits this long after opening the guest channels, before recovering. */
   testStartDelayMs: number;
+  /** Tests only: the crash point (crash-point.ts) at which gcd kills itself with SIGKILL. */
+  testCrashAt: string | undefined;
   killDelayMs: number;
   /** After SIGTERM and the kill delay, how long a guest has to end its job before the host kills its VM. */
   guestDeadlineMs: number;
@@ -182,6 +184,14 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     parse: milliseconds(),
     fallback: () => 0,
     meaning: "tests only: gcd's start pauses this long after the guest channels open, before the scheduler recovers",
+  },
+  testCrashAt: {
+    name: 'GC_TEST_CRASH_AT',
+    type: 'text',
+    defaultText: '(none)',
+    parse: text,
+    fallback: none,
+    meaning: 'tests only: gcd kills itself (SIGKILL) when it reaches this named step (`submit:after-create`, `deliver:before-F`...; see src/crash-point.ts)',
   },
   killDelayMs: {
     name: 'GC_KILL_DELAY_MS',
@@ -415,6 +425,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     driver: r('driver'),
     fakeHeadnodes: r('fakeHeadnodes'),
     testStartDelayMs: r('testStartDelayMs'),
+    testCrashAt: r('testCrashAt'),
     killDelayMs: r('killDelayMs'),
     guestDeadlineMs: r('guestDeadlineMs'),
     maxOutputMiB: r('maxOutputMiB'),

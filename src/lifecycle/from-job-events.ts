@@ -49,7 +49,7 @@ export class JobLifecycle {
       const at = event === 'started' ? Date.now() : (r.endedAt ?? Date.now());
       // The runner writes startedAt just after the run transition: the observers get it now.
       const record = event === 'started' && r.startedAt === undefined ? { ...r, startedAt: at } : r;
-      this.tell({ jobId: t.jobId, event, record, at });
+      this.tell({ jobId: t.jobId, event, record, at, ...(t.replay ? { replay: true } : {}) });
     });
   }
 

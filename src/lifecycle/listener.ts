@@ -21,6 +21,8 @@ export interface JobTransition {
   timings?: { snapshotPauseMs?: number };
   /** For deleted: who asked (PBS requestor=). */
   requestor?: string;
+  /** Told again after a crash (JobTransition.replay in queue/job-events.ts): may have been heard. */
+  replay?: boolean;
 }
 
 export interface LifecycleListener {

@@ -11,6 +11,11 @@ export interface JobTransition {
   to: JobState;
   /** The record as written by the transition (state `to`). */
   record: JobRecord;
+  /**
+   * Told again at gcd start: the job's F was written but a crash came before it was settled,
+   * so listeners may not have heard it. Listeners keeping durable records skip what they have.
+   */
+  replay?: boolean;
 }
 
 export type JobTransitionListener = (t: JobTransition) => void | Promise<void>;

@@ -5,6 +5,7 @@ import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
 import { ScriptCache, storedSpec } from './shared-script.js';
+import { CREATE_LUA, REBUILD_LUA, START_LUA, TRANSITION_LUA } from './usage-lua.js';
 
 /**
  * Job records in Redis, one hash per job: PBS state lives here, BullMQ only carries the
@@ -12,19 +13,6 @@ import { ScriptCache, storedSpec } from './shared-script.js';
  * compare-and-set (Lua) of one event of the table in job-states.ts, so gcqdel and a worker
  * picking the same job, or two runners after a BullMQ lock loss, cannot both win.
  */
-
-/** ARGV[1]: JSON from-state -> to-state of the event; then field, value pairs ('' deletes). */
-const TRANSITION_LUA = `
-local cur = redis.call('HGET', KEYS[1], 'state')
-if not cur then return {0, ''} end
-local to = cjson.decode(ARGV[1])[cur]
-if not to then return {0, cur} end
-redis.call('HSET', KEYS[1], 'state', to)
-for i = 2, #ARGV, 2 do
-  if ARGV[i+1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
-end
-return {1, cur, redis.call('HGETALL', KEYS[1])}
-`;
 
 /** Field writes that are not state changes, only to a record that still exists (never re-creates an expired one). */
 const UPDATE_LUA = `
@@ -77,7 +65,10 @@ export type FieldPatch = Omit<JobPatch, 'state'>;
 export type TransitionResult = { ok: true; from: JobState; to: JobState; record: JobRecord } | { ok: false; from: JobState | undefined; error: JobStateError };
 
 interface StoreScripts {
-  gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
+  gcTransition(key: string, usage: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
+  gcStart(key: string, usage: string, map: string, limits: string, throttle: string, ...fields: string[]): Promise<[number, string, ...unknown[]]>;
+  gcCreate(usage: string, jobs: string, jobsTop: string, refs: string, checks: string, records: string): Promise<[number, number?, number?]>;
+  gcRebuildUsage(usage: string, jobs: string, jobKeyPrefix: string): Promise<number>;
   gcUpdate(key: string, ...fields: string[]): Promise<number>;
   gcReleaseRef(jobKey: string, refsKey: string, snapshotId: string): Promise<number>;
   gcResnapshot(jobKey: string, refsKey: string, map: string, snapshotId: string): Promise<[number, string, string[]?, string?]>;
@@ -131,6 +122,55 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   return rec;
 }
 
+function pairsOf(flat: string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+  return out;
+}
+
+/** What a job is counted as (usage-lua.ts): user, group, queue, ncpus, MiB, its array's id, -p, seq, id. */
+export function acctOf(id: string, spec: JobSpec): string {
+  const parent = /\[\d+\]/.test(id) ? id.replace(/\[\d+\]/, '[]') : '';
+  const seq = Number(/^\d+/.exec(id)?.[0] ?? 0);
+  return JSON.stringify([spec.user, spec.group, spec.queue, spec.resources.ncpus, spec.resources.memMiB, parent, spec.priority, seq, id]);
+}
+
+/** One max_queued check for JobStore.create: the entity's count key, its limit, what the batch adds. */
+export interface QueuedCheck {
+  key: string;
+  max: number;
+  amount: number;
+  /** For the message: `user alice`, `queue short`... */
+  label: string;
+}
+
+/** A submission refused by create()'s atomic max_queued check. */
+export class QueuedLimitError extends Error {
+  constructor(
+    readonly check: QueuedCheck,
+    readonly held: number,
+  ) {
+    super(`would exceed max_queued=${check.max} for ${check.label} (has ${held} queued or running, submitting ${check.amount})`);
+    this.name = 'QueuedLimitError';
+  }
+}
+
+/** Running limits of one entity, for JobStore.start (undefined or Infinity: none). */
+export interface RunLimits {
+  maxRunning?: number;
+  maxNcpus?: number;
+  maxMem?: number;
+}
+
+/**
+ * start(): won (R), not runnable (another runner has it, or it left the queue), or held back by a
+ * limit: `limited` holds queued, running, ncpus, mem of each entity then the array's running tasks.
+ */
+export type StartResult =
+  | { ok: true; from: JobState; to: JobState; record: JobRecord }
+  | { ok: false; from: JobState | undefined; error: JobStateError; limited?: undefined }
+  | { ok: false; from: JobState | undefined; limited: number[]; error?: undefined };
+
 function pairs(flat: string[]): Record<string, string> {
   const h: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]] = flat[i + 1]!;
@@ -148,7 +188,10 @@ export class JobStore {
     private readonly keys: Keys,
     readonly serverName: string,
   ) {
-    redis.defineCommand('gcTransition', { numberOfKeys: 1, lua: TRANSITION_LUA });
+    redis.defineCommand('gcTransition', { numberOfKeys: 2, lua: TRANSITION_LUA });
+    redis.defineCommand('gcStart', { numberOfKeys: 2, lua: START_LUA });
+    redis.defineCommand('gcCreate', { numberOfKeys: 4, lua: CREATE_LUA });
+    redis.defineCommand('gcRebuildUsage', { numberOfKeys: 2, lua: REBUILD_LUA });
     redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
     redis.defineCommand('gcReleaseRef', { numberOfKeys: 2, lua: RELEASE_REF_LUA });
     redis.defineCommand('gcResnapshot', { numberOfKeys: 2, lua: RESNAPSHOT_LUA });
@@ -178,27 +221,72 @@ export class JobStore {
     await m.exec();
   }
 
-  /** Write new records (one MULTI, so a batch is all there or not at all). */
-  async create(records: JobRecord[]): Promise<void> {
-    const m = this.redis.multi();
+  /**
+   * Write new records in one atomic step (all there or none), counted as queued (usage-lua.ts),
+   * after checking `checks` (max_queued: entity key, limit, jobs this batch adds to it). Throws
+   * QueuedLimitError naming the first entity over its limit; then nothing is written.
+   */
+  async create(records: JobRecord[], checks: QueuedCheck[] = []): Promise<void> {
     const batch = new Map(records.map((r) => [r.id, r]));
-    for (const r of records) {
-      const { id, depend, array, ...rest } = r;
+    const out = records.map((r) => {
+      const { id, spec: full, depend, array, ...rest } = r;
       // An array task shares its array's script rather than storing a copy (shared-script.ts).
       const { spec, scriptOf } = storedSpec(r, batch);
       if (scriptOf !== undefined) rest.scriptOf = scriptOf;
-      delete (rest as Partial<JobRecord>).spec;
-      const json: string[] = [];
-      if (depend) json.push('depend', JSON.stringify(depend));
-      if (array) json.push('array', JSON.stringify(array));
-      // snapRef: this job still holds one reference to its snapshot (dropped once, at settle).
-      if (r.snapshotId) json.push('snapRef', '1');
-      m.hset(this.keys.job(id), 'spec', JSON.stringify(spec), ...json, ...encode(rest));
-      m.zadd(this.keys.jobs, r.seq, id);
-      if (r.arrayParent === undefined) m.zadd(this.keys.jobsTop, r.seq, id);
-      if (r.snapshotId) m.hincrby(this.keys.snapshotRefs, r.snapshotId, 1);
+      const f: string[] = ['spec', JSON.stringify(spec)];
+      if (depend) f.push('depend', JSON.stringify(depend));
+      if (array) f.push('array', JSON.stringify(array));
+      else f.push('acct', acctOf(id, full));
+      for (const [k, v] of pairsOf(encode(rest))) if (v !== '') f.push(k, v);
+      return { k: this.keys.job(id), id, seq: r.seq, top: r.arrayParent === undefined, snap: r.snapshotId ?? '', f };
+    });
+    const [ok, index, held] = await this.scripts.gcCreate(
+      this.keys.usage,
+      this.keys.jobs,
+      this.keys.jobsTop,
+      this.keys.snapshotRefs,
+      JSON.stringify(checks.map((c) => [c.key, c.max, c.amount])),
+      JSON.stringify(out),
+    );
+    if (ok !== 1) throw new QueuedLimitError(checks[(index ?? 1) - 1], held ?? 0);
+  }
+
+  /**
+   * The dispatcher's admit + reserve + run in one step (usage-lua.ts START_LUA): the job goes
+   * Q/W -> R only if every running limit still holds with it counted, across every gcd on this
+   * Redis. `limits` per entity in usageKeys order; `throttle` the array's %max.
+   */
+  async start(id: string, limits: RunLimits[], throttle: number | undefined, patch: FieldPatch = {}): Promise<StartResult> {
+    const lim = JSON.stringify(limits.map((l) => [l.maxRunning, l.maxNcpus, l.maxMem].map((v) => (v === undefined || v === Infinity ? -1 : v))));
+    const res = await this.scripts.gcStart(
+      this.keys.job(id),
+      this.keys.usage,
+      JSON.stringify(JOB_TRANSITIONS.run),
+      lim,
+      String(throttle ?? -1),
+      ...encode(patch),
+    );
+    const [ok, cur] = res;
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok === 2) return { ok: false, from, limited: (res.slice(2) as Array<number | string>).map(Number) };
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, 'run') };
+    const record = decode(id, pairs((res[2] as string[] | undefined) ?? []));
+    this.events.emit({ jobId: id, event: 'run', from, to: record.state, record });
+    return { ok: true, from, to: record.state, record };
+  }
+
+  /** Recount every usage count from the job records (gcd start); returns the records looked at. */
+  async rebuildUsage(): Promise<number> {
+    // Records written before counts were kept in Redis have no acct (or an older one): write it first.
+    const p = this.redis.pipeline();
+    let n = 0;
+    for (const j of await this.list()) {
+      if (j.array || j.state === 'F') continue;
+      p.hset(this.keys.job(j.id), 'acct', acctOf(j.id, j.spec));
+      n++;
     }
-    await m.exec();
+    if (n) await p.exec();
+    return this.scripts.gcRebuildUsage(this.keys.usage, this.keys.jobs, this.keys.job(''));
   }
 
   async get(id: string): Promise<JobRecord> {
@@ -245,7 +333,8 @@ export class JobStore {
   async transition(id: string, event: JobEvent, patch: FieldPatch = {}, spec?: JobSpec): Promise<TransitionResult> {
     const fields = encode(patch);
     if (spec) fields.push('spec', JSON.stringify(spec));
-    const [ok, cur, flat] = await this.scripts.gcTransition(this.keys.job(id), JSON.stringify(JOB_TRANSITIONS[event]), ...fields);
+    if (spec) fields.push('acct', acctOf(id, spec));
+    const [ok, cur, flat] = await this.scripts.gcTransition(this.keys.job(id), this.keys.usage, JSON.stringify(JOB_TRANSITIONS[event]), ...fields);
     const from = cur === '' ? undefined : (cur as JobState);
     if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
     const record = decode(id, pairs(flat ?? []));

@@ -12,6 +12,11 @@ export interface Keys {
   snapshotRefs: string;
   /** Job mail's notes on an array (first task begun, a task aborted, peak memory). */
   mail(id: string): string;
+  /**
+   * Prefix of the usage counts every gcd shares (queued/running per user, group, queue, system;
+   * array tasks running; the fair-share clock): see queue/usage-lua.ts and scheduler/usage-store.ts.
+   */
+  usage: string;
   /** BullMQ's own keys live under `<prefix>:bull:<queue>:*`. */
   bullPrefix: string;
 }
@@ -27,6 +32,7 @@ export function keysFor(prefix: string): Keys {
     dependents: (id) => `${prefix}:deps:${id}`,
     snapshotRefs: `${prefix}:snaprefs`,
     mail: (id) => `${prefix}:mail:${id}`,
+    usage: `${prefix}:usage`,
     bullPrefix: `${prefix}:bull`,
   };
 }

@@ -1,6 +1,7 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq';
 import { emptyQuotaConfig } from '../config/quotas.js';
 import { FairOrder } from '../scheduler/fair-order.js';
+import type { FairTagger } from '../scheduler/fair-redis.js';
 import type { JobRecord } from './job.js';
 import { QUEUE_NAME, type Keys } from './keys.js';
 
@@ -22,15 +23,15 @@ export class RunQueue {
     connection: ConnectionOptions,
     keys: Keys,
     /** Orders jobs between users by their shares; every job gets a priority, so none jumps the line. */
-    readonly fair: FairOrder = new FairOrder(() => emptyQuotaConfig()),
+    readonly fair: FairTagger = new FairOrder(() => emptyQuotaConfig()),
   ) {
     this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection, prefix: keys.bullPrefix });
   }
 
-  private entry(r: JobRecord, now: number): { name: string; data: RunQueueData; opts: JobsOptions } {
+  private async entry(r: JobRecord, now: number): Promise<{ name: string; data: RunQueueData; opts: JobsOptions }> {
     const delayMs = r.state === 'W' && r.beginAt !== undefined ? r.beginAt - now : 0;
     const { spec } = r;
-    const { vstart, bullPriority } = this.fair.tag({
+    const { vstart, bullPriority } = await this.fair.tag({
       user: spec.user,
       group: spec.group,
       queue: spec.queue,
@@ -55,7 +56,9 @@ export class RunQueue {
   async add(records: JobRecord[]): Promise<void> {
     if (records.length === 0) return;
     const now = Date.now();
-    await this.queue.addBulk(records.map((r) => this.entry(r, now)));
+    const entries = [];
+    for (const r of records) entries.push(await this.entry(r, now));
+    await this.queue.addBulk(entries);
   }
 
   /** Remove a job that is waiting or delayed. False if BullMQ holds it active (locked). */

@@ -2,13 +2,14 @@ import { DelayedError, Queue, Worker, type ConnectionOptions, type Job } from 'b
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord } from '../queue/job.js';
-import type { JobStore } from '../queue/job-store.js';
+import type { JobStore, RunLimits } from '../queue/job-store.js';
 import { nextState } from '../queue/job-states.js';
 import { QUEUE_NAME, type Keys } from '../queue/keys.js';
 import type { RunQueueData } from '../queue/run-queue.js';
 import type { Capacity } from './capacity.js';
 import type { JobRunner, StopReason } from './runner.js';
 import { WaitingLine } from './waiting-line.js';
+import { crashPoint } from '../crash-point.js';
 
 export interface DispatcherOptions {
   connection: ConnectionOptions;
@@ -22,12 +23,21 @@ export interface DispatcherOptions {
   lockDurationMs: number;
   /** How long a job that does not fit waits before it is looked at again. */
   retryDelayMs: number;
-  /** Admin limits (max_running and friends): why a job may not start now, or undefined. */
+  /**
+   * Admin limits (max_running and friends), judged on the counts every gcd shares in Redis: the
+   * job starts only through JobStore.start (admit + reserve + run, one atomic step).
+   */
   policy?: {
-    admit(rec: JobRecord): string | undefined;
-    started(rec: JobRecord, vstart: number): void;
-    /** Undo started(): another runner won the job (its `run` compare-and-set failed here). */
-    notStarted(rec: JobRecord): void;
+    /** Why the job may not start whatever the counts (its queue is stopped), or undefined. */
+    blocked(rec: JobRecord): string | undefined;
+    /** The running limits of the job's five entities (usage-store.ts runLimits). */
+    limits(rec: JobRecord): RunLimits[];
+    /** The reason from the counts JobStore.start refused with. */
+    reason(rec: JobRecord, limited: number[], throttle: number | undefined): string;
+    /** The user's queued job (same queue) with a higher -p than this one, that should take its turn. */
+    betterOwn?(rec: JobRecord): Promise<string | undefined>;
+    /** The job won its start: the fair-share clock moves to its tag. */
+    started(rec: JobRecord, vstart: number): Promise<void>;
   };
 }
 
@@ -44,8 +54,6 @@ export class Dispatcher {
   private queue: Queue<RunQueueData> | undefined;
   private readonly line = new WaitingLine();
   private readonly running = new Map<string, AbortController>();
-  /** Running tasks per array, for the %max throttle (every running job is in this process). */
-  private readonly arrayRunning = new Map<string, number>();
 
   constructor(private readonly o: DispatcherOptions) {}
 
@@ -88,28 +96,47 @@ export class Dispatcher {
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
     const priority = bull.opts.priority;
+    // -p orders a user's own jobs only: a better one of theirs takes this fair-share turn.
+    if (rec.state === 'Q') {
+      const better = await this.o.policy?.betterOwn?.(rec);
+      if (better && better !== rec.id && (await this.giveTurn(bull, token, better))) throw new DelayedError();
+    }
     const arrayRec = rec.arrayParent ? await store.tryGet(rec.arrayParent) : undefined;
-    // From here to the reservations there is no await: concurrent workers see each other's.
-    const held = this.throttled(arrayRec) ?? this.o.policy?.admit(rec);
-    const first = held === undefined ? this.line.ahead(capacity.free, priority, rec.id) : undefined;
-    const why = held ?? (first ? `Priority: ${first.id} goes first (higher priority, same free resources)` : capacity.tryReserve(ncpus, mem));
-    if (why) {
-      this.line.defer({ id: rec.id, priority: priority ?? Number.MAX_SAFE_INTEGER, ncpus, memMiB: mem, forCapacity: held === undefined });
-      if (rec.comment !== why || rec.state !== 'Q') await store.transition(rec.id, 'defer', { comment: why });
+    const throttle = arrayRec?.array?.max;
+    // From here to the capacity reservation there is no await: concurrent workers see each other's.
+    const blocked = this.o.policy?.blocked(rec);
+    const first = blocked === undefined ? this.line.ahead(capacity.free, priority, rec.id) : undefined;
+    let why = blocked ?? (first ? `Priority: ${first.id} goes first (higher priority, same free resources)` : capacity.tryReserve(ncpus, mem));
+    let forCapacity = blocked === undefined;
+    let t: Awaited<ReturnType<JobStore['start']>> | undefined;
+    if (!why) {
+      crashPoint('dispatch:before-run');
+      // The one compare-and-set that decides who runs it, with the quota counts of every gcd:
+      // exactly one runner wins Q/W -> R, and only while every running limit holds.
+      t = await store.start(rec.id, this.o.policy?.limits(rec) ?? [], throttle, { comment: undefined });
+      if (!t.ok) {
+        capacity.release(ncpus, mem);
+        if (!t.limited) {
+          this.line.forget(rec.id);
+          return;
+        }
+        why = this.o.policy?.reason(rec, t.limited, throttle) ?? 'Resources: a limit holds the job';
+        forCapacity = false;
+      }
+    }
+    if (!t || !t.ok) {
+      const reason = why ?? 'Resources';
+      this.line.defer({ id: rec.id, priority: priority ?? Number.MAX_SAFE_INTEGER, ncpus, memMiB: mem, forCapacity });
+      if (rec.comment !== reason || rec.state !== 'Q') await store.transition(rec.id, 'defer', { comment: reason });
       await bull.moveToDelayed(Date.now() + this.o.retryDelayMs, token);
       if (first) await this.promote(first.id);
       throw new DelayedError();
     }
+    crashPoint('dispatch:after-run');
     this.line.forget(rec.id);
-    this.o.policy?.started(rec, bull.data.vstart ?? 0);
     const parent = rec.arrayParent;
-    if (parent) this.arrayRunning.set(parent, (this.arrayRunning.get(parent) ?? 0) + 1);
-    let won = false;
     try {
-      // The one compare-and-set that decides who runs it: exactly one runner wins Q/W -> R.
-      const t = await store.transition(rec.id, 'run', { comment: undefined });
-      if (!t.ok) return;
-      won = true;
+      await this.o.policy?.started(rec, bull.data.vstart ?? 0);
       if (parent) await store.transition(parent, 'array-begin', { comment: undefined });
       const runCount = await store.incrRunCount(rec.id);
       const mine: JobRecord = { ...t.record, runCount };
@@ -127,7 +154,7 @@ export class Dispatcher {
       try {
         const out = await runner.run(mine, ctl.signal);
         if (out.requeue) {
-          this.o.policy?.notStarted(rec); // counted as queued again (gcqrerun, shutdown)
+          // Counted as queued again by its R -> Q transition (gcqrerun, shutdown).
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }
@@ -135,16 +162,34 @@ export class Dispatcher {
         this.running.delete(rec.id);
       }
     } finally {
-      if (!won) this.o.policy?.notStarted(rec);
       capacity.release(ncpus, mem);
-      if (parent) {
-        const n = (this.arrayRunning.get(parent) ?? 1) - 1;
-        if (n > 0) this.arrayRunning.set(parent, n);
-        else this.arrayRunning.delete(parent);
-      }
       // Freed capacity goes to the best deferred job now, not to whichever delay ends first.
       const next = this.line.ahead(capacity.free, undefined);
       if (next) await this.promote(next.id);
+    }
+  }
+
+  /**
+   * Swap BullMQ places (priority and fair-share tag) with the user's better job `id`, if it
+   * waits behind this one; this job steps back (delayed for no time) to the other's place.
+   */
+  private async giveTurn(bull: Job<RunQueueData>, token: string | undefined, id: string): Promise<boolean> {
+    try {
+      const other = await this.queue?.getJob(id);
+      if (!other) return false;
+      const state = await other.getState();
+      const mine = bull.opts.priority ?? 0;
+      const theirs = other.opts.priority ?? 0;
+      if ((state !== 'prioritized' && state !== 'waiting') || theirs <= mine) return false;
+      await other.updateData({ ...other.data, vstart: bull.data.vstart });
+      await other.changePriority({ priority: mine });
+      await bull.updateData({ ...bull.data, vstart: other.data.vstart });
+      await bull.changePriority({ priority: theirs });
+      await bull.moveToDelayed(Date.now(), token);
+      return true;
+    } catch (e) {
+      log.debug('give turn', { id, error: errorMessage(e) });
+      return false;
     }
   }
 
@@ -164,14 +209,6 @@ export class Dispatcher {
       // It left the delayed set meanwhile (taken, removed): its own turn settles it.
       log.debug('promote deferred job', { id, error: errorMessage(e) });
     }
-  }
-
-  /** Slurm's JobArrayTaskLimit: an array may run at most its %max tasks at once. */
-  private throttled(parent: JobRecord | undefined): string | undefined {
-    const max = parent?.array?.max;
-    if (!parent || max === undefined) return undefined;
-    const now = this.arrayRunning.get(parent.id) ?? 0;
-    return now >= max ? `JobArrayTaskLimit: ${now} of %${max} tasks of ${parent.id} running` : undefined;
   }
 
   /** Graceful stop: running jobs are stopped, their clones destroyed, rerunnable ones requeued. */

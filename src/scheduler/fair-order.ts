@@ -5,12 +5,13 @@ import type { QuotaConfig } from '../config/quotas.js';
  * "Fair share"). From the most significant:
  * 1. queue priority tier: jobs of a queue with a higher `priority` go before any job of a
  *    lower one;
- * 2. job priority (-p), higher first, as in PBS;
- * 3. fair share, by start-time fair queuing: each user's jobs get virtual start tags spaced
+ * 2. fair share, by start-time fair queuing: each user's jobs get virtual start tags spaced
  *    ncpus/share apart, and the job's slot is how far its tag is ahead of the virtual time of
  *    the last dispatched job. A user who floods the queue pushes only their own jobs back; a
  *    user arriving later starts at the current virtual time (idle time earns no credit), so
  *    one 10,000-task array cannot starve anyone, and users get cpus in proportion to shares.
+ * 3. job priority (-p), higher first, as in PBS, among jobs of one fair-share turn: -p orders
+ *    a user's own jobs and cannot jump other users' turns (issue 13 item 11).
  * O(1) per job, no re-prioritising of queued jobs: a job keeps the priority it was queued
  * with (a changed queue priority or share applies to jobs queued from then on).
  *
@@ -59,13 +60,7 @@ export class FairOrder {
     if (base.split) tag.splitGroup = job.group;
     this.users.set(job.user, tag);
 
-    const tiers = queueTiers(cfg);
-    const slots = Math.floor(BULL_PRIORITY_MAX / (tiers.length * JOB_BANDS));
-    const prio = cfg.queues.get(job.queue)?.priority ?? 0;
-    const tier = Math.min(tiers.length - 1, tiers.indexOf(prio));
-    const band = 1023 - Math.max(-1024, Math.min(1023, job.priority));
-    const slot = Math.min(slots - 1, Math.floor(vstart - this.vnow));
-    return { vstart, bullPriority: (tier * JOB_BANDS + band) * slots + slot + 1 };
+    return { vstart, bullPriority: bullPriorityOf(cfg, job, vstart, this.vnow) };
   }
 
   /** A job started: virtual time moves to its tag. */
@@ -87,7 +82,22 @@ export class FairOrder {
   }
 }
 
-function baseShare(cfg: QuotaConfig, user: string, group: string): { share: number; split: boolean } {
+/** The BullMQ priority of a job tagged `vstart` when the clock is at `vnow`: tier, turn, then -p. */
+export function bullPriorityOf(cfg: QuotaConfig, job: Pick<FairJob, 'queue' | 'priority'>, vstart: number, vnow: number): number {
+  const tiers = queueTiers(cfg);
+  const slots = Math.floor(BULL_PRIORITY_MAX / (tiers.length * JOB_BANDS));
+  const prio = cfg.queues.get(job.queue)?.priority ?? 0;
+  const tier = Math.min(tiers.length - 1, tiers.indexOf(prio));
+  const band = 1023 - Math.max(-1024, Math.min(1023, job.priority));
+  // A tier's turns start half-way into its range: a tier a reload adds above (whose range is
+  // narrower, so starts lower) goes before jobs waiting since before the reload, as documented.
+  const half = Math.floor(slots / 2);
+  const slot = Math.min(half - 1, Math.max(0, Math.floor(vstart - vnow)));
+  return (tier * slots + half + slot) * JOB_BANDS + band + 1;
+}
+
+/** A user's weight before any split, and whether it is a share of their group's. */
+export function baseShare(cfg: QuotaConfig, user: string, group: string): { share: number; split: boolean } {
   const own = cfg.users.get(user)?.shares;
   if (own !== undefined) return { share: own, split: false };
   const g = cfg.groups.get(group)?.shares;

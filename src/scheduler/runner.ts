@@ -16,6 +16,7 @@ import { oomComment } from './oom-words.js';
 import { SIGNAL_NUMBERS } from '../drivers/signals.js';
 import { LiveJobControl, type LiveJobs } from './live-jobs.js';
 import { WalltimeClock } from './walltime-clock.js';
+import { crashPoint } from '../crash-point.js';
 
 /**
  * Why a running job is being stopped from outside: gcqdel, gcd's shutdown, gcqrerun (stop,
@@ -108,6 +109,7 @@ export class JobRunner {
         memMiB: job.spec.assigned?.memMiB ?? job.spec.resources.memMiB,
       });
       cloned = true;
+      crashPoint('run:after-clone');
       sampler = sampleUsage(driver, store, job.id, cloneId, this.o.usageSampleMs ?? 5000);
       const spec: ExecSpec = {
         argv: job.spec.argv,
@@ -124,6 +126,7 @@ export class JobRunner {
       }
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
+      crashPoint('run:after-exec');
       this.o.onCloneStarted?.(job, Date.now() - startedAt);
       const result = await this.supervise(job, cloneId, running, stop);
       ended = result.ended;
@@ -140,6 +143,7 @@ export class JobRunner {
         const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment, endReason: ended.endReason });
         if (!e.ok) throw e.error;
         exited = true;
+        crashPoint('deliver:before');
         // Deliver output.
         const note = await this.deliver(job, spool, paths, job.spec.join);
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
@@ -183,6 +187,7 @@ export class JobRunner {
       ended = { exitStatus: EXIT.LOST, comment: 'killed: gcd shut down while the job ran and it is not rerunnable (-r n)', endReason: 'lost' };
     }
     // Finish: -> F, then settle (snapshot, array, dependents).
+    crashPoint('deliver:before-F');
     const f = await this.finish(job, ended ?? { exitStatus: EXIT.START_FAILED, comment: 'job ended without a status', endReason: 'failed' });
     if (!f.ok && f.from !== 'F') log.error('finish refused', { job: job.id, error: f.error.message });
     return { requeue: false };
@@ -210,7 +215,10 @@ export class JobRunner {
       holds: undefined,
       settling: true,
     });
-    if (r.ok) await this.settle(r.record);
+    if (r.ok) {
+      crashPoint('finish:after-F');
+      await this.settle(r.record);
+    }
     return r;
   }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { ConnectionOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Driver } from '../drivers/driver.js';
-import { errorMessage, StateError, UnknownJobError } from '../errors.js';
+import { errorMessage, StateError, UnknownJobError, UsageError } from '../errors.js';
 import { log } from '../log.js';
 import { EXIT, type JobRecord, type JobSpec } from '../queue/job.js';
 import { JobStore } from '../queue/job-store.js';
@@ -22,8 +22,11 @@ import { JobRunner, type StopReason } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
-import { admit, checkSubmit, trackedJob, UsageTracker } from './policy.js';
-import { FairOrder } from './fair-order.js';
+import { checkSubmit, DEFAULT_QUEUE_NAME, resolveQueue } from './policy.js';
+import { RedisFairOrder } from './fair-redis.js';
+import { QueuedLimitError } from '../queue/job-store.js';
+import { queuedChecks, queuedError, refusalReason, runLimits, usageOf, UsageStore } from './usage-store.js';
+import { crashPoint } from '../crash-point.js';
 import { RecurringJobs } from './recurring.js';
 import { EndedOutputs } from './ended-output.js';
 import type { JobObservations } from '../lifecycle/observations.js';
@@ -81,17 +84,16 @@ export class Scheduler {
   /** Finished jobs' output, kept a minute for gcqpeek -f. */
   readonly endedOutputs: EndedOutputs;
   private readonly quotas: () => QuotaConfig;
-  /** Queued/running counts per user, group, queue: what quota decisions read (O(1)). */
-  private usage = new UsageTracker();
-  /** Jobs started by this gcd: their end is onEnded, any other end onDequeued. */
-  private readonly started = new Set<string>();
+  /** Queued/running counts per user, group, queue, shared by every gcd on the Redis (usage-store.ts). */
+  readonly usage: UsageStore;
   /** Commands running in this gcd, for gcqsig. */
   private readonly live = new LiveJobs();
 
   constructor(private readonly o: SchedulerOptions) {
     this.quotas = o.quotas ?? (() => emptyQuotaConfig());
     this.store = new JobStore(o.redis, o.keys, o.serverName);
-    this.queue = new RunQueue(o.connection, o.keys, new FairOrder(() => this.quotas()));
+    this.usage = new UsageStore(o.redis, o.keys);
+    this.queue = new RunQueue(o.connection, o.keys, new RedisFairOrder(o.redis, o.keys, () => this.quotas()));
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
     this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
@@ -128,17 +130,15 @@ export class Scheduler {
         lockDurationMs: o.lockDurationMs ?? 30_000,
         retryDelayMs: o.retryDelayMs ?? 1000,
         policy: {
-          admit: (rec) => {
-            const a = admit(this.quotas(), this.usage, trackedJob(rec));
-            return a.ok ? undefined : a.reason;
+          blocked: (rec) => {
+            const q = this.quotas().queues.get(rec.spec.queue);
+            return q && !q.started ? `QueueStopped: queue ${q.name} is not started (started: false)` : undefined;
           },
-          started: (rec, vstart) => {
-            this.usage.onStarted(trackedJob(rec));
-            this.started.add(rec.id);
-            this.queue.fair.dispatched(vstart);
-          },
-          notStarted: (rec) => {
-            if (this.started.delete(rec.id)) this.usage.onRequeued(trackedJob(rec));
+          limits: (rec) => runLimits(this.quotas(), rec),
+          betterOwn: (rec) => this.usage.betterOwn(rec.spec.queue, rec.spec.user, rec.spec.priority),
+          reason: (rec, limited, throttle) => refusalReason(this.quotas(), rec, limited, throttle),
+          started: async (_rec, vstart) => {
+            await this.queue.fair.dispatched(vstart);
           },
         },
       });
@@ -153,9 +153,9 @@ export class Scheduler {
   /** Reconcile after a crash, then start taking jobs. */
   async start(): Promise<void> {
     await this.recover();
-    // Rebuild usage; jobs that were running when a previous gcd died count as queued: they run again.
-    const live = (await this.store.list()).filter((j) => !j.array && j.state !== 'F');
-    this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'S' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
+    // Counts are moved with every state change; a crash cannot split the two, but records from
+    // before counts lived in Redis (or a hand-edited Redis) are put right here.
+    await this.store.rebuildUsage();
     this.dispatcher?.start();
     if (this.dispatcher) this.recurring.start();
   }
@@ -184,11 +184,15 @@ export class Scheduler {
   private async submitChecked(specs: JobSpec[], opts: SubmitOptions): Promise<JobRecord[]> {
     const cfg = this.quotas();
     const count = opts.array ? opts.array.indices.length : 1;
-    const resolved = specs.map((spec) => {
-      // Queue defaults and per-job limits; max_queued counts the whole batch.
+    const resolved = [];
+    for (const spec of specs) {
+      // Queue defaults and per-job limits; max_queued counts the whole batch. This look is
+      // early and cheap (before the snapshot); the records' own write checks max_queued again,
+      // atomically, so parallel submissions cannot overshoot it.
+      const queue = resolveQueue(cfg, spec.queue)?.name ?? (spec.queue || DEFAULT_QUEUE_NAME);
       const r = checkSubmit(
         cfg,
-        this.usage,
+        await this.usage.read(spec.user, spec.group, queue),
         {
           user: spec.user,
           group: spec.group,
@@ -199,15 +203,29 @@ export class Scheduler {
         },
         count * specs.length,
       );
-      return {
+      resolved.push({
         ...spec,
         queue: r.queue,
         resources: { ...spec.resources, ncpus: r.ncpus },
         ...(r.walltimeSec !== undefined ? { walltimeSec: r.walltimeSec } : {}),
-      };
-    });
-    const s = await this.submitter.submit(resolved, opts);
-    for (const r of s.records) if (!r.array) this.usage.onQueued(trackedJob(r));
+      });
+    }
+    let s: Awaited<ReturnType<Submitter['submit']>>;
+    try {
+      s = await this.submitter.submit(resolved, {
+        ...opts,
+        checks: (recs) =>
+          queuedChecks(
+            this.o.keys,
+            cfg,
+            recs.filter((x) => !x.array),
+          ),
+      });
+    } catch (e) {
+      if (e instanceof QueuedLimitError) throw queuedError(e.check, e.held);
+      throw e;
+    }
+    crashPoint('submit:after-create');
     for (const w of s.waiting) await this.store.addDependents(w.on, w.child);
     await this.queue.add(s.runnable);
     // A parent may have ended between the check and the registration: look again.
@@ -311,7 +329,28 @@ export class Scheduler {
   }
 
   async alter(actor: Actor, idText: string, changes: JobChanges): Promise<void> {
-    await this.control.alter(await this.get(actor, idText), changes);
+    const rec = await this.get(actor, idText);
+    if (changes.walltimeSec !== undefined) {
+      // A limit submission enforces holds for gcqalter too (issue 13 item 11): max_job_walltime.
+      const s = rec.spec;
+      checkSubmit(
+        this.quotas(),
+        usageOf(s.user, s.group, s.queue, []), // per-job limits only: counts do not matter
+        {
+          user: s.user,
+          group: s.group,
+          queue: s.queue,
+          ncpus: s.resources.ncpus,
+          ...(s.resources.memMiB ? { memMiB: s.resources.memMiB } : {}),
+          walltimeSec: changes.walltimeSec,
+        },
+        0,
+      );
+    }
+    if (changes.priority !== undefined && (!Number.isInteger(changes.priority) || changes.priority < -1024 || changes.priority > 1023)) {
+      throw new UsageError(`-p ${changes.priority}: the priority must be a whole number from -1024 to 1023`);
+    }
+    await this.control.alter(rec, changes);
   }
 
   /** Resolve when the job has finished (for -W block=true). */
@@ -326,10 +365,6 @@ export class Scheduler {
 
   /** A job ended: complete its array, then release or cancel the jobs that depended on it. */
   private async afterFinish(job: JobRecord): Promise<void> {
-    if (!job.array) {
-      if (this.started.delete(job.id)) this.usage.onEnded(trackedJob(job));
-      else this.usage.onDequeued(trackedJob(job));
-    }
     if (job.arrayParent) await this.completeArray(job.arrayParent);
     // Review, then forget: a crash in between reviews them again (reviewing is idempotent).
     for (const child of await this.store.dependentsOf(job.id)) await this.reviewDependent(child);
@@ -423,6 +458,9 @@ export class Scheduler {
         const comment = `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered${note ? `; ${note}` : ''}`;
         await this.runner.finish(j, { exitStatus: status, comment, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
+        // Listeners (accounting) may not have heard of this F before the crash: tell them again.
+        const event = j.array ? 'array-end' : j.endReason === 'deleted' && j.startedAt === undefined ? 'delete' : 'finish';
+        this.store.events.emit({ jobId: j.id, event, from: j.startedAt === undefined ? 'Q' : 'E', to: 'F', record: j, replay: true });
         await this.runner.settle(j);
       }
     }

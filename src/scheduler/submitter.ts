@@ -2,7 +2,8 @@ import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { UsageError } from '../errors.js';
 import { incarnationMismatch } from '../headnodes/incarnation.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
-import type { JobStore } from '../queue/job-store.js';
+import type { JobStore, QueuedCheck } from '../queue/job-store.js';
+import { crashPoint } from '../crash-point.js';
 import { neverFits, resolveAssignment, type CapacityLimits } from './capacity.js';
 import { nextState } from '../queue/job-states.js';
 import { describeDependencies, judgeDependencies } from './dependencies.js';
@@ -16,6 +17,8 @@ export interface SubmitOptions {
   depend?: JobDependency[];
   /** -J / -t: one record per task plus the array's own record; one snapshot for all. */
   array?: { indices: number[]; max?: number };
+  /** max_queued checks the new records must pass, in the same atomic step that writes them. */
+  checks?: (records: JobRecord[]) => QueuedCheck[];
 }
 
 /** What the caller must do after the records exist: enqueue these, register those dependents. */
@@ -83,6 +86,7 @@ export class Submitter {
         const other = incarnationMismatch(s.headnode, s.headnodeIncarnation, byHeadnode.get(s.headnode)!.incarnation);
         if (other) throw other;
       }
+      crashPoint('submit:after-snapshot');
       const first = await this.store.nextSeqs(specs.length);
       const now = Date.now();
       const init = initialState(opts, now, dependsOn);
@@ -121,7 +125,7 @@ export class Submitter {
           if (nextState('run', init.state)) runnable.push(t);
         }
       });
-      await this.store.create(records);
+      await this.store.create(records, opts.checks?.(records) ?? []);
       return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.

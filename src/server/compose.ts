@@ -121,7 +121,8 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       jobs: scheduler.store,
       settings: mailSettings(settings),
     });
-    const unsubscribeMail = scheduler.events.subscribe((t) => mail.onTransition(t));
+    // A crash replay (t.replay) may have been mailed already: no second mail.
+    const unsubscribeMail = scheduler.events.subscribe((t) => (t.replay ? undefined : mail.onTransition(t)));
     cleanups.push(async () => {
       unsubscribeMail();
       await mail.close();
