@@ -26,6 +26,8 @@ export interface EntityLimits extends Limits {
   maxClones?: number;
   /** Fair-share weight (> 0). */
   shares?: number;
+  /** Size of the user's /shared volume, MiB (defaults and users only). */
+  sharedMiB?: number;
 }
 
 export type SystemLimits = Omit<EntityLimits, 'shares'>;

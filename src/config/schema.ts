@@ -81,10 +81,18 @@ export const SHARES_FIELD: FieldSpec = limit(
   'Fair-share weight: when cpus are short, users get turns in proportion to their shares. Default 1 (see defaults.shares).',
 );
 
+/** A user's /shared volume: the size of the filesystem it lives on (vm/shared-quota.ts). */
+export const SHARED_FIELD: FieldSpec = limit(
+  'shared_bytes',
+  'sharedMiB',
+  'size',
+  "Size of a user's /shared volume (a filesystem of its own: writes beyond it fail with ENOSPC), e.g. 20gb. Left out: /shared shares the state folder's disk.",
+);
+
 /** Keys of `defaults:` (PBS u:PBS_GENERIC, every user without a value of their own). */
-export const DEFAULTS_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD];
+export const DEFAULTS_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, SHARED_FIELD];
 /** Keys of `users.<name>:` (PBS u:<name>). */
-export const USER_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD];
+export const USER_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, SHARED_FIELD];
 /** Keys of `groups.<name>:` (PBS g:<name>); counts are the sum over the group's members. */
 export const GROUP_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD];
 /** Keys of `system:` (PBS o:PBS_ALL): totals over everybody. */

@@ -79,6 +79,16 @@ export interface Settings {
   webAddr: string | undefined;
   /** Seconds between the dashboard's queue-depth and utilisation samples. */
   webSampleSec: number;
+  /** Guest egress: private/link-local/host destinations guests may reach anyway (CIDRs). */
+  guestAllow: string;
+  /** Group id every QEMU runs with: the host firewall (guest-egress.ts) matches guest traffic by it. */
+  vmGid: number;
+  /** pids.max of each VM's cgroup (QEMU threads, guestfwd helpers). */
+  vmPidsMax: number;
+  /** memory.max of each VM's cgroup: its largest RAM plus this many MiB. */
+  vmMemOverheadMiB: number;
+  /** Concurrent /shared (sftp) sessions per user, over all their VMs. */
+  sharedMaxSessions: number;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -401,6 +411,47 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: () => 10,
     meaning: "seconds between the dashboard's queue-depth and utilisation samples",
   },
+  guestAllow: {
+    name: 'GC_GUEST_ALLOW',
+    type: 'CIDRs',
+    defaultText: '(none)',
+    parse: text,
+    fallback: () => '',
+    meaning:
+      'comma-separated addresses or CIDRs (IPv4/IPv6) guests may reach although they are the host, private or link-local (docs/security.md, guest egress)',
+  },
+  vmGid: {
+    name: 'GC_VM_GID',
+    type: 'gid',
+    defaultText: '60513',
+    parse: wholeNumber(1),
+    fallback: () => 60513,
+    meaning: "group id every QEMU runs with (no account needs it): the host firewall matches guests' traffic by it",
+  },
+  vmPidsMax: {
+    name: 'GC_VM_PIDS_MAX',
+    type: 'count',
+    defaultText: '512',
+    parse: wholeNumber(16),
+    fallback: () => 512,
+    meaning: "pids.max of each VM's cgroup (QEMU's threads and the helpers it runs)",
+  },
+  vmMemOverheadMiB: {
+    name: 'GC_VM_MEM_OVERHEAD_MIB',
+    type: 'MiB',
+    defaultText: '768',
+    parse: wholeNumber(64),
+    fallback: () => 768,
+    meaning: "memory.max of each VM's cgroup is its largest RAM (maxmem), its TCG buffer and this",
+  },
+  sharedMaxSessions: {
+    name: 'GC_SHARED_MAX_SESSIONS',
+    type: 'count',
+    defaultText: '8',
+    parse: wholeNumber(1),
+    fallback: () => 8,
+    meaning: 'concurrent /shared (sftp) sessions per user over all their VMs; more connections are closed at once',
+  },
 };
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
@@ -452,6 +503,11 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     accountingDir: r('accountingDir'),
     webAddr: r('webAddr'),
     webSampleSec: r('webSampleSec'),
+    guestAllow: r('guestAllow'),
+    vmGid: r('vmGid'),
+    vmPidsMax: r('vmPidsMax'),
+    vmMemOverheadMiB: r('vmMemOverheadMiB'),
+    sharedMaxSessions: r('sharedMaxSessions'),
   };
 }
 

@@ -29,6 +29,8 @@ import { assertSelfContainedImage } from '../vm/image-trust.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { incarnationOf, newIncarnation } from './incarnation.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
+import { SharedVolumes } from '../vm/shared-volumes.js';
+import { vmCgroupSpec } from '../vm/vm-cgroup.js';
 import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
 export { DEFAULT_MAX_VCPUS, type ImageSource };
@@ -48,6 +50,8 @@ export interface ManagerOptions {
   tcgTbMiB?: number;
   /** What the host may give clones at once, MiB: new headnodes' default maxMemMiB. Default GC_CAPACITY_MEM_MIB. */
   capacityMemMiB?: number;
+  /** Owners' /shared volumes and their sftp gate; default: without quotas. */
+  shared?: SharedVolumes;
 }
 
 /** A running headnode as the VM floor sees it (vm/snapshots freezes it). */
@@ -71,12 +75,14 @@ export class QemuHeadnodeManager implements HeadnodeManager {
   private readonly accel: () => Accel;
   private readonly bootTimeoutMs: number;
   private readonly stopTimeoutMs: number;
+  private readonly shared: SharedVolumes;
 
   constructor(private readonly opts: ManagerOptions) {
     this.layout = new Layout(opts.settings);
     this.accel = opts.accel ?? (() => detectAccel());
     this.bootTimeoutMs = opts.bootTimeoutMs ?? 180_000;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? 30_000;
+    this.shared = opts.shared ?? new SharedVolumes({ stateDir: opts.settings.stateDir, maxSessions: envSettings().sharedMaxSessions });
   }
 
   async create(spec: HeadnodeSpec): Promise<HeadnodeInfo> {
@@ -179,6 +185,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
 
   /** Find headnodes that kept running while gcd was down; mark the dead ones crashed. */
   async reattach(): Promise<void> {
+    await this.shared.open();
     let names: string[];
     try {
       names = await readdir(this.layout.headnodesDir);
@@ -257,6 +264,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
 
   /** Let go of the headnodes without stopping them (they survive gcd). */
   async close(): Promise<void> {
+    await this.shared.close();
     for (const [, l] of this.live) {
       l.stopping = true; // our QMP/agent connections close; that is not a crash
       l.agent?.destroy();
@@ -345,11 +353,9 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await ensurePrivateDir(this.layout.ramHeadnodesDir);
     await truncate(paths.consoleLog).catch(() => undefined);
 
-    // The owner's shared volume: root-only on the host, served to the guest by a sandboxed
-    // sftp-server (vm-args.ts sftpSandboxCommand); clones get the same folder (snapshot meta).
-    const shared = this.layout.shared(rec.spec.owner);
-    await mkdir(this.layout.sharedDir, { recursive: true, mode: 0o700 });
-    await mkdir(shared, { recursive: true, mode: 0o700 });
+    // The owner's shared volume: root-only on the host, its quota mounted, served to the guest
+    // by gcd's sftp gate (vm/shared-volumes.ts); clones get the same folder (snapshot meta).
+    await this.shared.prepare(rec.spec.owner);
     const accel = this.accel();
     const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
     const config = this.configOf(rec, paths, accel, apiSocket);
@@ -359,6 +365,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         vmId: name,
         args: buildVmArgs(config),
         lifetime: 'detached',
+        cgroup: vmCgroupSpec(this.opts.settings.stateDir, config),
         qmpSocket: paths.qmp,
         logFile: paths.qemuLog,
         pidFile: paths.pidFile,

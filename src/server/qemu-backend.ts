@@ -10,12 +10,19 @@ import type { ToolResult } from './commands/tool.js';
 import type { Backend } from './backend.js';
 import { openClusters } from './clusters.js';
 import type { QuotaConfig } from '../config/quotas.js';
+import { applyGuestEgress } from '../vm/guest-egress.js';
+import { SharedVolumes, sharedQuotaMiB } from '../vm/shared-volumes.js';
+import { sweepVmCgroups } from '../vm/vm-cgroup.js';
 
 /** The product backend: QEMU headnodes, snapshots and clones. */
 export async function qemuBackend(settings: Settings, channels: ChannelServer, quotas: () => QuotaConfig): Promise<Backend> {
+  // Confinement (docs/security.md): the guests' egress filter, and cgroups of VMs that ended while gcd was down.
+  await applyGuestEgress(settings.vmGid, settings.guestAllow);
+  await sweepVmCgroups(settings.stateDir);
   const headnodes = new QemuHeadnodeManager({
     settings,
     channels,
+    shared: new SharedVolumes({ stateDir: settings.stateDir, maxSessions: settings.sharedMaxSessions, quotaMiB: (owner) => sharedQuotaMiB(quotas(), owner) }),
     images: defaultImageSource({ stateDir: settings.stateDir, log: (line) => log.info(line) }),
     capacityMemMiB: settings.capacityMemMiB,
   });

@@ -68,6 +68,10 @@ export interface ClonePaths extends VmSockets {
 export class Layout {
   constructor(private readonly settings: Pick<Settings, 'stateDir' | 'ramDir'>) {}
 
+  get stateDir(): string {
+    return this.settings.stateDir;
+  }
+
   get headnodesDir(): string {
     return join(this.settings.stateDir, 'headnodes');
   }

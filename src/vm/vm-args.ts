@@ -1,3 +1,4 @@
+import { basename, dirname, join } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { Accel } from './accel.js';
 
@@ -12,7 +13,7 @@ import type { Accel } from './accel.js';
  * Layout (fixed PCI slots, so optional devices never shift the others):
  *   00.0 host bridge, 01.x PIIX3 (i440fx "pc" machine)
  *   03.0 virtio-net-pci  nic0  user networking (slirp) + guestfwd 10.0.2.100:80 -> apiSocket
- *                              (+ optional guestfwd 10.0.2.101:22 -> confined sftp-server)
+ *                              (+ optional guestfwd 10.0.2.101:22 -> gcd's sftp gate -> confined sftp-server)
  *   04.0 virtio-blk-pci  vda   drive = block node DISK_NODE (qcow2) over DISK_FILE_NODE (file)
  *   05.0 virtio-serial-pci vser0, port "org.qemu.guest_agent.0" -> qgaSocket
  *   06.0 virtio-rng-pci  rng0  (host /dev/urandom: clones get fresh entropy)
@@ -41,6 +42,8 @@ export const SHARED_SFTP_PORT = 22;
 export const SHARED_MOUNT = '/shared';
 /** OpenSSH's SFTP subsystem (Debian package openssh-sftp-server). */
 export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
+/** `-sandbox`: the seccomp groups QEMU 7.2 accepts; spawn=deny would kill QEMU at its first guestfwd connection. */
+export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny';
 /** Fixed MAC: it is migrated state anyway, and slirp is private to each QEMU process. */
 export const NIC_MAC = '52:54:00:12:34:56';
 
@@ -110,9 +113,9 @@ export interface VmConfig {
    */
   sharedDir?: string;
   /**
-   * The owner's shared volume: a guestfwd 10.0.2.101:22 whose every connection runs OpenSSH's
-   * sftp-server in a bubblewrap sandbox that holds only `dir` (as /shared) and what the server
-   * needs to run. The guest mounts it with sshfs -o directport=22. Unlike 9p it does not block
+   * The owner's shared volume: a guestfwd 10.0.2.101:22 whose every connection reaches gcd's
+   * gate for that owner (sftpGateSocket), which runs OpenSSH's sftp-server in a bubblewrap
+   * sandbox that holds only `dir` (as /shared) and what the server needs to run. The guest mounts it with sshfs -o directport=22. Unlike 9p it does not block
    * migration (the connection is slirp state; a clone reconnects, see clone-init).
    */
   sharedSftp?: { dir: string };
@@ -138,6 +141,10 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     `${cfg.vmId},debug-threads=on`,
     '-nodefaults',
     '-no-user-config',
+    // seccomp: no obsolete syscalls, no set*uid/gid, no scheduler/affinity changes. Spawning
+    // stays allowed: guestfwd runs socat per guest connection and snapshots run `exec:cat`.
+    '-sandbox',
+    QEMU_SANDBOX,
     '-display',
     'none',
     '-accel',
@@ -173,7 +180,10 @@ export function buildVmArgs(cfg: VmConfig): string[] {
   // the guest's TCP stream too, so socat must log elsewhere: its error messages would otherwise
   // reach the guest as a corrupt HTTP answer (and show host paths).
   const socat = cfg.socat ?? 'socat';
-  const sftp = cfg.sharedSftp !== undefined ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${sftpSandboxCommand(cfg.sharedSftp.dir)}` : '';
+  const sftp =
+    cfg.sharedSftp !== undefined
+      ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${sftpGateSocket(cfg.sharedSftp.dir)}`
+      : '';
   args.push(
     '-netdev',
     `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
@@ -231,17 +241,31 @@ function sftpServerLibs(arch: string = process.arch): string[] {
   return ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/libc.so.6'];
 }
 
+/** Where gcd serves an owner's shared volume (sftp-gate.ts): `<state>/run/sftp/<owner>.sock` for `<state>/shared/<owner>`. */
+export function sftpGateSocket(dir: string): string {
+  return join(dirname(dirname(dir)), 'run', 'sftp', `${basename(dir)}.sock`);
+}
+
+/** The folder of an owner's session slots (one lock file per allowed session). */
+export function sftpSlotsDir(dir: string): string {
+  return join(dirname(dirname(dir)), 'run', 'sftp', `${basename(dir)}.slots`);
+}
+
 /**
- * The guestfwd command (libslirp splits it like a shell line) serving one SFTP session over
- * the connection on stdin/stdout. bwrap builds a read-only tmpfs root holding only the
- * sftp-server binary, the loader and libc, a minimal /dev, a one-line /etc/passwd (sftp-server
- * refuses to start without an entry for its uid) and `dir` read-write at /shared; no network,
- * no capabilities, its own pid/ipc/uts namespaces; it dies with QEMU. So the guest sees its
- * owner's folder and nothing else of the host. libslirp connects stderr to the guest's TCP
- * stream too: it goes to /dev/null, and sftp-server logs to syslog, which is not there.
- * fd 4 keeps the connection while the pipe from printf becomes bwrap's fd 3 (--file 3).
+ * One SFTP session over the connection on stdin/stdout, as `sh -c SCRIPT copper-sftp SLOTS MAX
+ * DIR`; gcd runs it for each connection to an owner's gate socket (sftp-gate.ts), never QEMU:
+ * a QEMU under `-sandbox on` cannot run bwrap (its seccomp filter, inherited, kills mount and
+ * setsid). The session first takes one of MAX lock files in SLOTS (`flock -n`, held until it
+ * ends, even across a gcd restart): with none free the connection is closed, so a user's VMs
+ * together hold at most MAX sandboxes. bwrap builds a read-only tmpfs root holding only the
+ * sftp-server binary, the loader and libc, a /dev that is read-only too (nothing can be stored
+ * in it: a writable /dev would be RAM without a limit), a one-line /etc/passwd (sftp-server
+ * refuses to start without an entry for its uid) and DIR read-write at /shared; no network, no
+ * capabilities, its own pid/ipc/uts namespaces. stderr goes to /dev/null, sftp-server logs to
+ * syslog, which is not there. fd 4 keeps the connection while the pipe from printf becomes
+ * bwrap's fd 3 (--file 3).
  */
-export function sftpSandboxCommand(dir: string, arch: string = process.arch): string {
+export function sftpSandboxArgv(dir: string, maxSessions: number, arch: string = process.arch): string[] {
   const libs = sftpServerLibs(arch).flatMap((l) => ['--ro-bind', l, l]);
   const bwrap = [
     'bwrap',
@@ -253,6 +277,8 @@ export function sftpSandboxCommand(dir: string, arch: string = process.arch): st
     '--clearenv',
     '--dev',
     '/dev',
+    '--remount-ro',
+    '/dev',
     '--file',
     '3',
     '/etc/passwd',
@@ -261,7 +287,7 @@ export function sftpSandboxCommand(dir: string, arch: string = process.arch): st
     '/sftp-server',
     ...libs,
     '--bind',
-    dir,
+    '"$3"',
     SHARED_MOUNT,
     '--remount-ro',
     '/',
@@ -271,7 +297,24 @@ export function sftpSandboxCommand(dir: string, arch: string = process.arch): st
     '-d',
     SHARED_MOUNT,
   ].join(' ');
-  return `sh -c 'exec 4<&0 2>/dev/null; printf "root:x:0:0::${SHARED_MOUNT}:/nonexistent\\n" | exec ${bwrap} 3<&0 0<&4 4<&-'`;
+  const script = [
+    'exec 4<&0 2>/dev/null',
+    'i=0',
+    'while [ "$i" -lt "$2" ]; do',
+    '  i=$((i+1))',
+    `  printf "root:x:0:0::${SHARED_MOUNT}:/nonexistent\\n" | flock -n -E 75 "$1/$i" ${bwrap} 3<&0 0<&4 4<&-`,
+    '  [ "$?" -eq 75 ] || exit 0',
+    'done',
+    'exit 75',
+  ].join('\n');
+  return ['sh', '-c', script, 'copper-sftp', sftpSlotsDir(dir), String(maxSessions), dir];
+}
+
+/** sftpSandboxArgv as one shell line (for `sftp -D` in tests and by hand). */
+export function sftpSandboxCommand(dir: string, maxSessions = 8, arch: string = process.arch): string {
+  return sftpSandboxArgv(dir, maxSessions, arch)
+    .map((a) => `'${a.replace(/'/g, `'\\''`)}'`)
+    .join(' ');
 }
 
 /** `-m SIZE[,slots=N,maxmem=M]`: with slots, the guest can take hot-plugged DIMMs. */

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { setting } from '../config/settings.js';
 import { DriverError, errorMessage } from '../errors.js';
 import { QmpClient } from './qmp.js';
+import { createVmCgroup, removeVmCgroup, vmCgroupOfPid, type VmCgroup, type VmLimits } from './vm-cgroup.js';
 
 export const QEMU_BINARY = setting('qemuBinary');
 
@@ -31,13 +32,19 @@ export interface SpawnOptions {
   pidFile: string;
   /** How long QEMU may take to open its QMP socket. */
   startTimeoutMs?: number;
+  /**
+   * Confine a guest's QEMU: a cgroup of its own with these limits (vm-cgroup.ts), removed
+   * when it ends. Every QEMU also runs with the guests' group id (GC_VM_GID), which the host
+   * firewall matches (guest-egress.ts).
+   */
+  cgroup?: { stateDir: string; limits: VmLimits };
 }
 
 export type ReattachResult = { ok: true; vm: VmProcess } | { ok: false; reason: string; pid?: number };
 
 export class VmProcess {
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  private readonly exitPromise: Promise<void>;
+  private exitPromise: Promise<void>;
 
   private constructor(
     readonly vmId: string,
@@ -46,6 +53,7 @@ export class VmProcess {
     private readonly child: ChildProcess | undefined,
     private readonly logFile: string | undefined,
     private readonly lifetime: VmLifetime | undefined,
+    cgroup: VmCgroup | undefined,
   ) {
     if (child) {
       this.exitPromise = new Promise((resolve) => {
@@ -63,15 +71,21 @@ export class VmProcess {
         this.exitInfo ??= { code: null, signal: null };
       })();
     }
+    // The VM's cgroup goes with it (a leftover of a gcd that died is swept at start).
+    if (cgroup) this.exitPromise = this.exitPromise.then(() => removeVmCgroup(cgroup));
   }
 
   /** Start QEMU and connect to its QMP socket; kills it again if QMP does not come up. */
   static async spawn(opts: SpawnOptions): Promise<VmProcess> {
     await rm(opts.qmpSocket, { force: true });
-    const log = await open(opts.logFile, 'w');
+    const cgroup = opts.cgroup ? await createVmCgroup(opts.cgroup.stateDir, opts.vmId, opts.cgroup.limits) : undefined;
+    const log = await open(opts.logFile, 'w').catch(async (e: unknown) => {
+      if (cgroup) await removeVmCgroup(cgroup);
+      throw e;
+    });
     let child: ChildProcess;
     try {
-      const [cmd, argv] = opts.lifetime === 'job' ? ['setpriv', ['--pdeathsig', 'SIGKILL', '--', QEMU_BINARY, ...opts.args]] : [QEMU_BINARY, opts.args];
+      const [cmd, argv] = qemuCommand(opts, cgroup);
       child = spawn(cmd, argv, {
         stdio: ['ignore', log.fd, log.fd],
         detached: opts.lifetime === 'detached',
@@ -96,11 +110,12 @@ export class VmProcess {
       if (child.pid === undefined) throw new DriverError(`QEMU for ${opts.vmId} has no pid`);
       // gcd writes the pid file itself (not QEMU's -pidfile): it exists exactly when spawn succeeded.
       await writePid(opts.pidFile, child.pid);
-      return new VmProcess(opts.vmId, child.pid, qmp, child, opts.logFile, opts.lifetime);
+      return new VmProcess(opts.vmId, child.pid, qmp, child, opts.logFile, opts.lifetime, cgroup);
     } catch (err) {
       if (!exited) child.kill('SIGKILL');
       await new Promise<void>((r) => (exited || child.exitCode !== null ? r() : child.once('exit', () => r())));
       await rm(opts.pidFile, { force: true });
+      if (cgroup) await removeVmCgroup(cgroup);
       const tail = await logTail(opts.logFile);
       throw new DriverError(`QEMU for ${opts.vmId} failed to start: ${errorMessage(err)}${tail ? ` — qemu said: ${tail}` : ''}`, { cause: err });
     }
@@ -121,7 +136,7 @@ export class VmProcess {
     if (!pidAlive(pid, vmId)) return { ok: false, reason: `QEMU (pid ${pid}) is no longer running` };
     try {
       const qmp = await QmpClient.connect(qmpSocket, { deadline: Date.now() + timeoutMs, isAlive: () => pidAlive(pid, vmId) });
-      return { ok: true, vm: new VmProcess(vmId, pid, qmp, undefined, undefined, undefined) };
+      return { ok: true, vm: new VmProcess(vmId, pid, qmp, undefined, undefined, undefined, vmCgroupOfPid(pid, vmId)) };
     } catch (err) {
       return { ok: false, reason: `QEMU (pid ${pid}) is running but its QMP socket does not answer: ${errorMessage(err)}`, pid };
     }
@@ -193,6 +208,20 @@ export class VmProcess {
       // Already gone.
     }
   }
+}
+
+/**
+ * The command that runs QEMU: `sh` joins the VM's cgroup (writing its own pid, so QEMU never
+ * runs a thread outside it) and execs `setpriv`, which sets the guests' group id (the host
+ * firewall's mark, guest-egress.ts), drops supplementary groups and, for a job clone, asks
+ * for SIGKILL when gcd dies; setpriv execs QEMU: the pid gcd holds is QEMU's.
+ */
+function qemuCommand(opts: SpawnOptions, cgroup: VmCgroup | undefined): [string, string[]] {
+  const gid = String(setting('vmGid'));
+  const priv = ['setpriv', ...(opts.lifetime === 'job' ? ['--pdeathsig', 'SIGKILL'] : []), '--regid', gid, '--clear-groups', '--', QEMU_BINARY, ...opts.args];
+  if (!cgroup) return [priv[0] ?? 'setpriv', priv.slice(1)];
+  const join = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"';
+  return ['sh', ['-c', join, 'copper-cgroup-join', ...cgroup.procsFiles, '--', ...priv]];
 }
 
 /** True when pid is alive and is the QEMU of this VM (guards against pid reuse). */

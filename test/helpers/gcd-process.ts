@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setting } from '../../src/config/settings.js';
+import { unmountSharedVolumes } from '../../src/vm/shared-volumes.js';
+import { removeStateCgroups } from '../../src/vm/vm-cgroup.js';
 
 /** The repository root, from dist/test/helpers. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -86,6 +88,9 @@ export class GcdProcess {
 
   async cleanup(): Promise<void> {
     await this.stop();
+    // Quota'd /shared volumes are loop mounts inside the state folder; VM cgroups sit outside it.
+    await unmountSharedVolumes(this.stateDir);
+    await removeStateCgroups(this.stateDir);
     rmSync(this.stateDir, { recursive: true, force: true });
     // Guest RAM lives on tmpfs beside the state folder: snapshots of jobs still queued when the
     // test ended (e.g. cron firings) would otherwise stay in memory after the test.

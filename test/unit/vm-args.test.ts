@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { cpuHasVirtFlag, detectAccel } from '../../src/vm/accel.js';
-import { buildVmArgs, DISK_NODE, sftpSandboxCommand, type VmConfig } from '../../src/vm/vm-args.js';
+import { buildVmArgs, DISK_NODE, QEMU_SANDBOX, sftpSandboxArgv, type VmConfig } from '../../src/vm/vm-args.js';
 import { UsageError } from '../../src/errors.js';
 
 function base(over: Partial<VmConfig> = {}): VmConfig {
@@ -95,6 +95,11 @@ describe('buildVmArgs', () => {
     expect(values(a, '-display')).to.deep.equal(['none']);
   });
 
+  it("runs every VM under QEMU's seccomp sandbox, spawning allowed (guestfwd, exec: migration)", () => {
+    expect(values(buildVmArgs(base()), '-sandbox')).to.deep.equal([QEMU_SANDBOX]);
+    expect(QEMU_SANDBOX).to.equal('on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny');
+  });
+
   it('boots the given kernel, or the disk when there is none', () => {
     const a = buildVmArgs(base());
     expect(values(a, '-kernel')).to.deep.equal(['/img/vmlinuz']);
@@ -121,20 +126,23 @@ describe('buildVmArgs', () => {
     expect(values(a, '-device')).to.include('virtio-net-pci,netdev=net1,id=nic1,mac=52:54:00:00:00:02,bus=pci.0,addr=0x8');
   });
 
-  it("serves the owner's shared folder over a second guestfwd to a confined sftp-server", () => {
+  it("serves the owner's shared folder over a second guestfwd to gcd's sftp gate", () => {
     const net = values(buildVmArgs(base({ sharedSftp: { dir: '/var/lib/copper/shared/alice' } })), '-netdev');
     expect(net).to.have.length(1);
     const fwd = net[0].split(',guestfwd=');
     expect(fwd[1]).to.equal('tcp:10.0.2.100:80-cmd:socat -lf /dev/null - UNIX-CONNECT:/var/lib/copper/run/channels/alice-hn.sock');
-    expect(fwd[2]).to.equal(`tcp:10.0.2.101:22-cmd:${sftpSandboxCommand('/var/lib/copper/shared/alice')}`);
-    const cmd = sftpSandboxCommand('/var/lib/copper/shared/alice', 'x64');
-    // No QemuOpts commas, one single-quoted sh -c script, stderr away from the guest's stream.
-    expect(cmd).not.to.contain(',');
-    expect(cmd).to.match(/^sh -c '[^']*'$/);
-    expect(cmd).to.contain('exec 4<&0 2>/dev/null;');
-    expect(cmd).to.contain('--bind /var/lib/copper/shared/alice /shared ');
+    // QEMU (under -sandbox on) only connects: gcd runs the sandbox, which QEMU's seccomp filter would kill.
+    expect(fwd[2]).to.equal('tcp:10.0.2.101:22-cmd:socat -lf /dev/null - UNIX-CONNECT:/var/lib/copper/run/sftp/alice.sock');
+    const argv = sftpSandboxArgv('/var/lib/copper/shared/alice', 4, 'x64');
+    expect(argv.slice(0, 2)).to.deep.equal(['sh', '-c']);
+    expect(argv.slice(3)).to.deep.equal(['copper-sftp', '/var/lib/copper/run/sftp/alice.slots', '4', '/var/lib/copper/shared/alice']);
+    const cmd = argv[2];
+    expect(cmd).to.contain('exec 4<&0 2>/dev/null');
+    expect(cmd).to.contain('flock -n -E 75 "$1/$i" bwrap');
+    expect(cmd).to.contain('--bind "$3" /shared ');
     expect(cmd).to.contain('--unshare-all --die-with-parent');
     expect(cmd).to.contain('--cap-drop ALL');
+    expect(cmd).to.contain('--dev /dev --remount-ro /dev');
     expect(cmd).to.contain('--remount-ro /');
     // Only the server, the loader and libc come from the host, read-only.
     expect(cmd.match(/--ro-bind \S+/g)).to.deep.equal([
@@ -142,7 +150,7 @@ describe('buildVmArgs', () => {
       '--ro-bind /lib64/ld-linux-x86-64.so.2',
       '--ro-bind /lib/x86_64-linux-gnu/libc.so.6',
     ]);
-    expect(cmd.match(/--bind \S+/g)).to.deep.equal(['--bind /var/lib/copper/shared/alice']);
+    expect(cmd.match(/--bind \S+/g)).to.deep.equal(['--bind "$3"']);
     for (const dir of ['shared', '/x y', '/a,b', "/a'b", '/a/../b']) {
       expect(() => buildVmArgs(base({ sharedSftp: { dir } })), dir).to.throw(UsageError);
     }

@@ -24,6 +24,7 @@ import { createOverlay } from '../qemu-img.js';
 import { resizeVcpus } from '../vcpu-hotplug.js';
 import { growMemory } from '../mem-hotplug.js';
 import { buildVmArgs, type VmConfig } from '../vm-args.js';
+import { vmCgroupSpec } from '../vm-cgroup.js';
 import { pidAlive, VmProcess, type VmLifetime } from '../vm-process.js';
 import { readdirSafe, type SnapshotStore } from '../snapshots/store.js';
 import type { SnapshotMeta } from '../snapshots/types.js';
@@ -124,6 +125,7 @@ export class Clones {
           vmId: opts.cloneId,
           args: buildVmArgs(cfg),
           lifetime: this.o.lifetime ?? 'job',
+          cgroup: vmCgroupSpec(this.o.layout.stateDir, cfg),
           qmpSocket: cp.qmp,
           logFile: cp.qemuLog,
           pidFile: cp.pidFile,

@@ -1,0 +1,83 @@
+/**
+ * gcd's side of the shared volume: one listening Unix socket per owner
+ * (`<state>/run/sftp/<owner>.sock`, root only). QEMU's guestfwd for 10.0.2.101:22 connects its
+ * guest's stream to the owner's socket (vm-args.ts), and for each connection gcd runs one
+ * sandboxed sftp-server session on it (sftpSandboxArgv), detached: a session outlives a gcd
+ * restart and ends when its connection does. The number of sessions per owner is capped by lock
+ * files the sessions hold (not by a count in gcd, which a restart would forget).
+ */
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import { sftpGateSocket, sftpSandboxArgv, sftpSlotsDir } from './vm-args.js';
+
+const OWNER = /^[A-Za-z0-9_.@-]+$/;
+
+export class SftpGate {
+  private readonly servers = new Map<string, { server: Server; path: string }>();
+
+  /**
+   * @param sharedDir `<state>/shared`: each owner's volume is a folder in it.
+   * @param maxSessions concurrent sessions per owner (GC_SHARED_MAX_SESSIONS).
+   */
+  constructor(
+    readonly sharedDir: string,
+    private readonly maxSessions: number,
+  ) {}
+
+  /** Serve every owner that has a volume (at gcd start: clones and re-attached headnodes need them). */
+  async serveAll(): Promise<void> {
+    const owners = await readdir(this.sharedDir, { withFileTypes: true }).catch(() => []);
+    for (const d of owners) if (d.isDirectory() && OWNER.test(d.name)) await this.serve(d.name);
+  }
+
+  /** Listen on the owner's socket (once); returns its path. */
+  async serve(owner: string): Promise<string> {
+    const dir = join(this.sharedDir, owner);
+    const path = sftpGateSocket(dir);
+    const existing = this.servers.get(owner);
+    if (existing) return existing.path;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    chmodSync(dirname(path), 0o700);
+    mkdirSync(sftpSlotsDir(dir), { recursive: true, mode: 0o700 });
+    rmSync(path, { force: true });
+    const server = createServer((sock) => this.session(owner, dir, sock));
+    server.on('error', (e) => log.warn(`sftp gate of ${owner}: ${errorMessage(e)}`));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    chmodSync(path, 0o600);
+    this.servers.set(owner, { server, path });
+    return path;
+  }
+
+  private session(owner: string, dir: string, sock: Socket): void {
+    sock.on('error', () => undefined);
+    try {
+      const [cmd, ...args] = sftpSandboxArgv(dir, this.maxSessions);
+      // The connection itself is the session's stdin and stdout (its fd is passed on).
+      const child = spawn(cmd ?? 'sh', args, { stdio: [sock, sock, 'ignore'], detached: true });
+      child.on('error', (e) => log.warn(`sftp session of ${owner}: ${errorMessage(e)}`));
+      child.on('exit', (code) => {
+        if (code === 75) log.warn(`sftp session of ${owner} refused: ${this.maxSessions} sessions already open (GC_SHARED_MAX_SESSIONS)`);
+      });
+      child.unref();
+    } finally {
+      // gcd's copy of the connection: the session holds its own.
+      sock.destroy();
+    }
+  }
+
+  async closeAll(): Promise<void> {
+    for (const [owner, s] of this.servers) {
+      this.servers.delete(owner);
+      await new Promise<void>((r) => s.server.close(() => r()));
+      rmSync(s.path, { force: true });
+    }
+  }
+}
