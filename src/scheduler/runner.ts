@@ -15,6 +15,7 @@ import { oomComment } from './oom-words.js';
 import { SIGNAL_NUMBERS } from '../drivers/signals.js';
 import { LiveJobControl, type LiveJobs } from './live-jobs.js';
 import { WalltimeClock } from './walltime-clock.js';
+import { interactiveExec } from './interactive-exec.js';
 
 /**
  * Why a running job is being stopped from outside: gcqdel, gcd's shutdown, gcqrerun (stop,
@@ -120,6 +121,7 @@ export class JobRunner {
         spec.script = job.spec.script;
         spec.scriptArgs = job.spec.scriptArgs ?? [];
       }
+      if (job.spec.interactive) Object.assign(spec, interactiveExec(job.spec.interactive, spec.env));
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
       this.o.onCloneStarted?.(job, Date.now() - startedAt);
@@ -139,7 +141,8 @@ export class JobRunner {
         if (!e.ok) throw e.error;
         exited = true;
         // Deliver output.
-        const note = await this.deliver(job, spool, paths, job.spec.join);
+        // An interactive job's output went to its terminal: no .o/.e files, as in PBS.
+        const note = job.spec.interactive ? undefined : await this.deliver(job, spool, paths, job.spec.join);
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
         // Stage-out: the files the job wrote come home while its clone lives, before F, so
         // that block=true and afterok dependents see them. Never throws (a failure is a note).
