@@ -93,8 +93,8 @@ export function startInteractive(job: JobRecord, warnings: string): ToolResult {
 
 /** `gcqsub -I --attach ID`: the same rounds, for a job submitted earlier. */
 export async function attachInteractive(req: ToolRequest, s: ToolServices, idText: string): Promise<ToolResult> {
-  if (!req.terminal) throw new UsageError('-I --attach needs a terminal: run it from an interactive shell');
   const job = await interactiveJob(s, req, idText);
+  if (!req.terminal) throw new UsageError('-I --attach needs a terminal: run it from an interactive shell');
   if (job.state === 'F') return ended(job);
   const first = WAITING.has(job.state) ? waitingLine(job.id) : '';
   return waitAnswer(job.id, 'rewait', first, '', 0);
