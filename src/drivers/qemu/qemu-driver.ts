@@ -108,7 +108,7 @@ export class QemuDriver extends VmHost implements Driver {
 
   async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
     const c = this.runningClone(clone.cloneId);
-    if (spec.argv.length === 0 && spec.script === undefined) throw new UsageError('nothing to run: empty argv and no script');
+    if (spec.argv.length === 0 && spec.script === undefined && !spec.terminal) throw new UsageError('nothing to run: empty argv and no script');
     const key = `${clone.cloneId}.${++c.execs}`;
     const files = `/run/copper/${key}`; // run-job's ${files}.stdout, .stderr, .pgid, .exit
     const join = spec.stdoutFile === spec.stderrFile;

@@ -137,7 +137,8 @@ function waitAnswer(jobId: string, phase: Phase, stdout: string, stderr: string,
 /** The job ended before this client saw its terminal (deleted, failed to start, walltime...). */
 function ended(job: JobRecord): ToolResult {
   // Not by its shell's exit (deleted, walltime, failed to start): the comment says how.
-  return ended(job);
+  const why = job.endReason !== 'exit' && job.comment ? `qsub: job ${job.id}: ${job.comment}\n` : '';
+  return { stdout: completedLine(job.id), stderr: why, exitCode: exitOf(job) };
 }
 
 function terminalOf(s: ToolServices, job: JobRecord): JobTerminal | undefined {
