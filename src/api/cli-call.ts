@@ -20,6 +20,8 @@ export interface CliCall {
   input?: string;
   /** The account's group names, when the client sent them (checks -W group_list). */
   groups?: string[];
+  /** The user pressed Ctrl-C during rounds the last answer marked `interruptible` (gcqsub -I waiting). */
+  interrupt?: boolean;
 }
 
 export interface CliAnswer {
@@ -35,6 +37,11 @@ export interface CliAnswer {
   more?: { cursor: string; waitMs: number };
   /** The rounds are a terminal session: the client puts its terminal in raw mode and sends `input`. */
   terminal?: boolean;
+  /**
+   * Ctrl-C during the wait before the next round does not end the client: it sends that round
+   * at once with `interrupt: true` and prints the answer (gcqsub -I deletes the job it waits for).
+   */
+  interruptible?: boolean;
 }
 
 /** Runs a tool by name (the server's commands); the API knows nothing of them but this. */

@@ -89,6 +89,7 @@ export class ApiServer {
             ...(typeof body.cursor === 'string' && body.cursor.length <= 256 ? { cursor: body.cursor } : {}),
             ...terminalFields(body),
             ...(body.groups === undefined ? {} : { groups: asStringArray(body.groups, 'groups') }),
+            ...(body.interrupt === true ? { interrupt: true } : {}),
           });
           sendJson(res, 200, result);
         },

@@ -18,6 +18,7 @@ interface CliAnswer {
   error?: string;
   more?: { cursor?: unknown; waitMs?: unknown };
   terminal?: boolean;
+  interruptible?: boolean;
 }
 
 /** Longest pause gcd may ask for between the rounds of a continued answer (gcqpeek -f). */
@@ -28,14 +29,61 @@ const MAX_SCRIPT = 1024 * 1024;
 /** `calledAs`: the PBS name (qstat) the tool was run by; its messages then start with that name. */
 export async function main(tool: string, argv: string[] = process.argv.slice(2), calledAs: string = tool): Promise<number> {
   const term: { keys?: TerminalKeys } = {};
+  const ctrlC = new CtrlC();
   try {
-    return await call(tool, argv, calledAs, term);
+    return await call(tool, argv, calledAs, term, ctrlC);
   } finally {
+    ctrlC.stop();
     term.keys?.restore();
   }
 }
 
-async function call(tool: string, argv: string[], calledAs: string, term: { keys?: TerminalKeys }): Promise<number> {
+/**
+ * Ctrl-C while gcd said the rounds may be interrupted (gcqsub -I waiting for its job): the next
+ * round goes at once and says so. Otherwise Ctrl-C ends the client, as it would by default.
+ */
+class CtrlC {
+  interruptible = false;
+  pressed = false;
+  private wake: (() => void) | undefined;
+  private readonly onSigint = (): void => {
+    if (!this.interruptible) process.exit(130);
+    this.pressed = true;
+    this.wake?.();
+  };
+  private listening = false;
+
+  allow(on: boolean): void {
+    this.interruptible = on;
+    if (on && !this.listening) {
+      process.on('SIGINT', this.onSigint);
+      this.listening = true;
+    }
+  }
+
+  /** Wait ms, or less when Ctrl-C is pressed. */
+  wait(ms: number): Promise<void> {
+    if (this.pressed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  stop(): void {
+    if (this.listening) process.off('SIGINT', this.onSigint);
+    this.listening = false;
+  }
+}
+
+async function call(tool: string, argv: string[], calledAs: string, term: { keys?: TerminalKeys }, ctrlC: CtrlC): Promise<number> {
   const bad = settingProblem();
   if (bad) return (process.stderr.write(`${calledAs}: ${bad.message}\n`), exitCodeOf(bad));
   const settings = loadSettings();
@@ -49,7 +97,14 @@ async function call(tool: string, argv: string[], calledAs: string, term: { keys
   const tty = process.stdin.isTTY && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
   for (let attempt = 0; attempt < 3;) {
     const input = term.keys?.take();
-    const extra = { ...(cursor !== undefined ? { cursor } : {}), ...(tty ? { terminal: tty } : {}), ...(input ? { input } : {}) };
+    const interrupt = ctrlC.pressed && ctrlC.interruptible;
+    if (interrupt) ctrlC.allow(false); // once: a second Ctrl-C ends the client
+    const extra = {
+      ...(cursor !== undefined ? { cursor } : {}),
+      ...(tty ? { terminal: tty } : {}),
+      ...(input ? { input } : {}),
+      ...(interrupt ? { interrupt: true } : {}),
+    };
     const body = JSON.stringify({ tool, argv, cwd, env, account: userInfo().username, files, missing, ...extra });
     let answer: CliAnswer;
     try {
@@ -90,14 +145,20 @@ async function call(tool: string, argv: string[], calledAs: string, term: { keys
       attempt++;
       continue;
     }
+    if (!answer.more && term.keys) {
+      // The session is over: the terminal leaves raw mode before the last lines are printed.
+      term.keys.restore();
+      term.keys = undefined;
+    }
     if (answer.stdout) process.stdout.write(answer.stdout);
     if (answer.stderr) process.stderr.write(calledAs === tool ? answer.stderr : answer.stderr.replaceAll(new RegExp(`^${tool}:`, 'gm'), `${calledAs}:`));
     if (answer.more && typeof answer.more.cursor === 'string') {
       // More rounds follow (gcqpeek -f, a terminal session): print as it comes, ask again with the cursor.
       cursor = answer.more.cursor;
       if (answer.terminal && tty && !term.keys) term.keys = new TerminalKeys();
+      if (!ctrlC.pressed) ctrlC.allow(answer.interruptible === true);
       const wait = typeof answer.more.waitMs === 'number' ? Math.min(Math.max(answer.more.waitMs, 0), MAX_MORE_WAIT_MS) : 0;
-      if (wait > 0) await (term.keys ? term.keys.wait(wait) : new Promise((r) => setTimeout(r, wait)));
+      if (wait > 0) await (term.keys ? term.keys.wait(wait) : ctrlC.wait(wait));
       continue;
     }
     return answer.exitCode ?? 1;

@@ -63,6 +63,11 @@ export interface ExecSpec {
   /** Host files the driver fills with the command's stdout and stderr (may be the same file). */
   stdoutFile: string;
   stderrFile: string;
+  /**
+   * An interactive job (-I): argv (empty: the account's login shell) runs on a pseudo-terminal
+   * of this size, which jobTerminal() reads and types into; the command's status is the job's.
+   */
+  terminal?: { rows: number; cols: number };
 }
 
 export interface ExecResult {
@@ -149,6 +154,16 @@ export interface TerminalSession {
   close(): Promise<void>;
 }
 
+/** An interactive job's own terminal (ExecSpec.terminal), for its submitter to attach to. */
+export interface JobTerminal {
+  /** Up to maxBytes of what the terminal printed, from `offset`; undefined until it is there. */
+  read(offset: number, maxBytes: number): Promise<Buffer | undefined>;
+  /** Bytes printed so far: a client that attaches again starts near the end. */
+  size(): Promise<number>;
+  /** Keystrokes for the command. */
+  write(data: Buffer): Promise<void>;
+}
+
 export interface Driver {
   readonly name: string;
   /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
@@ -157,6 +172,8 @@ export interface Driver {
   enter?(cloneId: string, spec: EnterSpec): Promise<EnterResult>;
   /** Start a login shell on a pseudo-terminal in a clone whose job runs. */
   openTerminal?(cloneId: string, spec: TerminalSpec): Promise<TerminalSession>;
+  /** The terminal of an interactive job's command in this clone; undefined when it has none (yet). */
+  jobTerminal?(cloneId: string): JobTerminal | undefined;
   /** What the clone has used so far; read just before it is destroyed. */
   usage?(cloneId: string): Promise<CloneUsage | undefined>;
   /**

@@ -30,7 +30,7 @@ const OPTIONS: readonly OptionDef[] = [
   { name: 'r', takesValue: true, describe: 'rerunnable after a gcd restart: y or n' },
   { name: 'm', takesValue: true, describe: 'mail when the job aborts (a, default), begins (b), ends (e); j: array tasks too; n: none' },
   { name: 'M', takesValue: true, describe: 'mail addresses user[@host],... (default: the job owner)' },
-  { name: 'I', takesValue: false, describe: 'interactive job (not supported)' },
+  { name: 'I', takesValue: false, describe: 'interactive job: once it runs, a login shell in its clone on this terminal (-- command: that command instead)' },
   { name: 'G', takesValue: false, describe: 'interactive GUI job (not supported)' },
   { name: 'S', takesValue: true, describe: 'interpreter that runs the script, e.g. /bin/bash' },
   { name: 'C', takesValue: true, describe: 'directive prefix (default #PBS; "" ignores directives)' },
@@ -54,6 +54,7 @@ const OPTIONS: readonly OptionDef[] = [
   { name: 'T', takesValue: true, describe: 'Torque prologue/epilogue (accepted; ignored)' },
   { name: 'L', takesValue: true, describe: 'Torque NUMA resources (accepted; ignored)' },
   { name: 'cron', takesValue: true, describe: 'recurring job: "minute hour day month weekday" or @daily, @hourly...' },
+  { name: 'attach', takesValue: true, describe: 'with -I: attach this terminal again to a running interactive job (after a dropped connection)' },
   { name: 'headnode', takesValue: true, describe: 'headnode that runs the job (on the host only)' },
   { name: 'help', takesValue: false, describe: 'show this help' },
 ];
@@ -135,6 +136,8 @@ function scanShort(argv: readonly string[], i: number, tokens: string[]): number
 const USAGE = [
   'gcqsub [options] script [script-args...]',
   'gcqsub [options] -- command [args...]',
+  'gcqsub -I [options] [script | -- command [args...]]',
+  'gcqsub -I --attach job_identifier',
   '',
   'Options may also be given as #PBS lines at the top of the script; the command line wins.',
 ].join('\n');

@@ -86,7 +86,15 @@ const IGNORED_VALUES: Readonly<Record<string, string>> = {
 };
 
 function interpretIgnored(raw: RawOptions, set: OptionSet): void {
-  for (const [flag, why] of Object.entries(IGNORED_FLAGS)) if (raw.flags.has(flag)) set.warnings.push(why);
+  for (const [flag, why] of Object.entries(IGNORED_FLAGS)) {
+    if (!raw.flags.has(flag)) continue;
+    // -I -X: the interactive job runs, without a display (a clone has no X11 channel home).
+    set.warnings.push(
+      flag === 'X' && raw.flags.has('I')
+        ? '-X ignored: no X11 forwarding into a clone; the interactive shell has no display (run graphical programs in your headnode)'
+        : why,
+    );
+  }
   for (const [name, why] of Object.entries(IGNORED_VALUES)) {
     const v = lastValue(raw, name);
     if (v === undefined) continue;
@@ -135,12 +143,11 @@ function interpretTiming(raw: RawOptions, set: OptionSet, ctx: QsubContext): voi
 }
 
 export function interpret(raw: RawOptions, ctx: QsubContext, source: Source): OptionSet {
-  for (const f of ['I', 'G']) {
-    if (raw.flags.has(f)) {
-      throw new UsageError(`-${f}: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command`);
-    }
-  }
+  if (raw.flags.has('G'))
+    throw new UsageError('-G: interactive GUI jobs are not supported; use gcqsub -I for a shell, and run graphical programs in your headnode');
+  if (raw.values.has('attach')) throw new UsageError('--attach goes alone: gcqsub -I --attach job_identifier');
   const set: OptionSet = { resources: {}, vars: {}, warnings: [] };
+  if (raw.flags.has('I')) set.interactive = true;
   interpretSimple(raw, set, source);
   interpretLists(raw, set, ctx);
   interpretTiming(raw, set, ctx);

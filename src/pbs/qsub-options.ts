@@ -42,6 +42,8 @@ export function parseQsub(argv: string[], ctx: QsubContext): QsubResult {
     if (scanned.operands.length === 0) throw new UsageError('-- must be followed by a command');
     return buildJob(cmdline, { kind: 'argv', argv: scanned.operands }, ctx);
   }
+  // -I alone: no script to read (stdin is the terminal the shell will use).
+  if (cmdline.interactive && scanned.operands.length === 0) return buildJob(cmdline, { kind: 'argv', argv: [] }, ctx);
   // No operand: the script comes on standard input, as in PBS (the client sends it when
   // its stdin is not a terminal, and reports it missing when it is).
   const [path = STDIN, ...args] = scanned.operands;

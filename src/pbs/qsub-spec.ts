@@ -45,10 +45,16 @@ function chooseHeadnode(asked: string | undefined, ctx: QsubContext): string {
 function checkCombinations(o: OptionSet): void {
   if (o.cron !== undefined && o.beginAt !== undefined) throw new UsageError('--cron and -a both set a start time; give one of them');
   if (o.cron !== undefined && o.block === true) throw new UsageError('--cron cannot be combined with -W block=true: a recurring job never finishes');
+  if (o.interactive) {
+    if (o.array !== undefined) throw new UsageError('-I cannot be used with an array job (-J/-t): an interactive job is one shell on one terminal');
+    if (o.block === true) throw new UsageError('-I cannot be combined with -W block=true: gcqsub -I already waits for the job to end');
+    if (o.cron !== undefined) throw new UsageError('-I cannot be combined with --cron: nobody is at the terminal when a recurring job starts');
+  }
 }
 
 function defaultName(form: JobForm): string {
   if (form.kind === 'script' && form.path === STDIN) return 'STDIN'; // PBS's name for a script read from stdin
+  if (form.kind === 'argv' && form.argv.length === 0) return 'STDIN'; // PBS's name for gcqsub -I alone
   const base = posix.basename(form.kind === 'script' ? form.path : form.argv[0]);
   return base.slice(0, MAX_JOB_NAME);
 }
@@ -59,9 +65,16 @@ function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: stri
   const cwd = o.workdir === undefined ? ctx.cwd : posix.normalize(posix.resolve(ctx.cwd, o.workdir));
   const out = o.stdout === undefined ? {} : resolveOutput(o.stdout, '-o', ctx, warnings);
   const err = o.stderr === undefined ? {} : resolveOutput(o.stderr, '-e', ctx, warnings);
+  // -I with a script: as PBS, its directives count and its commands do not (the shell is the job).
+  const runsScript = form.kind === 'script' && o.interactive !== true;
+  if (form.kind === 'script' && !runsScript) {
+    warnings.push(
+      `-I: the commands of ${form.path === STDIN ? 'the script' : form.path} are not run (its #PBS directives apply); type them in the interactive shell`,
+    );
+  }
   const spec: JobSpec = {
     argv: form.kind === 'argv' ? form.argv : [],
-    ...(form.kind === 'script' ? { script: withInterpreter(form.text, o.shell), scriptArgs: [...form.args, ...(o.scriptArgs ?? [])] } : {}),
+    ...(form.kind === 'script' && runsScript ? { script: withInterpreter(form.text, o.shell), scriptArgs: [...form.args, ...(o.scriptArgs ?? [])] } : {}),
     name: o.name ?? defaultName(form),
     cwd,
     env: o.exportAll ? { ...ctx.env, ...o.vars } : { ...o.vars },
@@ -91,7 +104,8 @@ function buildSpec(o: OptionSet, form: JobForm, ctx: QsubContext, warnings: stri
     warnings.push(`-W group_list=${o.groupList} recorded, not checked: the job runs with the headnode account's own groups`);
   }
   if (o.umask !== undefined) warnings.push(`-W umask=${o.umask} recorded: output files are written with the headnode account's default umask`);
-  if (o.shell !== undefined && form.kind === 'argv') warnings.push(`-S ${o.shell} ignored: a command given after -- runs without a shell`);
+  if (o.shell !== undefined && o.interactive === true) warnings.push(`-S ${o.shell} ignored: the interactive shell is the account's login shell`);
+  else if (o.shell !== undefined && form.kind === 'argv') warnings.push(`-S ${o.shell} ignored: a command given after -- runs without a shell`);
   if (o.scriptArgs !== undefined && form.kind === 'argv') throw new UsageError('-F gives arguments to a script; a command takes its arguments after --');
   return { spec, dirs: [out, err] };
 }
@@ -112,7 +126,8 @@ export function buildJob(o: OptionSet, form: JobForm, ctx: QsubContext): QsubJob
   checkCombinations(o);
   const warnings = [...o.warnings];
   const { spec, dirs } = buildSpec(o, form, ctx, warnings);
-  const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, quiet: o.quiet ?? false, warnings };
+  const interactive = o.interactive === true;
+  const job: QsubJob = { kind: 'job', spec, block: o.block ?? false, hold: o.hold ?? false, quiet: o.quiet ?? false, warnings, interactive };
   if (o.beginAt !== undefined) job.beginAt = o.beginAt;
   if (o.array !== undefined) job.array = o.maxRunSubjobs !== undefined && o.array.max === undefined ? { ...o.array, max: o.maxRunSubjobs } : o.array;
   else if (o.maxRunSubjobs !== undefined) warnings.push(`-W max_run_subjobs=${o.maxRunSubjobs} ignored: the job is not an array (-J)`);

@@ -54,6 +54,8 @@ export interface QsubJob {
   outputDirs?: { stdout?: string; stderr?: string };
   /** -z: print no job id. */
   quiet: boolean;
+  /** -I: the client stays and attaches its terminal once the job runs (server/commands/interactive.ts). */
+  interactive: boolean;
 }
 
 /** The script named on the command line must be sent by the client first. */
@@ -106,6 +108,8 @@ export interface OptionSet {
   scriptArgs?: string[];
   cron?: string;
   headnode?: string;
+  /** -I: an interactive job (a login shell in its clone on the submitter's terminal). */
+  interactive?: boolean;
   warnings: string[];
 }
 

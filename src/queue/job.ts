@@ -75,6 +75,19 @@ export interface JobSpec {
    * up to the snapshot's maxmem, and vCPUs up to its slots. Absent: the same as `resources`.
    */
   assigned?: Resources;
+  /**
+   * -I: an interactive job. Its command runs on a pseudo-terminal in the clone (a login shell
+   * when argv is empty) that the submitter's terminal attaches to; sized as that terminal was.
+   */
+  interactive?: InteractiveTerminal;
+}
+
+/** The submitter's terminal, for an interactive job's pseudo-terminal. */
+export interface InteractiveTerminal {
+  rows: number;
+  cols: number;
+  /** $TERM for the shell (checked: letters, digits and ._+-). */
+  term: string;
 }
 
 export interface JobRecord {

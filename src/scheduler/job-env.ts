@@ -13,7 +13,7 @@ export function pbsEnvironment(job: JobRecord): Record<string, string> {
     PBS_JOBNAME: s.name,
     PBS_QUEUE: s.queue,
     PBS_O_QUEUE: s.queue,
-    PBS_ENVIRONMENT: 'PBS_BATCH',
+    PBS_ENVIRONMENT: job.spec.interactive ? 'PBS_INTERACTIVE' : 'PBS_BATCH',
     PBS_O_WORKDIR: s.cwd,
     PBS_O_HOST: s.submitHost,
     PBS_O_LOGNAME: s.user,

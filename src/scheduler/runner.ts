@@ -17,6 +17,7 @@ import { SIGNAL_NUMBERS } from '../drivers/signals.js';
 import { LiveJobControl, type LiveJobs } from './live-jobs.js';
 import { WalltimeClock } from './walltime-clock.js';
 import { crashPoint } from '../crash-point.js';
+import { interactiveExec } from './interactive-exec.js';
 
 /**
  * Why a running job is being stopped from outside: gcqdel, gcd's shutdown, gcqrerun (stop,
@@ -124,6 +125,7 @@ export class JobRunner {
         spec.script = script;
         spec.scriptArgs = job.spec.scriptArgs ?? [];
       }
+      if (job.spec.interactive) Object.assign(spec, interactiveExec(job.spec.interactive, spec.env));
       if (stop.aborted) throw new Error('stopped before start');
       running = await driver.exec(clone, spec);
       crashPoint('run:after-exec');
@@ -145,7 +147,8 @@ export class JobRunner {
         exited = true;
         crashPoint('deliver:before');
         // Deliver output.
-        const note = await this.deliver(job, spool, paths, job.spec.join);
+        // An interactive job's output went to its terminal: no .o/.e files, as in PBS.
+        const note = job.spec.interactive ? undefined : await this.deliver(job, spool, paths, job.spec.join);
         if (note) ended = { ...ended, comment: `${ended.comment}; ${note}` };
         // Stage-out: the files the job wrote come home while its clone lives, before F, so
         // that block=true and afterok dependents see them. Never throws (a failure is a note).

@@ -151,7 +151,7 @@ describe('pbs qsub: options honoured', () => {
         .to.match(/^-[A-Za-z]\b.*(ignored|recorded)/)
         .and.not.include('\n');
     expect(r.spec.umask).to.equal('022');
-    expect(refusal(['-G', '--', 'x'])).to.match(/^-G: interactive jobs are not supported/);
+    expect(refusal(['-G', '--', 'x'])).to.match(/^-G: interactive GUI jobs are not supported/);
   });
 });
 

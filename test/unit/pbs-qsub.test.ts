@@ -207,10 +207,6 @@ describe('pbs qsub: bad directives name file, line and directive', () => {
       'bad-custom-resource.pbs',
       'bad-custom-resource.pbs:5: #PBS -l matlab_lic=1: -l: unknown resource "matlab_lic"; an administrator can declare it in quotas.yaml (resources: [matlab_lic])',
     ],
-    [
-      'bad-interactive.pbs',
-      'bad-interactive.pbs:2: #PBS -I: -I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command',
-    ],
     ['bad-umask.pbs', 'bad-umask.pbs:3: #PBS -W umask=0x22: -W umask=0x22: give an octal mask, e.g. umask=022'],
     ['bad-walltime.pbs', 'bad-walltime.pbs:3: #PBS -l walltime=1:75:00: -l walltime: "1:75:00" has minutes or seconds above 59'],
     ['bad-nodes-gpus.pbs', 'bad-nodes-gpus.pbs:3: #PBS -l nodes=1:ppn=4:gpus=2: -l nodes: "gpus" asks for GPUs or accelerators, which no Copper host has'],
@@ -248,6 +244,7 @@ describe('pbs qsub: forms and defaults', () => {
       block: false,
       hold: false,
       quiet: false,
+      interactive: false,
       warnings: [],
     });
   });
@@ -340,8 +337,8 @@ describe('pbs qsub: getopt-style command lines', () => {
     expect(usageError(['-N'])).to.equal('option -N needs a value');
     expect(usageError(['--cron'])).to.equal('option --cron needs a value');
     expect(usageError(['--help=yes'])).to.equal('option --help takes no value');
-    expect(usageError(['-I', '--', 'bash'])).to.equal(
-      '-I: interactive jobs are not supported; run the command in your headnode, or submit it with gcqsub -- command',
+    expect(usageError(['-G', '--', 'bash'])).to.equal(
+      '-G: interactive GUI jobs are not supported; use gcqsub -I for a shell, and run graphical programs in your headnode',
     );
   });
 });

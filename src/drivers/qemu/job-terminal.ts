@@ -7,14 +7,20 @@
  */
 import { randomBytes } from 'node:crypto';
 import { DriverError } from '../../errors.js';
+import { AgentError, type AgentClient } from '../../vm/agent.js';
 import type { RunningClone } from '../../vm/clones/types.js';
 import { readGuestFileAt } from '../../vm/guest-peek.js';
 import type { TerminalRound, TerminalSession, TerminalSpec } from '../driver.js';
 
-/** argv: files prefix, account, directory, rows, cols. Exits with the shell's status. */
-const BRIDGE = `
+/**
+ * argv: files prefix, account, directory, rows, cols[, command...]. Runs the command (default:
+ * the account's login shell) on the terminal; exits with its status. Started as root it takes
+ * the account's identity; started as the account (an interactive job, under run-job) it is it.
+ */
+export const BRIDGE = `
 import fcntl, os, pty, pwd, select, struct, sys, termios
 d, user, cwd, rows, cols = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+cmd = sys.argv[6:]
 pw = pwd.getpwnam(user)
 fifo = d + ".in"
 try:
@@ -33,10 +39,16 @@ if pid == 0:
             break
         except OSError:
             pass
-    if pw.pw_uid != 0:
+    if pw.pw_uid != 0 and os.getuid() == 0:
         os.initgroups(user, pw.pw_gid)
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
+    if cmd:
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as e:
+            sys.stderr.write("%s: %s\\n" % (cmd[0], e.strerror))
+            os._exit(127)
     os.execv(sh, ["-" + os.path.basename(sh)])
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 out = os.open(d + ".out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -72,16 +84,7 @@ export async function openTerminal(c: RunningClone, spec: TerminalSpec): Promise
   let pending = Buffer.alloc(0);
   let closed = false;
 
-  const send = async (data: Buffer): Promise<void> => {
-    // Into the bridge's FIFO (it holds it open for reading: the open does not block).
-    const h = await c.agent.fileOpen(`${files}.in`, 'w');
-    try {
-      let off = 0;
-      while (off < data.length) off += await c.agent.fileWrite(h, data.subarray(off));
-    } finally {
-      await c.agent.fileClose(h).catch(() => undefined);
-    }
-  };
+  const send = (data: Buffer): Promise<void> => typeInto(c.agent, files, data);
 
   const round = async (input: Buffer): Promise<TerminalRound> => {
     if (closed) throw new DriverError('the terminal session is closed');
@@ -122,6 +125,40 @@ export async function openTerminal(c: RunningClone, spec: TerminalSpec): Promise
   };
 
   return { round, close };
+}
+
+/** Keystrokes into a bridge's FIFO (it holds it open for reading: the open does not block). */
+export async function typeInto(agent: AgentClient, files: string, data: Buffer): Promise<void> {
+  const h = await agent.fileOpen(`${files}.in`, 'w');
+  try {
+    let off = 0;
+    while (off < data.length) off += await agent.fileWrite(h, data.subarray(off));
+  } finally {
+    await agent.fileClose(h).catch(() => undefined);
+  }
+}
+
+/** How many bytes a bridge's terminal has printed so far (0 before it began). */
+export async function printedSize(agent: AgentClient, files: string): Promise<number> {
+  let h: number;
+  try {
+    h = await agent.fileOpen(`${files}.out`, 'rb');
+  } catch (err) {
+    if (err instanceof AgentError) return 0;
+    throw err;
+  }
+  try {
+    const r = await agent.request('guest-file-seek', { handle: h, offset: 0, whence: 'end' });
+    const pos = (r as { position?: unknown } | undefined)?.position;
+    return typeof pos === 'number' && pos >= 0 ? pos : 0;
+  } finally {
+    await agent.fileClose(h).catch(() => undefined);
+  }
+}
+
+/** The bridge's argv for a command on a terminal of rows x cols (empty command: a login shell). */
+export function bridgeArgs(files: string, user: string, cwd: string, rows: number, cols: number, command: readonly string[]): string[] {
+  return ['-c', BRIDGE, files, user, cwd, String(clampSize(rows, 24)), String(clampSize(cols, 80)), ...command];
 }
 
 function clampSize(n: number, dflt: number): number {

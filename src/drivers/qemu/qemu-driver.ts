@@ -27,6 +27,7 @@ import type {
   EnterSpec,
   ExecResult,
   ExecSpec,
+  JobTerminal,
   KillSignal,
   OutputStream,
   PeekResult,
@@ -37,7 +38,7 @@ import type {
 } from '../driver.js';
 import { readHostFileAt } from '../read-at.js';
 import { enterClone } from './job-enter.js';
-import { openTerminal } from './job-terminal.js';
+import { bridgeArgs, openTerminal, printedSize, typeInto } from './job-terminal.js';
 import { parseCommandUsage } from './command-usage.js';
 import { PauseGate } from './pause-gate.js';
 
@@ -59,6 +60,8 @@ interface JobOutput {
   hostStderr: string;
   /** The command ended and its output was copied to the host files. */
   copied: boolean;
+  /** An interactive job: its terminal bridge's files (job-terminal.ts), ID.out and ID.in. */
+  tty?: string;
 }
 
 /** run-job's status when clone-init failed (--init) and the command never ran. */
@@ -106,13 +109,19 @@ export class QemuDriver extends VmHost implements Driver {
 
   async exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand> {
     const c = this.runningClone(clone.cloneId);
-    if (spec.argv.length === 0 && spec.script === undefined) throw new UsageError('nothing to run: empty argv and no script');
+    if (spec.argv.length === 0 && spec.script === undefined && !spec.terminal) throw new UsageError('nothing to run: empty argv and no script');
     const key = `${clone.cloneId}.${++c.execs}`;
     const files = `/run/copper/${key}`; // run-job's ${files}.stdout, .stderr, .pgid, .exit
     const join = spec.stdoutFile === spec.stderrFile;
     const args = ['--job', key, '--cwd', spec.cwd, '--user', spec.user];
     if (join) args.push('--join');
-    if (spec.script !== undefined) {
+    // An interactive job: the bridge runs its command on a pseudo-terminal, as the job's account
+    // (run-job made it so), its files in /tmp where that account can make them.
+    const tty = spec.terminal ? `/tmp/.copper-tty-${key}` : undefined;
+    if (spec.terminal && tty) {
+      if (spec.script !== undefined) throw new UsageError('an interactive job runs no script');
+      args.push('--', '/usr/bin/python3', ...bridgeArgs(tty, spec.user, spec.cwd, spec.terminal.rows, spec.terminal.cols, spec.argv));
+    } else if (spec.script !== undefined) {
       // Not under /run/copper (mode 0700): a non-root job user must be able to read it.
       const scriptPath = `/tmp/.copper-job-${key}.sh`;
       await writeGuestFile(c.agent, scriptPath, Buffer.from(spec.script));
@@ -127,7 +136,7 @@ export class QemuDriver extends VmHost implements Driver {
     // Only once the guest took the exec: a refused one leaves the identity for the next.
     // (Two exec() calls at once on a fresh clone are not ordered: the second may start first.)
     if (init) c.pendingInit = undefined;
-    const output: JobOutput = { guestFiles: files, join, hostStdout: spec.stdoutFile, hostStderr: spec.stderrFile, copied: false };
+    const output: JobOutput = { guestFiles: files, join, hostStdout: spec.stdoutFile, hostStderr: spec.stderrFile, copied: false, ...(tty ? { tty } : {}) };
     this.jobOutput.set(clone.cloneId, output);
 
     const started = performance.now();
@@ -257,6 +266,17 @@ export class QemuDriver extends VmHost implements Driver {
     const c = this.runningClone(cloneId);
     if (!this.jobOutput.has(cloneId)) throw new StateError(`the job has not started its command yet in clone '${cloneId}'`);
     return openTerminal(c, spec);
+  }
+
+  jobTerminal(cloneId: string): JobTerminal | undefined {
+    const tty = this.jobOutput.get(cloneId)?.tty;
+    if (tty === undefined) return undefined;
+    const c = this.runningClone(cloneId);
+    return {
+      read: (offset, maxBytes) => readGuestFileAt(c.agent, `${tty}.out`, offset, maxBytes),
+      size: () => printedSize(c.agent, tty),
+      write: (data) => typeInto(c.agent, tty, data),
+    };
   }
 
   override async destroy(cloneId: string): Promise<void> {

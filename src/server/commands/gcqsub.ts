@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { UsageError } from '../../errors.js';
 import { parseQsub } from '../../pbs/qsub-options.js';
 import type { Tool } from './tool.js';
+import { attachInteractive, interactiveRound, parseAttach, parseCursor, startInteractive } from './interactive.js';
 
 /** PBS's qsub exit status for -W block=true: the job's own status, as a shell sees it. */
 function blockExit(exitStatus: number | undefined): number {
@@ -15,6 +16,11 @@ function blockExit(exitStatus: number | undefined): number {
  * its id (and nothing else) on stdout. In a guest, user and headnode come from the channel.
  */
 export const gcqsub: Tool = async (req, s) => {
+  // gcqsub -I: the rounds of an interactive job's client, and --attach to one (interactive.ts).
+  const cur = parseCursor(req.cursor);
+  if (cur) return interactiveRound(req, s, cur);
+  const attach = parseAttach(req.argv);
+  if (attach !== undefined) return attachInteractive(req, s, attach);
   const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
   const r = parseQsub(req.argv, {
     cwd: req.cwd,
@@ -34,6 +40,11 @@ export const gcqsub: Tool = async (req, s) => {
   if (r.kind === 'needFile') return { stdout: '', stderr: '', exitCode: 0, needFile: r.needFile };
   if (r.kind === 'help') return { stdout: r.help, stderr: '', exitCode: 0 };
   const spec = { ...r.spec, account: req.account };
+  if (r.interactive) {
+    if (!req.terminal) throw new UsageError('-I needs a terminal: run gcqsub -I from an interactive shell (its stdin and stdout a terminal)');
+    const term = req.env.TERM && /^[A-Za-z0-9._+-]{1,64}$/.test(req.env.TERM) ? req.env.TERM : 'xterm';
+    spec.interactive = { rows: req.terminal.rows, cols: req.terminal.cols, term };
+  }
   if (guest) {
     // Identity by construction: whatever the request said, the channel decides.
     Object.assign(spec, { user: guest.owner, group: guest.group, headnode: guest.headnode });
@@ -58,6 +69,7 @@ export const gcqsub: Tool = async (req, s) => {
     ...(r.array ? { array: r.array } : {}),
   });
   const warn = r.warnings.map((w) => `gcqsub: warning: ${w}\n`).join('');
+  if (r.interactive) return startInteractive(job, warn);
   if (!r.block) return { stdout: r.quiet ? '' : `${job.id}\n`, stderr: warn, exitCode: 0 };
   const done = await s.scheduler.waitFor(job.id);
   return { stdout: r.quiet ? '' : `${job.id}\n`, stderr: warn, exitCode: blockExit(done.exitStatus) };

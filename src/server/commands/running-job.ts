@@ -5,7 +5,7 @@ import type { Actor } from '../../scheduler/actor.js';
 import type { ToolServices } from './tool.js';
 
 /** What gcqpeek and gcqexec need of the driver: the running job's clone. */
-export type CloneAccess = Pick<Driver, 'peek' | 'enter' | 'openTerminal'>;
+export type CloneAccess = Pick<Driver, 'peek' | 'enter' | 'openTerminal' | 'jobTerminal'>;
 
 /**
  * The job named by idText, if this caller may see it (another user's job is "Unknown Job Id",

@@ -25,7 +25,7 @@ while IFS= read -r -d '' rec; do
   t=${rec%% *} rest=${rec#* }
   s=${rest%% *} p=${rest#* }
   case "$p" in
-    /|/shared|/shared/*|/etc/hostname|/etc/hosts|/etc/machine-id|/var/lib/dbus/machine-id|/tmp/.copper-job-*|"$OUT"|"$OUT"/*) continue ;;
+    /|/shared|/shared/*|/etc/hostname|/etc/hosts|/etc/machine-id|/var/lib/dbus/machine-id|/tmp/.copper-job-*|/tmp/.copper-tty-*|"$OUT"|"$OUT"/*) continue ;;
   esac
   [ "$t" = f ] || s=0
   if [ $((db + s)) -le "$CAP" ]; then

@@ -235,6 +235,7 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
     while file_rounds <= MAX_FILE_ROUNDS:
         try:
             answer = _post(body, fork)
+            body.pop("interrupt", None)
         except _NowAClone as child:
             # fork() semantics: this copy of the call returns in the new clone.
             env = child.env
@@ -248,10 +249,13 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
             if not isinstance(code, int):
                 raise CopperError("gcd's answer has no exitCode")
             out, err = str(answer.get("stdout", "")), str(answer.get("stderr", ""))
+            more = answer.get("more")
+            if raw and not (isinstance(more, dict) and isinstance(more.get("cursor"), str)):
+                # The session is over: the terminal leaves raw mode before the last lines.
+                raw.pop().restore()
             if on_output is not None:
                 on_output(out, err)
                 out, err = "", ""
-            more = answer.get("more")
             if isinstance(more, dict) and isinstance(more.get("cursor"), str):
                 outs.append(out)
                 errs.append(err)
@@ -265,6 +269,13 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
                     typed = raw[0].wait(wait)
                     if typed:
                         body["input"] = typed
+                elif answer.get("interruptible") is True:
+                    # gcqsub -I waiting for its job: Ctrl-C asks gcd (which deletes the job) at once.
+                    try:
+                        if wait:
+                            time.sleep(wait)
+                    except KeyboardInterrupt:
+                        body["interrupt"] = True
                 elif wait:
                     time.sleep(wait)
                 continue
