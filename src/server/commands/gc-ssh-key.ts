@@ -3,7 +3,8 @@
  * the owner's SSH public keys of a headnode. The key files are read by the client (needFile),
  * where the admin typed the command, never by gcd from its own folder.
  */
-import { UsageError } from '../../errors.js';
+import { PermissionError, UsageError } from '../../errors.js';
+import { NAME_RE } from '../../headnodes/spec.js';
 import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
 import { mergeSshKeys, parseSshKey, parseSshKeyFile, removeSshKeys, type SshKey } from '../../headnodes/ssh-keys.js';
 import type { ToolRequest, ToolResult } from './tool.js';
@@ -56,6 +57,10 @@ export async function sshKeyCommand(req: ToolRequest, headnodes: HeadnodeManager
   const name = named ? rest[0] : guest.headnode;
   const operands = named ? rest.slice(1) : rest;
   if (name === undefined) throw new UsageError(`usage: ${usage}`);
+  // A headnode's name where a file could be too (NAME FILE given in a guest): not this headnode's.
+  if (guest && !named && (verb === 'list' ? rest.length >= 1 : rest.length >= 2) && NAME_RE.test(rest[0] ?? '')) {
+    throw new PermissionError(`gc headnode ssh-key: only this headnode's keys (${guest.headnode}) may be changed from inside it`);
+  }
   const setKeys = headnodes.setSshKeys?.bind(headnodes);
   switch (verb) {
     case 'list':
