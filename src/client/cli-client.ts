@@ -25,6 +25,7 @@ interface CliAnswer {
 const MAX_MORE_WAIT_MS = 10_000;
 
 const MAX_SCRIPT = 1024 * 1024;
+const MAX_FILE_ROUNDS = 12;
 
 /** `calledAs`: the PBS name (qstat) the tool was run by; its messages then start with that name. */
 export async function main(tool: string, argv: string[] = process.argv.slice(2), calledAs: string = tool): Promise<number> {
@@ -95,7 +96,8 @@ async function call(tool: string, argv: string[], calledAs: string, term: { keys
   let cursor: string | undefined;
   // A terminal session (gcqexec ID alone) only from a terminal: its size goes with the call.
   const tty = process.stdin.isTTY && process.stdout.isTTY ? { rows: process.stdout.rows, cols: process.stdout.columns } : undefined;
-  for (let attempt = 0; attempt < 3;) {
+  // One file per round (a script, or each --ssh-key file): a few rounds, never endless.
+  for (let attempt = 0; attempt < MAX_FILE_ROUNDS;) {
     const input = term.keys?.take();
     const interrupt = ctrlC.pressed && ctrlC.interruptible;
     if (interrupt) ctrlC.allow(false); // once: a second Ctrl-C ends the client

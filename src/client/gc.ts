@@ -30,8 +30,9 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(
       [
         'gc image build [--force] | gc image path        build / locate the default headnode image',
-        'gc headnode create NAME --owner U [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image F]',
+        'gc headnode create NAME --owner U [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--ssh-key F]... [--image F]',
         'gc headnode start|stop|destroy NAME | gc headnode list',
+        "gc headnode ssh-key add|remove|list NAME [FILE]   the owner's SSH keys (create takes --ssh-key FILE too)",
         'gc headnode exec NAME [--timeout SEC] -- CMD...  run a command as root in the headnode (admin)',
         "gc console NAME (or gc ssh NAME)                 a root shell on the headnode's console",
         'gc clone N [--ttl DUR]                           fork this VM into N live clones (in a headnode; --headnode NAME on the host)',

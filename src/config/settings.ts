@@ -89,6 +89,10 @@ export interface Settings {
   vmMemOverheadMiB: number;
   /** Concurrent /shared (sftp) sessions per user, over all their VMs. */
   sharedMaxSessions: number;
+  /** Host address each headnode's SSH port listens on (QEMU hostfwd), or undefined: no SSH ports. */
+  sshAddr: string | undefined;
+  /** The host ports headnodes' SSH ports are taken from, `FIRST-LAST`. */
+  sshPorts: { first: number; last: number };
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -452,7 +456,35 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: () => 8,
     meaning: 'concurrent /shared (sftp) sessions per user over all their VMs; more connections are closed at once',
   },
+  sshAddr: {
+    name: 'GC_SSH_ADDR',
+    type: 'address',
+    defaultText: '(off)',
+    parse: word(
+      /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/,
+      'an IPv4 address of this host (e.g. 192.0.2.10; 0.0.0.0: all)',
+    ),
+    fallback: none,
+    meaning: 'each headnode gets an SSH port on this address (`ssh -p PORT root@ADDR`, keys from `gc headnode create --ssh-key`); unset: none',
+  },
+  sshPorts: {
+    name: 'GC_SSH_PORTS',
+    type: 'range',
+    defaultText: '`2200-2999`',
+    parse: portRange,
+    fallback: () => ({ first: 2200, last: 2999 }),
+    meaning: "host ports headnodes' SSH ports are taken from (one per headnode, kept for its life)",
+  },
 };
+
+/** `FIRST-LAST`: TCP ports from 1024 (not a privileged port) to 65535. */
+function portRange(t: string, variable: string): { first: number; last: number } {
+  const m = /^(\d{4,5})-(\d{4,5})$/.exec(t);
+  const first = m ? Number(m[1]) : NaN;
+  const last = m ? Number(m[2]) : NaN;
+  if (!(first >= 1024 && last <= 65535 && first <= last)) throw new SettingError(variable, t, 'must be FIRST-LAST, ports from 1024 to 65535');
+  return { first, last };
+}
 
 function read<K extends keyof Settings>(key: K, env: NodeJS.ProcessEnv, stateDir: string): Settings[K] {
   const d: SettingDecl<K> = SETTING_DECLS[key];
@@ -508,6 +540,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     vmPidsMax: r('vmPidsMax'),
     vmMemOverheadMiB: r('vmMemOverheadMiB'),
     sharedMaxSessions: r('sharedMaxSessions'),
+    sshAddr: r('sshAddr'),
+    sshPorts: r('sshPorts'),
   };
 }
 

@@ -31,13 +31,16 @@ import { incarnationOf, newIncarnation } from './incarnation.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { SharedVolumes } from '../vm/shared-volumes.js';
 import { vmCgroupSpec } from '../vm/vm-cgroup.js';
+import { installSshKeys, pickSshPort, portFree, sshAccessInfo, type SshSettings } from './ssh-access.js';
+import { parseSshKey } from './ssh-keys.js';
 import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
 
 export { DEFAULT_MAX_VCPUS, type ImageSource };
 import type { Accel, GuestChannels, GuestIdentity, HeadnodeInfo, HeadnodeManager, HeadnodeSpec, HeadnodeState } from './types.js';
 
 export interface ManagerOptions {
-  settings: Pick<Settings, 'stateDir' | 'ramDir'>;
+  /** sshAddr/sshPorts: the headnodes' SSH ports (ssh-access.ts); without sshAddr, none. */
+  settings: Pick<Settings, 'stateDir' | 'ramDir'> & Partial<Pick<Settings, 'sshAddr' | 'sshPorts'>>;
   channels: GuestChannels;
   images: ImageSource;
   /** Which accelerator to start with; default detectAccel(). */
@@ -87,6 +90,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
 
   async create(spec: HeadnodeSpec): Promise<HeadnodeInfo> {
     validateSpec(spec);
+    (spec.sshKeys ?? []).forEach((k, i) => parseSshKey(k, `SSH key ${i + 1}`));
     return this.lock.run(spec.name, async () => {
       const paths = this.layout.headnode(spec.name);
       await mkdir(this.layout.headnodesDir, { recursive: true });
@@ -118,6 +122,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
           diskGen: 0,
           want: 'stopped',
         };
+        const port = await this.newSshPort(spec.name);
+        if (port !== undefined) rec.sshPort = port;
         // The record is written last: a folder without one is a create that did not finish.
         await writeJsonAtomic(paths.record, rec);
         return this.info(rec);
@@ -318,7 +324,82 @@ export class QemuHeadnodeManager implements HeadnodeManager {
   }
 
   private configOf(rec: HeadnodeRecord, paths: HeadnodePaths, accel: Accel, apiSocket: string): VmConfig {
-    return headnodeVmConfig(rec, paths, accel, apiSocket, this.layout.shared(rec.spec.owner), this.opts.tcgTbMiB);
+    const cfg = headnodeVmConfig(rec, paths, accel, apiSocket, this.layout.shared(rec.spec.owner), this.opts.tcgTbMiB);
+    const ssh = this.sshSettings();
+    if (ssh.addr !== undefined && rec.sshPort !== undefined) cfg.sshForward = { addr: ssh.addr, port: rec.sshPort };
+    return cfg;
+  }
+
+  private sshSettings(): SshSettings {
+    return { addr: this.opts.settings.sshAddr, ports: this.opts.settings.sshPorts ?? { first: 2200, last: 2999 } };
+  }
+
+  /** A port no other headnode of this state folder has (under one lock: two creates never share one). */
+  private async newSshPort(except: string): Promise<number | undefined> {
+    const ssh = this.sshSettings();
+    const addr = ssh.addr;
+    if (addr === undefined) return undefined;
+    return this.lock.run('#ssh-ports', async () => {
+      const taken = new Set<number>();
+      for (const name of await readdir(this.layout.headnodesDir).catch(() => [] as string[])) {
+        if (name === except || !NAME_RE.test(name)) continue;
+        const other = await readRecord(this.layout.headnode(name).record, name).catch(() => undefined);
+        if (other?.sshPort !== undefined) taken.add(other.sshPort);
+      }
+      return pickSshPort({ ...ssh, addr }, taken);
+    });
+  }
+
+  /**
+   * Before a boot: a headnode created while GC_SSH_ADDR was unset gets its port now; one whose
+   * port another program took meanwhile gets a new one (said in the log), rather than a QEMU
+   * that cannot start.
+   */
+  private async checkSshPort(rec: HeadnodeRecord, paths: HeadnodePaths): Promise<void> {
+    const addr = this.sshSettings().addr;
+    if (addr === undefined) return;
+    if (rec.sshPort !== undefined && (await portFree(addr, rec.sshPort))) return;
+    const old = rec.sshPort;
+    const port = await this.newSshPort(rec.spec.name);
+    if (port === undefined) return;
+    if (old !== undefined) log.warn(`headnode ${rec.spec.name}: SSH port ${addr}:${old} is taken by another program; it now has ${port}`);
+    rec.sshPort = port;
+    await writeJsonAtomic(paths.record, rec);
+  }
+
+  /** Write the record's SSH keys into the running guest; keep the host key it reports. */
+  private async pushSshKeys(rec: HeadnodeRecord, paths: HeadnodePaths, agent: AgentClient): Promise<void> {
+    try {
+      const hostKey = await installSshKeys(agent, rec.spec.owner, rec.spec.sshKeys ?? []);
+      if (hostKey !== undefined && hostKey !== rec.sshHostKey) {
+        rec.sshHostKey = hostKey;
+        await writeJsonAtomic(paths.record, rec);
+      }
+    } catch (err) {
+      // An image of the user's own may have no sshd: the headnode is still usable.
+      log.warn(`headnode ${rec.spec.name}: SSH keys not installed: ${errorMessage(err)}`);
+    }
+  }
+
+  async setSshKeys(name: string, update: (keys: readonly string[]) => string[]): Promise<HeadnodeInfo> {
+    const paths = this.layout.headnode(name);
+    return this.lock.run(name, async () => {
+      const rec = await readRecord(paths.record, name);
+      const keys = update(rec.spec.sshKeys ?? []);
+      keys.forEach((k, i) => parseSshKey(k, `SSH key ${i + 1}`));
+      rec.spec.sshKeys = keys;
+      await writeJsonAtomic(paths.record, rec);
+      const l = this.live.get(name);
+      if (l && l.state === 'running' && l.vm.isAlive()) {
+        if (!l.agent || l.agent.isClosed) l.agent = await AgentClient.connect(paths.qga, { deadline: Date.now() + 5000, isAlive: () => l.vm.isAlive() });
+        const hostKey = await installSshKeys(l.agent, rec.spec.owner, keys);
+        if (hostKey !== undefined && hostKey !== rec.sshHostKey) {
+          rec.sshHostKey = hostKey;
+          await writeJsonAtomic(paths.record, rec);
+        }
+      }
+      return this.info(rec);
+    });
   }
 
   /** maxMemMiB of a headnode created without --max-mem. */
@@ -356,6 +437,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     // The owner's shared volume: root-only on the host, its quota mounted, served to the guest
     // by gcd's sftp gate (vm/shared-volumes.ts); clones get the same folder (snapshot meta).
     await this.shared.prepare(rec.spec.owner);
+    await this.checkSshPort(rec, paths);
     const accel = this.accel();
     const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
     const config = this.configOf(rec, paths, accel, apiSocket);
@@ -387,6 +469,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         }),
       ]);
       live.state = 'running';
+      await this.pushSshKeys(rec, paths, live.agent);
     } catch (err) {
       const live = this.live.get(name);
       if (live) live.stopping = true;
@@ -488,6 +571,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     if (l) info.pid = l.vm.pid;
     if (l && rec.startedAt !== undefined) info.startedAt = rec.startedAt;
     if (rec.crash && !l) info.reason = rec.crash.reason;
+    info.ssh = sshAccessInfo(this.sshSettings(), rec);
     return info;
   }
 }

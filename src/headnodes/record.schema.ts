@@ -19,6 +19,7 @@ export const HEADNODE_SPEC: z.ZodType<HeadnodeSpec> = z.looseObject({
   image: z.string().optional(),
   kernel: z.string().optional(),
   initrd: z.string().optional(),
+  sshKeys: z.array(z.string()).optional(),
 });
 
 /** Loose objects: a field this schema does not know is kept, so a read-modify-write never drops it. */
@@ -38,4 +39,6 @@ export const HEADNODE_RECORD: z.ZodType<HeadnodeRecord> = z.looseObject({
   accel: ACCEL.optional(),
   startedAt: z.number().optional(),
   crash: z.looseObject({ reason: z.string(), at: z.number() }).optional(),
+  sshPort: z.number().int().min(1).max(65535).optional(),
+  sshHostKey: z.string().optional(),
 });

@@ -32,6 +32,10 @@ export interface HeadnodeRecord {
   accel?: Accel;
   startedAt?: number;
   crash?: { reason: string; at: number };
+  /** The headnode's SSH port on GC_SSH_ADDR (ssh-access.ts), kept for its life. */
+  sshPort?: number;
+  /** Its SSH host key line as the guest reported it (made on its first boot). */
+  sshHostKey?: string;
 }
 
 export async function readRecord(path: string, name: string): Promise<HeadnodeRecord> {

@@ -1,5 +1,6 @@
 /** A user's virtual headnode: a long-lived VM the user is root in. */
 import type { Accel } from '../vm/accel.js';
+import type { SshAccessInfo } from './ssh-access.js';
 
 export type { Accel };
 export type HeadnodeState = 'stopped' | 'starting' | 'running' | 'crashed';
@@ -29,6 +30,8 @@ export interface HeadnodeSpec {
   /** Kernel and initrd for images that do not carry their own boot loader. */
   kernel?: string;
   initrd?: string;
+  /** The owner's SSH public key lines (ssh-keys.ts checked them): may log in as root and as the owner. */
+  sshKeys?: string[];
 }
 
 export interface HeadnodeInfo extends HeadnodeSpec {
@@ -41,6 +44,8 @@ export interface HeadnodeInfo extends HeadnodeSpec {
   startedAt?: number;
   /** Why the headnode is crashed or failed to start. */
   reason?: string;
+  /** How to reach it by SSH (its port on GC_SSH_ADDR, its host key) and whose keys it takes. */
+  ssh?: SshAccessInfo;
 }
 
 /** Who is speaking on a guest channel, known from the channel itself, never from the guest. */
@@ -71,6 +76,11 @@ export interface HeadnodeManager {
   destroy(name: string): Promise<void>;
   list(): Promise<HeadnodeInfo[]>;
   get(name: string): Promise<HeadnodeInfo>;
+  /**
+   * Change the SSH keys of a headnode: `update` gets the current key lines and returns the new
+   * ones. A running headnode takes them at once, a stopped one at its next boot.
+   */
+  setSshKeys?(name: string, update: (keys: readonly string[]) => string[]): Promise<HeadnodeInfo>;
   /** After a gcd restart: reconnect to headnodes still running, mark dead ones crashed. */
   reattach(): Promise<void>;
   close(): Promise<void>;

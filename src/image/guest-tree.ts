@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DriverError } from '../errors.js';
-import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
+import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB, GUEST_SSH_KEYS } from '../vm/guest-programs.js';
 import { run } from './host-tools.js';
 import { BOOT_MODULES, GUEST_MODULES, loadKernelModules, moduleName, resolveModules } from './image-modules.js';
 
@@ -87,7 +87,15 @@ export async function configureTree(plan: Plan, tree: string, modules: string[])
   await mkdir(join(tree, 'var', 'cache', 'apt', 'archives', 'partial'), { recursive: true });
   await rm(join(tree, 'var', 'lib', 'apt', 'lists'), { recursive: true, force: true });
   await mkdir(join(tree, 'var', 'lib', 'apt', 'lists', 'partial'), { recursive: true });
-  for (const p of [GUEST_INIT, GUEST_RUN_JOB, GUEST_CLONE_INIT, '/usr/local/lib/copper/copper_cli.py']) {
+  // SSH host keys are per headnode (copper-init makes them on the first boot): the ones the
+  // openssh-server package made in the build tree would be every headnode's.
+  for (const f of await readdir(join(etc, 'ssh'))) {
+    if (f.startsWith('ssh_host_')) await rm(join(etc, 'ssh', f), { force: true });
+  }
+  await mkdir(join(etc, 'copper', 'ssh'), { recursive: true, mode: 0o755 });
+  await chmod(join(etc, 'copper', 'ssh'), 0o755);
+  await chmod(join(etc, 'copper'), 0o755);
+  for (const p of [GUEST_INIT, GUEST_RUN_JOB, GUEST_CLONE_INIT, GUEST_SSH_KEYS, '/usr/sbin/sshd', '/usr/local/lib/copper/copper_cli.py']) {
     if (!existsSync(join(tree, p))) throw new DriverError(`image recipe lacks ${p}`);
   }
 }

@@ -29,7 +29,7 @@ import { buildInitramfs, configureTree, copyTree, installModules, SUITE, type Pl
 export { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB };
 export { hasPvhNote, SUITE };
 /** Bump when the build steps change in a way the hashed inputs do not show. */
-export const RECIPE_VERSION = 2;
+export const RECIPE_VERSION = 3;
 export const PACKAGES = [
   'qemu-guest-agent',
   'python3',
@@ -41,6 +41,9 @@ export const PACKAGES = [
   'less',
   // The shared volume (/shared): SFTP straight over TCP (-o directport), no ssh client run.
   'sshfs',
+  // Logins by SSH (README "SSH into your headnode"); host keys are made per headnode at its
+  // first boot (copper-init), never in the image.
+  'openssh-server',
 ] as const;
 export const DEFAULT_MIRROR = 'http://deb.debian.org/debian';
 export const DEFAULT_SIZE_MIB = 4096;

@@ -81,6 +81,7 @@ export async function openClusters(o: ClusterWiringOptions): Promise<Clusters> {
         stop: (name) => m.stop(name),
         list: () => m.list(),
         get: (name) => m.get(name),
+        ...(m.setSshKeys ? { setSshKeys: m.setSshKeys.bind(m) } : {}),
         reattach: () => m.reattach(),
         close: () => m.close(),
         async destroy(name) {

@@ -7,3 +7,5 @@ export const GUEST_INIT = '/sbin/copper-init';
 export const GUEST_RUN_JOB = '/usr/local/lib/copper/run-job';
 /** Gives a fresh clone its own identity (hostname, machine-id, entropy, clock, vCPUs online). */
 export const GUEST_CLONE_INIT = '/usr/local/lib/copper/clone-init';
+/** Installs the owner's SSH public keys for root and the owner (stdin), prints the SSH host key. */
+export const GUEST_SSH_KEYS = '/usr/local/lib/copper/ssh-keys';

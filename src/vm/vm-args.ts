@@ -14,6 +14,7 @@ import type { Accel } from './accel.js';
  *   00.0 host bridge, 01.x PIIX3 (i440fx "pc" machine)
  *   03.0 virtio-net-pci  nic0  user networking (slirp) + guestfwd 10.0.2.100:80 -> apiSocket
  *                              (+ optional guestfwd 10.0.2.101:22 -> gcd's sftp gate -> confined sftp-server)
+ *                              (+ a headnode's optional hostfwd ADDR:PORT -> 10.0.2.15:22)
  *   04.0 virtio-blk-pci  vda   drive = block node DISK_NODE (qcow2) over DISK_FILE_NODE (file)
  *   05.0 virtio-serial-pci vser0, port "org.qemu.guest_agent.0" -> qgaSocket
  *   06.0 virtio-rng-pci  rng0  (host /dev/urandom: clones get fresh entropy)
@@ -44,6 +45,8 @@ export const SHARED_MOUNT = '/shared';
 export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
 /** `-sandbox`: the seccomp groups QEMU 7.2 accepts; spawn=deny would kill QEMU at its first guestfwd connection. */
 export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny';
+/** The guest's static address on the user network (copper-init); a hostfwd's target. */
+export const GUEST_ADDR = '10.0.2.15';
 /** Fixed MAC: it is migrated state anyway, and slirp is private to each QEMU process. */
 export const NIC_MAC = '52:54:00:12:34:56';
 
@@ -120,6 +123,12 @@ export interface VmConfig {
    */
   sharedSftp?: { dir: string };
   clusterNic?: ClusterNic;
+  /**
+   * A headnode's SSH port: QEMU listens on addr:port on the host and forwards each connection
+   * to the guest's port 22 (hostfwd). Never part of a snapshot (FrozenVm), so a clone's QEMU
+   * forwards nothing: a clone never answers on its headnode's address.
+   */
+  sshForward?: { addr: string; port: number };
   /** Machine type; must be identical for a headnode and its clones. Default DEFAULT_MACHINE. */
   machine?: string;
   /** CPU model; default `host` under KVM, `max` under TCG. Must match between snapshot and clone. */
@@ -184,9 +193,10 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     cfg.sharedSftp !== undefined
       ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${sftpGateSocket(cfg.sharedSftp.dir)}`
       : '';
+  const ssh = cfg.sshForward !== undefined ? `,hostfwd=tcp:${cfg.sshForward.addr}:${cfg.sshForward.port}-${GUEST_ADDR}:22` : '';
   args.push(
     '-netdev',
-    `user,id=net0,guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
+    `user,id=net0${ssh},guestfwd=tcp:10.0.2.100:80-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${cfg.apiSocket}${sftp}`,
     '-device',
     `virtio-net-pci,netdev=net0,id=nic0,mac=${NIC_MAC},bus=pci.0,addr=0x3`,
   );
@@ -391,6 +401,11 @@ function validate(cfg: VmConfig): void {
     (!cfg.sharedSftp.dir.startsWith('/') || !SAFE_PATH.test(cfg.sharedSftp.dir) || cfg.sharedSftp.dir.split('/').includes('..'))
   ) {
     bad(`shared folder '${cfg.sharedSftp.dir}' (an absolute path of plain characters)`);
+  }
+  const fwd = cfg.sshForward;
+  if (fwd !== undefined) {
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(fwd.addr)) bad(`ssh forward address '${fwd.addr}' (an IPv4 address)`);
+    if (!Number.isInteger(fwd.port) || fwd.port < 1 || fwd.port > 65535) bad(`ssh forward port ${fwd.port}`);
   }
   if (cfg.kernel === undefined && (cfg.initrd !== undefined || cfg.append !== undefined)) {
     bad('initrd/append given without kernel');

@@ -5,10 +5,13 @@ import type { HeadnodeInfo, HeadnodeManager } from '../../headnodes/types.js';
 export type HeadnodeExec = (name: string, argv: string[], timeoutMs: number) => Promise<ToolResult>;
 import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
+import { readKeyFiles, sshKeyCommand } from './gc-ssh-key.js';
+import { mergeSshKeys } from '../../headnodes/ssh-keys.js';
 
 function table(rows: HeadnodeInfo[]): string {
-  const head = ['NAME', 'OWNER', 'GROUP', 'STATE', 'ACCEL', 'MEM', 'VCPUS', 'DISK', 'NOTE'];
-  const body = rows.map((h) => [h.name, h.owner, h.group, h.state, h.accel, `${h.memMiB}M`, String(h.vcpus), `${h.diskGiB}G`, h.reason ?? '']);
+  const head = ['NAME', 'OWNER', 'GROUP', 'STATE', 'ACCEL', 'MEM', 'VCPUS', 'DISK', 'SSH', 'NOTE'];
+  const ssh = (h: HeadnodeInfo): string => (h.ssh?.port !== undefined ? `${h.ssh.addr ?? ''}:${h.ssh.port}` : '-');
+  const body = rows.map((h) => [h.name, h.owner, h.group, h.state, h.accel, `${h.memMiB}M`, String(h.vcpus), `${h.diskGiB}G`, ssh(h), h.reason ?? '']);
   const all = [head, ...body];
   const w = head.map((_, i) => Math.max(...all.map((r) => r[i].length)));
   return (
@@ -34,6 +37,7 @@ interface CreateArgs {
   image?: string;
   kernel?: string;
   initrd?: string;
+  'ssh-key'?: string[];
 }
 
 /**
@@ -61,12 +65,13 @@ export async function gcTool(
     const all = await headnodes.list();
     return { stdout: table(guest ? all.filter((h) => h.owner === guest.owner) : all), stderr: '', exitCode: 0 };
   }
+  if (verb === 'ssh-key') return sshKeyCommand(req, headnodes, rest);
   if (guest) throw new PermissionError(`gc headnode ${verb}: only the administrator (on the host) may do that`);
   if (verb === 'create') {
     const p = await parseArgs<CreateArgs>('gc headnode create', rest, (y) =>
       y
         .usage(
-          'gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--image QCOW2 [--kernel F --initrd F]]',
+          'gc headnode create NAME --owner USER [--group G] [--mem MiB] [--vcpus N] [--max-vcpus N] [--max-mem MiB] [--disk GiB] [--ssh-key FILE]... [--image QCOW2 [--kernel F --initrd F]]',
         )
         .option('owner', { type: 'string', describe: 'the user the headnode belongs to' })
         .option('group', { type: 'string', describe: "the owner's group (quotas); default: the owner" })
@@ -80,7 +85,8 @@ export async function gcTool(
         .option('disk', { type: 'number', default: 4, describe: 'disk size in GiB' })
         .option('image', { type: 'string', describe: 'bring your own qcow2 image' })
         .option('kernel', { type: 'string' })
-        .option('initrd', { type: 'string' }),
+        .option('initrd', { type: 'string' })
+        .option('ssh-key', { type: 'string', array: true, describe: "a file of the owner's SSH public key(s): may log in as root (repeatable)" }),
     );
     if (p.kind === 'help') return { stdout: p.help + '\n', stderr: '', exitCode: 0 };
     const a = p.args;
@@ -96,6 +102,9 @@ export async function gcTool(
     ] as const) {
       if (!Number.isInteger(v)) throw new UsageError(`--${k} must be a whole number, got ${String(v)}`);
     }
+    const keys = readKeyFiles(req, (a['ssh-key'] ?? []).map(String), '--ssh-key');
+    if (keys.kind === 'needFile') return { stdout: '', stderr: '', exitCode: 0, needFile: keys.path };
+    const sshKeys = mergeSshKeys([], keys.keys);
     const info = await headnodes.create({
       name,
       owner: a.owner,
@@ -108,6 +117,7 @@ export async function gcTool(
       ...(a.image ? { image: a.image } : {}),
       ...(a.kernel ? { kernel: a.kernel } : {}),
       ...(a.initrd ? { initrd: a.initrd } : {}),
+      ...(sshKeys.length > 0 ? { sshKeys } : {}),
     });
     return { stdout: table([info]), stderr: '', exitCode: 0 };
   }
@@ -136,6 +146,6 @@ export async function gcTool(
       await headnodes.destroy(name);
       return { stdout: '', stderr: '', exitCode: 0 };
     default:
-      throw new UsageError(`gc headnode: unknown verb '${verb}' (create, start, stop, destroy, list, exec)`);
+      throw new UsageError(`gc headnode: unknown verb '${verb}' (create, start, stop, destroy, list, exec, ssh-key)`);
   }
 }
