@@ -46,9 +46,9 @@ describe('Redis memory (issue 13 item 10)', function () {
       const recs = await sched.submit([testSpec({ argv: [], script, name: 'big' })], { array: { indices }, hold: true });
       const after = (await redisMemory(r.client)).used;
       const delta = after - before;
-      const parentBytes = Number(await r.client.call('MEMORY', 'USAGE', keys.job(recs[0].id)));
+      const parentBytes = Number(await r.client.call('MEMORY', 'USAGE', keys.job(recs[0].id), 'SAMPLES', '0'));
       let taskBytes = 0;
-      for (const t of recs.slice(1)) taskBytes += Number(await r.client.call('MEMORY', 'USAGE', keys.job(t.id)));
+      for (const t of recs.slice(1)) taskBytes += Number(await r.client.call('MEMORY', 'USAGE', keys.job(t.id), 'SAMPLES', '0'));
       const result = {
         tasks: 1000,
         scriptBytes: script.length,
