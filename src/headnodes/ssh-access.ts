@@ -38,8 +38,19 @@ export function portFree(addr: string, port: number): Promise<boolean> {
   });
 }
 
+/** Why nothing can listen on addr at all (not an address of this host), or undefined. */
+function addressProblem(addr: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    s.listen({ host: addr, port: 0, exclusive: true }, () => s.close(() => resolve(undefined)));
+  });
+}
+
 /** The first port of the range no headnode has and nothing listens on; StateError when all are taken. */
 export async function pickSshPort(ssh: SshSettings & { addr: string }, taken: ReadonlySet<number>): Promise<number> {
+  const bad = await addressProblem(ssh.addr);
+  if (bad !== undefined) throw new StateError(`GC_SSH_ADDR=${ssh.addr}: cannot listen there (${bad}); is it an address of this host?`);
   for (let p = ssh.ports.first; p <= ssh.ports.last; p++) {
     if (!taken.has(p) && (await portFree(ssh.addr, p))) return p;
   }

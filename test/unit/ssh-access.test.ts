@@ -111,6 +111,11 @@ describe('SSH into a headnode: keys, ports, the QEMU forward', () => {
     } finally {
       busy.close();
     }
+    // An address that is not this host's: said as such, not as "no free port".
+    await pickSshPort({ addr: '192.0.2.77', ports: { first: 2200, last: 2299 } }, new Set()).then(
+      () => expect.fail('a port was given'),
+      (e: Error) => expect(e.message).to.match(/^GC_SSH_ADDR=192\.0\.2\.77: cannot listen there \(EADDRNOTAVAIL\)/),
+    );
   });
 
   it("shows the port only while GC_SSH_ADDR is set, and the host key's fingerprint", () => {
