@@ -147,6 +147,14 @@ export interface TerminalSession {
   close(): Promise<void>;
 }
 
+/** The clone half of a stage-out on a compute node: the archive for the headnode, as a host file. */
+export interface PackedStageOut {
+  /** Excess kept on this host, pack timings; placed/conflicts are the headnode half's. */
+  result: StageOutResult;
+  /** Size of the archive written (0: nothing to place, no file written). */
+  archiveBytes: number;
+}
+
 export interface Driver {
   readonly name: string;
   /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
@@ -176,8 +184,17 @@ export interface Driver {
    * written into its headnode (see src/stageout/). Called after the command ended, before destroy.
    */
   stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult>;
-  /** Write a host file into the headnode at guestPath, owned by `owner`. */
-  deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void>;
+  /**
+   * The two halves of stageOut apart, for a job on a compute node (src/grid): the node packs into
+   * `hostArchive`, the archive travels to the server, which places it into the headnode.
+   */
+  packStageOut?(clone: CloneHandle, req: StageOutRequest, hostArchive: string): Promise<PackedStageOut>;
+  placeStageOut?(req: StageOutRequest, snapshotId: string, hostArchive: string): Promise<StageOutResult>;
+  /**
+   * Write a host file into the headnode at guestPath, owned by `owner`. `jobId` names the job
+   * whose output it is (a compute node's driver relays it to the server, which checks the job).
+   */
+  deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string, jobId?: string): Promise<void>;
   /** Destroy every clone the driver knows of that is not in `keep`; used after a crash. */
   sweep(keep: ReadonlySet<string>): Promise<string[]>;
   /** Snapshots that exist on disk, for reconciling reference counts after a crash. */

@@ -366,7 +366,7 @@ export class JobRunner {
       );
       if (!exists) continue;
       try {
-        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');
+        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root', job.id);
       } catch (e) {
         const keep = join(this.o.spoolDir, '..', 'undelivered', job.id);
         await mkdir(keep, { recursive: true });
