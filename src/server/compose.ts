@@ -27,6 +27,9 @@ import { gcTool } from './commands/gc.js';
 import { runTool } from './commands/index.js';
 import type { Tool, ToolServices } from './commands/tool.js';
 import { startObservers } from './observers.js';
+import { startNodeApi } from '../grid/server-relay.js';
+import { isNodeTokenCall, nodeTokenTool } from '../grid/node-token-cmd.js';
+import { NodeTokens } from '../grid/node-tokens.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -142,8 +145,10 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       ...(admin ? { clones: () => admin.clusters.list(ADMIN, { all: true }) } : {}),
     });
     const baseGc = gcCommand(backend);
+    const nodeTokens = new NodeTokens(settings.stateDir);
     const gc: Tool = async (req, s) => {
       if (req.argv[0] === 'web') return dashboard.tool(req);
+      if (isNodeTokenCall(req.argv)) return nodeTokenTool(req, nodeTokens);
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
     };
@@ -162,6 +167,9 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
+    // Compute nodes reach the server here (src/grid): their output, archives and clones' channels.
+    const nodeApi = await startNodeApi(settings, { tokens: nodeTokens, store: scheduler.store, driver: backend.driver, guestApi: () => api?.handle });
+    if (nodeApi) cleanups.push(() => nodeApi.close());
     await dashboard.start();
     cleanups.push(() => dashboard.close());
     return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };
