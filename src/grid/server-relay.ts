@@ -1,5 +1,6 @@
 /** The server's side of the grid relay, as gcd composes it (server/compose.ts calls this). */
 import { join } from 'node:path';
+import type { Redis } from 'ioredis';
 import type { Settings } from '../config/settings.js';
 import { NodeApi, type NodeApiOptions } from './node-api.js';
 
@@ -18,4 +19,9 @@ export async function startNodeApi(
   });
   await api.listen();
   return api;
+}
+
+/** A host's control URL as its registry record has it (`<prefix>:node:<name>`, field controlUrl). */
+export function registryControlUrl(redis: Pick<Redis, 'hget'>, keyPrefix: string): (node: string) => Promise<string | undefined> {
+  return async (node) => (await redis.hget(`${keyPrefix}:node:${node}`, 'controlUrl')) ?? undefined;
 }
