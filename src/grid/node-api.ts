@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { sendError, sendJson } from '../api/http-util.js';
 import { closeGracefully } from '../api/close-server.js';
 import type { Driver } from '../drivers/driver.js';
-import { CopperError, NotFoundError, PermissionError, StateError, UsageError } from '../errors.js';
+import { CopperError, NotFoundError, PermissionError, StateError, UnavailableError, UsageError } from '../errors.js';
 import { log } from '../log.js';
 import type { JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
@@ -178,7 +178,7 @@ export class NodeApi {
     const job = await this.jobOn(node, jobId);
     if (job.cloneId !== cloneId) throw new PermissionError(`node ${node}: clone ${cloneId} is not the running clone of job ${job.id}`);
     const api = this.o.guestApi();
-    if (!api) throw new StateError('gcd is starting; try again');
+    if (!api) throw new UnavailableError('gcd is starting; try again');
     const actor: Actor = {
       kind: 'guest',
       identity: { vmId: cloneId, kind: 'clone', headnode: job.spec.headnode, owner: job.spec.user, group: job.spec.group },

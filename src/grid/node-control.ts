@@ -29,7 +29,7 @@ import { presentedCredentials } from './node-tokens.js';
 
 export interface NodeControlOptions {
   addr: string;
-  /** This node's name and token (GC_NODE_NAME, GC_NODE_TOKEN). */
+  /** This node's registry name and its token (GC_NODE_TOKEN). */
   node: string;
   token: string;
   /** Scheduler.localRunning(): the commands that run in this gcd. */
