@@ -167,8 +167,11 @@ export interface Driver {
   usage?(cloneId: string): Promise<CloneUsage | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */
   snapshot(headnode: string): Promise<SnapshotInfo>;
-  /** Delete a snapshot's files; called when the last job using it has ended. */
-  releaseSnapshot(snapshotId: string): Promise<void>;
+  /**
+   * Delete a snapshot's files; called when the last job using it has ended (`jobId`: that job,
+   * which a compute node's driver names to the server).
+   */
+  releaseSnapshot(snapshotId: string, jobId?: string): Promise<void>;
   clone(opts: CloneOptions): Promise<CloneHandle>;
   exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand>;
   /**

@@ -47,8 +47,9 @@ export class NodeApiClient {
     return (await this.sendFile(`/node/v1/jobs/${encodeURIComponent(jobId)}/stageout`, hostArchive)) as StageOutResult;
   }
 
-  async releaseSnapshot(snapshotId: string): Promise<void> {
-    await this.call('POST', `/node/v1/snapshots/${encodeURIComponent(snapshotId)}/release`, undefined);
+  /** The last job of the snapshot (`jobId`, which ran here) has ended: the server frees it. */
+  async releaseSnapshot(snapshotId: string, jobId: string): Promise<void> {
+    await this.call('POST', `/node/v1/snapshots/${encodeURIComponent(snapshotId)}/release?job=${encodeURIComponent(jobId)}`, undefined);
   }
 
   /** Pipe a guest-channel request of a clone on this node to the server, and its answer back. */

@@ -5,7 +5,7 @@
  * state R or E). Routes (docs/PROTOCOL.md, "Node API"):
  *   PUT  /node/v1/jobs/:id/output?path=P     a job's output file, written into its headnode at P
  *   PUT  /node/v1/jobs/:id/stageout          a stage-out archive, placed into its headnode
- *   POST /node/v1/snapshots/:id/release      the last job of a snapshot ended on the node
+ *   POST /node/v1/snapshots/:id/release?job=J  the last job (J) of a snapshot ended on the node
  *   *    /node/v1/clones/:clone/api/...      a clone's guest-channel request, answered as that guest
  * There is no route to /v1/cli or any user API: a node cannot submit or act as a user.
  */
@@ -118,7 +118,8 @@ export class NodeApi {
     if ((m = /^\/node\/v1\/clones\/([^/]+)(\/api\/.*)$/.exec(p))) return this.guestCall(node, decode(m[1]), m[2] + url.search, req, res);
     if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/output$/.exec(p))) return this.output(node, decode(m[1]), url, req, res);
     if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/stageout$/.exec(p))) return this.stageOut(node, decode(m[1]), req, res);
-    if (req.method === 'POST' && (m = /^\/node\/v1\/snapshots\/([^/]+)\/release$/.exec(p))) return this.releaseSnapshot(node, decode(m[1]), res);
+    if (req.method === 'POST' && (m = /^\/node\/v1\/snapshots\/([^/]+)\/release$/.exec(p)))
+      return this.releaseSnapshot(node, decode(m[1]), url.searchParams.get('job') ?? '', res);
     throw new NotFoundError(`no such node endpoint ${req.method} ${p.slice(0, 100)}`);
   }
 
@@ -158,9 +159,20 @@ export class NodeApi {
     }
   }
 
-  /** Only a snapshot no job holds any more (the count is in Redis): a node cannot free one in use. */
-  private async releaseSnapshot(node: string, snapshotId: string, res: ServerResponse): Promise<void> {
+  /**
+   * The snapshot of a job that ran on this node and is F, once no job holds it any more (the
+   * count is in Redis): a node cannot free a snapshot in use, nor one of another node's jobs.
+   */
+  private async releaseSnapshot(node: string, snapshotId: string, jobId: string, res: ServerResponse): Promise<void> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(snapshotId)) throw new UsageError('invalid snapshot id');
+    let job: JobRecord | undefined;
+    try {
+      job = await this.o.store.tryGet(this.o.store.parseId(jobId));
+    } catch {
+      job = undefined;
+    }
+    if (!job || job.execHost !== node || job.state !== 'F' || job.snapshotId !== snapshotId)
+      throw new PermissionError(`node ${node}: snapshot ${snapshotId} is not that of a job that ended on this node`);
     const refs = (await this.o.store.snapshotRefs()).get(snapshotId) ?? 0;
     if (refs > 0) throw new PermissionError(`node ${node}: snapshot ${snapshotId} is still held by ${refs} job(s)`);
     await this.o.driver.releaseSnapshot(snapshotId);

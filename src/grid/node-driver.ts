@@ -65,9 +65,16 @@ export class NodeDriver implements Driver {
     return Promise.reject(new NoHeadnodesError(this.o.node));
   }
 
-  /** The last job of a snapshot ended here: the server frees it (it checks no job holds it). */
-  async releaseSnapshot(snapshotId: string): Promise<void> {
-    await this.o.server.releaseSnapshot(snapshotId);
+  /**
+   * The last job of a snapshot ended here: the server frees it (it checks the job ran here and
+   * no job holds the snapshot). Without a job nothing is sent: the server's start reconciles.
+   */
+  async releaseSnapshot(snapshotId: string, jobId?: string): Promise<void> {
+    if (jobId === undefined) {
+      log.warn('snapshot release without its job: left to the server', { snapshot: snapshotId });
+      return;
+    }
+    await this.o.server.releaseSnapshot(snapshotId, jobId);
   }
 
   async clone(opts: CloneOptions): Promise<CloneHandle> {

@@ -7,7 +7,7 @@
  */
 import type { Driver, EnterResult, EnterSpec, OutputStream, PeekResult, TerminalRound, TerminalSession, TerminalSpec } from '../drivers/driver.js';
 import type { SignalName } from '../drivers/signals.js';
-import { NotFoundError, StateError } from '../errors.js';
+import { NotFoundError, StateError, UnavailableError } from '../errors.js';
 import type { JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
 import type { LiveJob } from '../scheduler/live-jobs.js';
@@ -56,8 +56,14 @@ export class RemoteJobControl implements RemoteJobs {
   async cancel(job: JobRecord, reason: StopReason): Promise<boolean> {
     const node = this.elsewhere(job);
     if (!node) return false;
-    const r = await this.call(node, `/control/v1/jobs/${encodeURIComponent(job.id)}/cancel`, { reason });
-    return field(r, 'cancelled') === true;
+    try {
+      const r = await this.call(node, `/control/v1/jobs/${encodeURIComponent(job.id)}/cancel`, { reason });
+      return field(r, 'cancelled') === true;
+    } catch (e) {
+      // gcqdel -W force of a job on a host that does not answer: the caller ends it here.
+      if (reason === 'forced' && e instanceof UnavailableError) return false;
+      throw e;
+    }
   }
 
   live(job: JobRecord): LiveJob | undefined {

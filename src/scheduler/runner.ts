@@ -221,7 +221,9 @@ export class JobRunner {
     const { store, driver } = this.o;
     try {
       if (job.snapshotId && (await store.releaseSnapshotRef(job.id, job.snapshotId))) {
-        await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+        await driver
+          .releaseSnapshot(job.snapshotId, job.id)
+          .catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
       }
       await this.o.onFinished?.(job);
       await store.update(job.id, { settling: false });

@@ -79,6 +79,7 @@ describe('grid relay: node driver <-> server node API (loopback HTTP, real redis
     dir = mkdtempSync(join(tmpdir(), 'gr-relay-'));
     store = new JobStore(r.client, keysFor('gr'), 'srv');
     serverDriver = new FakeDriver({ deliverRoot: join(dir, 'headnodes'), headnodes: new Set(['hn1']) });
+    serverDriver.snapshots.add('snap-1');
     tokens = new NodeTokens(join(dir, 'server'));
     token = await tokens.mint('n1');
     await tokens.mint('n2');
@@ -260,8 +261,14 @@ describe('grid relay: node driver <-> server node API (loopback HTTP, real redis
       writeFileSync(big, Buffer.alloc(1024 * 1024 + 128 * 1024));
       const e = await client.deliverOutput(job.id, `/tmp/STDIN.o${job.seq}`, big).catch((x: unknown) => x);
       expect(status(e), String(e)).to.equal(413);
-      const s = await client.releaseSnapshot('snap-1').catch((x: unknown) => x);
-      expect(code(s)).to.equal('EPERM');
+      // Its own finished job, but other jobs still hold the snapshot; another node's job; a running one.
+      const mine = await runningJob({ state: 'F' });
+      const theirs = await runningJob({ state: 'F', execHost: 'n2' });
+      for (const j of [mine, theirs, job]) {
+        const s = await client.releaseSnapshot('snap-1', j.id).catch((x: unknown) => x);
+        expect(code(s), j.id).to.equal('EPERM');
+      }
+      expect(serverDriver.snapshots.has('snap-1')).to.equal(true);
     });
 
     it('a node takes no snapshots', async () => {
