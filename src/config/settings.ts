@@ -93,6 +93,14 @@ export interface Settings {
   sshAddr: string | undefined;
   /** The host ports headnodes' SSH ports are taken from, `FIRST-LAST`. */
   sshPorts: { first: number; last: number };
+  /** The server's node API (src/grid/node-api.ts) `host:port`, or undefined: no compute nodes. */
+  nodeApiAddr: string | undefined;
+  /** A compute node: the server's node API (http://host:port). */
+  serverUrl: string | undefined;
+  /** A compute node: its token for the server's node API (`gc node token NAME` on the server). */
+  nodeToken: string | undefined;
+  /** A compute node: where it listens for the server's job control (gcqdel, gcqsig, ...), `host:port`. */
+  nodeControlAddr: string | undefined;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -475,6 +483,38 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: () => ({ first: 2200, last: 2999 }),
     meaning: "host ports headnodes' SSH ports are taken from (one per headnode, kept for its life)",
   },
+  nodeApiAddr: {
+    name: 'GC_NODE_API_ADDR',
+    type: 'host:port',
+    defaultText: '(off)',
+    parse: word(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'host:port (e.g. 10.0.0.1:7070)'),
+    fallback: none,
+    meaning: "the server's node API for compute nodes (tokens: `gc node token NAME`); off when unset",
+  },
+  serverUrl: {
+    name: 'GC_SERVER_URL',
+    type: 'URL',
+    defaultText: '(none)',
+    parse: url('http:'),
+    fallback: none,
+    meaning: "a compute node (`gcd --node`): the server's node API, `http://host:port`",
+  },
+  nodeToken: {
+    name: 'GC_NODE_TOKEN',
+    type: 'token',
+    defaultText: '(none)',
+    parse: word(/^[A-Za-z0-9_-]{16,128}$/, 'a node token (from `gc node token NAME`)'),
+    fallback: none,
+    meaning: "a compute node: its token for the server's node API (`gc node token NAME` on the server)",
+  },
+  nodeControlAddr: {
+    name: 'GC_NODE_CONTROL_ADDR',
+    type: 'host:port',
+    defaultText: '(none)',
+    parse: word(/^[A-Za-z0-9.:[\]-]+:\d{1,5}$/, 'host:port (e.g. 10.0.0.2:7071)'),
+    fallback: none,
+    meaning: "a compute node: where it takes the server's job control (gcqdel, gcqsig, gcqpeek, gcqexec, gcqrerun)",
+  },
 };
 
 /** `FIRST-LAST`: TCP ports from 1024 (not a privileged port) to 65535. */
@@ -534,6 +574,10 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     metricsAddr: r('metricsAddr'),
     accountingDir: r('accountingDir'),
     webAddr: r('webAddr'),
+    nodeApiAddr: r('nodeApiAddr'),
+    serverUrl: r('serverUrl'),
+    nodeToken: r('nodeToken'),
+    nodeControlAddr: r('nodeControlAddr'),
     webSampleSec: r('webSampleSec'),
     guestAllow: r('guestAllow'),
     vmGid: r('vmGid'),

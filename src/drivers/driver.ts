@@ -164,6 +164,14 @@ export interface JobTerminal {
   write(data: Buffer): Promise<void>;
 }
 
+/** The clone half of a stage-out on a compute node: the archive for the headnode, as a host file. */
+export interface PackedStageOut {
+  /** Excess kept on this host, pack timings; placed/conflicts are the headnode half's. */
+  result: StageOutResult;
+  /** Size of the archive written (0: nothing to place, no file written). */
+  archiveBytes: number;
+}
+
 export interface Driver {
   readonly name: string;
   /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
@@ -183,8 +191,11 @@ export interface Driver {
   headnodeIncarnation?(headnode: string): Promise<string | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */
   snapshot(headnode: string): Promise<SnapshotInfo>;
-  /** Delete a snapshot's files; called when the last job using it has ended. */
-  releaseSnapshot(snapshotId: string): Promise<void>;
+  /**
+   * Delete a snapshot's files; called when the last job using it has ended (`jobId`: that job,
+   * which a compute node's driver names to the server).
+   */
+  releaseSnapshot(snapshotId: string, jobId?: string): Promise<void>;
   clone(opts: CloneOptions): Promise<CloneHandle>;
   exec(clone: CloneHandle, spec: ExecSpec): Promise<RunningCommand>;
   /**
@@ -200,8 +211,17 @@ export interface Driver {
    * written into its headnode (see src/stageout/). Called after the command ended, before destroy.
    */
   stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult>;
-  /** Write a host file into the headnode at guestPath, owned by `owner`. */
-  deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void>;
+  /**
+   * The two halves of stageOut apart, for a job on a compute node (src/grid): the node packs into
+   * `hostArchive`, the archive travels to the server, which places it into the headnode.
+   */
+  packStageOut?(clone: CloneHandle, req: StageOutRequest, hostArchive: string): Promise<PackedStageOut>;
+  placeStageOut?(req: StageOutRequest, snapshotId: string, hostArchive: string): Promise<StageOutResult>;
+  /**
+   * Write a host file into the headnode at guestPath, owned by `owner`. `jobId` names the job
+   * whose output it is (a compute node's driver relays it to the server, which checks the job).
+   */
+  deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string, jobId?: string): Promise<void>;
   /** Destroy every clone the driver knows of that is not in `keep`; used after a crash. */
   sweep(keep: ReadonlySet<string>): Promise<string[]>;
   /** Snapshots that exist on disk, for reconciling reference counts after a crash. */

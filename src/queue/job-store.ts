@@ -97,6 +97,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (h.outputPath) rec.outputPath = h.outputPath;
   if (h.errorPath) rec.errorPath = h.errorPath;
   if (h.cloneId) rec.cloneId = h.cloneId;
+  if (h.execHost) rec.execHost = h.execHost;
   const started = num('startedAt');
   if (started !== undefined) rec.startedAt = started;
   const ended = num('endedAt');

@@ -234,7 +234,9 @@ export class JobRunner {
     const { store, driver } = this.o;
     try {
       if (job.snapshotId && (await store.releaseSnapshotRef(job.id, job.snapshotId))) {
-        await driver.releaseSnapshot(job.snapshotId).catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
+        await driver
+          .releaseSnapshot(job.snapshotId, job.id)
+          .catch((e) => log.error('snapshot release failed', { snapshot: job.snapshotId, error: errorMessage(e) }));
       }
       await this.o.onFinished?.(job);
       await store.update(job.id, { settling: false });
@@ -382,7 +384,7 @@ export class JobRunner {
         // Another life of the headnode name (destroyed, created again by someone): not theirs.
         const other = await jobHeadnodeChanged(driver, job.spec);
         if (other) throw other;
-        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root');
+        await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root', job.id);
       } catch (e) {
         const keep = join(this.o.spoolDir, '..', 'undelivered', job.id);
         await mkdir(keep, { recursive: true });

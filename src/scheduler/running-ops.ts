@@ -1,7 +1,7 @@
 import type { SignalName } from '../drivers/signals.js';
 import { StateError } from '../errors.js';
 import type { JobRecord } from '../queue/job.js';
-import type { LiveJobs } from './live-jobs.js';
+import type { LiveJob, LiveJobs } from './live-jobs.js';
 import type { StopReason } from './runner.js';
 
 /** gcqsig's -s: a signal for the job's process group, or suspend / resume of its clone. */
@@ -11,6 +11,16 @@ export interface RunningOpsDeps {
   live: LiveJobs;
   /** Stop the job's run in this gcd (Dispatcher.cancel); false when it does not run here. */
   cancel(id: string, reason: StopReason): boolean;
+  /** Jobs that run on another host of a grid (src/grid): their control goes there. */
+  remote?: RemoteJobs;
+}
+
+/** Control of a running job on another compute host (src/grid/remote-jobs.ts). */
+export interface RemoteJobs {
+  /** Stop the job's run on its host; false when no other host runs it. */
+  cancel(job: JobRecord, reason: StopReason): Promise<boolean>;
+  /** gcqsig for the job on its host, or undefined when no other host runs it. */
+  live(job: JobRecord): LiveJob | undefined;
 }
 
 const invalid = (t: JobRecord, what: string): StateError =>
@@ -24,7 +34,7 @@ export async function signalJobs(d: RunningOpsDeps, rec: JobRecord, targets: Job
   const running = targets.filter((t) => !t.array && (t.state === 'R' || t.state === 'S'));
   if (running.length === 0) throw invalid(rec, 'signalled');
   for (const t of running) {
-    const live = d.live.get(t.id);
+    const live = d.live.get(t.id) ?? d.remote?.live(t);
     if (!live) throw new StateError(`job ${t.id} has no command running yet (its clone is starting or ending); try again`);
     if (sig === 'suspend') await live.suspend();
     else if (sig === 'resume') await live.resume();
@@ -37,11 +47,11 @@ export async function signalJobs(d: RunningOpsDeps, rec: JobRecord, targets: Job
  * run first) and queue the job again. The job keeps its snapshot reference, so the next run
  * is a new clone of the same snapshot; run_count counts the runs.
  */
-export function rerunJobs(d: RunningOpsDeps, rec: JobRecord, targets: JobRecord[]): void {
+export async function rerunJobs(d: RunningOpsDeps, rec: JobRecord, targets: JobRecord[]): Promise<void> {
   const running = targets.filter((t) => !t.array && (t.state === 'R' || t.state === 'S'));
   if (running.length === 0) throw invalid(rec, 'rerun');
   for (const t of running) {
     if (!t.spec.rerunnable) throw new StateError(`job ${t.id} is not rerunnable (submitted with -r n)`);
-    if (!d.cancel(t.id, 'rerun')) throw new StateError(`job ${t.id} is not running in this gcd`);
+    if (!d.cancel(t.id, 'rerun') && !(await d.remote?.cancel(t, 'rerun'))) throw new StateError(`job ${t.id} is not running in this gcd`);
   }
 }

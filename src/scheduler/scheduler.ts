@@ -32,7 +32,7 @@ import { EndedOutputs } from './ended-output.js';
 import type { JobObservations } from '../lifecycle/observations.js';
 import { LiveJobs } from './live-jobs.js';
 import { moveJob } from './queue-move.js';
-import { rerunJobs, signalJobs, type JobSignal } from './running-ops.js';
+import { rerunJobs, signalJobs, type JobSignal, type RemoteJobs, type RunningOpsDeps } from './running-ops.js';
 
 /** `cron3.srv`: a recurring job's id (gcqsub --cron); gcqhold/gcqrls/gcqdel pause, resume, remove it. */
 const CRON_ID = /^cron\d+(\.|$)/;
@@ -58,6 +58,8 @@ export interface SchedulerOptions {
   quotas?: () => QuotaConfig;
   /** What the state changes do not carry: new jobs with their snapshot pause, clone start latency. */
   observe?: JobObservations;
+  /** A grid's other compute hosts: gcqdel, gcqsig and gcqrerun of jobs running there (src/grid). */
+  remote?: RemoteJobs;
 }
 
 export interface ListFilter {
@@ -271,7 +273,11 @@ export class Scheduler {
       if (r.ok) {
         await this.queue.remove(t.id);
         acted = true;
-      } else if ((r.from === 'R' || r.from === 'S') && this.dispatcher?.cancel(t.id, opts.force ? 'forced' : 'deleted')) acted = true;
+      } else if (
+        (r.from === 'R' || r.from === 'S') &&
+        (this.dispatcher?.cancel(t.id, opts.force ? 'forced' : 'deleted') || (await this.o.remote?.cancel(t, opts.force ? 'forced' : 'deleted')))
+      )
+        acted = true;
       else if ((r.from === 'R' || r.from === 'S' || r.from === 'E') && opts.force) {
         // Nothing here drives it (its runner is stuck or gone): end it and destroy its clone.
         if (t.cloneId) await this.o.driver.destroy(t.cloneId).catch(() => undefined);
@@ -303,7 +309,7 @@ export class Scheduler {
   /** gcqrerun: stop the running command and run the job again from the same snapshot. */
   async rerun(actor: Actor, idText: string): Promise<void> {
     const rec = await this.get(actor, idText);
-    rerunJobs(this.runningOps(), rec, await this.control.targets(rec));
+    await rerunJobs(this.runningOps(), rec, await this.control.targets(rec));
   }
 
   /** gcqmove / gcqalter -q: a job that has not started goes to another queue; returns the queue. */
@@ -312,7 +318,12 @@ export class Scheduler {
     return moveJob({ store: this.store, queue: this.queue, usage: this.usage, quotas: this.quotas() }, rec, await this.control.targets(rec), dest);
   }
 
-  private runningOps(): { live: LiveJobs; cancel: (id: string, reason: StopReason) => boolean } {
+  private runningOps(): RunningOpsDeps {
+    return { ...this.localRunning(), ...(this.o.remote ? { remote: this.o.remote } : {}) };
+  }
+
+  /** The jobs whose command runs in this gcd: what a compute node's control listener acts on (src/grid). */
+  localRunning(): { live: LiveJobs; cancel: (id: string, reason: StopReason) => boolean } {
     return { live: this.live, cancel: (id, reason) => this.dispatcher?.cancel(id, reason) ?? false };
   }
 

@@ -27,6 +27,10 @@ import { gcTool } from './commands/gc.js';
 import { runTool } from './commands/index.js';
 import type { Tool, ToolServices } from './commands/tool.js';
 import { startObservers } from './observers.js';
+import { registryControlUrl, startNodeApi } from '../grid/server-relay.js';
+import { jobsOf, RemoteJobControl } from '../grid/remote-jobs.js';
+import { isNodeTokenCall, nodeTokenTool } from '../grid/node-token-cmd.js';
+import { NodeTokens } from '../grid/node-tokens.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -97,6 +101,17 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => backend.close());
 
     const observers = startObservers(settings);
+    const nodeTokens = new NodeTokens(settings.stateDir);
+    // A grid (GC_NODE_API_ADDR): jobs running on other hosts are controlled there (src/grid).
+    // self: the server's own registry name (grid-nodes: settings.nodeName once merged).
+    const remote: RemoteJobControl | undefined = settings.nodeApiAddr
+      ? new RemoteJobControl({
+          tokens: nodeTokens,
+          controlUrlOf: registryControlUrl(redis, settings.keyPrefix),
+          store: jobsOf(() => scheduler),
+          self: settings.serverName,
+        })
+      : undefined;
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -111,6 +126,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
       observe: observers.lifecycle,
+      ...(remote ? { remote } : {}),
     });
     // Job mail (-m/-M) hears every transition, those of the recovery in start() too; closed
     // after the scheduler, so the mails of the jobs it ends on the way down still go.
@@ -145,10 +161,18 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const baseGc = gcCommand(backend);
     const gc: Tool = async (req, s) => {
       if (req.argv[0] === 'web') return dashboard.tool(req);
+      if (isNodeTokenCall(req.argv)) return nodeTokenTool(req, nodeTokens);
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
     };
-    const tools: ToolServices = { scheduler, headnodes: backend.headnodes, serverName: settings.serverName, clones: backend.driver, gc, ...observers.services };
+    const tools: ToolServices = {
+      scheduler,
+      headnodes: backend.headnodes,
+      serverName: settings.serverName,
+      clones: remote ? remote.clones(backend.driver) : backend.driver,
+      gc,
+      ...observers.services,
+    };
     const server = new ApiServer({
       scheduler,
       cli: (tool, call) => runTool(tool, call, tools),
@@ -163,6 +187,9 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     cleanups.push(() => observers.close());
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
+    // Compute nodes reach the server here (src/grid): their output, archives and clones' channels.
+    const nodeApi = await startNodeApi(settings, { tokens: nodeTokens, store: scheduler.store, driver: backend.driver, guestApi: () => api?.handle });
+    if (nodeApi) cleanups.push(() => nodeApi.close());
     await dashboard.start();
     cleanups.push(() => dashboard.close());
     return { api: server, scheduler, backend, redis: settings.redisUrl ? 'external' : 'embedded', close };

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { copyFile, mkdir, open } from 'node:fs/promises';
+import { copyFile, mkdir, open, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { NotFoundError } from '../../errors.js';
 import type {
@@ -13,6 +13,7 @@ import type {
   ExecSpec,
   KillSignal,
   OutputStream,
+  PackedStageOut,
   PeekResult,
   RunningCommand,
   SnapshotInfo,
@@ -197,6 +198,22 @@ export class FakeDriver implements Driver {
   async stageOut(clone: CloneHandle, req: StageOutRequest): Promise<StageOutResult> {
     this.stageOuts.push({ cloneId: clone.cloneId, req, at: Date.now() });
     return { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] };
+  }
+
+  /** The fake's "archive": a small file naming the request (its bytes are what a relay must carry). */
+  async packStageOut(clone: CloneHandle, req: StageOutRequest, hostArchive: string): Promise<PackedStageOut> {
+    this.stageOuts.push({ cloneId: clone.cloneId, req, at: Date.now() });
+    const body = Buffer.from(`fake archive of ${clone.cloneId} for ${req.jobId}: ${req.paths.join(' ')}\n`);
+    writeFileSync(hostArchive, body, { mode: 0o600 });
+    return { result: { placed: 0, bytes: 0, conflicts: [], conflictCount: 0, errors: [] }, archiveBytes: body.length };
+  }
+
+  /** "Places" an archive: copies it to `deliverRoot/<headnode>/.stageout/<jobId>.tar`. */
+  async placeStageOut(req: StageOutRequest, _snapshotId: string, hostArchive: string): Promise<StageOutResult> {
+    const dest = join(this.opts.deliverRoot, req.headnode, '.stageout', `${req.jobId}.tar`);
+    await mkdir(dirname(dest), { recursive: true });
+    await copyFile(hostArchive, dest);
+    return { placed: 1, bytes: (await stat(dest)).size, conflicts: [], conflictCount: 0, errors: [] };
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string): Promise<void> {

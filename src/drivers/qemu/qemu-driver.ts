@@ -20,10 +20,13 @@ import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
+import { packToHostFile } from './stage-out-clone.js';
+import { placeHostArchive } from './stage-out-headnode.js';
 import type {
   CloneHandle,
   Driver,
   EnterResult,
+  PackedStageOut,
   EnterSpec,
   ExecResult,
   ExecSpec,
@@ -237,6 +240,26 @@ export class QemuDriver extends VmHost implements Driver {
       },
       req,
     );
+  }
+
+  /** The clone half alone (a compute node): the archive for the headnode goes to hostArchive. */
+  async packStageOut(clone: CloneHandle, req: StageOutRequest, hostArchive: string): Promise<PackedStageOut> {
+    const c = this.runningClone(clone.cloneId);
+    const rec = parseRecord(c.paths.record, 'clone record', await readFile(c.paths.record, 'utf8'), CLONE_RECORD);
+    return packToHostFile({ clone: c.agent, cloneStartMs: rec.createdAt }, req, hostArchive);
+  }
+
+  /** The headnode half alone (the server): an archive a compute node packed, placed in req.headnode. */
+  async placeStageOut(req: StageOutRequest, snapshotId: string, hostArchive: string): Promise<StageOutResult> {
+    const meta = await this.snapshotMeta(snapshotId);
+    const agent = await this.opts.headnodes.withRunning(req.headnode, async (h) => h.agent);
+    const t0 = performance.now();
+    const placed = await placeHostArchive(
+      { headnode: agent, snapshotAtMs: meta.createdAt, ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}) },
+      hostArchive,
+      req,
+    );
+    return { ...placed, timingsMs: { place: Math.round(performance.now() - t0) } };
   }
 
   async peek(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult> {
