@@ -75,6 +75,8 @@ export interface Settings {
   webAddr: string | undefined;
   /** Seconds between the dashboard's queue-depth and utilisation samples. */
   webSampleSec: number;
+  /** Where the server exports snapshots to compute hosts over NBD (HOST:PORT), or undefined: no exports. */
+  nbdAddr: string | undefined;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -349,6 +351,14 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'domain added to a bare `-M` name or job owner',
   },
+  nbdAddr: {
+    name: 'GC_NBD_ADDR',
+    type: 'address',
+    defaultText: '(off)',
+    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 10.0.0.1:10809) or off'),
+    fallback: none,
+    meaning: "the server's NBD exports of snapshots to compute hosts (qemu-storage-daemon, TLS-PSK per node)",
+  },
   metricsAddr: {
     name: 'GC_METRICS_ADDR',
     type: 'address',
@@ -430,6 +440,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     accountingDir: r('accountingDir'),
     webAddr: r('webAddr'),
     webSampleSec: r('webSampleSec'),
+    nbdAddr: r('nbdAddr'),
   };
 }
 
