@@ -7,6 +7,7 @@
 import type { Redis } from 'ioredis';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DriverError, NotFoundError } from '../errors.js';
+import { SNAPSHOT_META } from '../vm/records.schema.js';
 import { snapExportKey, snapExportWantChannel, type SnapshotExportInfo } from './snapshot-export-info.js';
 
 /** Where a snapshot's files can be fetched from (a stand-in in unit tests). */
@@ -63,7 +64,7 @@ export function parseExportInfo(snapshotId: string, raw: string): SnapshotExport
     r.snapshotId === snapshotId &&
     typeof r.host === 'string' &&
     Number.isInteger(r.port) &&
-    typeof r.meta === 'object' &&
+    SNAPSHOT_META.safeParse(r.meta).success &&
     r.meta?.id === snapshotId &&
     fileOk(r.ram) &&
     fileOk(r.state) &&
