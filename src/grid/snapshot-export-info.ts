@@ -52,9 +52,9 @@ export function snapExportWantChannel(prefix: string): string {
 }
 
 /**
- * A node's NBD pre-shared key, derived from its node token (GC_NODE_TOKEN) so that no second
- * secret has to be handed out: the server, which knows every node's token, derives each key;
- * a node knows only its own. 32 bytes, hex, as QEMU's keys.psk wants.
+ * A node's NBD pre-shared key, derived from its node token (the secret it talks to the server
+ * with) so that no second secret has to be handed out: the server, which knows every node's
+ * token, derives each key; a node knows only its own. 32 bytes, hex, as keys.psk wants.
  */
 export function nbdPskOf(nodeToken: string): string {
   if (nodeToken.length < 16) throw new UsageError('a node token must be at least 16 characters');
