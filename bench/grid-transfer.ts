@@ -12,6 +12,9 @@
  *   filled        the same after the headnode filled BENCH_FILL_MIB of its RAM (tmpfs): the
  *                 RAM moved grows with the RAM the guest touched, not with its RAM size
  *   localCopyMs   cp --sparse of the cold set on this host (the floor without NBD/TLS)
+ *   cloneDiskReadMiB  disk bytes one clone of the cached copy read to start and run a small
+ *                 job (python imports, ls -R /usr/lib): what each clone would pull over the
+ *                 network if the disk layers were qcow2 backing over NBD instead of copies
  * Run: node dist/bench/grid-transfer.js   (BENCH_MEM_MIB default 512, BENCH_FILL_MIB default 128)
  * The image is cached in $GC_STATE_DIR (default /var/tmp/copper-test).
  */
@@ -31,6 +34,7 @@ import { nbdPskOf } from '../src/grid/snapshot-export-info.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
 import { defaultImageSource } from '../src/image/default-image.js';
+import { Clones } from '../src/vm/clones/clones.js';
 import { Layout } from '../src/vm/layout.js';
 import { backingChain } from '../src/vm/qemu-img.js';
 import { SnapshotStore } from '../src/vm/snapshots/store.js';
@@ -131,6 +135,24 @@ async function main(): Promise<void> {
     for (const [i, f] of files.entries()) await execFileP('cp', ['--sparse=always', '--', f, join(floorDir, String(i))]);
     result.localCopyMs = Math.round(performance.now() - tc);
     await rm(floorDir, { recursive: true, force: true });
+    // What the copied disk layers save: the disk reads of one clone starting and running a
+    // small job, which disk layers used as NBD backing would fetch per clone over the network.
+    const clones = new Clones({ layout: nodeLayout, store: new SnapshotStore(nodeLayout), channels });
+    try {
+      const tClone = performance.now();
+      await clones.start({ cloneId: 'bgt-c1', snapshotId: first, hostname: 'bgt-c1', init: 'clone-init' });
+      const read = await clones.withClone('bgt-c1', async (c) => {
+        const st = await c.agent.run('/bin/sh', ['-c', 'python3 -c "import json, sqlite3, email"; ls -R /usr/lib >/dev/null'], { timeoutMs: 300_000 });
+        if (st.exitCode !== 0) throw new Error(`job in the clone: ${st.err?.toString() ?? ''}`);
+        const stats = await c.vm.qmp.execute<Array<{ stats: { rd_bytes: number } }>>('query-blockstats');
+        return stats.reduce((n, b) => n + b.stats.rd_bytes, 0);
+      });
+      result.cloneFromCacheMs = Math.round(performance.now() - tClone);
+      result.cloneDiskReadMiB = r1(read / MiB);
+      console.log(`a clone of the cached copy read ${r1(read / MiB)} MiB of its disk (${String(result.cloneFromCacheMs)} ms with its job)`);
+    } finally {
+      await clones.close();
+    }
     const warm = await transfer('warm');
     await mgr.withRunning(HN, async (h) => {
       const st = await h.agent.run('/bin/sh', ['-c', `head -c ${FILL_MIB}M /dev/urandom > /dev/shm/fill; sync`], { timeoutMs: 600_000 });
