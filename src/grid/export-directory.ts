@@ -56,8 +56,14 @@ export function parseExportInfo(snapshotId: string, raw: string): SnapshotExport
   }
   const r = v as Partial<SnapshotExportInfo>;
   const fileOk = (f: unknown): boolean => {
-    const x = f as { key?: unknown; export?: unknown; bytes?: unknown } | undefined;
-    return typeof x?.key === 'string' && /^[0-9a-f]{8,64}$/.test(x.key) && typeof x.export === 'string' && Number.isInteger(x.bytes);
+    const x = f as { key?: unknown; export?: unknown; bytes?: unknown; allocated?: unknown } | undefined;
+    return (
+      typeof x?.key === 'string' &&
+      /^[0-9a-f]{8,64}$/.test(x.key) &&
+      typeof x.export === 'string' &&
+      Number.isInteger(x.bytes) &&
+      (x.allocated === undefined || Number.isInteger(x.allocated))
+    );
   };
   const ok =
     r.version === 1 &&

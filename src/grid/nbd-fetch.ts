@@ -50,13 +50,17 @@ export interface NbdSource {
   bytes: number;
 }
 
+/** A copy taking longer is stuck (a server gone without closing the connection). */
+const DEFAULT_FETCH_TIMEOUT_MS = 15 * 60_000;
+
 /** Copy an export into `to` (created or overwritten); returns the bytes allocated in `to`. */
-export async function fetchExport(src: NbdSource, key: NbdClientKey, to: string): Promise<number> {
+export async function fetchExport(src: NbdSource, key: NbdClientKey, to: string, timeoutMs = DEFAULT_FETCH_TIMEOUT_MS): Promise<number> {
   try {
-    await execFileP(...(await fetchCommand(src, key, to)), { maxBuffer: 1024 * 1024 });
+    const [cmd, args] = await fetchCommand(src, key, to);
+    await execFileP(cmd, args, { maxBuffer: 1024 * 1024, timeout: timeoutMs, killSignal: 'SIGKILL' });
   } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const detail = (e.stderr ?? e.message).trim().split('\n')[0] ?? 'failed';
+    const e = err as { stderr?: string; message: string; killed?: boolean };
+    const detail = e.killed === true ? `no end after ${timeoutMs} ms` : ((e.stderr ?? e.message).trim().split('\n')[0] ?? 'failed');
     throw new NbdFetchError(src.host, src.port, src.exportName, detail.replace(/^(qemu-img|nbdcopy): /, ''));
   }
   await truncate(to, src.bytes);

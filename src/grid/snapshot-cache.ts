@@ -14,7 +14,7 @@
  * removes everything a former run left.
  */
 import { execFile } from 'node:child_process';
-import { link, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +30,7 @@ import { fetchExport, type NbdClientKey } from './nbd-fetch.js';
 import type { ExportedFile, SnapshotExportInfo } from './snapshot-export-info.js';
 
 const execFileP = promisify(execFile);
+const MiB = 1024 * 1024;
 
 export interface SnapshotCacheOptions {
   /** This node's layout (its GC_STATE_DIR and GC_RAM_DIR). */
@@ -181,6 +182,7 @@ export class SnapshotCache {
         blobs.push(f.key);
         this.use(f.key, snapshotId);
       }
+      await checkRamRoom(layout.ramSnapshotsDir, snapshotId, info.ram.allocated ?? info.ram.bytes);
       stats.bytes += await this.copy(info, info.state, sp.state);
       stats.ramBytes = await this.copy(info, info.ram, sp.ramFile);
       stats.bytes += stats.ramBytes;
@@ -252,6 +254,15 @@ export class SnapshotCache {
     await rm(`${sp.ramFile}.part-${process.pid}`, { force: true });
     await rm(sp.dir, { recursive: true, force: true });
     await rm(join(this.dir, 'marks', snapshotId), { force: true });
+  }
+}
+
+/** A full tmpfs met mid-copy would fail late and obscurely: say what is missing first. */
+async function checkRamRoom(dir: string, snapshotId: string, need: number): Promise<void> {
+  const fs = await statfs(dir);
+  const free = fs.bavail * fs.bsize;
+  if (free < need) {
+    throw new DriverError(`No space left for snapshot ${snapshotId}'s RAM in ${dir}: ${Math.ceil(need / MiB)} MiB needed, ${Math.floor(free / MiB)} MiB free`);
   }
 }
 

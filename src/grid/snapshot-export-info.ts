@@ -19,6 +19,8 @@ export interface ExportedFile {
   export: string;
   /** Exact length: NBD rounds a raw export up to 512 bytes. */
   bytes: number;
+  /** Bytes holding data on the server (sparse files: what the copy will take), when known. */
+  allocated?: number;
 }
 
 /** A disk layer: its bytes as a file, and the format of those bytes. */

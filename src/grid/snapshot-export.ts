@@ -121,7 +121,10 @@ export class SnapshotExporter {
 
   /** Unexport everything, drop the records, stop the daemon. */
   async close(): Promise<void> {
-    if (this.subscriber) await this.subscriber.unsubscribe().catch(() => undefined);
+    if (this.subscriber) {
+      await this.subscriber.unsubscribe().catch(() => undefined);
+      this.subscriber.disconnect();
+    }
     for (const id of this.list()) await this.release(id).catch((err: unknown) => log.warn(`unexporting ${id}: ${errorMessage(err)}`));
     await this.daemon.stop();
   }
@@ -168,7 +171,7 @@ export class SnapshotExporter {
       have.users.add(snapshotId);
       return have.file;
     }
-    const file: ExportedFile = { key, export: `f-${key}`, bytes: st.size };
+    const file: ExportedFile = { key, export: `f-${key}`, bytes: st.size, allocated: st.blocks * 512 };
     await this.daemon.exportFile(file.export, `n-${key}`, path);
     this.files.set(key, { file, users: new Set([snapshotId]) });
     return file;

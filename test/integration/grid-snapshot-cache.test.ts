@@ -5,12 +5,11 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Redis } from 'ioredis';
 import { DriverError } from '../../src/errors.js';
-import { parseExportInfo, RedisExportDirectory } from '../../src/grid/export-directory.js';
-import { NbdClientKey } from '../../src/grid/nbd-fetch.js';
-import { SnapshotCache } from '../../src/grid/snapshot-cache.js';
-import { SnapshotExporter } from '../../src/grid/snapshot-export.js';
+import { parseExportInfo } from '../../src/grid/export-directory.js';
+import type { SnapshotCache } from '../../src/grid/snapshot-cache.js';
+import type { SnapshotExporter } from '../../src/grid/snapshot-export.js';
+import { openSnapshotCache, startSnapshotExports } from '../../src/grid/snapshot-transfer.js';
 import { nbdPskOf, parseNbdAddr } from '../../src/grid/snapshot-export-info.js';
 import { Layout } from '../../src/vm/layout.js';
 import { backingChain } from '../../src/vm/qemu-img.js';
@@ -48,7 +47,6 @@ describe('grid snapshot export and node cache (qemu-storage-daemon, no VM)', fun
   this.timeout(60_000);
   let root: string;
   let redis: TestRedis;
-  let sub: Redis;
   let exporter: SnapshotExporter;
   let serverLayout: Layout;
   let nodeLayout: Layout;
@@ -94,25 +92,28 @@ describe('grid snapshot export and node cache (qemu-storage-daemon, no VM)', fun
     await makeSnapshot('hn.s1', 0x11);
     await makeSnapshot('hn.s2', 0x22);
     redis = await startTestRedis();
-    sub = redis.client.duplicate();
-    exporter = await SnapshotExporter.start({
-      layout: serverLayout,
+    // As gcd composes them: the server's exporter on GC_NBD_ADDR, a node's cache.
+    const exp = await startSnapshotExports({
+      settings: { ...server, keyPrefix: 'gsi', nbdAddr: `127.0.0.1:${await freePort()}` },
       store: new SnapshotStore(serverLayout),
-      host: '127.0.0.1',
-      port: await freePort(),
-      dir: join(server.stateDir, 'run', 'nbd'),
       redis: redis.client,
-      keyPrefix: 'gsi',
     });
-    await exporter.serveRequests(sub);
+    if (!exp) throw new Error('no exporter although GC_NBD_ADDR is set');
+    exporter = exp;
     await exporter.allowNode('n1', nbdPskOf('token-of-node-n1-long-enough'));
-    const key = await NbdClientKey.write(join(node.stateDir, 'nbd-key'), 'n1', nbdPskOf('token-of-node-n1-long-enough'));
-    cache = new SnapshotCache({ layout: nodeLayout, directory: new RedisExportDirectory({ redis: redis.client, keyPrefix: 'gsi' }), key });
+    cache = await openSnapshotCache({
+      settings: { ...node, keyPrefix: 'gsi', nbdAddr: undefined },
+      redis: redis.client,
+      nodeName: 'n1',
+      nodeToken: 'token-of-node-n1-long-enough',
+    });
+    expect(
+      await startSnapshotExports({ settings: { ...server, keyPrefix: 'gsi', nbdAddr: 'off' }, store: new SnapshotStore(serverLayout), redis: redis.client }),
+    ).to.equal(undefined);
   });
 
   after(async () => {
     await exporter?.close();
-    sub?.disconnect();
     await redis?.stop();
     for (const d of ramDirs) await rm(d, { recursive: true, force: true });
     if (root) await rm(root, { recursive: true, force: true });
