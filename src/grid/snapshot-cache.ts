@@ -65,6 +65,8 @@ export class SnapshotCache {
   private readonly entries = new Map<string, Entry>();
   /** Blob key -> cached snapshots that use it. */
   private readonly blobUsers = new Map<string, Set<string>>();
+  /** Shared files being fetched now, by key. */
+  private readonly blobFetches = new Map<string, Promise<boolean>>();
   private readonly dir: string;
   private totalBytes = 0;
   private readonly fetchLog: FetchStats[] = [];
@@ -165,11 +167,12 @@ export class SnapshotCache {
       // Bottom layer first: each layer is rebased onto its parent's local copy.
       let parent: { path: string; format: string } | undefined;
       for (const layer of [...info.disk].reverse()) {
+        // Counted as used first: a release of another snapshot must not delete it meanwhile.
+        blobs.push(layer.key);
+        this.use(layer.key, snapshotId);
         const path = await this.blob(info, layer, stats, async (tmp) => {
           if (layer.format === 'qcow2' && parent) await rebaseUnsafe(tmp, parent.path, parent.format);
         });
-        blobs.push(layer.key);
-        this.use(layer.key, snapshotId);
         parent = { path, format: layer.format };
       }
       if (!parent) throw new DriverError(`snapshot ${snapshotId}: no disk layers`);
@@ -178,9 +181,9 @@ export class SnapshotCache {
       for (const part of ['kernel', 'initrd'] as const) {
         const f = info[part];
         if (f === undefined) continue;
-        meta.vm[part] = await this.blob(info, f, stats);
         blobs.push(f.key);
         this.use(f.key, snapshotId);
+        meta.vm[part] = await this.blob(info, f, stats);
       }
       await checkRamRoom(layout.ramSnapshotsDir, snapshotId, info.ram.allocated ?? info.ram.bytes);
       stats.bytes += await this.copy(info, info.state, sp.state);
@@ -201,18 +204,32 @@ export class SnapshotCache {
   /** The local copy of a shared file: fetched unless already here; `prepare` runs on the copy before it is put in place. */
   private async blob(info: SnapshotExportInfo, f: ExportedFile, stats: FetchStats, prepare?: (tmp: string) => Promise<void>): Promise<string> {
     const path = join(this.blobsDir, f.key);
-    if (await exists(path)) {
+    // Another snapshot being fetched now brings the same file: wait for it. The promise is
+    // registered before any await, so two fetches never write the same file.
+    const inFlight = this.blobFetches.get(f.key);
+    if (inFlight) {
+      await inFlight;
       stats.reusedFiles++;
       return path;
     }
-    const tmp = `${path}.part-${process.pid}`;
+    const run = (async (): Promise<boolean> => {
+      if (await exists(path)) return false;
+      const tmp = `${path}.part-${process.pid}`;
+      try {
+        stats.bytes += await fetchExport({ host: info.host, port: info.port, exportName: f.export, bytes: f.bytes }, this.o.key, tmp);
+        await prepare?.(tmp);
+        await rename(tmp, path);
+        return true;
+      } catch (err) {
+        await rm(tmp, { force: true });
+        throw err;
+      }
+    })();
+    this.blobFetches.set(f.key, run);
     try {
-      stats.bytes += await fetchExport({ host: info.host, port: info.port, exportName: f.export, bytes: f.bytes }, this.o.key, tmp);
-      await prepare?.(tmp);
-      await rename(tmp, path);
-    } catch (err) {
-      await rm(tmp, { force: true });
-      throw err;
+      if (!(await run)) stats.reusedFiles++;
+    } finally {
+      this.blobFetches.delete(f.key);
     }
     return path;
   }

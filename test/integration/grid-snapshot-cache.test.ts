@@ -161,6 +161,20 @@ describe('grid snapshot export and node cache (qemu-storage-daemon, no VM)', fun
     expect(await readdir(nodeLayout.ramSnapshotsDir)).to.deep.equal([]);
   });
 
+  it('fetches a shared layer once when two snapshots using it are acquired at once', async () => {
+    const n0 = cache.stats().fetches.length;
+    await Promise.all([cache.acquire('hn.s1', 'x'), cache.acquire('hn.s2', 'y')]);
+    const both = cache.stats().fetches.slice(n0);
+    expect(both).to.have.length(2);
+    // Base layer, kernel and initrd: fetched by one of them, waited for by the other.
+    expect(both[0].reusedFiles + both[1].reusedFiles).to.equal(3);
+    for (const id of ['hn.s1', 'hn.s2']) {
+      await execFileP('qemu-img', ['compare', '-q', serverLayout.snapshot(id).disk, nodeLayout.snapshot(id).disk]);
+    }
+    await Promise.all([cache.release('hn.s1', 'x'), cache.release('hn.s2', 'y')]);
+    expect(await readdir(join(nodeLayout.runDir, '..', 'grid-cache', 'blobs'))).to.deep.equal([]);
+  });
+
   it('unexports a released snapshot and keeps the files other snapshots share', async () => {
     await exporter.release('hn.s1');
     expect(exporter.list()).to.deep.equal(['hn.s2']);
