@@ -13,6 +13,7 @@ fi
 cd "$(dirname "$0")/.."
 
 # msmtp: a sendmail-compatible MTA the job-mail tests send through (GC_SENDMAIL).
+# libnbd-bin: nbdcopy, how a compute host copies snapshot files from the server's NBD exports.
 PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server msmtp prometheus chromium tmux libnbd-bin)
 missing=()
 for p in "${PKGS[@]}"; do
