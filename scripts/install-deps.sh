@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 
 # msmtp: a sendmail-compatible MTA the job-mail tests send through (GC_SENDMAIL).
 # openssh-client: ssh-keygen and ssh, for the SSH tests (and admins reading key fingerprints).
-PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server openssh-client msmtp prometheus chromium tmux)
+# libnbd-bin: nbdcopy, how a compute host copies snapshot files from the server's NBD exports.
+PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server openssh-client msmtp prometheus chromium tmux libnbd-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

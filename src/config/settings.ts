@@ -101,6 +101,8 @@ export interface Settings {
   nodeToken: string | undefined;
   /** A compute node: where it listens for the server's job control (gcqdel, gcqsig, ...), `host:port`. */
   nodeControlAddr: string | undefined;
+  /** Where the server exports snapshots to compute hosts over NBD (HOST:PORT), or undefined: no exports. */
+  nbdAddr: string | undefined;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -391,6 +393,14 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: 'domain added to a bare `-M` name or job owner',
   },
+  nbdAddr: {
+    name: 'GC_NBD_ADDR',
+    type: 'address',
+    defaultText: '(off)',
+    parse: word(/^(?:(?:\[[0-9a-fA-F:.]+\]|[^:\s[\]]+):\d{1,5}|off)$/, 'HOST:PORT (e.g. 10.0.0.1:10809) or off'),
+    fallback: none,
+    meaning: "the server's NBD exports of snapshots to compute hosts (qemu-storage-daemon, TLS-PSK per node)",
+  },
   metricsAddr: {
     name: 'GC_METRICS_ADDR',
     type: 'address',
@@ -586,6 +596,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     sharedMaxSessions: r('sharedMaxSessions'),
     sshAddr: r('sshAddr'),
     sshPorts: r('sshPorts'),
+    nbdAddr: r('nbdAddr'),
   };
 }
 
