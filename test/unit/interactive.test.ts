@@ -5,6 +5,7 @@ import type { JobRecord } from '../../src/queue/job.js';
 import type { JobTerminal } from '../../src/drivers/driver.js';
 import type { ToolRequest, ToolServices } from '../../src/server/commands/tool.js';
 import { pbsEnvironment } from '../../src/scheduler/job-env.js';
+import { jobAttributes } from '../../src/pbs/qstat-format.js';
 import { interactiveExec } from '../../src/scheduler/interactive-exec.js';
 import {
   completedLine,
@@ -171,6 +172,12 @@ describe('an interactive job run', () => {
     expect(env.PBS_ENVIRONMENT).to.equal('PBS_INTERACTIVE');
     expect(interactiveExec(r.spec.interactive!, env)).to.deep.equal({ terminal: { rows: 40, cols: 132 }, env: { ...env, TERM: 'screen' } });
     expect(pbsEnvironment(record({ spec: job(['--', 'true']).spec })).PBS_ENVIRONMENT).to.equal('PBS_BATCH');
+  });
+
+  it('gcqstat -f says interactive = True for it, and nothing for a batch job', () => {
+    const spec = { ...job(['-I']).spec, interactive: { rows: 24, cols: 80, term: 'xterm' } };
+    expect(jobAttributes(record({ spec }), { server: 'srv' }).filter((a) => a.name === 'interactive')).to.deep.equal([{ name: 'interactive', value: 'True' }]);
+    expect(jobAttributes(record({ spec: job(['--', 'true']).spec }), { server: 'srv' }).some((a) => a.name === 'interactive')).to.equal(false);
   });
 });
 
