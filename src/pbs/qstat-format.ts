@@ -284,6 +284,7 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('exec_host', job.execHost);
   add('group_list', s.groupList);
   add('Hold_Types', job.state === 'H' ? 'u' : 'n');
+  add('interactive', s.interactive ? 'True' : undefined); // PBS shows it for -I jobs only
   add('Join_Path', s.join);
   add('Mail_Points', s.mailPoints);
   add('Mail_Users', s.mailUsers?.join(','));

@@ -2,13 +2,17 @@ import { expect } from 'chai';
 import { UsageError } from '../../src/errors.js';
 import { parseQsub, type QsubContext, type QsubJob } from '../../src/pbs/qsub-options.js';
 import type { JobRecord } from '../../src/queue/job.js';
+import type { JobTerminal } from '../../src/drivers/driver.js';
+import type { ToolRequest, ToolServices } from '../../src/server/commands/tool.js';
 import { pbsEnvironment } from '../../src/scheduler/job-env.js';
+import { jobAttributes } from '../../src/pbs/qstat-format.js';
 import { interactiveExec } from '../../src/scheduler/interactive-exec.js';
 import {
   completedLine,
   deletedLine,
   exitOf,
   formatCursor,
+  interactiveRound,
   parseAttach,
   parseCursor,
   readyLine,
@@ -168,5 +172,93 @@ describe('an interactive job run', () => {
     expect(env.PBS_ENVIRONMENT).to.equal('PBS_INTERACTIVE');
     expect(interactiveExec(r.spec.interactive!, env)).to.deep.equal({ terminal: { rows: 40, cols: 132 }, env: { ...env, TERM: 'screen' } });
     expect(pbsEnvironment(record({ spec: job(['--', 'true']).spec })).PBS_ENVIRONMENT).to.equal('PBS_BATCH');
+  });
+
+  it('gcqstat -f says interactive = True for it, and nothing for a batch job', () => {
+    const spec = { ...job(['-I']).spec, interactive: { rows: 24, cols: 80, term: 'xterm' } };
+    expect(jobAttributes(record({ spec }), { server: 'srv' }).filter((a) => a.name === 'interactive')).to.deep.equal([{ name: 'interactive', value: 'True' }]);
+    expect(jobAttributes(record({ spec: job(['--', 'true']).spec }), { server: 'srv' }).some((a) => a.name === 'interactive')).to.equal(false);
+  });
+});
+
+describe("gcqsub -I's rounds against a job (its store and terminal stubbed)", () => {
+  const req = (over: Partial<ToolRequest> = {}): ToolRequest => ({
+    actor: { kind: 'admin' },
+    argv: ['-I'],
+    cwd: '/',
+    env: {},
+    account: 'root',
+    files: {},
+    missing: [],
+    terminal: { rows: 24, cols: 80 },
+    ...over,
+  });
+  /** A job in a state, its terminal having printed `printed` (undefined: not made yet). */
+  function services(j: JobRecord, printed: Buffer | undefined, typed: Buffer[] = [], deleted: string[] = []): ToolServices {
+    const term: JobTerminal = {
+      read: async (offset, max) => printed?.subarray(offset, offset + max),
+      size: async () => printed?.length ?? 0,
+      write: async (d) => void typed.push(d),
+    };
+    const scheduler = {
+      get: async () => j,
+      delete: async (_a: unknown, id: string) => void deleted.push(id),
+    } as unknown as ToolServices['scheduler'];
+    return { scheduler, headnodes: { get: async () => Promise.reject(new Error('unused')) }, serverName: 'srv', clones: { jobTerminal: () => term } };
+  }
+  const interactive = { rows: 24, cols: 80, term: 'xterm' };
+  const running = (over: Partial<JobRecord> = {}): JobRecord => record({ state: 'R', cloneId: 'j7-r1', spec: { ...job(['-I']).spec, interactive }, ...over });
+
+  it('waits while the job is queued or its terminal is not there yet, then says ready', async () => {
+    const cur = { phase: 'wait' as const, offset: 0, jobId: '7.srv' };
+    const q = await interactiveRound(req(), services(running({ state: 'Q' }), Buffer.from('x')), cur);
+    expect([q.stdout, q.interruptible, q.terminal, q.more?.waitMs]).to.deep.equal(['', true, undefined, 1000]);
+    const notYet = await interactiveRound(req(), services(running(), undefined), cur);
+    expect([notYet.stdout, notYet.terminal]).to.deep.equal(['', undefined]);
+    const ready = await interactiveRound(req(), services(running(), Buffer.alloc(0)), cur);
+    expect([ready.stdout, ready.terminal]).to.deep.equal([readyLine('7.srv'), true]);
+    expect(parseCursor(ready.more?.cursor)).to.deep.equal({ phase: 'on', offset: 0, jobId: '7.srv' });
+  });
+
+  it('Ctrl-C while waiting deletes the job', async () => {
+    const deleted: string[] = [];
+    const a = await interactiveRound(req({ interrupt: true }), services(running({ state: 'H' }), undefined, [], deleted), {
+      phase: 'wait',
+      offset: 0,
+      jobId: '7.srv',
+    });
+    expect([a.stdout, a.exitCode, a.more, deleted]).to.deep.equal([deletedLine('7.srv'), 130, undefined, ['7.srv']]);
+  });
+
+  it('attached: keystrokes go in, output comes out from the offset, whole characters only', async () => {
+    const typed: Buffer[] = [];
+    const printed = Buffer.from('$ ls\r\nå');
+    const a = await interactiveRound(
+      req({ input: Buffer.from('ls\r').toString('base64') }),
+      services(running(), printed.subarray(0, printed.length - 1), typed),
+      {
+        phase: 'on',
+        offset: 2,
+        jobId: '7.srv',
+      },
+    );
+    expect(Buffer.concat(typed).toString()).to.equal('ls\r');
+    expect(a.stdout).to.equal('ls\r\n'); // the cut "å" waits for its second byte
+    expect(parseCursor(a.more?.cursor)?.offset).to.equal(printed.length - 2);
+  });
+
+  it("a client attaching again starts at a line's start near the end", async () => {
+    const printed = Buffer.from(`${'x'.repeat(5000)}\nlast line\n$ `);
+    const a = await interactiveRound(req(), services(running(), printed), { phase: 'rewait', offset: 0, jobId: '7.srv' });
+    expect(parseCursor(a.more?.cursor)?.offset).to.equal(5001);
+  });
+
+  it("once F: PBS's completed line, the job's status, and how it ended when not by its shell", async () => {
+    const cur = { phase: 'on' as const, offset: 0, jobId: '7.srv' };
+    const done = await interactiveRound(req(), services(running({ state: 'F', exitStatus: 3, endReason: 'exit', comment: 'exit 3' }), undefined), cur);
+    expect([done.stdout, done.stderr, done.exitCode, done.more]).to.deep.equal([completedLine('7.srv'), '', 3, undefined]);
+    const wall = running({ state: 'F', exitStatus: -29, endReason: 'walltime', comment: 'killed: walltime 00:00:20 exceeded' });
+    const w = await interactiveRound(req(), services(wall, undefined), cur);
+    expect([w.stdout, w.stderr, w.exitCode]).to.deep.equal([completedLine('7.srv'), 'qsub: job 7.srv: killed: walltime 00:00:20 exceeded\n', 1]);
   });
 });

@@ -101,4 +101,27 @@ describe('gcqsub -I with real clones @vm', function () {
     expect([j.job_state, j.Exit_status]).to.deep.equal(['F', 4]);
     expect(clonesOf(seq)).to.equal('');
   });
+
+  it('walltime ends a session whose client has gone: the job is F by walltime and its clone is gone', async function () {
+    const t = onTerminal('ivm-c', ['-I', '--headnode', 'hn', '-d', '/root/w', '-l', 'walltime=0:00:20']);
+    await see(t, 'the waiting line', (s) => /qsub: waiting for job \d+\.srv to start/.test(s), 30_000);
+    const id = /qsub: waiting for job (\S+) to start/.exec(t.screen())![1];
+    const seq = id.split('.')[0];
+    await see(t, "the clone's prompt", (s) => s.includes(`@hn-${seq}:`), 120_000);
+    t.kill();
+    await until('the job ended', () => qstat(id).job_state === 'F', 90_000);
+    const j = qstat(id);
+    expect(j.comment).to.match(/walltime/);
+    expect(clonesOf(seq)).to.equal('');
+  });
+
+  it("inside the headnode, Ctrl-C while gcqsub -I waits deletes the job (the guest's client)", async function () {
+    const r = await inside(`cd /root/w && (sleep 25; printf '\\003'; sleep 6) | script -qec "gcqsub -I -h" /dev/null; echo "status=$?"`);
+    const m = /qsub: waiting for job (\S+) to start/.exec(r.stdout);
+    expect(m, r.stdout + r.stderr).to.not.equal(null);
+    const id = m![1];
+    expect(r.stdout).to.include(`qsub: job ${id} deleted`);
+    expect(r.stdout).to.match(/status=130\n$/);
+    expect(qstat(id).job_state).to.equal('F');
+  });
 });

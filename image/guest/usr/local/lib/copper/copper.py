@@ -232,10 +232,17 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
         body["terminal"] = terminal
     outs, errs = [], []
     file_rounds = 0
+    interruptible = False  # the last answer allows Ctrl-C to be sent as a round (gcqsub -I waiting)
     while file_rounds <= MAX_FILE_ROUNDS:
         try:
             answer = _post(body, fork)
             body.pop("interrupt", None)
+            interruptible = answer.get("interruptible") is True
+        except KeyboardInterrupt:
+            if not interruptible or body.get("interrupt"):
+                raise
+            body["interrupt"] = True
+            continue
         except _NowAClone as child:
             # fork() semantics: this copy of the call returns in the new clone.
             env = child.env
@@ -269,7 +276,7 @@ def _call(tool, argv, cwd, env, on_output, terminal, raw):
                     typed = raw[0].wait(wait)
                     if typed:
                         body["input"] = typed
-                elif answer.get("interruptible") is True:
+                elif interruptible:
                     # gcqsub -I waiting for its job: Ctrl-C asks gcd (which deletes the job) at once.
                     try:
                         if wait:
