@@ -29,7 +29,7 @@ function endRecords(dir: string): Map<string, number> {
   for (const f of existsSync(acct) ? readdirSync(acct) : []) {
     for (const l of readFileSync(join(acct, f), 'utf8').split('\n')) {
       const m = /;E;([^;]+);/.exec(l);
-      if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + 1);
+      if (m) out.set(m[1], (out.get(m[1]) ?? 0) + 1);
     }
   }
   return out;
@@ -70,7 +70,7 @@ describe('Redis killed while jobs run: gcd starts it again, every job ends once 
     const ran = readFileSync(runs, 'utf8').split('\n').filter(Boolean);
     const ends = endRecords(g.stateDir);
     for (const id of ids) {
-      expect(final[id]!.Exit_status, `${id}: ${final[id]!.comment}`).to.equal(0);
+      expect(final[id].Exit_status, `${id}: ${final[id].comment}`).to.equal(0);
       expect(ran.filter((x) => x === id).length).to.equal(1, `${id} ran once`);
       expect(ends.get(id)).to.equal(1, `${id} has one end record`);
     }
