@@ -35,9 +35,11 @@ describe('crash suite with a real clone: gcd killed while the job runs @vm', fun
   });
 
   it('the job runs again once, to its end; no clone QEMU, clone folder or spool is left', async function () {
-    const sub = g.inHeadnode('hn', `mkdir -p /root/w && cd /root/w && gcqsub -N crashy -r y -- sh -c 'echo ran >> /root/w/runs; sleep 5; echo finished'`);
+    // Held first: gcd dies as soon as the command runs, which may be before this call returns.
+    const sub = g.inHeadnode('hn', `mkdir -p /root/w && cd /root/w && gcqsub -h -N crashy -r y -- sh -c 'echo ran >> /root/w/runs; sleep 5; echo finished'`);
     expect(sub.status, sub.stderr).to.equal(0);
     const id = sub.stdout.trim();
+    g.tool('gcqrls', [id]); // its answer may be lost with gcd
     const seq = id.split('.')[0];
     await until('gcd killed at run:after-exec', () => g.proc?.signalCode === 'SIGKILL', 900_000);
     await until('redis-server gone', () => !existsSync(join(g.stateDir, 'redis', 'redis.pid')), 30_000);
