@@ -35,8 +35,13 @@ export function redisOptions(t: RedisTarget): RedisOptions {
   };
 }
 
-export async function connectRedis(t: RedisTarget, timeoutMs = 3000): Promise<Redis> {
-  // Commands fail after a couple of retries instead of queueing forever: a tool must say "Redis down", not hang.
+/**
+ * `waitWhileDown`: gcd's own client. Once connected, a command issued while Redis is down or
+ * restarting waits for it (reconnects for ever, then replays) instead of failing, so a job's
+ * state write is not lost to a Redis restart. Without it (tools, tests), commands fail after
+ * a couple of retries: a tool must say "Redis down", not hang.
+ */
+export async function connectRedis(t: RedisTarget, timeoutMs = 3000, o: { waitWhileDown?: boolean } = {}): Promise<Redis> {
   const client = new Redis({ ...redisOptions(t), maxRetriesPerRequest: 2, lazyConnect: true, connectTimeout: timeoutMs });
   let lastError = '';
   client.on('error', (e: Error) => {
@@ -45,6 +50,7 @@ export async function connectRedis(t: RedisTarget, timeoutMs = 3000): Promise<Re
   try {
     await client.connect();
     await client.ping();
+    if (o.waitWhileDown) client.options.maxRetriesPerRequest = null;
   } catch (e) {
     client.disconnect();
     throw new UnavailableError(`Redis unreachable at ${describeTarget(t)}: ${lastError || errorMessage(e)}`);

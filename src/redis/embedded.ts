@@ -1,10 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { UnavailableError } from '../errors.js';
+import { UnavailableError, errorMessage } from '../errors.js';
+import { log } from '../log.js';
 import type { RedisTarget } from './connection.js';
 
 /**
@@ -14,7 +15,10 @@ import type { RedisTarget } from './connection.js';
  */
 export interface EmbeddedRedis {
   target: RedisTarget;
-  pid: number;
+  /** The redis-server's pid now (it changes when gcd restarts a server that died). */
+  readonly pid: number;
+  /** How many times a server that died was started again. */
+  readonly restarts: number;
   stop(): Promise<void>;
 }
 
@@ -91,6 +95,53 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
     `logfile ${join(dir, 'redis.log')}`,
   ].join('\n');
   writeFileSync(join(dir, 'redis.conf'), conf + '\n', { mode: 0o600 });
+  const first = await launch(server, dir, target);
+  // A server that dies (kill -9, OOM killer) is started again on the same AOF, so that gcd and
+  // the jobs it runs carry on: its clients wait for it (they reconnect and replay; see
+  // connection.ts) instead of failing. A SIGKILLed server loses nothing it acknowledged: each
+  // write reached the AOF file (the page cache) before its reply.
+  let child = first;
+  let stopping = false;
+  let restarts = 0;
+  const supervise = (c: ChildProcess): void => {
+    c.once('exit', (code, sig) => {
+      if (stopping) return;
+      log.error('embedded redis-server died; starting it again', { pid: c.pid, exit: code ?? sig });
+      const again = async (delayMs: number): Promise<void> => {
+        await sleep(delayMs);
+        if (stopping) return;
+        try {
+          child = await launch(server, dir, target);
+          restarts++;
+          log.info('embedded redis-server started again', { pid: child.pid, restarts });
+          supervise(child);
+        } catch (e) {
+          log.error('embedded redis-server did not start again; retrying', { error: errorMessage(e) });
+          await again(Math.min(5000, delayMs * 2));
+        }
+      };
+      void again(100);
+    });
+  };
+  supervise(first);
+  return {
+    target,
+    get pid() {
+      return child.pid ?? 0;
+    },
+    get restarts() {
+      return restarts;
+    },
+    stop: () => {
+      stopping = true;
+      return stopServer(target, child.pid ?? 0);
+    },
+  };
+}
+
+/** Start redis-server on the written configuration and wait until it answers. */
+async function launch(server: string, dir: string, target: RedisTarget): Promise<ChildProcess> {
+  const sock = target.path ?? '';
   const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', server, join(dir, 'redis.conf')], {
     stdio: 'ignore',
     detached: false,
@@ -107,10 +158,7 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
     if (exited) {
       throw new UnavailableError(`embedded redis-server failed to start (${exited}); see ${join(dir, 'redis.log')}`);
     }
-    if (existsSync(sock) && (await ping(target, 300))) {
-      const pid = child.pid ?? 0;
-      return { target, pid, stop: () => stopServer(target, pid) };
-    }
+    if (existsSync(sock) && (await ping(target, 300))) return child;
     await sleep(30);
   }
   child.kill('SIGKILL');

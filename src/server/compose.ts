@@ -68,7 +68,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       target = embedded.target;
       cleanups.push(() => embedded.stop());
     }
-    const redis: Redis = await connectRedis(target);
+    const redis: Redis = await connectRedis(target, 3000, { waitWhileDown: true });
     cleanups.push(() => redis.disconnect());
 
     // The channels exist before the API (headnodes re-attach while the backend opens); a
