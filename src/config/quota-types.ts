@@ -26,6 +26,13 @@ export interface EntityLimits extends Limits {
   maxClones?: number;
   /** Fair-share weight (> 0). */
   shares?: number;
+  /** Byte quotas of one user, MiB (schema.ts BYTE_FIELDS; defaults and users only). */
+  diskMiB?: number;
+  snapshotMiB?: number;
+  stageoutMiB?: number;
+  undeliveredMiB?: number;
+  /** /shared (the shared-volume sandbox enforces it). */
+  sharedMiB?: number;
 }
 
 export type SystemLimits = Omit<EntityLimits, 'shares'>;
