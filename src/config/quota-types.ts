@@ -27,7 +27,6 @@ export interface EntityLimits extends Limits {
   /** Fair-share weight (> 0). */
   shares?: number;
   /** Byte quotas of one user, MiB (schema.ts BYTE_FIELDS; defaults and users only). */
-  diskMiB?: number;
   snapshotMiB?: number;
   stageoutMiB?: number;
   undeliveredMiB?: number;

@@ -86,7 +86,6 @@ export const SHARES_FIELD: FieldSpec = limit(
  * Sizes as everywhere (`20gb`); stored in MiB. `shared_bytes` is the /shared volume's.
  */
 export const BYTE_FIELDS: readonly FieldSpec[] = [
-  limit('disk_bytes', 'diskMiB', 'size', "Most virtual disk size over all of a user's headnodes (gc headnode create --disk). Checked at create."),
   limit(
     'snapshot_bytes',
     'snapshotMiB',
@@ -97,7 +96,7 @@ export const BYTE_FIELDS: readonly FieldSpec[] = [
     'stageout_bytes',
     'stageoutMiB',
     'size',
-    "Most bytes one job of the user brings home by stage-out; above it (as above GC_STAGEOUT_MAX) the rest is kept on the host and counts as undelivered.",
+    'Most bytes one job of the user brings home by stage-out; above it (as above GC_STAGEOUT_MAX) the rest is kept on the host and counts as undelivered.',
   ),
   limit(
     'undelivered_bytes',

@@ -20,6 +20,7 @@ import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
+import { treeBytes } from '../../scheduler/byte-quotas.js';
 import { DELIVER_STAGE_DIR, deliverScript } from './deliver-script.js';
 import type {
   CloneHandle,
@@ -274,7 +275,15 @@ export class QemuDriver extends VmHost implements Driver {
   override async snapshot(headnode: string): Promise<SnapshotInfo> {
     const incarnation = await this.headnodeIncarnation(headnode);
     const s = await super.snapshot(headnode);
-    return incarnation === undefined ? s : { ...s, incarnation };
+    const bytes = await this.snapshotBytes(s.id);
+    return { ...s, ...(incarnation !== undefined ? { incarnation } : {}), ...(bytes !== undefined ? { bytes } : {}) };
+  }
+
+  /** Its RAM (the tmpfs file, as large as the VM's RAM once written) and its disk folder. */
+  async snapshotBytes(snapshotId: string): Promise<number | undefined> {
+    const info = await this.snapshotInfo(snapshotId).catch(() => undefined);
+    if (!info) return undefined;
+    return (info.memMiB ?? 0) * 1024 * 1024 + (await treeBytes(this.layout.snapshot(snapshotId).dir));
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
