@@ -26,7 +26,11 @@ export interface EntityLimits extends Limits {
   maxClones?: number;
   /** Fair-share weight (> 0). */
   shares?: number;
-  /** Size of the user's /shared volume, MiB (defaults and users only). */
+  /** Byte quotas of one user, MiB (schema.ts BYTE_FIELDS; defaults and users only). */
+  snapshotMiB?: number;
+  stageoutMiB?: number;
+  undeliveredMiB?: number;
+  /** /shared (the shared-volume sandbox enforces it). */
   sharedMiB?: number;
 }
 

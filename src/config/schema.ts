@@ -89,10 +89,35 @@ export const SHARED_FIELD: FieldSpec = limit(
   "Size of a user's /shared volume (a filesystem of its own: writes beyond it fail with ENOSPC), e.g. 20gb. Left out: /shared shares the state folder's disk.",
 );
 
+/**
+ * Bytes one user may hold on the host (issue 13 item 9), per user (`defaults`, `users`).
+ * Sizes as everywhere (`20gb`); stored in MiB. `shared_bytes` is SHARED_FIELD (the /shared volume's).
+ */
+export const BYTE_FIELDS: readonly FieldSpec[] = [
+  limit(
+    'snapshot_bytes',
+    'snapshotMiB',
+    'size',
+    "Most bytes of snapshots (disk layer and RAM file on tmpfs) held by a user's unfinished jobs. A submission whose snapshot would go above it is refused, and its snapshot dropped.",
+  ),
+  limit(
+    'stageout_bytes',
+    'stageoutMiB',
+    'size',
+    'Most bytes one job of the user brings home by stage-out; above it (as above GC_STAGEOUT_MAX) the rest is kept on the host and counts as undelivered.',
+  ),
+  limit(
+    'undelivered_bytes',
+    'undeliveredMiB',
+    'size',
+    "Most bytes of a user's output kept on the host (output that could not be delivered, stage-out excess). Output that would go above it is dropped, and the job's comment says so.",
+  ),
+];
+
 /** Keys of `defaults:` (PBS u:PBS_GENERIC, every user without a value of their own). */
-export const DEFAULTS_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, SHARED_FIELD];
+export const DEFAULTS_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, ...BYTE_FIELDS, SHARED_FIELD];
 /** Keys of `users.<name>:` (PBS u:<name>). */
-export const USER_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, SHARED_FIELD];
+export const USER_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD, ...BYTE_FIELDS, SHARED_FIELD];
 /** Keys of `groups.<name>:` (PBS g:<name>); counts are the sum over the group's members. */
 export const GROUP_FIELDS: readonly FieldSpec[] = [...LIMIT_FIELDS, CLONE_FIELD, SHARES_FIELD];
 /** Keys of `system:` (PBS o:PBS_ALL): totals over everybody. */

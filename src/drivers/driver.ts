@@ -16,6 +16,8 @@ export interface SnapshotInfo {
   /** The headnode's incarnation when it was taken (headnodes/incarnation.ts), if the driver knows it. */
   incarnation?: string;
   createdAt: number;
+  /** Bytes it holds on the host (disk layer and RAM file), for snapshot_bytes; absent if unknown. */
+  bytes?: number;
   /** How long the headnode was paused to take it. */
   pauseMs: number;
   /** The frozen VM's RAM and vCPUs: a clone has exactly these (migration needs the same layout). */
@@ -191,6 +193,8 @@ export interface Driver {
   headnodeIncarnation?(headnode: string): Promise<string | undefined>;
   /** Freeze the headnode's memory and disk as they are now; the headnode runs on. */
   snapshot(headnode: string): Promise<SnapshotInfo>;
+  /** Bytes a snapshot holds on the host (disk and tmpfs); undefined when it is gone or unknown. */
+  snapshotBytes?(snapshotId: string): Promise<number | undefined>;
   /**
    * Delete a snapshot's files; called when the last job using it has ended (`jobId`: that job,
    * which a compute node's driver names to the server).

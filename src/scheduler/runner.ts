@@ -1,4 +1,6 @@
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { OWNER_FILE, undeliveredRoom } from './byte-quotas.js';
+import type { QuotaConfig } from '../config/quotas.js';
 import { jobHeadnodeChanged } from '../headnodes/incarnation.js';
 import { join } from 'node:path';
 import type { CommandUsage, Driver, ExecResult, ExecSpec, RunningCommand } from '../drivers/driver.js';
@@ -29,6 +31,8 @@ const STOP_REASONS: ReadonlySet<string> = new Set<StopReason>(['deleted', 'shutd
 
 export interface RunnerOptions {
   driver: Driver;
+  /** The quota file in force (byte quotas on output kept on the host; byte-quotas.ts). */
+  quotas?: () => QuotaConfig;
   store: JobStore;
   /** Host folder for output on its way home: `<spool>/<jobid>/`. */
   spoolDir: string;
@@ -153,7 +157,7 @@ export class JobRunner {
         // Stage-out: the files the job wrote come home while its clone lives, before F, so
         // that block=true and afterok dependents see them. Never throws (a failure is a note).
         // Not redone after a crash: a job found in E is finished with its status, as it is.
-        const staged = await stageOutJob(driver, clone, job, this.o.spoolDir);
+        const staged = await stageOutJob(driver, clone, job, this.o.spoolDir, this.o.quotas?.());
         if (staged) ended = { ...ended, comment: `${ended.comment}; ${staged}` };
       }
     } catch (e) {
@@ -386,12 +390,22 @@ export class JobRunner {
         if (other) throw other;
         await driver.deliverFile(job.spec.headnode, guest, host, job.spec.account ?? 'root', job.id);
       } catch (e) {
-        const keep = join(this.o.spoolDir, '..', 'undelivered', job.id);
+        const undelivered = join(this.o.spoolDir, '..', 'undelivered');
+        const keep = join(undelivered, job.id);
+        const size = (await stat(host)).blocks * 512;
+        const ownerOf = async (id: string): Promise<string | undefined> => (await store.tryGet(id).catch(() => undefined))?.spec.user;
+        const over = this.o.quotas ? await undeliveredRoom(this.o.quotas(), job.spec.user, undelivered, size, ownerOf) : undefined;
+        if (over) {
+          await rm(host, { force: true });
+          note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); dropped: ${over.message}`].filter(Boolean).join('; ');
+          continue;
+        }
         await mkdir(keep, { recursive: true });
+        await writeFile(join(keep, OWNER_FILE), `${job.spec.user}\n`);
         const kept = join(keep, guest.split('/').pop() ?? 'output');
         const { rename } = await import('node:fs/promises');
         await rename(host, kept);
-        note = `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`;
+        note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`].filter(Boolean).join('; ');
       }
     }
     await store.update(job.id, {

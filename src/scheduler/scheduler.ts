@@ -1,4 +1,5 @@
 // Over 400 lines on purpose: the job pipeline's one entry point; its methods share private state.
+import { SnapshotBytesCheck } from './byte-quotas.js';
 import { checkRedisRoom, isRedisOom, RedisFullError } from '../redis/memory-guard.js';
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -98,7 +99,13 @@ export class Scheduler {
     this.queue = new RunQueue(o.connection, o.keys, new RedisFairOrder(o.redis, o.keys, () => this.quotas()));
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
-    this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
+    const bytes = new SnapshotBytesCheck(this.store, o.driver, () => this.quotas());
+    this.submitter = new Submitter(
+      o.driver,
+      this.store,
+      () => this.capacity.limits,
+      (specs, snaps) => bytes.check(specs, snaps),
+    );
     this.control = new JobControl(this.store, this.queue);
     this.recurring = new RecurringJobs(
       o.redis,
@@ -111,6 +118,7 @@ export class Scheduler {
     this.endedOutputs = new EndedOutputs(join(o.stateDir, 'ended-output'));
     this.runner = new JobRunner({
       driver: o.driver,
+      quotas: () => this.quotas(),
       store: this.store,
       spoolDir: this.spoolDir,
       endedOutputs: this.endedOutputs,

@@ -53,6 +53,8 @@ export class Submitter {
     private readonly driver: Driver,
     private readonly store: JobStore,
     private readonly capacity: () => CapacityLimits,
+    /** Checks on the snapshots just taken (byte quotas); a throw refuses the submission and drops them. */
+    private readonly afterSnapshots?: (specs: JobSpec[], snapshots: SnapshotInfo[]) => Promise<void>,
   ) {}
 
   private async checkDependencies(depend: JobDependency[] | undefined): Promise<string[]> {
@@ -87,6 +89,7 @@ export class Submitter {
         if (other) throw other;
       }
       crashPoint('submit:after-snapshot');
+      await this.afterSnapshots?.(specs, [...byHeadnode.values()]);
       const first = await this.store.nextSeqs(specs.length);
       const now = Date.now();
       const init = initialState(opts, now, dependsOn);

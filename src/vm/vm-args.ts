@@ -208,7 +208,9 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     '-blockdev',
     `driver=qcow2,node-name=${DISK_NODE},file=${DISK_FILE_NODE},discard=unmap`,
     '-device',
-    `virtio-blk-pci,drive=${DISK_NODE},id=${DISK_DEVICE_ID},bus=pci.0,addr=0x4${cfg.kernel === undefined ? ',bootindex=0' : ''}`,
+    // werror=report: a write that fails (the host's disk full) is an I/O error in this guest;
+    // QEMU's default (enospc) would pause the VM until space is freed (issue 13 item 9).
+    `virtio-blk-pci,drive=${DISK_NODE},id=${DISK_DEVICE_ID},bus=pci.0,addr=0x4,werror=report,rerror=report${cfg.kernel === undefined ? ',bootindex=0' : ''}`,
   );
 
   // Guest agent

@@ -74,7 +74,7 @@ describe('buildVmArgs', () => {
     const bd = values(buildVmArgs(base()), '-blockdev');
     expect(bd[0]).to.match(/^driver=file,node-name=disk0-file,filename=\/var\/lib\/copper\/headnodes\/alice-hn\/disk.qcow2,/);
     expect(bd[1]).to.match(new RegExp(`^driver=qcow2,node-name=${DISK_NODE},file=disk0-file`));
-    expect(values(buildVmArgs(base()), '-device')).to.include('virtio-blk-pci,drive=disk0,id=vda,bus=pci.0,addr=0x4');
+    expect(values(buildVmArgs(base()), '-device')).to.include('virtio-blk-pci,drive=disk0,id=vda,bus=pci.0,addr=0x4,werror=report,rerror=report');
   });
 
   it('wires the guest agent, console, QMP and the API channel', () => {

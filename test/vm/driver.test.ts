@@ -289,6 +289,23 @@ describe('QemuDriver end to end under TCG @vm', function () {
     expect(st).not.to.contain('copper-');
   });
 
+  it("refuses to deliver where the job's account may not write (/etc, /root): issue 13 item 8b", async () => {
+    const src = join(root, 'evil.txt');
+    await writeFile(src, 'alice::0:0::/root:/bin/sh\n');
+    for (const dest of ['/etc/passwd', '/etc/cron.d/copper-evil', '/root/.profile']) {
+      const e = await drv.deliverFile(hn, dest, src, 'alice').then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      expect(e, dest).to.be.instanceOf(DriverError);
+      expect((e as Error).message, dest).to.match(/account alice may not write/);
+    }
+    const st = await inHeadnode('grep -c "^alice::0:0" /etc/passwd || true; ls -a /etc/cron.d /root; ls /var/lib/copper/deliver | wc -l');
+    expect(st.split('\n')[0]).to.equal('0');
+    expect(st).not.to.contain('copper-');
+    expect(st.trim().split('\n').pop()).to.equal('0', 'no staged copy left');
+  });
+
   it('takes a second snapshot after the background stream, and releases snapshots', async () => {
     const s2 = await drv.snapshot(hn);
     expect(await drv.listSnapshots()).to.include.members([snapId, s2.id]);

@@ -43,6 +43,9 @@ export interface FakeDriverOptions {
   cloneDelayMs?: number;
 }
 
+/** What a fake snapshot counts for snapshot_bytes: its 512 MiB of "RAM". */
+export const FAKE_SNAPSHOT_BYTES = 512 * 1024 * 1024;
+
 export class FakeDriver implements Driver {
   readonly name = 'fake';
   readonly snapshots = new Set<string>();
@@ -71,6 +74,7 @@ export class FakeDriver implements Driver {
       id,
       headnode,
       ...(incarnation !== undefined ? { incarnation } : {}),
+      bytes: FAKE_SNAPSHOT_BYTES,
       createdAt: Date.now(),
       pauseMs: 0,
       memMiB: 512,
@@ -82,6 +86,10 @@ export class FakeDriver implements Driver {
 
   async headnodeIncarnation(headnode: string): Promise<string | undefined> {
     return this.opts.headnodes.has(headnode) ? this.opts.incarnations?.get(headnode) : undefined;
+  }
+
+  async snapshotBytes(snapshotId: string): Promise<number | undefined> {
+    return this.snapshots.has(snapshotId) ? FAKE_SNAPSHOT_BYTES : undefined;
   }
 
   async releaseSnapshot(snapshotId: string): Promise<void> {

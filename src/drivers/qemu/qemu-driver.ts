@@ -22,6 +22,8 @@ import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
 import { packToHostFile } from './stage-out-clone.js';
 import { placeHostArchive } from './stage-out-headnode.js';
+import { treeBytes } from '../../scheduler/byte-quotas.js';
+import { DELIVER_STAGE_DIR, deliverScript } from './deliver-script.js';
 import type {
   CloneHandle,
   Driver,
@@ -316,7 +318,15 @@ export class QemuDriver extends VmHost implements Driver {
   override async snapshot(headnode: string): Promise<SnapshotInfo> {
     const incarnation = await this.headnodeIncarnation(headnode);
     const s = await super.snapshot(headnode);
-    return incarnation === undefined ? s : { ...s, incarnation };
+    const bytes = await this.snapshotBytes(s.id);
+    return { ...s, ...(incarnation !== undefined ? { incarnation } : {}), ...(bytes !== undefined ? { bytes } : {}) };
+  }
+
+  /** Its RAM (the tmpfs file, as large as the VM's RAM once written) and its disk folder. */
+  async snapshotBytes(snapshotId: string): Promise<number | undefined> {
+    const info = await this.snapshotInfo(snapshotId).catch(() => undefined);
+    if (!info) return undefined;
+    return (info.memMiB ?? 0) * 1024 * 1024 + (await treeBytes(this.layout.snapshot(snapshotId).dir));
   }
 
   async deliverFile(headnode: string, guestPath: string, hostFile: string, owner: string): Promise<void> {
@@ -327,13 +337,14 @@ export class QemuDriver extends VmHost implements Driver {
     });
     // Take the agent under the lock, copy outside it: a big file must not hold up snapshots.
     const agent = await this.opts.headnodes.withRunning(headnode, async (h) => h.agent);
-    const tmp = `${guestPath}.copper-${randomBytes(4).toString('hex')}`;
+    // Staged in a root-only folder, then written by deliver.py as the job's account: the
+    // account comes from the guest, so root must not write where that account could not.
+    const tmp = `${DELIVER_STAGE_DIR}/${randomBytes(8).toString('hex')}`;
     try {
+      const mk = await agent.run('/bin/mkdir', ['-p', '-m', '0700', '--', DELIVER_STAGE_DIR], { timeoutMs: 30_000 });
+      if (mk.exitCode !== 0) throw new DriverError(`delivering ${guestPath} to ${headnode}: cannot make ${DELIVER_STAGE_DIR}`);
       await copyToGuest(agent, hostFile, tmp);
-      // chown before the rename: the file appears under its name with its final owner.
-      const st = await agent.run('/bin/sh', ['-c', 'chown -- "$1:" "$2" && chmod 644 -- "$2" && mv -f -- "$2" "$3"', 'sh', owner, tmp, guestPath], {
-        timeoutMs: 30_000,
-      });
+      const st = await agent.run('/usr/bin/python3', ['-I', '-S', '-c', deliverScript(), tmp, owner, guestPath], { timeoutMs: 30_000 });
       if (st.exitCode !== 0) {
         throw new DriverError(`delivering ${guestPath} to ${headnode}: ${st.err?.toString().trim() || `status ${st.exitCode}`}`);
       }
