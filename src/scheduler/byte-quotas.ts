@@ -3,13 +3,15 @@
  * `undelivered_bytes`, in `defaults` and `users`): what a user holds on the host's disk and
  * tmpfs is bounded, so one user cannot fill them for everybody. A refusal names the quota.
  */
-import type { Dirent } from 'node:fs';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EntityLimits, QuotaConfig } from '../config/quotas.js';
 import { formatLimit } from '../config/quotas.js';
 import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { QuotaError } from '../errors.js';
+import { treeBytes } from '../tree-bytes.js';
+
+export { treeBytes };
 import type { JobRecord, JobSpec } from '../queue/job.js';
 
 const MiB = 1024 * 1024;
@@ -59,26 +61,6 @@ export function checkSnapshotBytes(cfg: QuotaConfig, user: string, held: HeldSna
   if (has + adding > limit) {
     throw byteQuotaError('snapshotMiB', user, limit, `holds ${sizeText(has)} in ${held.length} snapshot${held.length === 1 ? '' : 's'}`, adding);
   }
-}
-
-/** Bytes under a folder (allocated blocks, so sparse files count what they use). */
-export async function treeBytes(path: string): Promise<number> {
-  let st;
-  try {
-    st = await lstat(path);
-  } catch {
-    return 0;
-  }
-  if (!st.isDirectory()) return st.blocks * 512;
-  let total = st.blocks * 512;
-  let entries: Dirent[];
-  try {
-    entries = await readdir(path, { withFileTypes: true });
-  } catch {
-    return total;
-  }
-  for (const e of entries) total += await treeBytes(join(path, e.name));
-  return total;
 }
 
 /** The file in a job's undelivered folder naming its user (the record may have expired). */

@@ -22,7 +22,7 @@ import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
 import { packToHostFile } from './stage-out-clone.js';
 import { placeHostArchive } from './stage-out-headnode.js';
-import { treeBytes } from '../../scheduler/byte-quotas.js';
+import { treeBytes } from '../../tree-bytes.js';
 import { DELIVER_STAGE_DIR, deliverScript } from './deliver-script.js';
 import type {
   CloneHandle,
