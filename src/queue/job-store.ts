@@ -25,6 +25,22 @@ end
 return {1, cur, redis.call('HGETALL', KEYS[1])}
 `;
 
+/**
+ * TRANSITION_LUA guarded by one more field: the write happens only if field ARGV[2] holds
+ * ARGV[3] (a run's host: a host declared dead cannot end a run the server already settled).
+ */
+const TRANSITION_IF_LUA = `
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+local to = cjson.decode(ARGV[1])[cur]
+if not to or redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return {0, cur} end
+redis.call('HSET', KEYS[1], 'state', to)
+for i = 4, #ARGV, 2 do
+  if ARGV[i+1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+end
+return {1, cur, redis.call('HGETALL', KEYS[1])}
+`;
+
 /** Field writes that are not state changes, only to a record that still exists (never re-creates an expired one). */
 const UPDATE_LUA = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -77,6 +93,7 @@ export type TransitionResult = { ok: true; from: JobState; to: JobState; record:
 
 interface StoreScripts {
   gcTransition(key: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
+  gcTransitionIf(key: string, map: string, field: string, value: string, ...fields: string[]): Promise<[number, string, string[]?]>;
   gcUpdate(key: string, ...fields: string[]): Promise<number>;
   gcReleaseRef(jobKey: string, refsKey: string, snapshotId: string): Promise<number>;
   gcResnapshot(jobKey: string, refsKey: string, map: string, snapshotId: string): Promise<[number, string, string[]?, string?]>;
@@ -105,6 +122,7 @@ function decode(id: string, h: Record<string, string>): JobRecord {
   if (h.outputPath) rec.outputPath = h.outputPath;
   if (h.errorPath) rec.errorPath = h.errorPath;
   if (h.cloneId) rec.cloneId = h.cloneId;
+  if (h.execHost) rec.execHost = h.execHost;
   const started = num('startedAt');
   if (started !== undefined) rec.startedAt = started;
   const ended = num('endedAt');
@@ -146,6 +164,7 @@ export class JobStore {
     readonly serverName: string,
   ) {
     redis.defineCommand('gcTransition', { numberOfKeys: 1, lua: TRANSITION_LUA });
+    redis.defineCommand('gcTransitionIf', { numberOfKeys: 1, lua: TRANSITION_IF_LUA });
     redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
     redis.defineCommand('gcReleaseRef', { numberOfKeys: 2, lua: RELEASE_REF_LUA });
     redis.defineCommand('gcResnapshot', { numberOfKeys: 2, lua: RESNAPSHOT_LUA });
@@ -243,6 +262,21 @@ export class JobStore {
     const record = decode(id, pairs(flat ?? []));
     const t = { jobId: id, event, from, to: record.state, record };
     this.events.emit(t);
+    return { ok: true, from, to: record.state, record };
+  }
+
+  /**
+   * transition() of a job that runs on a host: refused (as a lost race) unless the record still
+   * names `execHost` as its host. A job without a host is guarded by nothing (single-host records).
+   */
+  async transitionOnHost(id: string, execHost: string | undefined, event: JobEvent, patch: FieldPatch = {}): Promise<TransitionResult> {
+    if (execHost === undefined) return this.transition(id, event, patch);
+    const fields = encode(patch);
+    const [ok, cur, flat] = await this.scripts.gcTransitionIf(this.keys.job(id), JSON.stringify(JOB_TRANSITIONS[event]), 'execHost', execHost, ...fields);
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
+    const record = decode(id, pairs(flat ?? []));
+    this.events.emit({ jobId: id, event, from, to: record.state, record });
     return { ok: true, from, to: record.state, record };
   }
 

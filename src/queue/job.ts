@@ -94,6 +94,11 @@ export interface JobRecord {
   /** How many times the job was started (for -r and crash recovery). */
   runCount: number;
   cloneId?: string;
+  /**
+   * The compute host (its registry name, src/grid/) that runs or ran the job: written in the
+   * same compare-and-set as R; the runner's later transitions require it to be unchanged.
+   */
+  execHost?: string;
   /** Clone CPU time and peak memory, seen from the host (resources_used.cput / mem). */
   cputSec?: number;
   memKiB?: number;

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -8,9 +8,10 @@ import { UnavailableError } from '../errors.js';
 import type { RedisTarget } from './connection.js';
 
 /**
- * The Redis that gcd owns when no GC_REDIS_URL is given. It listens only on a Unix socket
- * (mode 0700 directory) with a password: guests on QEMU user networking reach the host's
- * loopback TCP ports, so Redis must not be on one. AOF on, noeviction, as BullMQ needs.
+ * The Redis that gcd owns when no GC_REDIS_URL is given. It listens on a Unix socket (mode
+ * 0700 directory) with a password: guests on QEMU user networking reach the host's loopback
+ * TCP ports, so Redis is on none by default. GC_REDIS_BIND adds exactly one TCP address, for
+ * the grid's nodes (an address guests cannot reach). AOF on, noeviction, as BullMQ needs.
  */
 export interface EmbeddedRedis {
   target: RedisTarget;
@@ -61,7 +62,7 @@ async function ping(target: RedisTarget, timeoutMs: number): Promise<boolean> {
  * `stateDir`. The server gets SIGTERM when gcd dies (setpriv --pdeathsig), and a SIGTERM'd
  * redis flushes its AOF, so nothing acknowledged is lost.
  */
-export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(stateDir: string, bind?: string): Promise<EmbeddedRedis> {
   const dir = join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const sock = join(dir, 'redis.sock');
@@ -73,8 +74,11 @@ export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedi
   await waitForExit(pidFile, 15_000);
 
   const server = redisServerPath();
+  // GC_REDIS_BIND: also TCP on exactly that address, for the grid's nodes (password as ever).
+  const tcp = bind ? splitHostPort(bind) : undefined;
   const conf = [
-    `port 0`,
+    tcp ? `port ${tcp.port}` : `port 0`,
+    ...(tcp ? [`bind ${tcp.host}`, `protected-mode yes`] : []),
     `unixsocket ${sock}`,
     `unixsocketperm 700`,
     `dir ${dir}`,
@@ -106,12 +110,31 @@ export async function startEmbeddedRedis(stateDir: string): Promise<EmbeddedRedi
     }
     if (existsSync(sock) && (await ping(target, 300))) {
       const pid = child.pid ?? 0;
+      writeNodeUrl(dir, tcp, target.password ?? '');
       return { target, pid, stop: () => stopServer(target, pid) };
     }
     await sleep(30);
   }
   child.kill('SIGKILL');
   throw new UnavailableError(`embedded redis-server did not answer within 10 s; see ${join(dir, 'redis.log')}`);
+}
+
+function splitHostPort(bind: string): { host: string; port: number } {
+  const i = bind.lastIndexOf(':');
+  return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
+}
+
+/**
+ * The GC_REDIS_URL a node uses (`redis://:password@host:port`), 0600 in the redis folder;
+ * removed when Redis is not on TCP, so no stale address is handed out.
+ */
+function writeNodeUrl(dir: string, tcp: { host: string; port: number } | undefined, password: string): void {
+  const file = join(dir, 'node-url');
+  if (!tcp) {
+    rmSync(file, { force: true });
+    return;
+  }
+  writeFileSync(file, `redis://:${encodeURIComponent(password)}@${tcp.host}:${tcp.port}\n`, { mode: 0o600 });
 }
 
 function isRedis(pid: number): boolean {

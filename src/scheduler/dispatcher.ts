@@ -29,6 +29,19 @@ export interface DispatcherOptions {
     /** Undo started(): another runner won the job (its `run` compare-and-set failed here). */
     notStarted(rec: JobRecord): void;
   };
+  /** On a grid (src/grid/): this compute host, written as the job's execHost with R. */
+  host?: DispatchHost;
+}
+
+/** The compute host a dispatcher runs on, and what its grid says before it takes a job. */
+export interface DispatchHost {
+  name: string;
+  /**
+   * Why this host leaves the job to others for now (offline, another host caches its
+   * snapshot), or undefined. The job goes back delayed by `gateDelayMs`, its record untouched.
+   */
+  gate(rec: JobRecord): Promise<string | undefined>;
+  gateDelayMs: number;
 }
 
 /**
@@ -76,6 +89,26 @@ export class Dispatcher {
     return this.running.has(id);
   }
 
+  /** Jobs running in this gcd now (the node heartbeat reports them). */
+  runningIds(): string[] {
+    return [...this.running.keys()];
+  }
+
+  /** Stop or resume taking new jobs (an offline or draining host); running jobs go on either way. */
+  async setTaking(on: boolean): Promise<void> {
+    if (!this.worker) return;
+    if (on && this.worker.isPaused()) await this.worker.resume();
+    else if (!on && !this.worker.isPaused()) await this.worker.pause(true);
+  }
+
+  /**
+   * This host was declared dead while it still ran (a stall, a cut link): its jobs were settled
+   * elsewhere. Stop them all; their runners' own transitions are refused (execHost guard).
+   */
+  dropAll(): void {
+    for (const c of this.running.values()) c.abort('shutdown');
+  }
+
   private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
     const { store, capacity, runner } = this.o;
     const rec = await store.tryGet(bull.data.id);
@@ -84,6 +117,12 @@ export class Dispatcher {
     if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) {
       this.line.forget(bull.data.id);
       return;
+    }
+    const gated = await this.o.host?.gate(rec);
+    if (gated !== undefined && this.o.host) {
+      log.debug('job left to other hosts', { job: rec.id, host: this.o.host.name, why: gated });
+      await bull.moveToDelayed(Date.now() + this.o.host.gateDelayMs, token);
+      throw new DelayedError();
     }
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
@@ -107,7 +146,7 @@ export class Dispatcher {
     let won = false;
     try {
       // The one compare-and-set that decides who runs it: exactly one runner wins Q/W -> R.
-      const t = await store.transition(rec.id, 'run', { comment: undefined });
+      const t = await store.transition(rec.id, 'run', { comment: undefined, ...(this.o.host ? { execHost: this.o.host.name } : {}) });
       if (!t.ok) return;
       won = true;
       if (parent) await store.transition(parent, 'array-begin', { comment: undefined });

@@ -15,9 +15,9 @@ import { RunQueue } from '../queue/run-queue.js';
 import { mayActOn, type Actor } from './actor.js';
 import { Capacity, type CapacityLimits } from './capacity.js';
 import { arrayExitStatus, judgeDependencies } from './dependencies.js';
-import { Dispatcher } from './dispatcher.js';
+import { Dispatcher, type DispatchHost } from './dispatcher.js';
 import { JobControl, type JobChanges } from './job-control.js';
-import { JobRunner, type StopReason } from './runner.js';
+import { JobRunner, type JobEnd, type StopReason } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
@@ -54,6 +54,15 @@ export interface SchedulerOptions {
   quotas?: () => QuotaConfig;
   /** What the state changes do not carry: new jobs with their snapshot pause, clone start latency. */
   observe?: JobObservations;
+  /**
+   * On a grid (src/grid/): this compute host. Its name becomes the execHost of the jobs it runs,
+   * and a restart recovers only those (plus, on the server, jobs that name no host).
+   */
+  host?: DispatchHost & { isServer: boolean };
+  /** false: recurring jobs (--cron) are not fired here (a grid node cannot snapshot a headnode). */
+  cron?: boolean;
+  /** The largest host of the grid now (submission refuses a job above it); default this host's capacity. */
+  largestHost?: () => CapacityLimits | undefined;
 }
 
 export interface ListFilter {
@@ -93,7 +102,7 @@ export class Scheduler {
     this.queue = new RunQueue(o.connection, o.keys, new FairOrder(() => this.quotas()));
     this.capacity = new Capacity(o.capacity);
     this.spoolDir = join(o.stateDir, 'spool');
-    this.submitter = new Submitter(o.driver, this.store, () => this.capacity.limits);
+    this.submitter = new Submitter(o.driver, this.store, () => o.largestHost?.() ?? this.capacity.limits);
     this.control = new JobControl(this.store, this.queue);
     this.recurring = new RecurringJobs(o.redis, o.connection, o.keys, o.serverName, async (spec) => (await this.submit([spec]))[0].id);
     this.endedOutputs = new EndedOutputs(join(o.stateDir, 'ended-output'));
@@ -119,6 +128,7 @@ export class Scheduler {
         concurrency: o.concurrency ?? 64,
         lockDurationMs: o.lockDurationMs ?? 30_000,
         retryDelayMs: o.retryDelayMs ?? 1000,
+        ...(o.host ? { host: o.host } : {}),
         policy: {
           admit: (rec) => {
             const a = admit(this.quotas(), this.usage, trackedJob(rec));
@@ -149,7 +159,7 @@ export class Scheduler {
     const live = (await this.store.list()).filter((j) => !j.array && j.state !== 'F');
     this.usage = UsageTracker.fromJobs(live.map((j) => (j.state === 'R' || j.state === 'S' || j.state === 'E' ? { ...j, state: 'Q' as const } : j)));
     this.dispatcher?.start();
-    if (this.dispatcher) this.recurring.start();
+    if (this.dispatcher && this.o.cron !== false) this.recurring.start();
   }
 
   private cronId(idText: string): string | undefined {
@@ -390,8 +400,14 @@ export class Scheduler {
   private async recoverStates(): Promise<void> {
     for (const j of await this.store.list()) {
       if (j.array && j.state !== 'F') continue;
+      // On a grid, a host recovers only its own runs; other hosts' are theirs (or the failure monitor's).
+      if (j.state !== 'F' && !this.ranHere(j)) continue;
       if ((j.state === 'R' || j.state === 'S') && j.spec.rerunnable) {
-        await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
+        await this.store.transitionOnHost(j.id, j.execHost, 'requeue', {
+          comment: 'requeued: gcd stopped while the job ran',
+          cloneId: undefined,
+          execHost: undefined,
+        });
       } else if (j.state === 'R' || j.state === 'S') {
         await this.runner.finish(j, {
           exitStatus: EXIT.LOST,
@@ -408,6 +424,36 @@ export class Scheduler {
         await this.runner.settle(j);
       }
     }
+  }
+
+  /** Whether a job's run (R, S, E) belongs to this gcd: its host, or no host and this is the server. */
+  private ranHere(j: JobRecord): boolean {
+    const h = this.o.host;
+    if (!h) return true;
+    return j.execHost === undefined ? h.isServer : j.execHost === h.name;
+  }
+
+  /** Jobs this gcd runs now. */
+  runningJobs(): string[] {
+    return this.dispatcher?.runningIds() ?? [];
+  }
+
+  /** Stop or resume taking new jobs (gc node offline|drain|online); running jobs go on. */
+  async setTaking(on: boolean): Promise<void> {
+    await this.dispatcher?.setTaking(on);
+  }
+
+  /** This host was declared dead while alive: stop its runs (settled elsewhere) without touching their records. */
+  dropRuns(): void {
+    this.dispatcher?.dropAll();
+  }
+
+  /**
+   * End a run lost with its host (src/grid/failure-monitor.ts): -> F and settled, only while
+   * the record still names that host. Idempotent as JobRunner.finish is.
+   */
+  async finishLost(job: JobRecord, end: JobEnd): Promise<boolean> {
+    return (await this.runner.finish(job, end)).ok;
   }
 
   async close(): Promise<void> {

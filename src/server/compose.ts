@@ -27,6 +27,9 @@ import { gcTool } from './commands/gc.js';
 import { runTool } from './commands/index.js';
 import type { Tool, ToolServices } from './commands/tool.js';
 import { startObservers } from './observers.js';
+import { GridParts } from '../grid/grid-parts.js';
+import { hostAccel } from '../grid/node-role.js';
+import { gcNodesTool, NODE_COMMANDS } from './commands/gc-nodes.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -60,7 +63,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     let target: RedisTarget;
     if (settings.redisUrl) target = { url: settings.redisUrl };
     else {
-      const embedded = await startEmbeddedRedis(settings.stateDir);
+      const embedded = await startEmbeddedRedis(settings.stateDir, settings.redisBind);
       target = embedded.target;
       cleanups.push(() => embedded.stop());
     }
@@ -96,6 +99,16 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    // The grid (src/grid/): this host in the node registry, and the failure monitor.
+    const grid = new GridParts({
+      redis,
+      keys: keysFor(settings.keyPrefix),
+      settings,
+      role: 'server',
+      runsJobs: settings.serverRunsJobs,
+      capacity: defaultCapacity(),
+      accel: hostAccel(settings),
+    });
     const observers = startObservers(settings);
     const scheduler = new Scheduler({
       redis,
@@ -111,6 +124,9 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       historyTtlSec: initial.historyTtlSec,
       quotas: () => quotas.current(),
       observe: observers.lifecycle,
+      host: grid.host,
+      largestHost: () => grid.largestHost(),
+      dispatch: settings.serverRunsJobs,
     });
     // Job mail (-m/-M) hears every transition, those of the recovery in start() too; closed
     // after the scheduler, so the mails of the jobs it ends on the way down still go.
@@ -144,6 +160,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const baseGc = gcCommand(backend);
     const gc: Tool = async (req, s) => {
       if (req.argv[0] === 'web') return dashboard.tool(req);
+      if (NODE_COMMANDS.has(req.argv[0] ?? '')) return gcNodesTool(req, grid.registry);
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
     };
@@ -154,8 +171,11 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       ...(backend.admin ? { clusters: backend.admin.clusters } : {}),
     });
     if (settings.testStartDelayMs > 0) await sleep(settings.testStartDelayMs); // tests: widen the start window
+    await grid.join(scheduler);
+    cleanups.push(() => grid.close()); // after the scheduler's close: its runs are requeued first
     await scheduler.start();
     cleanups.push(() => scheduler.close());
+    await grid.started(scheduler);
     // Only now: until the scheduler has recovered, a guest's call could act on half-recovered state.
     api = server;
     await observers.serveMetrics();
