@@ -148,10 +148,10 @@ export class NetnsGrid {
     return node;
   }
 
-  /** Cut a node's link (its gcd lives on but reaches nothing). */
-  cut(node: GridNode): void {
+  /** Cut a node's link (its gcd lives on but reaches nothing), or mend it. */
+  link(node: GridNode, on: boolean): void {
     const n = this.nodes.indexOf(node) + 1;
-    ip('link', 'set', `gn${this.tag}h${n}`, 'down');
+    ip('link', 'set', `gn${this.tag}h${n}`, on ? 'up' : 'down');
   }
 
   /** Every process stopped, every link and namespace deleted, every folder removed. */

@@ -198,6 +198,38 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
     for (const [id, j] of Object.entries(before)) expect(after[id]?.job_state, id).to.equal(j.job_state);
   });
 
+  it('a cut link: the job reruns elsewhere once; the host, back, drops its stale run and rejoins', async function () {
+    g.tool('gc', ['node', 'offline', 'n1']);
+    g.tool('gc', ['node', 'offline', 'n3']);
+    const id = sub('-r', 'y', '-N', 'cut', '--', 'sh', '-c', `echo "$PBS_JOBID" >> ${marks}/cut; exec sleep 8`);
+    await until('running on n2', () => jobs(id)[id]?.job_state === 'R');
+    expect(hostOf(jobs(id)[id])).to.equal('n2');
+    await until('command started', () => readFileSync(join(marks, 'cut'), 'utf8').length > 0);
+    g.tool('gc', ['node', 'online', 'n1']);
+    g.tool('gc', ['node', 'online', 'n3']);
+    const t0 = Date.now();
+    grid.link(nodes.n2, false);
+    await until('n2 down', () => nodeList().find((n) => n.name === 'n2')?.state === 'down', 20_000);
+    process.stdout.write(`      (n2 marked down ${Date.now() - t0} ms after its link was cut)\n`);
+    await until(
+      'rerun started elsewhere',
+      () => {
+        const j = jobs(id)[id];
+        return j?.job_state === 'R' && hostOf(j) !== 'n2';
+      },
+      30_000,
+    );
+    grid.link(nodes.n2, true);
+    await until('n2 back up', () => nodeList().find((n) => n.name === 'n2')?.state === 'up', 20_000);
+    await until('job done', () => jobs(id)[id]?.job_state === 'F', 30_000);
+    const j = jobs(id)[id];
+    expect(['n1', 'n3']).to.include(hostOf(j));
+    expect(j.Exit_status).to.equal(0);
+    expect(Number(j.run_count)).to.equal(2);
+    expect(readFileSync(join(marks, 'cut'), 'utf8').split('\n').filter(Boolean)).to.deep.equal([id, id]);
+    expect(nodes.n2.log).to.contain('this node was declared down while it ran');
+  });
+
   it('a job asking more than any host has is refused, naming the largest host', function () {
     const mem = g.tool('gcqsub', ['--headnode', 'hn1', '-l', 'mem=16gb', '--', 'true']);
     expect(mem.status).to.not.equal(0);
