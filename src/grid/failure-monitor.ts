@@ -26,6 +26,11 @@ export interface FailureMonitorOptions {
   /** Scheduler.finishLost: F and settled, guarded by the record's execHost. */
   finishLost(job: JobRecord, end: JobEnd): Promise<boolean>;
   intervalMs: number;
+  /**
+   * After the server starts, hosts get this long (GC_NODE_DEAD_MS) to reach its Redis again
+   * before any is judged: heartbeat keys may have expired while the server was away.
+   */
+  graceMs: number;
   /** Told of each host marked down, with what became of its jobs (tests, logs). */
   onDown?: (node: string, outcome: LostRuns) => void;
 }
@@ -44,11 +49,13 @@ export class FailureMonitor {
   private stopped = false;
   /** Requeued jobs still to be checked for a BullMQ entry, with the ticks left. */
   private readonly pending = new Map<string, number>();
+  private graceUntil = 0;
 
   constructor(private readonly o: FailureMonitorOptions) {}
 
   /** Settle what hosts already down left (the server may have died mid-way), then watch. */
   async start(): Promise<void> {
+    this.graceUntil = Date.now() + this.o.graceMs;
     const down = (await this.o.registry.list()).filter((n) => n.state === 'down').map((n) => n.name);
     if (down.length) await this.settle(new Set(down));
     this.schedule();
@@ -72,6 +79,7 @@ export class FailureMonitor {
   /** One look: mark lapsed hosts down and settle their runs. */
   async tick(): Promise<string[]> {
     const downed: string[] = [];
+    if (Date.now() < this.graceUntil) return downed;
     for (const n of await this.o.registry.list()) {
       if (n.alive || n.state === 'down') continue;
       if (await this.o.registry.markDownIfLapsed(n.name)) {

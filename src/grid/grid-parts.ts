@@ -119,6 +119,7 @@ export class GridParts {
       finishLost: (job, end) => scheduler.finishLost(job, end),
       // A host is found dead within GC_NODE_DEAD_MS plus one of these.
       intervalMs: Math.max(100, Math.min(this.o.settings.nodeHeartbeatMs, Math.floor(this.o.settings.nodeDeadMs / 3))),
+      graceMs: this.o.settings.nodeDeadMs,
     });
     await this.monitor.start();
     // Without a heartbeat of its own, the server still needs a fresh look for the largest host.

@@ -74,6 +74,9 @@ export async function composeNode(settings: Settings): Promise<NodeGcd> {
   try {
     const target = { url: settings.redisUrl };
     const redis: Redis = await connectRedis(target);
+    // A node outlives the server's restarts (its embedded Redis restarts with it): its runners'
+    // transitions wait for Redis to come back rather than fail after two retries and strand the job.
+    redis.options.maxRetriesPerRequest = null;
     cleanups.push(() => redis.disconnect());
     const channels = new ChannelServer(settings.stateDir, (_req, res) => res.destroy());
     cleanups.push(() => channels.closeAll());

@@ -140,16 +140,24 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
   it('gc node drain: running jobs finish, then the host is offline', async function () {
     g.tool('gc', ['node', 'offline', 'n1']);
     g.tool('gc', ['node', 'offline', 'n2']);
-    const id = sub('-N', 'drainme', '--', 'sleep', '2');
-    await until('job on n3', () => jobs(id)[id]?.job_state === 'R');
-    expect(hostOf(jobs(id)[id])).to.equal('n3');
-    g.tool('gc', ['node', 'online', 'n1']);
-    g.tool('gc', ['node', 'online', 'n2']);
-    expect(g.tool('gc', ['node', 'drain', 'n3', '-C', 'kernel update']).stdout).to.equal('n3: draining (kernel update)\n');
-    await until('job done', () => jobs(id)[id]?.job_state === 'F', 30_000);
-    expect(jobs(id)[id].Exit_status).to.equal(0);
-    await until('n3 offline', () => nodeList().find((n) => n.name === 'n3')?.state === 'offline', 10_000);
-    g.tool('gc', ['node', 'online', 'n3']);
+    const id = sub('-N', 'drainme', '--', 'sleep', '6');
+    try {
+      await until('job on n3', () => jobs(id)[id]?.job_state === 'R');
+      expect(hostOf(jobs(id)[id])).to.equal('n3');
+      await until('n3 reports the job', () =>
+        nodeList()
+          .find((n) => n.name === 'n3')
+          ?.jobs.includes(id),
+      );
+      expect(g.tool('gc', ['node', 'drain', 'n3', '-C', 'kernel update']).stdout).to.equal('n3: draining (kernel update)\n');
+      g.tool('gc', ['node', 'online', 'n1']);
+      g.tool('gc', ['node', 'online', 'n2']);
+      await until('job done', () => jobs(id)[id]?.job_state === 'F', 30_000);
+      expect(jobs(id)[id].Exit_status).to.equal(0);
+      await until('n3 offline', () => nodeList().find((n) => n.name === 'n3')?.state === 'offline', 10_000);
+    } finally {
+      for (const n of ['n1', 'n2', 'n3']) g.tool('gc', ['node', 'online', n]);
+    }
   });
 
   it('kill -9 of a node: its -r y job runs again elsewhere once, its -r n job fails once, naming the node', async function () {
@@ -228,6 +236,21 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
     expect(Number(j.run_count)).to.equal(2);
     expect(readFileSync(join(marks, 'cut'), 'utf8').split('\n').filter(Boolean)).to.deep.equal([id, id]);
     expect(nodes.n2.log).to.contain('this node was declared down while it ran');
+  });
+
+  it('a server restart (its embedded Redis with it) loses nothing on any host', async function () {
+    const id = sub('-r', 'y', '-N', 'calm', '--', 'sh', '-c', `echo "$PBS_JOBID" >> ${marks}/calm; exec sleep 6`);
+    await until('running', () => jobs(id)[id]?.job_state === 'R');
+    const host = hostOf(jobs(id)[id]);
+    await g.stop();
+    await g.start();
+    await until('job done', () => jobs(id)[id]?.job_state === 'F', 60_000);
+    const j = jobs(id)[id];
+    expect(j.Exit_status, JSON.stringify(j)).to.equal(0);
+    expect(hostOf(j)).to.equal(host);
+    expect(Number(j.run_count)).to.equal(1);
+    expect(readFileSync(join(marks, 'calm'), 'utf8').split('\n').filter(Boolean)).to.deep.equal([id]);
+    await until('three nodes up', () => nodeList().filter((n) => n.state === 'up').length === 3);
   });
 
   it('a job asking more than any host has is refused, naming the largest host', function () {
