@@ -66,8 +66,9 @@ export class GridParts {
       isServer: o.role === 'server',
       gateDelayMs: Math.max(200, Math.min(1000, Math.floor(s.placementDeferMs / 4) || 1000)),
       gate: async (rec) => {
-        const hb = this.heartbeat;
-        if (hb && !hb.taking()) return `node ${s.nodeName} is ${hb.currentState}`;
+        // Read now, not as of the last beat: once `gc node offline` has answered, this host takes nothing new.
+        const state = this.heartbeat ? await this.registry.stateOf(s.nodeName) : 'up';
+        if (state !== 'up') return `node ${s.nodeName} is ${state ?? 'unregistered'}`;
         return this.placement.shouldDefer(rec, s.nodeName);
       },
     };

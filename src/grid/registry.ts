@@ -232,6 +232,12 @@ export class NodeRegistry {
     return rec;
   }
 
+  /** A host's state as written now (one HGET: the dispatcher asks before each job it takes). */
+  async stateOf(name: string): Promise<NodeState | undefined> {
+    const s = await this.redis.hget(this.keys.node(name), 'state');
+    return s && (STATES as readonly string[]).includes(s) ? (s as NodeState) : undefined;
+  }
+
   async get(name: string): Promise<NodeRecord | undefined> {
     const [h, alive] = await Promise.all([this.redis.hgetall(this.keys.node(name)), this.redis.exists(this.keys.nodeAlive(name))]);
     return h.state ? decode(name, h, alive === 1) : undefined;

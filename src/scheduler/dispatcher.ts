@@ -57,6 +57,8 @@ export class Dispatcher {
   private queue: Queue<RunQueueData> | undefined;
   private readonly line = new WaitingLine();
   private readonly running = new Map<string, AbortController>();
+  /** Runs stopped by dropAll(). */
+  private readonly dropped = new Set<string>();
   /** Running tasks per array, for the %max throttle (every running job is in this process). */
   private readonly arrayRunning = new Map<string, number>();
 
@@ -106,7 +108,10 @@ export class Dispatcher {
    * elsewhere. Stop them all; their runners' own transitions are refused (execHost guard).
    */
   dropAll(): void {
-    for (const c of this.running.values()) c.abort('shutdown');
+    for (const [id, c] of this.running) {
+      this.dropped.add(id);
+      c.abort('shutdown');
+    }
   }
 
   private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
@@ -165,13 +170,17 @@ export class Dispatcher {
       this.running.set(rec.id, ctl);
       try {
         const out = await runner.run(mine, ctl.signal);
-        if (out.requeue) {
+        // A run dropped because this host was declared dead (dropAll): its BullMQ entry goes back
+        // too (if this worker still holds it), so the job, settled elsewhere, is not left without one.
+        const dropped = this.dropped.delete(rec.id);
+        if (out.requeue || dropped) {
           this.o.policy?.notStarted(rec); // counted as queued again (gcqrerun, shutdown)
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }
       } finally {
         this.running.delete(rec.id);
+        this.dropped.delete(rec.id);
       }
     } finally {
       if (!won) this.o.policy?.notStarted(rec);
