@@ -103,6 +103,18 @@ export interface Settings {
   nodeControlAddr: string | undefined;
   /** Where the server exports snapshots to compute hosts over NBD (HOST:PORT), or undefined: no exports. */
   nbdAddr: string | undefined;
+  /** This compute host's name in the node registry (src/grid/). */
+  nodeName: string;
+  /** How often a compute host renews its heartbeat and usage in Redis. */
+  nodeHeartbeatMs: number;
+  /** A host whose heartbeat is this old is marked down and its jobs end (rerun or fail). */
+  nodeDeadMs: number;
+  /** false: the server runs no jobs itself (only its nodes do). */
+  serverRunsJobs: boolean;
+  /** Where the embedded Redis also listens on TCP for nodes (HOST:PORT), or undefined: Unix socket only. */
+  redisBind: string | undefined;
+  /** Most a job waits for a host that already caches its snapshot before any host with room takes it. */
+  placementDeferMs: number;
 }
 
 export interface SettingDecl<K extends keyof Settings> {
@@ -525,6 +537,54 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: none,
     meaning: "a compute node: where it takes the server's job control (gcqdel, gcqsig, gcqpeek, gcqexec, gcqrerun)",
   },
+  nodeName: {
+    name: 'GC_NODE_NAME',
+    type: 'name',
+    defaultText: 'host name',
+    parse: word(/^[A-Za-z0-9][A-Za-z0-9-]*$/, 'a host name (letters, digits, -)'),
+    fallback: () => hostname().split('.')[0] || 'copper',
+    meaning: "this compute host's name in `gc nodes` and in jobs' `exec_host`",
+  },
+  nodeHeartbeatMs: {
+    name: 'GC_NODE_HEARTBEAT_MS',
+    type: 'ms',
+    defaultText: '2000',
+    parse: milliseconds(100),
+    fallback: () => 2000,
+    meaning: 'how often a compute host (the server included) renews its heartbeat and usage in Redis',
+  },
+  nodeDeadMs: {
+    name: 'GC_NODE_DEAD_MS',
+    type: 'ms',
+    defaultText: '15000',
+    parse: milliseconds(300),
+    fallback: () => 15_000,
+    meaning: 'a host silent this long is marked down; its running jobs rerun elsewhere (`-r y`) or fail (`-r n`)',
+  },
+  serverRunsJobs: {
+    name: 'GC_SERVER_RUNS_JOBS',
+    type: 'word',
+    defaultText: '`1`',
+    parse: (t, v) => choice('0', '1')(t, v) === '1',
+    fallback: () => true,
+    meaning: '`0`: the server runs no jobs itself, only its nodes (`gcd --node`) do',
+  },
+  redisBind: {
+    name: 'GC_REDIS_BIND',
+    type: 'HOST:PORT',
+    defaultText: '(Unix socket only)',
+    parse: word(/^[0-9A-Za-z.-]+:\d{1,5}$/, 'HOST:PORT (e.g. 10.254.0.1:6380)'),
+    fallback: none,
+    meaning: 'the embedded Redis also listens here (password-protected) so that nodes can reach it; never set it to an address guests can reach',
+  },
+  placementDeferMs: {
+    name: 'GC_PLACEMENT_DEFER_MS',
+    type: 'ms',
+    defaultText: '3000',
+    parse: milliseconds(),
+    fallback: () => 3000,
+    meaning: 'most a job waits for an up host that already caches its snapshot (0: no preference)',
+  },
 };
 
 /** `FIRST-LAST`: TCP ports from 1024 (not a privileged port) to 65535. */
@@ -597,6 +657,12 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     sshAddr: r('sshAddr'),
     sshPorts: r('sshPorts'),
     nbdAddr: r('nbdAddr'),
+    nodeName: r('nodeName'),
+    nodeHeartbeatMs: r('nodeHeartbeatMs'),
+    nodeDeadMs: r('nodeDeadMs'),
+    serverRunsJobs: r('serverRunsJobs'),
+    redisBind: r('redisBind'),
+    placementDeferMs: r('placementDeferMs'),
   };
 }
 

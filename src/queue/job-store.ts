@@ -5,7 +5,7 @@ import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
 import { ScriptCache, storedSpec } from './shared-script.js';
-import { CREATE_LUA, REBUILD_LUA, START_LUA, TRANSITION_LUA } from './usage-lua.js';
+import { CREATE_LUA, REBUILD_LUA, START_LUA, TRANSITION_IF_LUA, TRANSITION_LUA } from './usage-lua.js';
 
 /**
  * Job records in Redis, one hash per job: PBS state lives here, BullMQ only carries the
@@ -69,6 +69,7 @@ interface StoreScripts {
   gcStart(key: string, usage: string, map: string, limits: string, throttle: string, ...fields: string[]): Promise<[number, string, ...unknown[]]>;
   gcCreate(usage: string, jobs: string, jobsTop: string, refs: string, checks: string, records: string): Promise<[number, number?, number?]>;
   gcRebuildUsage(usage: string, jobs: string, jobKeyPrefix: string): Promise<number>;
+  gcTransitionIf(key: string, usage: string, map: string, field: string, value: string, ...fields: string[]): Promise<[number, string, string[]?]>;
   gcUpdate(key: string, ...fields: string[]): Promise<number>;
   gcReleaseRef(jobKey: string, refsKey: string, snapshotId: string): Promise<number>;
   gcResnapshot(jobKey: string, refsKey: string, map: string, snapshotId: string): Promise<[number, string, string[]?, string?]>;
@@ -193,6 +194,7 @@ export class JobStore {
     redis.defineCommand('gcStart', { numberOfKeys: 2, lua: START_LUA });
     redis.defineCommand('gcCreate', { numberOfKeys: 4, lua: CREATE_LUA });
     redis.defineCommand('gcRebuildUsage', { numberOfKeys: 2, lua: REBUILD_LUA });
+    redis.defineCommand('gcTransitionIf', { numberOfKeys: 2, lua: TRANSITION_IF_LUA });
     redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
     redis.defineCommand('gcReleaseRef', { numberOfKeys: 2, lua: RELEASE_REF_LUA });
     redis.defineCommand('gcResnapshot', { numberOfKeys: 2, lua: RESNAPSHOT_LUA });
@@ -354,6 +356,21 @@ export class JobStore {
     if (script === undefined) throw new UnknownJobError(`${job.scriptOf} (the script of ${job.id})`);
     this.sharedScripts.set(job.scriptOf, script);
     return script;
+  }
+
+  /**
+   * transition() of a job that runs on a host: refused (as a lost race) unless the record still
+   * names `execHost` as its host. A job without a host is guarded by nothing (single-host records).
+   */
+  async transitionOnHost(id: string, execHost: string | undefined, event: JobEvent, patch: FieldPatch = {}): Promise<TransitionResult> {
+    if (execHost === undefined) return this.transition(id, event, patch);
+    const fields = encode(patch);
+    const [ok, cur, flat] = await this.scripts.gcTransitionIf(this.keys.job(id), this.keys.usage, JSON.stringify(JOB_TRANSITIONS[event]), 'execHost', execHost, ...fields);
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
+    const record = decode(id, pairs(flat ?? []));
+    this.events.emit({ jobId: id, event, from, to: record.state, record });
+    return { ok: true, from, to: record.state, record };
   }
 
   async setArray(id: string, array: NonNullable<JobRecord['array']>): Promise<void> {

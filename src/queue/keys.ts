@@ -19,6 +19,14 @@ export interface Keys {
   usage: string;
   /** BullMQ's own keys live under `<prefix>:bull:<queue>:*`. */
   bullPrefix: string;
+  /** Set of the names of every compute host that ever registered (src/grid/registry.ts). */
+  nodes: string;
+  /** One host's record (hash: capacity, state, usage, comment). */
+  node(name: string): string;
+  /** A host's heartbeat: present while it lives (its TTL is GC_NODE_DEAD_MS). */
+  nodeAlive(name: string): string;
+  /** When a job was first deferred for placement (src/grid/placement.ts); expires on its own. */
+  placementDefer(id: string): string;
 }
 
 export const QUEUE_NAME = 'jobs';
@@ -34,5 +42,9 @@ export function keysFor(prefix: string): Keys {
     mail: (id) => `${prefix}:mail:${id}`,
     usage: `${prefix}:usage`,
     bullPrefix: `${prefix}:bull`,
+    nodes: `${prefix}:nodes`,
+    node: (name) => `${prefix}:node:${name}`,
+    nodeAlive: (name) => `${prefix}:node:${name}:alive`,
+    placementDefer: (id) => `${prefix}:placement:${id}`,
   };
 }

@@ -104,6 +104,26 @@ return {1, cur, redis.call('HGETALL', KEYS[1])}
 `;
 
 /**
+ * TRANSITION_LUA guarded by one more field: the write happens only if field ARGV[2] holds
+ * ARGV[3] (a run's host: a host declared dead cannot end a run the server already settled).
+ * Field pairs from ARGV[4].
+ */
+export const TRANSITION_IF_LUA = `${ACCOUNT_LUA}
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+local to = cjson.decode(ARGV[1])[cur]
+if not to or redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return {0, cur} end
+local old = redis.call('HMGET', KEYS[1], 'acct', 'uc')
+redis.call('HSET', KEYS[1], 'state', to)
+for i = 4, #ARGV, 2 do
+  if ARGV[i] == 'acct' and not old[1] then
+  elseif ARGV[i+1] == '' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+end
+gcAccount(KEYS[2], KEYS[1], old[1], old[2])
+return {1, cur, redis.call('HGETALL', KEYS[1])}
+`;
+
+/**
  * The dispatcher's admit + reserve + run, one step: refused unless the job is in a from-state
  * of `run` and every running limit holds with it counted. KEYS[1] the job, KEYS[2] the usage
  * prefix. ARGV[1] the run map; ARGV[2] JSON [[maxRunning, maxNcpus, maxMem] per entity of

@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -9,9 +9,10 @@ import { log } from '../log.js';
 import type { RedisTarget } from './connection.js';
 
 /**
- * The Redis that gcd owns when no GC_REDIS_URL is given. It listens only on a Unix socket
- * (mode 0700 directory) with a password: guests on QEMU user networking reach the host's
- * loopback TCP ports, so Redis must not be on one. AOF on, noeviction, as BullMQ needs.
+ * The Redis that gcd owns when no GC_REDIS_URL is given. It listens on a Unix socket (mode
+ * 0700 directory) with a password: guests on QEMU user networking reach the host's loopback
+ * TCP ports, so Redis is on none by default. GC_REDIS_BIND adds exactly one TCP address, for
+ * the grid's nodes (an address guests cannot reach). AOF on, noeviction, as BullMQ needs.
  */
 export interface EmbeddedRedis {
   target: RedisTarget;
@@ -65,7 +66,7 @@ async function ping(target: RedisTarget, timeoutMs: number): Promise<boolean> {
  * `stateDir`. The server gets SIGTERM when gcd dies (setpriv --pdeathsig), and a SIGTERM'd
  * redis flushes its AOF, so nothing acknowledged is lost.
  */
-export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?: number } = {}): Promise<EmbeddedRedis> {
+export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?: number; bind?: string } = {}): Promise<EmbeddedRedis> {
   const dir = join(stateDir, 'redis');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const sock = join(dir, 'redis.sock');
@@ -77,8 +78,11 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
   await waitForExit(pidFile, 15_000);
 
   const server = redisServerPath();
+  // GC_REDIS_BIND: also TCP on exactly that address, for the grid's nodes (password as ever).
+  const tcp = opts.bind ? splitHostPort(opts.bind) : undefined;
   const conf = [
-    `port 0`,
+    tcp ? `port ${tcp.port}` : `port 0`,
+    ...(tcp ? [`bind ${tcp.host}`, `protected-mode yes`] : []),
     `unixsocket ${sock}`,
     `unixsocketperm 700`,
     `dir ${dir}`,
@@ -96,6 +100,7 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
   ].join('\n');
   writeFileSync(join(dir, 'redis.conf'), conf + '\n', { mode: 0o600 });
   const first = await launch(server, dir, target);
+  writeNodeUrl(dir, tcp, target.password ?? '');
   // A server that dies (kill -9, OOM killer) is started again on the same AOF, so that gcd and
   // the jobs it runs carry on: its clients wait for it (they reconnect and replay; see
   // connection.ts) instead of failing. A SIGKILLed server loses nothing it acknowledged: each
@@ -163,6 +168,24 @@ async function launch(server: string, dir: string, target: RedisTarget): Promise
   }
   child.kill('SIGKILL');
   throw new UnavailableError(`embedded redis-server did not answer within 10 s; see ${join(dir, 'redis.log')}`);
+}
+
+function splitHostPort(bind: string): { host: string; port: number } {
+  const i = bind.lastIndexOf(':');
+  return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
+}
+
+/**
+ * The GC_REDIS_URL a node uses (`redis://:password@host:port`), 0600 in the redis folder;
+ * removed when Redis is not on TCP, so no stale address is handed out.
+ */
+function writeNodeUrl(dir: string, tcp: { host: string; port: number } | undefined, password: string): void {
+  const file = join(dir, 'node-url');
+  if (!tcp) {
+    rmSync(file, { force: true });
+    return;
+  }
+  writeFileSync(file, `redis://:${encodeURIComponent(password)}@${tcp.host}:${tcp.port}\n`, { mode: 0o600 });
 }
 
 function isRedis(pid: number): boolean {

@@ -39,6 +39,19 @@ export interface DispatcherOptions {
     /** The job won its start: the fair-share clock moves to its tag. */
     started(rec: JobRecord, vstart: number): Promise<void>;
   };
+  /** On a grid (src/grid/): this compute host, written as the job's execHost with R. */
+  host?: DispatchHost;
+}
+
+/** The compute host a dispatcher runs on, and what its grid says before it takes a job. */
+export interface DispatchHost {
+  name: string;
+  /**
+   * Why this host leaves the job to others for now (offline, another host caches its
+   * snapshot), or undefined. The job goes back delayed by `gateDelayMs`, its record untouched.
+   */
+  gate(rec: JobRecord): Promise<string | undefined>;
+  gateDelayMs: number;
 }
 
 /**
@@ -54,6 +67,8 @@ export class Dispatcher {
   private queue: Queue<RunQueueData> | undefined;
   private readonly line = new WaitingLine();
   private readonly running = new Map<string, AbortController>();
+  /** Runs stopped by dropAll(). */
+  private readonly dropped = new Set<string>();
 
   constructor(private readonly o: DispatcherOptions) {}
 
@@ -84,6 +99,29 @@ export class Dispatcher {
     return this.running.has(id);
   }
 
+  /** Jobs running in this gcd now (the node heartbeat reports them). */
+  runningIds(): string[] {
+    return [...this.running.keys()];
+  }
+
+  /** Stop or resume taking new jobs (an offline or draining host); running jobs go on either way. */
+  async setTaking(on: boolean): Promise<void> {
+    if (!this.worker) return;
+    if (on && this.worker.isPaused()) await this.worker.resume();
+    else if (!on && !this.worker.isPaused()) await this.worker.pause(true);
+  }
+
+  /**
+   * This host was declared dead while it still ran (a stall, a cut link): its jobs were settled
+   * elsewhere. Stop them all; their runners' own transitions are refused (execHost guard).
+   */
+  dropAll(): void {
+    for (const [id, c] of this.running) {
+      this.dropped.add(id);
+      c.abort('shutdown');
+    }
+  }
+
   private async process(bull: Job<RunQueueData>, token: string | undefined): Promise<void> {
     const { store, capacity, runner } = this.o;
     const rec = await store.tryGet(bull.data.id);
@@ -92,6 +130,12 @@ export class Dispatcher {
     if (!rec || nextState('run', rec.state) === undefined || this.running.has(rec.id)) {
       this.line.forget(bull.data.id);
       return;
+    }
+    const gated = await this.o.host?.gate(rec);
+    if (gated !== undefined && this.o.host) {
+      log.debug('job left to other hosts', { job: rec.id, host: this.o.host.name, why: gated });
+      await bull.moveToDelayed(Date.now() + this.o.host.gateDelayMs, token);
+      throw new DelayedError();
     }
     const mem = rec.spec.resources.memMiB;
     const ncpus = rec.spec.resources.ncpus;
@@ -113,7 +157,7 @@ export class Dispatcher {
       crashPoint('dispatch:before-run');
       // The one compare-and-set that decides who runs it, with the quota counts of every gcd:
       // exactly one runner wins Q/W -> R, and only while every running limit holds.
-      t = await store.start(rec.id, this.o.policy?.limits(rec) ?? [], throttle, { comment: undefined });
+      t = await store.start(rec.id, this.o.policy?.limits(rec) ?? [], throttle, { comment: undefined, ...(this.o.host ? { execHost: this.o.host.name } : {}) });
       if (!t.ok) {
         capacity.release(ncpus, mem);
         if (!t.limited) {
@@ -153,13 +197,17 @@ export class Dispatcher {
       this.running.set(rec.id, ctl);
       try {
         const out = await runner.run(mine, ctl.signal);
-        if (out.requeue) {
-          // Counted as queued again by its R -> Q transition (gcqrerun, shutdown).
+        // A run dropped because this host was declared dead (dropAll): its BullMQ entry goes back
+        // too (if this worker still holds it), so the job, settled elsewhere, is not left without one.
+        const dropped = this.dropped.delete(rec.id);
+        if (out.requeue || dropped) {
+          // Counted as queued again by its R -> Q transition (gcqrerun, shutdown, the failure monitor).
           await bull.moveToDelayed(Date.now(), token);
           throw new DelayedError();
         }
       } finally {
         this.running.delete(rec.id);
+        this.dropped.delete(rec.id);
       }
     } finally {
       capacity.release(ncpus, mem);

@@ -146,7 +146,11 @@ export class JobRunner {
 
       if (!requeue) {
         // Job ended -> E (its status kept, so a gcd dying from here on finishes it, not reruns it).
-        const e = await store.transition(job.id, 'exit', { exitStatus: ended.exitStatus, comment: ended.comment, endReason: ended.endReason });
+        const e = await store.transitionOnHost(job.id, job.execHost, 'exit', {
+          exitStatus: ended.exitStatus,
+          comment: ended.comment,
+          endReason: ended.endReason,
+        });
         if (!e.ok) throw e.error;
         exited = true;
         crashPoint('deliver:before');
@@ -185,8 +189,11 @@ export class JobRunner {
       const rerun = stop.reason === 'rerun';
       if (rerun || job.spec.rerunnable) {
         const q = rerun
-          ? await store.transition(job.id, 'rerun', { comment: `rerun by gcqrerun: run ${job.runCount} stopped, queued to run again`, cloneId: undefined })
-          : await store.transition(job.id, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
+          ? await store.transitionOnHost(job.id, job.execHost, 'rerun', {
+              comment: `rerun by gcqrerun: run ${job.runCount} stopped, queued to run again`,
+              cloneId: undefined,
+            })
+          : await store.transitionOnHost(job.id, job.execHost, 'requeue', { comment: 'requeued: gcd shut down while the job ran', cloneId: undefined });
         if (q.ok) return { requeue: true };
         log.error('requeue refused', { job: job.id, error: q.error.message });
         return { requeue: false };
@@ -212,7 +219,8 @@ export class JobRunner {
    * start settles every marked job again (each settle step is idempotent).
    */
   async finish(job: JobRecord, end: JobEnd, event: 'finish' | 'delete' | 'array-end' = 'finish'): Promise<TransitionResult> {
-    const r = await this.o.store.transition(job.id, event, {
+    // On a grid, only while the record still names the host the caller saw (src/grid/failure-monitor.ts).
+    const r = await this.o.store.transitionOnHost(job.id, job.execHost, event, {
       endedAt: Date.now(),
       exitStatus: end.exitStatus,
       comment: end.comment,

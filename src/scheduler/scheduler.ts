@@ -17,9 +17,9 @@ import { RunQueue } from '../queue/run-queue.js';
 import { mayActOn, type Actor } from './actor.js';
 import { Capacity, type CapacityLimits } from './capacity.js';
 import { arrayExitStatus, judgeDependencies } from './dependencies.js';
-import { Dispatcher } from './dispatcher.js';
+import { Dispatcher, type DispatchHost } from './dispatcher.js';
 import { JobControl, type JobChanges } from './job-control.js';
-import { JobRunner, type StopReason } from './runner.js';
+import { JobRunner, type JobEnd, type StopReason } from './runner.js';
 import { Submitter, type SubmitOptions } from './submitter.js';
 import { emptyQuotaConfig, type QuotaConfig } from '../config/quotas.js';
 import { freshSnapshotForRelease } from '../stageout/fresh-snapshot.js';
@@ -61,6 +61,15 @@ export interface SchedulerOptions {
   observe?: JobObservations;
   /** A grid's other compute hosts: gcqdel, gcqsig and gcqrerun of jobs running there (src/grid). */
   remote?: RemoteJobs;
+  /**
+   * On a grid (src/grid/): this compute host. Its name becomes the execHost of the jobs it runs,
+   * and a restart recovers only those (plus, on the server, jobs that name no host).
+   */
+  host?: DispatchHost & { isServer: boolean };
+  /** false: recurring jobs (--cron) are not fired here (a grid node cannot snapshot a headnode). */
+  cron?: boolean;
+  /** The largest host of the grid now (submission refuses a job above it); default this host's capacity. */
+  largestHost?: () => CapacityLimits | undefined;
 }
 
 export interface ListFilter {
@@ -103,7 +112,7 @@ export class Scheduler {
     this.submitter = new Submitter(
       o.driver,
       this.store,
-      () => this.capacity.limits,
+      () => o.largestHost?.() ?? this.capacity.limits,
       (specs, snaps) => bytes.check(specs, snaps),
     );
     this.control = new JobControl(this.store, this.queue);
@@ -139,6 +148,7 @@ export class Scheduler {
         concurrency: o.concurrency ?? 64,
         lockDurationMs: o.lockDurationMs ?? 30_000,
         retryDelayMs: o.retryDelayMs ?? 1000,
+        ...(o.host ? { host: o.host } : {}),
         policy: {
           blocked: (rec) => {
             const q = this.quotas().queues.get(rec.spec.queue);
@@ -167,7 +177,7 @@ export class Scheduler {
     // before counts lived in Redis (or a hand-edited Redis) are put right here.
     await this.store.rebuildUsage();
     this.dispatcher?.start();
-    if (this.dispatcher) this.recurring.start();
+    if (this.dispatcher && this.o.cron !== false) this.recurring.start();
   }
 
   private cronId(idText: string): string | undefined {
@@ -462,8 +472,14 @@ export class Scheduler {
   private async recoverStates(): Promise<void> {
     for (const j of await this.store.list()) {
       if (j.array && j.state !== 'F') continue;
+      // On a grid, a host recovers only its own runs; other hosts' are theirs (or the failure monitor's).
+      if (j.state !== 'F' && !this.ranHere(j)) continue;
       if ((j.state === 'R' || j.state === 'S') && j.spec.rerunnable) {
-        await this.store.transition(j.id, 'requeue', { comment: 'requeued: gcd stopped while the job ran', cloneId: undefined });
+        await this.store.transitionOnHost(j.id, j.execHost, 'requeue', {
+          comment: 'requeued: gcd stopped while the job ran',
+          cloneId: undefined,
+          execHost: undefined,
+        });
       } else if (j.state === 'R' || j.state === 'S') {
         await this.runner.finish(j, {
           exitStatus: EXIT.LOST,
@@ -483,6 +499,36 @@ export class Scheduler {
         await this.runner.settle(j);
       }
     }
+  }
+
+  /** Whether a job's run (R, S, E) belongs to this gcd: its host, or no host and this is the server. */
+  private ranHere(j: JobRecord): boolean {
+    const h = this.o.host;
+    if (!h) return true;
+    return j.execHost === undefined ? h.isServer : j.execHost === h.name;
+  }
+
+  /** Jobs this gcd runs now. */
+  runningJobs(): string[] {
+    return this.dispatcher?.runningIds() ?? [];
+  }
+
+  /** Stop or resume taking new jobs (gc node offline|drain|online); running jobs go on. */
+  async setTaking(on: boolean): Promise<void> {
+    await this.dispatcher?.setTaking(on);
+  }
+
+  /** This host was declared dead while alive: stop its runs (settled elsewhere) without touching their records. */
+  dropRuns(): void {
+    this.dispatcher?.dropAll();
+  }
+
+  /**
+   * End a run lost with its host (src/grid/failure-monitor.ts): -> F and settled, only while
+   * the record still names that host. Idempotent as JobRunner.finish is.
+   */
+  async finishLost(job: JobRecord, end: JobEnd): Promise<boolean> {
+    return (await this.runner.finish(job, end)).ok;
   }
 
   async close(): Promise<void> {

@@ -31,6 +31,9 @@ import { registryControlUrl, startNodeApi } from '../grid/server-relay.js';
 import { jobsOf, RemoteJobControl } from '../grid/remote-jobs.js';
 import { isNodeTokenCall, nodeTokenTool } from '../grid/node-token-cmd.js';
 import { NodeTokens } from '../grid/node-tokens.js';
+import { GridParts } from '../grid/grid-parts.js';
+import { hostAccel } from '../grid/node-role.js';
+import { gcNodesTool, NODE_COMMANDS } from './commands/gc-nodes.js';
 
 export interface Gcd {
   api: ApiServer;
@@ -64,7 +67,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     let target: RedisTarget;
     if (settings.redisUrl) target = { url: settings.redisUrl };
     else {
-      const embedded = await startEmbeddedRedis(settings.stateDir, { maxMemoryMiB: settings.redisMaxMemoryMiB });
+      const embedded = await startEmbeddedRedis(settings.stateDir, { maxMemoryMiB: settings.redisMaxMemoryMiB, bind: settings.redisBind });
       target = embedded.target;
       cleanups.push(() => embedded.stop());
     }
@@ -100,16 +103,25 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const backend = await createBackend(settings, channels, () => quotas.current());
     cleanups.push(() => backend.close());
 
+    // The grid (src/grid/): this host in the node registry, and the failure monitor.
+    const grid = new GridParts({
+      redis,
+      keys: keysFor(settings.keyPrefix),
+      settings,
+      role: 'server',
+      runsJobs: settings.serverRunsJobs,
+      capacity: defaultCapacity(),
+      accel: hostAccel(settings),
+    });
     const observers = startObservers(settings);
     const nodeTokens = new NodeTokens(settings.stateDir);
     // A grid (GC_NODE_API_ADDR): jobs running on other hosts are controlled there (src/grid).
-    // self: the server's own registry name (grid-nodes: settings.nodeName once merged).
     const remote: RemoteJobControl | undefined = settings.nodeApiAddr
       ? new RemoteJobControl({
           tokens: nodeTokens,
           controlUrlOf: registryControlUrl(redis, settings.keyPrefix),
           store: jobsOf(() => scheduler),
-          self: settings.serverName,
+          self: settings.nodeName,
         })
       : undefined;
     const scheduler = new Scheduler({
@@ -127,6 +139,9 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       quotas: () => quotas.current(),
       observe: observers.lifecycle,
       ...(remote ? { remote } : {}),
+      host: grid.host,
+      largestHost: () => grid.largestHost(),
+      dispatch: settings.serverRunsJobs,
     });
     // Job mail (-m/-M) hears every transition, those of the recovery in start() too; closed
     // after the scheduler, so the mails of the jobs it ends on the way down still go.
@@ -162,6 +177,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const gc: Tool = async (req, s) => {
       if (req.argv[0] === 'web') return dashboard.tool(req);
       if (isNodeTokenCall(req.argv)) return nodeTokenTool(req, nodeTokens);
+      if (NODE_COMMANDS.has(req.argv[0] ?? '')) return gcNodesTool(req, grid.registry);
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
     };
@@ -179,8 +195,11 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       ...(backend.admin ? { clusters: backend.admin.clusters } : {}),
     });
     if (settings.testStartDelayMs > 0) await sleep(settings.testStartDelayMs); // tests: widen the start window
+    await grid.join(scheduler);
+    cleanups.push(() => grid.close()); // after the scheduler's close: its runs are requeued first
     await scheduler.start();
     cleanups.push(() => scheduler.close());
+    await grid.started(scheduler);
     // Only now: until the scheduler has recovered, a guest's call could act on half-recovered state.
     api = server;
     await observers.serveMetrics();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { loadSettings, type Settings } from '../config/settings.js';
 import { acquireLock } from './lock.js';
 import { composeGcd } from './compose.js';
+import { composeNode } from '../grid/node-role.js';
 import { CopperError, errorMessage } from '../errors.js';
 import { exitCodeOf } from '../api/error-map.js';
 import { log } from '../log.js';
@@ -16,11 +17,13 @@ import { parseArgs } from './commands/args.js';
  */
 export async function main(argv: string[]): Promise<number> {
   let settings: Settings;
+  let asNode: boolean;
   try {
-    const p = await parseArgs<{ 'state-dir'?: string }>('gcd', argv, (y) =>
+    const p = await parseArgs<{ 'state-dir'?: string; node?: boolean }>('gcd', argv, (y) =>
       y
-        .usage('gcd [--state-dir DIR]: run the Copper daemon in the foreground')
-        .option('state-dir', { type: 'string', describe: 'state folder (GC_STATE_DIR)' }),
+        .usage('gcd [--state-dir DIR] [--node]: run the Copper daemon in the foreground')
+        .option('state-dir', { type: 'string', describe: 'state folder (GC_STATE_DIR)' })
+        .option('node', { type: 'boolean', describe: "a compute host of the grid: runs jobs from the server's Redis (GC_REDIS_URL), nothing else" }),
     );
     if (p.kind === 'help') {
       process.stdout.write(p.help + '\n');
@@ -28,12 +31,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     const stateDir = p.args['state-dir'];
     settings = loadSettings(stateDir ? { ...process.env, GC_STATE_DIR: stateDir } : process.env);
+    asNode = p.args.node === true;
   } catch (e) {
     process.stderr.write(`gcd: ${errorMessage(e)}\n`);
     return 2;
   }
   try {
-    return await run(settings);
+    return await run(settings, asNode);
   } catch (e) {
     process.stderr.write(`gcd: ${errorMessage(e).split('\n')[0]}\n`);
     if (!(e instanceof CopperError)) log.error('gcd failed', { stack: (e as Error).stack });
@@ -41,12 +45,13 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(settings: Settings): Promise<number> {
+async function run(settings: Settings, asNode: boolean): Promise<number> {
   mkdirSync(settings.stateDir, { recursive: true, mode: 0o755 });
   const unlock = acquireLock(join(settings.stateDir, 'gcd.pid'), settings.stateDir);
   try {
-    const gcd = await composeGcd(settings);
-    log.info('gcd ready', { stateDir: settings.stateDir, driver: gcd.backend.driver.name, redis: gcd.redis, pid: process.pid });
+    const gcd = asNode ? await composeNode(settings) : await composeGcd(settings);
+    if ('backend' in gcd) log.info('gcd ready', { stateDir: settings.stateDir, driver: gcd.backend.driver.name, redis: gcd.redis, pid: process.pid });
+    else log.info('gcd ready', { role: 'node', node: settings.nodeName, stateDir: settings.stateDir, driver: gcd.driver.name, pid: process.pid });
     await new Promise<void>((resolve) => {
       const stop = (sig: string): void => {
         log.info('gcd stopping', { signal: sig });
