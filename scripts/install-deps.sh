@@ -13,7 +13,10 @@ fi
 cd "$(dirname "$0")/.."
 
 # msmtp: a sendmail-compatible MTA the job-mail tests send through (GC_SENDMAIL).
-PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server msmtp prometheus chromium tmux)
+# nftables: the guests' egress filter (src/vm/guest-egress.ts); iproute2: the egress test's namespace;
+# openssh-client: sftp -D in the shared-volume sandbox tests. e2fsprogs and util-linux make and
+# loop-mount the /shared quota volumes (mkfs.ext4, resize2fs, mount, losetup, flock).
+PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server openssh-client nftables iproute2 msmtp prometheus chromium tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
