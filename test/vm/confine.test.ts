@@ -144,9 +144,9 @@ describe('confinement: QEMU sandboxed in its own cgroup, guest egress filtered (
   });
 
   it('a job clone is confined the same way, and its cgroup goes with it', async function () {
-    const prep = inside(
-      `mkdir -p /root/w && printf '%s\\n' ${JSON.stringify(PROBE([`10.0.2.2:${loopPort}`, `${BLOCKED_ADDR}:${NS_PORT}`, `${ALLOWED_ADDR}:${NS_PORT}`]))} 'sleep 15' > /root/w/probe.sh && echo ok`,
-    );
+    // A quoted here-document: the probe must run in the clone, not be expanded in the headnode.
+    const probe = PROBE([`10.0.2.2:${loopPort}`, `${BLOCKED_ADDR}:${NS_PORT}`, `${ALLOWED_ADDR}:${NS_PORT}`]);
+    const prep = inside(`mkdir -p /root/w && cat > /root/w/probe.sh <<'EOF'\n${probe}\nsleep 15\nEOF\necho ok`);
     expect(prep.stdout, prep.stderr).to.equal('ok\n');
     const sub = inside('cd /root/w && gcqsub sh /root/w/probe.sh');
     expect(sub.status, sub.stderr).to.equal(0);
