@@ -278,7 +278,9 @@ export function vmLimitsFor(
   pids: number,
 ): VmLimits {
   const ramMiB = Math.max(size.memMiB, size.maxMemMiB ?? 0) + (size.tcgTbMiB ?? 0);
-  return { memBytes: (ramMiB + overheadMiB) * 1024 * 1024, cpus: Math.max(size.vcpus, size.maxVcpus ?? 0), pids };
+  // One CPU beyond the vCPUs: QEMU's main loop (slirp, disk I/O) and the helpers it spawns
+  // (guestfwd's socat) share the quota with vCPU threads that can each take a whole CPU (TCG).
+  return { memBytes: (ramMiB + overheadMiB) * 1024 * 1024, cpus: Math.max(size.vcpus, size.maxVcpus ?? 0) + 1, pids };
 }
 
 let warned = false;
