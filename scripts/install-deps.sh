@@ -13,9 +13,11 @@ fi
 cd "$(dirname "$0")/.."
 
 # msmtp: a sendmail-compatible MTA the job-mail tests send through (GC_SENDMAIL).
-# openssh-client: ssh-keygen and ssh, for the SSH tests (and admins reading key fingerprints).
+# openssh-client: ssh-keygen, ssh and sftp -D, for the SSH and shared-volume tests.
 # libnbd-bin: nbdcopy, how a compute host copies snapshot files from the server's NBD exports.
-PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server openssh-client msmtp prometheus chromium tmux libnbd-bin)
+# nftables: the guests' egress filter (src/vm/guest-egress.ts); iproute2: the test namespaces.
+# e2fsprogs and util-linux make and loop-mount the /shared quota volumes (mkfs.ext4, resize2fs, mount, losetup, flock).
+PKGS=(redis-server qemu-system-x86 qemu-utils debootstrap e2fsprogs kmod busybox-static socat util-linux linux-image-amd64 procps bubblewrap openssh-sftp-server openssh-client nftables iproute2 msmtp prometheus chromium tmux libnbd-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

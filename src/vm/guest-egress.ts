@@ -23,6 +23,7 @@ import { isIP } from 'node:net';
 import { SettingError } from '../config/setting-types.js';
 import { DriverError, errorMessage } from '../errors.js';
 import { log } from '../log.js';
+import { qemuSliceForNft } from './vm-cgroup.js';
 
 /** The host itself, link-local, private and reserved networks (RFC 1918, 6598, 3927, 4193, 4291). */
 export const BLOCKED_V4 = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16'];
@@ -35,7 +36,17 @@ export interface EgressPolicy {
   allow: string[];
   /** The host's DNS resolvers (slirp forwards the guest's DNS to them). */
   resolvers: string[];
+  /**
+   * copper.slice in cgroup v2 as nft names it (vm-cgroup.ts qemuSliceForNft): a connection of
+   * the guests' group to a host address is let through only when the socket it reaches belongs
+   * to a Copper QEMU. libslirp connects each guestfwd child to QEMU over a TCP pair on the
+   * host's loopback; without the slice, that would be refused with everything else local.
+   */
+  qemuSlice: string | undefined;
 }
+
+/** Conntrack mark of a guests'-group connection to a host address, checked on the input side. */
+export const LOCAL_MARK = '0x636f7072';
 
 /** `all`: no filter at all (an admin's explicit choice). */
 export type EgressSetting = { open: true } | { open: false; allow: string[] };
@@ -100,7 +111,8 @@ export function egressRuleset(p: EgressPolicy): string {
     '    ip6 daddr @allow6 accept',
     '    ip daddr @dns4 meta l4proto { tcp, udp } th dport 53 accept',
     '    ip6 daddr @dns6 meta l4proto { tcp, udp } th dport 53 accept',
-    '    fib daddr type local goto refuse',
+    // Without the slice the pair cannot be told from a guest's connection: local stays open (gcd warns).
+    p.qemuSlice !== undefined ? `    fib daddr type local ct mark set ${LOCAL_MARK} accept` : '    fib daddr type local accept',
     '    ip daddr @blocked4 goto refuse',
     '    ip6 daddr @blocked6 goto refuse',
     '  }',
@@ -112,6 +124,16 @@ export function egressRuleset(p: EgressPolicy): string {
     '    type filter hook output priority 0; policy accept;',
     `    meta skgid ${p.gid} ct state new,untracked jump guest`,
     '  }',
+    // The receiving end of a local connection: only a Copper QEMU's own socket (its guestfwd pair).
+    ...(p.qemuSlice !== undefined
+      ? [
+          '  chain input {',
+          '    type filter hook input priority 0; policy accept;',
+          `    ct state new ct mark ${LOCAL_MARK} socket cgroupv2 level 1 ${JSON.stringify(p.qemuSlice)} accept`,
+          `    ct state new ct mark ${LOCAL_MARK} goto refuse`,
+          '  }',
+        ]
+      : []),
     '}',
     '',
   ].join('\n');
@@ -129,7 +151,10 @@ export async function applyGuestEgress(gid: number, allowText: string): Promise<
     await removeGuestEgress(gid);
     return;
   }
-  const script = egressRuleset({ gid, allow: s.allow, resolvers: hostResolvers() });
+  const qemuSlice = await qemuSliceForNft();
+  if (qemuSlice === undefined)
+    log.warn("no cgroup v2 hierarchy under /sys/fs/cgroup: guests can reach the host's own services (only private and link-local networks are refused)");
+  const script = egressRuleset({ gid, allow: s.allow, resolvers: hostResolvers(), qemuSlice });
   await nft(script).catch((e: unknown) => {
     throw new DriverError(
       `cannot install the guests' egress filter (nftables): ${errorMessage(e)}. Install nftables (scripts/install-deps.sh), or set GC_GUEST_ALLOW=all to run guests unfiltered`,

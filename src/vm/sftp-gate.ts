@@ -19,6 +19,8 @@ const OWNER = /^[A-Za-z0-9_.@-]+$/;
 
 export class SftpGate {
   private readonly servers = new Map<string, { server: Server; path: string }>();
+  /** Last refusal logged per owner: a flood of connections is one line a minute. */
+  private readonly refusedAt = new Map<string, number>();
 
   /**
    * @param sharedDir `<state>/shared`: each owner's volume is a folder in it.
@@ -64,7 +66,9 @@ export class SftpGate {
       const child = spawn(cmd ?? 'sh', args, { stdio: [sock, sock, 'ignore'], detached: true });
       child.on('error', (e) => log.warn(`sftp session of ${owner}: ${errorMessage(e)}`));
       child.on('exit', (code) => {
-        if (code === 75) log.warn(`sftp session of ${owner} refused: ${this.maxSessions} sessions already open (GC_SHARED_MAX_SESSIONS)`);
+        if (code !== 75 || Date.now() - (this.refusedAt.get(owner) ?? 0) < 60_000) return;
+        this.refusedAt.set(owner, Date.now());
+        log.warn(`sftp session of ${owner} refused: ${this.maxSessions} sessions already open (GC_SHARED_MAX_SESSIONS)`);
       });
       child.unref();
     } finally {

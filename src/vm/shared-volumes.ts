@@ -121,21 +121,26 @@ export class SharedVolumes {
 
   private async grow(owner: string, img: string, dir: string, mib: number): Promise<void> {
     const have = (await stat(img)).size;
-    if (have === mib * MIB) return;
+    if (have === mib * MIB && (isMountPoint(dir) || (await fsBytes(img)) >= have)) return;
     if (have > mib * MIB) {
       log.warn(`shared volume of ${owner} is ${Math.round(have / MIB)} MiB, above shared_bytes=${mib}mb: a volume is never shrunk`);
       return;
     }
-    await run('truncate', ['-s', `${mib}M`, img]);
     const dev = isMountPoint(dir) ? loopDeviceOf(dir) : undefined;
-    if (dev !== undefined) {
-      await run('losetup', ['-c', dev]);
-      await run('resize2fs', [dev]);
-    } else {
-      await run('e2fsck', ['-f', '-p', img]).catch(() => undefined);
-      await run('resize2fs', [img]);
+    try {
+      await run('truncate', ['-s', `${mib}M`, img]);
+      if (dev !== undefined) {
+        // Online: needs CAP_SYS_RESOURCE (a container may lack it); else it grows at its next mount.
+        await run('losetup', ['-c', dev]);
+        await run('resize2fs', [dev]);
+      } else {
+        await run('e2fsck', ['-f', '-p', img]).catch(() => undefined);
+        await run('resize2fs', [img]);
+      }
+      log.info(`shared volume of ${owner} grown to ${mib} MiB`);
+    } catch (err) {
+      log.warn(`shared volume of ${owner}: cannot grow it to ${mib} MiB now (${errorMessage(err).split('\n').at(-2) ?? ''}); it grows when next mounted`);
     }
-    log.info(`shared volume of ${owner} grown to ${mib} MiB`);
   }
 
   private async mount(img: string, dir: string): Promise<void> {
@@ -144,6 +149,13 @@ export class SharedVolumes {
       throw new DriverError(`cannot mount the shared volume ${img} on ${dir}: ${errorMessage(e)}`);
     });
   }
+}
+
+/** The size of the ext4 filesystem in an image (block count × block size), from its superblock. */
+async function fsBytes(img: string): Promise<number> {
+  const { stdout } = await run('dumpe2fs', ['-h', img]).catch(() => ({ stdout: '' }));
+  const n = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(stdout)?.[1] ?? 0);
+  return n('Block count') * n('Block size');
 }
 
 /** Unmount every shared volume of a state folder (tests, and an admin removing a state folder). */

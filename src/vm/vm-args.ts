@@ -43,8 +43,8 @@ export const SHARED_SFTP_PORT = 22;
 export const SHARED_MOUNT = '/shared';
 /** OpenSSH's SFTP subsystem (Debian package openssh-sftp-server). */
 export const SFTP_SERVER = '/usr/lib/openssh/sftp-server';
-/** `-sandbox`: the seccomp groups QEMU 7.2 accepts; spawn=deny would kill QEMU at its first guestfwd connection. */
-export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny';
+/** `-sandbox`: the seccomp groups QEMU 7.2 accepts; spawn=deny or elevateprivileges=deny break guestfwd (see buildVmArgs). */
+export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny';
 /** The guest's static address on the user network (copper-init); a hostfwd's target. */
 export const GUEST_ADDR = '10.0.2.15';
 /** Fixed MAC: it is migrated state anyway, and slirp is private to each QEMU process. */
@@ -150,8 +150,10 @@ export function buildVmArgs(cfg: VmConfig): string[] {
     `${cfg.vmId},debug-threads=on`,
     '-nodefaults',
     '-no-user-config',
-    // seccomp: no obsolete syscalls, no set*uid/gid, no scheduler/affinity changes. Spawning
-    // stays allowed: guestfwd runs socat per guest connection and snapshots run `exec:cat`.
+    // seccomp: QEMU's default deny list (mount, reboot, kexec, swapon, ...), no obsolete
+    // syscalls, no scheduler/affinity changes. Spawning stays allowed: guestfwd runs socat per
+    // guest connection and snapshots run `exec:cat`; so does set*id, because libslirp's
+    // guestfwd child calls setsid() before its exec (elevateprivileges=deny kills it).
     '-sandbox',
     QEMU_SANDBOX,
     '-display',

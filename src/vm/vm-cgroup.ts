@@ -45,7 +45,9 @@ const ROOT = '/sys/fs/cgroup';
 const SLICE = 'copper.slice';
 
 /** v1: per controller, gcd's own cgroup folder (where Copper's go) and the hierarchy's mount. */
-type Layout = { kind: 'v2'; root: string } | { kind: 'v1'; memory: string; cpu: string; pids: string; mounts: Record<'memory' | 'cpu' | 'pids', string> };
+type Layout =
+  | { kind: 'v2'; root: string }
+  | { kind: 'v1'; memory: string; cpu: string; pids: string; mounts: Record<'memory' | 'cpu' | 'pids', string>; unified: string | undefined };
 
 let detected: Layout | null | undefined;
 
@@ -88,7 +90,9 @@ function detect(): Layout | null {
   const cpu = place('cpu');
   const pids = place('pids');
   if (!memory || !cpu || !pids) return null;
-  return { kind: 'v1', memory, cpu, pids, mounts: { memory: mountOf.memory ?? '', cpu: mountOf.cpu ?? '', pids: mountOf.pids ?? '' } };
+  // The hybrid layout's cgroup2 mount (no controllers): VMs join it too, for the egress filter.
+  const unified = mounts.map((m) => m.split(' ')).find((f) => f[f.indexOf('-') + 1] === 'cgroup2')?.[4];
+  return { kind: 'v1', memory, cpu, pids, mounts: { memory: mountOf.memory ?? '', cpu: mountOf.cpu ?? '', pids: mountOf.pids ?? '' }, unified };
 }
 
 /** `copper.slice/<state>`: this gcd's share of the slice. */
@@ -96,14 +100,28 @@ function stateFolder(stateDir: string): string {
   return join(SLICE, 's' + createHash('sha256').update(stateDir).digest('hex').slice(0, 12));
 }
 
-function parents(stateDir: string, layout: Layout): { dir: string; ctrl: 'all' | 'memory' | 'cpu' | 'pids' }[] {
+function parents(stateDir: string, layout: Layout): { dir: string; ctrl: 'all' | 'memory' | 'cpu' | 'pids' | 'none' }[] {
   const rel = stateFolder(stateDir);
   if (layout.kind === 'v2') return [{ dir: join(layout.root, rel), ctrl: 'all' }];
   return [
     { dir: join(layout.memory, rel), ctrl: 'memory' },
     { dir: join(layout.cpu, rel), ctrl: 'cpu' },
     { dir: join(layout.pids, rel), ctrl: 'pids' },
+    ...(layout.unified !== undefined ? [{ dir: join(layout.unified, rel), ctrl: 'none' as const }] : []),
   ];
+}
+
+/**
+ * copper.slice in the cgroup v2 hierarchy, made if missing, as nftables names it (relative to
+ * /sys/fs/cgroup): every Copper QEMU's sockets belong to it (guest-egress.ts). Undefined when
+ * there is no cgroup v2 hierarchy under /sys/fs/cgroup.
+ */
+export async function qemuSliceForNft(): Promise<string | undefined> {
+  const layout = cgroupLayout();
+  const v2 = layout?.kind === 'v2' ? layout.root : layout?.unified;
+  if (v2 === undefined || !(v2 + '/').startsWith(ROOT + '/')) return undefined;
+  await mkdir(join(v2, SLICE), { recursive: true });
+  return join(v2.slice(ROOT.length + 1), SLICE);
 }
 
 /** v2: the controllers must be enabled in every ancestor's subtree_control. */
@@ -148,7 +166,8 @@ export async function createVmCgroup(stateDir: string, vmId: string, limits: VmL
   }
 }
 
-async function writeLimits(dir: string, ctrl: 'all' | 'memory' | 'cpu' | 'pids', l: VmLimits): Promise<void> {
+async function writeLimits(dir: string, ctrl: 'all' | 'memory' | 'cpu' | 'pids' | 'none', l: VmLimits): Promise<void> {
+  if (ctrl === 'none') return;
   const quota = Math.max(1000, Math.round(l.cpus * CPU_PERIOD_US));
   if (ctrl === 'all') {
     await writeFile(join(dir, 'memory.max'), String(l.memBytes));
@@ -209,6 +228,7 @@ export function vmCgroupOfPid(pid: number, vmId: string): VmCgroup | undefined {
     if (path === undefined || !path.includes(`/${SLICE}/`) || !path.endsWith(`/${vmId}`)) continue;
     const list = (ctrls ?? '').split(',');
     if (layout.kind === 'v2' && ctrls === '') dirs.push(join(layout.root, path));
+    if (layout.kind === 'v1' && ctrls === '' && layout.unified !== undefined) dirs.push(join(layout.unified, path));
     if (layout.kind === 'v1') {
       for (const c of ['memory', 'cpu', 'pids'] as const) if (list.includes(c)) dirs.push(join(layout.mounts[c], path));
     }
@@ -258,7 +278,9 @@ export function vmLimitsFor(
   pids: number,
 ): VmLimits {
   const ramMiB = Math.max(size.memMiB, size.maxMemMiB ?? 0) + (size.tcgTbMiB ?? 0);
-  return { memBytes: (ramMiB + overheadMiB) * 1024 * 1024, cpus: Math.max(size.vcpus, size.maxVcpus ?? 0), pids };
+  // One CPU beyond the vCPUs: QEMU's main loop (slirp, disk I/O) and the helpers it spawns
+  // (guestfwd's socat) share the quota with vCPU threads that can each take a whole CPU (TCG).
+  return { memBytes: (ramMiB + overheadMiB) * 1024 * 1024, cpus: Math.max(size.vcpus, size.maxVcpus ?? 0) + 1, pids };
 }
 
 let warned = false;

@@ -97,7 +97,7 @@ describe('buildVmArgs', () => {
 
   it("runs every VM under QEMU's seccomp sandbox, spawning allowed (guestfwd, exec: migration)", () => {
     expect(values(buildVmArgs(base()), '-sandbox')).to.deep.equal([QEMU_SANDBOX]);
-    expect(QEMU_SANDBOX).to.equal('on,obsolete=deny,elevateprivileges=deny,spawn=allow,resourcecontrol=deny');
+    expect(QEMU_SANDBOX).to.equal('on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny');
   });
 
   it('boots the given kernel, or the disk when there is none', () => {

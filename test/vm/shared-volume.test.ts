@@ -1,9 +1,9 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sftpSandboxCommand } from '../../src/vm/vm-args.js';
+import { sftpSandboxCommand, sftpSlotsDir } from '../../src/vm/vm-args.js';
 import { GcdProcess, until } from '../helpers/gcd-process.js';
 
 /**
@@ -12,6 +12,7 @@ import { GcdProcess, until } from '../helpers/gcd-process.js';
  * bubblewrap-confined sftp-server), so a job leaves files that outlive its clone.
  */
 const IMAGE_DIR = process.env.GC_IMAGE_DIR ?? '/var/tmp/copper-test/images';
+const QUOTA_MIB = 32;
 
 function readdirSafe(dir: string): string[] {
   try {
@@ -31,6 +32,9 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
 
   before(async function () {
     g = new GcdProcess({ GC_IMAGE_DIR: IMAGE_DIR, GC_SERVER_NAME: 'srv', GC_KILL_DELAY_MS: '2000' });
+    // alice's /shared has a quota (a volume of its own); bob's is a plain folder.
+    mkdirSync(join(g.stateDir, 'config'), { recursive: true });
+    writeFileSync(join(g.stateDir, 'config', 'quotas.yaml'), `users:\n  alice: {shared_bytes: ${QUOTA_MIB}mb}\n`);
     await g.start();
     g.startHeadnodes(
       [
@@ -106,12 +110,28 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
     expect(alice.stdout).to.equal('done\n');
   });
 
+  it("a guest flooding /shared stops at its owner's shared_bytes; another user's /shared still works", function () {
+    const flood = inside('alice-hn', `dd if=/dev/zero of=/shared/flood bs=1M count=${QUOTA_MIB + 16} 2>&1; echo rc=$?`);
+    // SFTP v3 has no "disk full": the host's ENOSPC reaches the guest as a failed write.
+    expect(flood.stdout).to.match(/rc=[1-9]/);
+    const held = statSync(join(g.stateDir, 'shared', 'alice', 'flood')).blocks * 512;
+    expect(held).to.be.at.most(QUOTA_MIB * 1024 * 1024);
+    const bob = inside('bob-hn', `dd if=/dev/zero of=/shared/big bs=1M count=${QUOTA_MIB + 16} 2>/dev/null && rm /shared/big && echo ok`);
+    expect(bob.stdout, bob.stderr).to.equal('ok\n');
+    const again = inside('alice-hn', 'rm -f /shared/flood && echo fine > /shared/after-flood.txt && cat /shared/after-flood.txt');
+    expect(again.stdout, again.stderr).to.equal('fine\n');
+  });
+
   it('the sandboxed sftp-server shows nothing of the host but the folder', function () {
     if (spawnSync('sh', ['-c', 'command -v sftp']).status !== 0) this.skip();
-    const dir = mkdtempSync(join(tmpdir(), 'copper-sftp-'));
+    // The layout gcd uses: <state>/shared/<owner>, the session slots in <state>/run/sftp.
+    const state = mkdtempSync(join(tmpdir(), 'copper-sftp-'));
+    const dir = join(state, 'shared', 'alice');
+    mkdirSync(dir, { recursive: true });
+    mkdirSync(sftpSlotsDir(dir), { recursive: true });
     try {
       writeFileSync(join(dir, 'mine.txt'), 'x');
-      const batch = join(dir, '..', `${dir.split('/').at(-1)}.batch`);
+      const batch = join(state, 'batch');
       writeFileSync(batch, 'ls -1 /\nls -1 /shared\n-ls /etc\n-get /etc/passwd /dev/null\n-mkdir /escape\n-ls /lib/x86_64-linux-gnu\n');
       const r = spawnSync('sftp', ['-b', batch, '-D', sftpSandboxCommand(dir)], { encoding: 'utf8', timeout: 20_000 });
       rmSync(batch, { force: true });
@@ -129,7 +149,7 @@ describe('shared volume: /shared in the headnode and its clones, one folder per 
       expect(r.stderr).to.match(/mkdir "\/escape": Failure|Couldn't create directory/);
       expect(existsSync(join(dir, 'escape'))).to.equal(false);
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(state, { recursive: true, force: true });
     }
   });
 });
