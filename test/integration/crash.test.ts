@@ -111,7 +111,14 @@ async function scenario(crashAt: string | undefined): Promise<{
   // The restarted gcd works: a new job runs to its end.
   const after = g.tool('gcqsub', ['--headnode', 'hn1', '-W', 'block=true', '-N', 'after', '--', 'true']);
   expect(after.status, after.stderr).to.equal(0);
-  await new Promise((r) => setTimeout(r, 300));
+  // BullMQ completes (and removes) a job once its processor returns, just after F: wait for that.
+  const c = await redisOf(dir);
+  try {
+    await until('BullMQ done with every job', async () => (await c.llen('copper:bull:jobs:active')) === 0, 15_000);
+  } finally {
+    c.disconnect();
+  }
+  await new Promise((r) => setTimeout(r, 100));
   const final = jobs(g);
   const keys = await keyState(dir);
   const runs = readFileSync(runsFile, 'utf8').split('\n').filter(Boolean).length;
