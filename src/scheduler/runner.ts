@@ -391,7 +391,8 @@ export class JobRunner {
         const kept = join(keep, guest.split('/').pop() ?? 'output');
         const { rename } = await import('node:fs/promises');
         await rename(host, kept);
-        note = `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`;
+        const where = driver.nodeName ? `node ${driver.nodeName}` : 'the host';
+        note = `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on ${where} at ${kept}`;
       }
     }
     await store.update(job.id, {
