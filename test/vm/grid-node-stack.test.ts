@@ -202,4 +202,25 @@ describe('grid: a job runs in a real clone on a node built by openNodeStack @vm'
     expect(grid.exporter!.list()).to.not.include(snap);
     expect(await drv.listSnapshots()).to.not.include(snap);
   });
+
+  it("an afterok dependent of a job that ran on the node reads the parent's staged-out file", async () => {
+    const spec = (script: string): ReturnType<typeof testSpec> =>
+      testSpec({ argv: ['sh', '-c', script], cwd: '/root/w', user: 'root', group: 'root', headnode: hn, env: { PATH: '/usr/bin:/bin' } });
+    const [parent] = await server.submit([spec('echo written-by-the-parent > parent.txt')]);
+    const [child] = await server.submit([spec('cat parent.txt')], { depend: [{ type: 'afterok', jobIds: [parent.id] }] });
+    const ended = (id: string): Promise<JobRecord> =>
+      until(
+        `${id} F`,
+        async () => {
+          const j = await server.store.get(id);
+          return j.state === 'F' ? j : undefined;
+        },
+        600_000,
+      );
+    const p = await ended(parent.id);
+    const c = await ended(child.id);
+    expect([p.execHost, c.execHost]).to.deep.equal(['gw-n1', 'gw-n1']);
+    expect(c.exitStatus, c.comment).to.equal(0);
+    expect(await inHeadnode(`cat /root/w/STDIN.o${c.seq}`)).to.equal('written-by-the-parent\n');
+  });
 });
