@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AccountingLog, AccountingReader } from '../../src/accounting/accounting-log.js';
 import type { CloneHandle, CloneOptions } from '../../src/drivers/driver.js';
@@ -12,7 +12,8 @@ import type { JobTransition } from '../../src/queue/job-events.js';
 import { keysFor } from '../../src/queue/keys.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
-import { until } from '../helpers/gcd-process.js';
+import { until, type GcdProcess } from '../helpers/gcd-process.js';
+import { NetnsGrid } from '../helpers/netns-grid.js';
 import { testSpec } from '../helpers/jobs.js';
 import { schedulerOptions } from '../helpers/scheduler.js';
 import { SmtpRecorder } from '../helpers/smtp-recorder.js';
@@ -200,5 +201,55 @@ describe('grid: a node’s job transitions reach the server’s listeners (real 
     expect(await r.client.exists(keys.eventsCursor)).to.equal(1);
     const last = await r.client.xrevrange(keys.events, '+', '-', 'COUNT', 1);
     expect(await r.client.get(keys.eventsCursor)).to.equal(last[0]?.[0]);
+  });
+});
+
+/**
+ * The same through real processes: a server gcd that runs no jobs and one `gcd --node` in a
+ * network namespace (the netns harness), the node's transitions reaching the server over the
+ * server's Redis on TCP; the server's accounting log and job mail hear the node's job.
+ */
+describe('grid: gcd server and gcd --node processes, the node’s job in the server’s accounting and mail (netns, test-double driver)', function () {
+  this.timeout(180_000);
+  const grid = new NetnsGrid();
+  let g: GcdProcess;
+  let smtp: SmtpRecorder;
+
+  before(async function () {
+    if (process.getuid?.() !== 0) throw new Error('the grid harness makes network namespaces: run as root');
+    smtp = await SmtpRecorder.start();
+    grid.up();
+    g = await grid.startServer({
+      GC_DRIVER: 'fake',
+      GC_FAKE_HEADNODES: 'hn1:alice:physics',
+      GC_SERVER_NAME: 'srv',
+      GC_SERVER_RUNS_JOBS: '0',
+      GC_NODE_HEARTBEAT_MS: '300',
+      GC_NODE_DEAD_MS: '2000',
+      GC_LOCK_MS: '2000',
+      GC_KILL_DELAY_MS: '500',
+      GC_PLACEMENT_DEFER_MS: '0',
+      GC_SMTP_URL: smtp.url,
+    });
+    await grid.addNode('n1', { ncpus: 2, memMiB: 2048 });
+  });
+  after(async function () {
+    await grid.teardown();
+    await smtp?.stop();
+  });
+
+  it('the server writes the node’s job S and E records once and mails its end once', async function () {
+    const r = g.tool('gcqsub', ['--headnode', 'hn1', '-m', 'e', '-M', 'alice@example.org', '--', 'echo', 'hi']);
+    expect(r.status, r.stderr).to.equal(0);
+    const id = r.stdout.trim();
+    const acct = join(g.stateDir, 'accounting');
+    const records = async (): Promise<string[]> => (existsSync(acct) ? (await new AccountingReader(acct).recordsOf(id)).map((l) => l.type) : []);
+    await until('E record on the server', async () => (await records()).includes('E'), 60_000);
+    await until('end mail', () => smtp.about(id).length >= 1, 20_000);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(await records()).to.deep.equal(['Q', 'S', 'E']);
+    expect(smtp.about(id)).to.have.length(1);
+    const q = JSON.parse(g.tool('gcqstat', ['-x', '-f', '-F', 'json', id]).stdout) as { Jobs: Record<string, { exec_host?: string }> };
+    expect(q.Jobs[id]?.exec_host ?? '').to.match(/^n1/);
   });
 });
