@@ -11,6 +11,7 @@ import { GridView } from './grid-view.js';
 import { NodeHeartbeat } from './heartbeat.js';
 import { Placement } from './placement.js';
 import { NodeRegistry, type NodeRole } from './registry.js';
+import { TransitionConsumer, TransitionPublisher } from './transition-stream.js';
 
 /** Copper's version, as the registry records it (a mixed-version grid shows in `gc nodes -a`). */
 function copperVersion(): string {
@@ -44,6 +45,9 @@ export class GridParts {
   private heartbeat: NodeHeartbeat | undefined;
   private monitor: FailureMonitor | undefined;
   private readonly placement: Placement;
+  /** Node: its transitions to the server; server: those of the nodes to its listeners. */
+  private publisher: TransitionPublisher | undefined;
+  private consumer: TransitionConsumer | undefined;
 
   constructor(
     private readonly o: {
@@ -82,6 +86,11 @@ export class GridParts {
   /** Register this host (before the scheduler recovers its runs), then beat. */
   async join(scheduler: Scheduler): Promise<void> {
     const s = this.o.settings;
+    // Before the scheduler recovers: the transitions of its recovery are published too.
+    if (this.o.role === 'node') {
+      this.publisher = new TransitionPublisher({ redis: this.o.redis, keys: this.o.keys, origin: s.nodeName });
+      this.publisher.attach(scheduler.events);
+    }
     if (!this.o.runsJobs) {
       await this.view.refresh();
       return;
@@ -113,6 +122,8 @@ export class GridParts {
   async started(scheduler: Scheduler): Promise<void> {
     await this.heartbeat?.apply();
     if (this.o.role !== 'server') return;
+    this.consumer = new TransitionConsumer({ redis: this.o.redis, keys: this.o.keys, self: this.o.settings.nodeName, events: scheduler.events });
+    await this.consumer.start();
     this.monitor = new FailureMonitor({
       registry: this.registry,
       store: scheduler.store,
@@ -133,6 +144,8 @@ export class GridParts {
   async close(): Promise<void> {
     clearInterval(this.refreshTimer);
     await this.monitor?.close();
+    await this.consumer?.close();
     await this.heartbeat?.close();
+    await this.publisher?.close();
   }
 }

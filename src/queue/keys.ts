@@ -27,6 +27,10 @@ export interface Keys {
   nodeAlive(name: string): string;
   /** When a job was first deferred for placement (src/grid/placement.ts); expires on its own. */
   placementDefer(id: string): string;
+  /** Stream of the job transitions nodes made, bounded by MAXLEN (src/grid/transition-stream.ts). */
+  events: string;
+  /** The id of the last entry of `events` the server has told its listeners. */
+  eventsCursor: string;
 }
 
 export const QUEUE_NAME = 'jobs';
@@ -46,5 +50,7 @@ export function keysFor(prefix: string): Keys {
     node: (name) => `${prefix}:node:${name}`,
     nodeAlive: (name) => `${prefix}:node:${name}:alive`,
     placementDefer: (id) => `${prefix}:placement:${id}`,
+    events: `${prefix}:events`,
+    eventsCursor: `${prefix}:events:cursor`,
   };
 }
