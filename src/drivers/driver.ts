@@ -176,6 +176,8 @@ export interface PackedStageOut {
 
 export interface Driver {
   readonly name: string;
+  /** A grid's compute node that runs these clones: notes of files kept here name it (src/grid). */
+  readonly nodeName?: string;
   /** Up to maxBytes of the running job's stdout or stderr in this clone, from `offset`. */
   peek?(cloneId: string, stream: OutputStream, offset: number, maxBytes: number): Promise<PeekResult>;
   /** Run a command to its end in a clone whose job runs (gcqexec); its output captured. */

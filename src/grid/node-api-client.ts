@@ -52,6 +52,11 @@ export class NodeApiClient {
     await this.call('POST', `/node/v1/snapshots/${encodeURIComponent(snapshotId)}/release?job=${encodeURIComponent(jobId)}`, undefined);
   }
 
+  /** The job (which ended here) has dependents: the server reviews them, with a fresh snapshot. */
+  async reviewDependents(jobId: string): Promise<void> {
+    await this.call('POST', `/node/v1/jobs/${encodeURIComponent(jobId)}/dependents`, undefined);
+  }
+
   /** Pipe a guest-channel request of a clone on this node to the server, and its answer back. */
   relayGuest(cloneId: string, req: IncomingMessage, res: ServerResponse): void {
     const headers: Record<string, string> = { ...nodeAuthHeaders(this.o.node, this.o.token) };

@@ -6,6 +6,8 @@
  *   PUT  /node/v1/jobs/:id/output?path=P     a job's output file, written into its headnode at P
  *   PUT  /node/v1/jobs/:id/stageout          a stage-out archive, placed into its headnode
  *   POST /node/v1/snapshots/:id/release?job=J  the last job (J) of a snapshot ended on the node
+ *   POST /node/v1/jobs/:id/dependents        the job ended (F) on the node: the server reviews its
+ *                                            dependents (an afterok job runs in a fresh snapshot)
  *   *    /node/v1/clones/:clone/api/...      a clone's guest-channel request, answered as that guest
  * There is no route to /v1/cli or any user API: a node cannot submit or act as a user.
  */
@@ -50,6 +52,8 @@ export interface NodeApiOptions {
   undeliveredDir: string;
   /** Most bytes of one output stream (GC_MAX_OUTPUT_MIB): the cap the node applied. */
   maxOutputBytes: number;
+  /** Scheduler.reviewDependentsOf: release or cancel the jobs waiting on a job a node ended. */
+  dependents?: (job: JobRecord) => Promise<void>;
   /** Stage-out caps; default from GC_STAGEOUT_MAX / GC_STAGEOUT_KEEP_MAX. */
   stageOutLimits?: () => StageOutLimits;
 }
@@ -118,6 +122,7 @@ export class NodeApi {
     if ((m = /^\/node\/v1\/clones\/([^/]+)(\/api\/.*)$/.exec(p))) return this.guestCall(node, decode(m[1]), m[2] + url.search, req, res);
     if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/output$/.exec(p))) return this.output(node, decode(m[1]), url, req, res);
     if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/stageout$/.exec(p))) return this.stageOut(node, decode(m[1]), req, res);
+    if (req.method === 'POST' && (m = /^\/node\/v1\/jobs\/([^/]+)\/dependents$/.exec(p))) return this.dependents(node, decode(m[1]), res);
     if (req.method === 'POST' && (m = /^\/node\/v1\/snapshots\/([^/]+)\/release$/.exec(p)))
       return this.releaseSnapshot(node, decode(m[1]), url.searchParams.get('job') ?? '', res);
     throw new NotFoundError(`no such node endpoint ${req.method} ${p.slice(0, 100)}`);
@@ -177,6 +182,33 @@ export class NodeApi {
     if (refs > 0) throw new PermissionError(`node ${node}: snapshot ${snapshotId} is still held by ${refs} job(s)`);
     await this.o.driver.releaseSnapshot(snapshotId);
     sendJson(res, 200, { released: snapshotId });
+  }
+
+  /**
+   * A job that ended on this node (or an array whose task did): its dependents are reviewed
+   * here, where the headnode can be snapshotted afresh. Idempotent (reviewing is), so a node
+   * may ask again after a lost answer; a job still running or of another node is refused.
+   */
+  private async dependents(node: string, jobId: string, res: ServerResponse): Promise<void> {
+    const review = this.o.dependents;
+    if (!review) throw new StateError('this server reviews no dependents for nodes');
+    let job: JobRecord | undefined;
+    try {
+      job = await this.o.store.tryGet(this.o.store.parseId(jobId));
+    } catch {
+      job = undefined;
+    }
+    const ranHere = async (j: JobRecord): Promise<boolean> => {
+      if (j.execHost === node) return true;
+      if (!j.array) return false;
+      for (const i of j.array.indices) {
+        if ((await this.o.store.tryGet(`${j.seq}[${i}].${this.o.store.serverName}`))?.execHost === node) return true;
+      }
+      return false;
+    };
+    if (!job || job.state !== 'F' || !(await ranHere(job))) throw new PermissionError(`node ${node}: job ${jobId.slice(0, 80)} did not end on this node`);
+    await review(job);
+    sendJson(res, 200, { reviewed: job.id });
   }
 
   /**

@@ -54,11 +54,13 @@ export interface NodeDriverOptions {
 
 export class NodeDriver implements Driver {
   readonly name: string;
+  readonly nodeName: string;
   /** Clones running here and the snapshot each holds in the cache. */
   private readonly held = new Map<string, string>();
 
   constructor(private readonly o: NodeDriverOptions) {
     this.name = `node(${o.inner.name})`;
+    this.nodeName = o.node;
   }
 
   snapshot(): Promise<SnapshotInfo> {
@@ -112,7 +114,10 @@ export class NodeDriver implements Driver {
     await mkdir(this.o.outgoingDir, { recursive: true, mode: 0o700 });
     const archive = join(this.o.outgoingDir, `${clone.cloneId}.${randomBytes(4).toString('hex')}.tar`);
     try {
-      const { result, archiveBytes } = await inner.packStageOut(clone, req, archive);
+      const packed = await inner.packStageOut(clone, req, archive);
+      const { archiveBytes } = packed;
+      // What went past the cap stays on this node (req.keepDir is here): the note names it.
+      const result = packed.result.excess?.keptAt ? { ...packed.result, excess: { ...packed.result.excess, keptOn: this.o.node } } : packed.result;
       if (archiveBytes === 0) return result;
       const placed = await this.o.server.placeStageOut(req.jobId, archive);
       return {

@@ -5,7 +5,7 @@
  * node's control listener. Compared in constant time (hashes of equal length).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 
@@ -45,6 +45,12 @@ export class NodeTokens {
     } catch {
       return undefined;
     }
+  }
+
+  /** Names of the nodes that have a token. */
+  async list(): Promise<string[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => NODE_NAME.test(n)).sort();
   }
 
   async revoke(name: string): Promise<void> {

@@ -7,7 +7,7 @@ import { NodeApi, type NodeApiOptions } from './node-api.js';
 /** The node API when GC_NODE_API_ADDR is set, listening; undefined otherwise. */
 export async function startNodeApi(
   settings: Pick<Settings, 'nodeApiAddr' | 'stateDir' | 'maxOutputMiB'>,
-  deps: Pick<NodeApiOptions, 'tokens' | 'store' | 'driver' | 'guestApi'>,
+  deps: Pick<NodeApiOptions, 'tokens' | 'store' | 'driver' | 'guestApi' | 'dependents'>,
 ): Promise<NodeApi | undefined> {
   if (!settings.nodeApiAddr) return undefined;
   const api = new NodeApi({

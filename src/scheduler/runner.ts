@@ -413,7 +413,8 @@ export class JobRunner {
         const kept = join(keep, guest.split('/').pop() ?? 'output');
         const { rename } = await import('node:fs/promises');
         await rename(host, kept);
-        note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on the host at ${kept}`].filter(Boolean).join('; ');
+        const where = driver.nodeName ? `node ${driver.nodeName}` : 'the host';
+        note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on ${where} at ${kept}`].filter(Boolean).join('; ');
       }
     }
     await store.update(job.id, {

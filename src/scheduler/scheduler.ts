@@ -70,6 +70,12 @@ export interface SchedulerOptions {
   cron?: boolean;
   /** The largest host of the grid now (submission refuses a job above it); default this host's capacity. */
   largestHost?: () => CapacityLimits | undefined;
+  /**
+   * A compute node (src/grid): the dependents of a job that ended here are reviewed by the
+   * server, which can snapshot their headnode afresh (a node has no headnodes). false: the
+   * server could not do it; they are reviewed here (in their submission snapshot, said so).
+   */
+  dependentsElsewhere?: (job: JobRecord) => Promise<boolean>;
 }
 
 export interface ListFilter {
@@ -395,6 +401,12 @@ export class Scheduler {
   /** A job ended: complete its array, then release or cancel the jobs that depended on it. */
   private async afterFinish(job: JobRecord): Promise<void> {
     if (job.arrayParent) await this.completeArray(job.arrayParent);
+    if (this.o.dependentsElsewhere && (await this.o.dependentsElsewhere(job))) return;
+    await this.reviewDependentsOf(job);
+  }
+
+  /** Release or cancel the jobs that depended on `job` (F); the grid's server calls it for its nodes. */
+  async reviewDependentsOf(job: Pick<JobRecord, 'id'>): Promise<void> {
     // Review, then forget: a crash in between reviews them again (reviewing is idempotent).
     for (const child of await this.store.dependentsOf(job.id)) await this.reviewDependent(child);
     await this.store.forgetDependents(job.id);

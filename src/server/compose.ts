@@ -29,7 +29,8 @@ import type { Tool, ToolServices } from './commands/tool.js';
 import { startObservers } from './observers.js';
 import { registryControlUrl, startNodeApi } from '../grid/server-relay.js';
 import { jobsOf, RemoteJobControl } from '../grid/remote-jobs.js';
-import { isNodeTokenCall, nodeTokenTool } from '../grid/node-token-cmd.js';
+import { isNodeTokenCall } from '../grid/node-token-cmd.js';
+import { startServerGrid } from '../grid/server-grid.js';
 import { NodeTokens } from '../grid/node-tokens.js';
 import { GridParts } from '../grid/grid-parts.js';
 import { hostAccel } from '../grid/node-role.js';
@@ -115,6 +116,10 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     });
     const observers = startObservers(settings);
     const nodeTokens = new NodeTokens(settings.stateDir);
+    // Snapshots exported to nodes over NBD (GC_NBD_ADDR); `driver` unexports before releasing.
+    const serverGrid = await startServerGrid({ settings, redis, tokens: nodeTokens, driver: backend.driver });
+    cleanups.push(() => serverGrid.close());
+    const driver = serverGrid.driver;
     // A grid (GC_NODE_API_ADDR): jobs running on other hosts are controlled there (src/grid).
     const remote: RemoteJobControl | undefined = settings.nodeApiAddr
       ? new RemoteJobControl({
@@ -129,7 +134,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
       connection: bullConnection(target),
       keys: keysFor(settings.keyPrefix),
       serverName: settings.serverName,
-      driver: backend.driver,
+      driver,
       stateDir: settings.stateDir,
       capacity: defaultCapacity(),
       killDelayMs: settings.killDelayMs,
@@ -176,7 +181,7 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const baseGc = gcCommand(backend);
     const gc: Tool = async (req, s) => {
       if (req.argv[0] === 'web') return dashboard.tool(req);
-      if (isNodeTokenCall(req.argv)) return nodeTokenTool(req, nodeTokens);
+      if (isNodeTokenCall(req.argv)) return serverGrid.tokenTool(req);
       if (NODE_COMMANDS.has(req.argv[0] ?? '')) return gcNodesTool(req, grid.registry);
       if (!baseGc) throw new UsageError('this gcd has no headnodes or clusters (test-double driver): only gc web token');
       return baseGc(req, s);
@@ -207,7 +212,13 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     await server.listenAdmin(settings.socketPath);
     cleanups.push(() => server.close());
     // Compute nodes reach the server here (src/grid): their output, archives and clones' channels.
-    const nodeApi = await startNodeApi(settings, { tokens: nodeTokens, store: scheduler.store, driver: backend.driver, guestApi: () => api?.handle });
+    const nodeApi = await startNodeApi(settings, {
+      tokens: nodeTokens,
+      store: scheduler.store,
+      driver,
+      guestApi: () => api?.handle,
+      dependents: (job) => scheduler.reviewDependentsOf(job),
+    });
     if (nodeApi) cleanups.push(() => nodeApi.close());
     await dashboard.start();
     cleanups.push(() => dashboard.close());

@@ -42,7 +42,9 @@ export function stageOutNote(r: StageOutResult): string | undefined {
   if (r.excess) {
     const what = `${r.excess.entries} entries (${r.excess.bytes} bytes) over the stage-out cap`;
     parts.push(
-      r.excess.keptAt ? `${what} kept on the host at ${r.excess.keptAt}` : `${what} could not be kept (beyond the host's limit) and were left in the clone`,
+      r.excess.keptAt
+        ? `${what} kept on ${r.excess.keptOn ? `node ${r.excess.keptOn}` : 'the host'} at ${r.excess.keptAt}`
+        : `${what} could not be kept (beyond the host's limit) and were left in the clone`,
     );
   }
   for (const e of r.errors.slice(0, 2)) parts.push(e);

@@ -29,7 +29,7 @@ export interface StageOutResult {
   conflicts: string[];
   conflictCount: number;
   /** Entries beyond the size cap and where they are on the host (a tar archive), if any. */
-  excess?: { entries: number; bytes: number; keptAt?: string };
+  excess?: { entries: number; bytes: number; keptAt?: string; /** The grid node keptAt is on (unset: this host). */ keptOn?: string };
   /** Problems that did not stop the rest (each one line). */
   errors: string[];
   /** Milliseconds per step (pack in the clone, stream to the headnode, unpack there, excess to the host). */

@@ -1,8 +1,9 @@
 import { expect } from 'chai';
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { NodeApiClient, NodeApiError } from '../../src/grid/node-api-client.js';
+import { nbdPskOf } from '../../src/grid/snapshot-export-info.js';
 import { GcdProcess } from '../helpers/gcd-process.js';
 
 function freePort(): Promise<number> {
@@ -68,5 +69,45 @@ describe('grid relay: gcd serves the node API on GC_NODE_API_ADDR (gcd process, 
       body: JSON.stringify({ tool: 'gcqsub', argv: ['true'] }),
     });
     expect(res.status).to.equal(404);
+  });
+});
+
+/** GC_NBD_ADDR: gcd exports snapshots to the nodes that hold a token, and `gc node token` re-keys them. */
+describe('grid wire: gcd with GC_NBD_ADDR lets token holders into the NBD exports (gcd process, qemu-storage-daemon)', function () {
+  this.timeout(60_000);
+  let g: GcdProcess;
+  const keys = (): string => readFileSync(join(g.stateDir, 'run', 'nbd', 'psk', 'keys.psk'), 'utf8');
+
+  before(async () => {
+    g = new GcdProcess({
+      GC_DRIVER: 'fake',
+      GC_FAKE_HEADNODES: 'hn1:alice:users',
+      GC_SERVER_NAME: 'srv',
+      GC_NODE_API_ADDR: `127.0.0.1:${await freePort()}`,
+      GC_NBD_ADDR: `127.0.0.1:${await freePort()}`,
+    });
+    await g.start();
+  });
+
+  after(async () => {
+    await g?.cleanup();
+  });
+
+  it('a minted node gets its key, a new token replaces it, a revoked node loses it; a restart keeps token holders in', async () => {
+    const first = g.tool('gc', ['node', 'token', 'n1']).stdout.trim();
+    expect(keys()).to.include(`n1:${nbdPskOf(first)}`);
+    const second = g.tool('gc', ['node', 'token', 'n1']).stdout.trim();
+    expect(keys())
+      .to.include(`n1:${nbdPskOf(second)}`)
+      .and.not.include(nbdPskOf(first));
+    const other = g.tool('gc', ['node', 'token', 'n2']).stdout.trim();
+    expect(g.tool('gc', ['node', 'token', '--revoke', 'n1']).status).to.equal(0);
+    expect(keys()).to.not.match(/^n1:/m);
+    expect(keys()).to.include(`n2:${nbdPskOf(other)}`);
+    expect(await g.stop()).to.equal(0);
+    await g.start();
+    expect(keys())
+      .to.include(`n2:${nbdPskOf(other)}`)
+      .and.not.match(/^n1:/m);
   });
 });

@@ -65,6 +65,7 @@ describe('grid relay: node driver <-> server node API (loopback HTTP, real redis
   let driver: NodeDriver;
   let channels: RelayChannels;
   let seq = 100;
+  const reviewed: string[] = [];
 
   /** A job record as the dispatcher leaves it: R on `execHost`, with its clone. */
   async function runningJob(over: Partial<JobRecord> = {}): Promise<JobRecord> {
@@ -101,6 +102,9 @@ describe('grid relay: node driver <-> server node API (loopback HTTP, real redis
       undeliveredDir: join(dir, 'server', 'undelivered'),
       maxOutputBytes: 1024 * 1024,
       stageOutLimits: () => ({ capBytes: 4096, keepMaxBytes: 4096 }),
+      dependents: async (job) => {
+        reviewed.push(job.id);
+      },
     });
     base = await nodeApi.listen();
     client = new NodeApiClient({ serverUrl: base, node: 'n1', token });
@@ -269,6 +273,19 @@ describe('grid relay: node driver <-> server node API (loopback HTTP, real redis
         expect(code(s), j.id).to.equal('EPERM');
       }
       expect(serverDriver.snapshots.has('snap-1')).to.equal(true);
+    });
+
+    it('dependents reviewed on the server only for a job that ended on this node', async () => {
+      const running = await runningJob();
+      const theirs = await runningJob({ state: 'F', execHost: 'n2' });
+      for (const id of [running.id, theirs.id, '99999.srv']) {
+        const e = await client.reviewDependents(id).catch((x: unknown) => x);
+        expect(code(e), id).to.equal('EPERM');
+      }
+      expect(reviewed).to.deep.equal([]);
+      const mine = await runningJob({ state: 'F' });
+      await client.reviewDependents(mine.id);
+      expect(reviewed).to.deep.equal([mine.id]);
     });
 
     it('a node takes no snapshots', async () => {

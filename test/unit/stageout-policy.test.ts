@@ -54,4 +54,16 @@ describe('stage-out: -W stageout and the policy', function () {
     });
     expect(note).to.include('/a, /b, /c and 2 more').and.include('kept on the host at /keep/x.tar');
   });
+
+  it('excess kept on a grid node is said to be on that node', function () {
+    const note = stageOutNote({
+      placed: 1,
+      bytes: 1,
+      conflicts: [],
+      conflictCount: 0,
+      errors: [],
+      excess: { entries: 1, bytes: 5, keptAt: '/n/keep', keptOn: 'n7' },
+    });
+    expect(note).to.include('kept on node n7 at /n/keep');
+  });
 });
