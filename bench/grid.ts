@@ -46,8 +46,14 @@ function onlyUp(g: GcdProcess, all: string[], up: string[]): void {
   for (const n of all) tool(g, 'gc', ['node', up.includes(n) ? 'online' : 'offline', n]);
 }
 
+/** redis-cli's arguments for a redis://:PASSWORD@HOST:PORT URL (its -u wants a user name). */
+function redisCliArgs(url: string): string[] {
+  const u = new URL(url);
+  return ['-h', u.hostname, '-p', u.port, '-a', decodeURIComponent(u.password), '--no-auth-warning'];
+}
+
 function redisInfo(url: string): { commands: number; cpuMs: number } {
-  const out = spawnSync('redis-cli', ['-u', url, '--no-auth-warning', 'info', 'all'], { encoding: 'utf8' }).stdout;
+  const out = spawnSync('redis-cli', [...redisCliArgs(url), 'info', 'all'], { encoding: 'utf8' }).stdout;
   const num = (k: string): number => Number(new RegExp(`^${k}:([0-9.]+)`, 'm').exec(out)?.[1] ?? NaN);
   return { commands: num('total_commands_processed'), cpuMs: (num('used_cpu_sys') + num('used_cpu_user')) * 1000 };
 }

@@ -20,6 +20,12 @@ interface QstatJob {
   comment?: string;
 }
 
+/** redis-cli's arguments for a redis://:PASSWORD@HOST:PORT URL (its -u wants a user name). */
+function redisCliArgs(url: string): string[] {
+  const u = new URL(url);
+  return ['-h', u.hostname, '-p', u.port, '-a', decodeURIComponent(u.password), '--no-auth-warning'];
+}
+
 /** Snapshot ids a node's log says it fetched over NBD, one entry per fetch. */
 function fetchesIn(log: string): string[] {
   return [...log.matchAll(/snapshot (\S+) fetched from /g)].map((m) => m[1]);
@@ -119,7 +125,7 @@ describe('grid: real clones on two remote hosts (netns harness) @vm', function (
       ['ge2', 'up'],
     ]);
     for (const n of nodes) {
-      const url = spawnSync('redis-cli', ['-u', grid.redisUrl(), '--no-auth-warning', 'hget', `copper:node:${n.name}`, 'controlUrl'], {
+      const url = spawnSync('redis-cli', [...redisCliArgs(grid.redisUrl()), 'hget', `copper:node:${n.name}`, 'controlUrl'], {
         encoding: 'utf8',
       }).stdout.trim();
       expect(url).to.equal(`http://${n.address}:${port(9400)}`);
