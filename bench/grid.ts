@@ -13,6 +13,7 @@
  *                     cost of distribution, not a speed-up)
  *   perJob            during the 3-host array: Redis commands and Redis CPU ms per task, the
  *                     server gcd's CPU ms per task; projected: tasks/s one Redis core carries
+ *   queuedBytesPerTask  Redis memory per task of a held 1000-task array (what queued jobs cost)
  *   transfer          with BENCH_TRANSFER=1, the last JSON line of bench/grid-transfer.js (real
  *                     headnode and NBD: snapshot transfer to a new host); otherwise absent
  * Run as root: npm run bench:grid   (BENCH_REPEATS default 5)
@@ -52,10 +53,10 @@ function redisCliArgs(url: string): string[] {
   return ['-h', u.hostname, '-p', u.port, '-a', decodeURIComponent(u.password), '--no-auth-warning'];
 }
 
-function redisInfo(url: string): { commands: number; cpuMs: number } {
+function redisInfo(url: string): { commands: number; cpuMs: number; memBytes: number } {
   const out = spawnSync('redis-cli', [...redisCliArgs(url), 'info', 'all'], { encoding: 'utf8' }).stdout;
   const num = (k: string): number => Number(new RegExp(`^${k}:([0-9.]+)`, 'm').exec(out)?.[1] ?? NaN);
-  return { commands: num('total_commands_processed'), cpuMs: (num('used_cpu_sys') + num('used_cpu_user')) * 1000 };
+  return { commands: num('total_commands_processed'), cpuMs: (num('used_cpu_sys') + num('used_cpu_user')) * 1000, memBytes: num('used_memory') };
 }
 
 function cpuMsOf(pid: number): number {
@@ -114,9 +115,8 @@ async function main(): Promise<void> {
       GC_CAPACITY_MEM_MIB: '8192',
       GC_NODE_HEARTBEAT_MS: '300',
       GC_PLACEMENT_DEFER_MS: '0',
-      GC_LOG_LEVEL: 'warn',
     });
-    for (const n of HOSTS) await grid.addNode(n, { ncpus: 4, memMiB: 8192, env: { GC_LOG_LEVEL: 'warn', GC_NODE_NAME: n } });
+    for (const n of HOSTS) await grid.addNode(n, { ncpus: 4, memMiB: 8192, env: { GC_NODE_NAME: n } });
     const all = ['gbsrv', ...HOSTS];
     console.log(`grid up: server gbsrv and ${HOSTS.join(', ')} (test-double driver)`);
 
@@ -149,13 +149,23 @@ async function main(): Promise<void> {
     };
     console.log(`per task: ${perJob.redisCommands} Redis commands, ${perJob.redisCpuMs} ms Redis CPU, ${perJob.serverCpuMs} ms server CPU`);
 
+    // What a queued job costs the server's Redis: a held 1000-task array, then deleted.
+    const m0 = redisInfo(url).memBytes;
+    const held = tool(g, 'gcqsub', ['--headnode', 'hn1', '-h', '-J', '1-1000', '--', 'true']).trim();
+    const m1 = redisInfo(url).memBytes;
+    tool(g, 'gcqdel', [held]);
+    const queuedBytesPerTask = Math.round((m1 - m0) / 1000);
+    console.log(`a queued (held) task: ${queuedBytesPerTask} bytes of Redis memory`);
+
     let transfer: unknown;
     if (process.env.BENCH_TRANSFER === '1') {
       const t = spawnSync(process.execPath, [join(ROOT, 'dist', 'bench', 'grid-transfer.js')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       const last = t.stdout.trim().split('\n').pop() ?? '';
       transfer = t.status === 0 ? (JSON.parse(last) as unknown) : { error: `grid-transfer exited ${t.status}` };
     }
-    console.log(JSON.stringify({ driver: 'fake', hosts: 1 + HOSTS.length, firstOutputMs, array64: array, perJob, ...(transfer ? { transfer } : {}) }));
+    console.log(
+      JSON.stringify({ driver: 'fake', hosts: 1 + HOSTS.length, firstOutputMs, array64: array, perJob, queuedBytesPerTask, ...(transfer ? { transfer } : {}) }),
+    );
   } finally {
     await grid.teardown();
     rmSync(marks, { recursive: true, force: true });

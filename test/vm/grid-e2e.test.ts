@@ -28,7 +28,7 @@ function redisCliArgs(url: string): string[] {
 
 /** Snapshot ids a node's log says it fetched over NBD, one entry per fetch. */
 function fetchesIn(log: string): string[] {
-  return [...log.matchAll(/snapshot (\S+) fetched from /g)].map((m) => m[1]);
+  return [...log.matchAll(/snapshot (\S+) fetched from \S+ (\{.*\})/g)].map((m) => `${m[1]} ${m[2]}`);
 }
 
 describe('grid: real clones on two remote hosts (netns harness) @vm', function () {
@@ -158,10 +158,13 @@ describe('grid: real clones on two remote hosts (netns harness) @vm', function (
     expect([...hosts].sort()).to.deep.equal(['ge1', 'ge2']);
     const seq = arr.split('[')[0];
     expect(inside(`cd /root/w && cat arr.o${seq}.1 arr.o${seq}.2 arr.o${seq}.3 arr.o${seq}.4`).stdout).to.equal('task 1\ntask 2\ntask 3\ntask 4\n');
+    const ids: string[] = [];
     for (const [i, n] of nodes.entries()) {
       const fetched = fetchesIn(n.log).slice(before[i]);
-      process.stderr.write(`      ${n.name}: fetched ${JSON.stringify(fetched)}\n`);
+      process.stderr.write(`      ${n.name} fetched: ${fetched.join('; ')}\n`);
       expect(fetched, `${n.name} fetched the array's snapshot once`).to.have.length(1);
+      ids.push(fetched[0].split(' ')[0]);
     }
+    expect(ids[0], 'the same snapshot on both nodes').to.equal(ids[1]);
   });
 });
