@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { setting } from '../../src/config/settings.js';
 import { type GcdProcess } from '../helpers/gcd-process.js';
 import { NetnsGrid, type GridNode } from '../helpers/netns-grid.js';
 
@@ -100,7 +101,7 @@ describe('grid: real clones on two remote hosts (netns harness) @vm', function (
 
   after(async function () {
     this.timeout(300_000);
-    const dirs = [...nodes.flatMap((n) => [n.stateDir, n.ramDir]), ...(g ? [g.stateDir] : [])];
+    const dirs = [...nodes.flatMap((n) => [n.stateDir, n.ramDir]), ...(g ? [g.stateDir, setting('ramDir', g.env)] : [])];
     g?.tool('gc', ['headnode', 'destroy', 'hn']);
     // SIGTERM first: a node's shutdown empties its snapshot cache and stops its clones.
     for (const n of nodes) await n.stop().catch(() => undefined);
