@@ -59,6 +59,10 @@ export class GridParts {
       runsJobs: boolean;
       capacity: CapacityLimits;
       accel: string;
+      /** A node's control listener (server -> node job control), for its registry record. */
+      controlUrl?: () => string | undefined;
+      /** A node's cached snapshots, reported with each heartbeat. */
+      cachedSnapshots?: () => string[];
     },
   ) {
     const s = o.settings;
@@ -107,12 +111,14 @@ export class GridParts {
         tmpfsMiB: tmpfsMiB(s.ramDir),
         accel: this.o.accel,
         version: copperVersion(),
+        ...(this.o.controlUrl?.() ? { controlUrl: this.o.controlUrl() } : {}),
       },
       host: {
         runningJobs: () => scheduler.runningJobs(),
         used: () => scheduler.capacity.used,
         setTaking: (on) => scheduler.setTaking(on),
         dropRuns: () => scheduler.dropRuns(),
+        cachedSnapshots: () => this.o.cachedSnapshots?.() ?? [],
       },
     });
     await this.heartbeat.start();

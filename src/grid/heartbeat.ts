@@ -11,6 +11,8 @@ export interface BeatingHost {
   setTaking(on: boolean): Promise<void>;
   /** Declared dead while alive: its runs were settled elsewhere; stop them. */
   dropRuns(): void;
+  /** Snapshots cached on this host (a node's snapshot cache); none when absent. */
+  cachedSnapshots?(): string[];
 }
 
 /**
@@ -75,7 +77,12 @@ export class NodeHeartbeat {
   async beat(): Promise<void> {
     const { registry, info, host } = this.o;
     const used = host.used();
-    const got = await registry.beat(info.name, { usedNcpus: used.ncpus, usedMemMiB: used.memMiB, jobs: host.runningJobs() });
+    const got = await registry.beat(info.name, {
+      usedNcpus: used.ncpus,
+      usedMemMiB: used.memMiB,
+      jobs: host.runningJobs(),
+      cachedSnapshots: host.cachedSnapshots?.() ?? [],
+    });
     if (got === 'down' || got === 'gone') {
       log.warn('this node was declared down while it ran: dropping its runs and joining again', { node: info.name });
       host.dropRuns();

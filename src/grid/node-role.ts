@@ -16,9 +16,10 @@ import { log } from '../log.js';
 import { keysFor } from '../queue/keys.js';
 import { bullConnection, connectRedis } from '../redis/connection.js';
 import { defaultCapacity } from '../scheduler/capacity.js';
-import { Scheduler } from '../scheduler/scheduler.js';
+import { Scheduler, type SchedulerOptions } from '../scheduler/scheduler.js';
 import { detectAccel } from '../vm/accel.js';
 import { GridParts } from './grid-parts.js';
+import { openNodeStack, type NodeStack } from './node-stack.js';
 
 /** The accelerator a host records in the registry. */
 export function hostAccel(settings: Pick<Settings, 'accel' | 'driver'>): string {
@@ -38,19 +39,37 @@ class NodeFakeDriver extends FakeDriver {
   }
 }
 
-/** The job driver of a node: grid-relay's node driver replaces the local stand-ins below. */
-async function nodeDriver(settings: Settings, channels: ChannelServer, quotas: QuotaWatcher): Promise<{ driver: Driver; close(): Promise<void> }> {
+interface NodeJobDriver {
+  driver: Driver;
+  /** Spread into the Scheduler's options (the node stack's: driver and dependentsElsewhere). */
+  schedulerOptions: Partial<SchedulerOptions>;
+  /** The node stack: control listener and snapshot cache (QEMU driver with GC_SERVER_URL). */
+  stack?: NodeStack;
+  close(): Promise<void>;
+}
+
+/**
+ * The job driver of a node. With QEMU and a server to reach (GC_SERVER_URL), the node stack:
+ * clones start from snapshots fetched over NBD into this host's cache, and their output, stage-out
+ * and guest channels are relayed to the server. Without GC_SERVER_URL, the local QEMU backend
+ * (a site whose snapshot folder is shared); GC_DRIVER=fake, the test double.
+ */
+async function nodeDriver(settings: Settings, channels: ChannelServer, quotas: QuotaWatcher, redis: Redis): Promise<NodeJobDriver> {
+  if (settings.driver !== 'fake' && settings.serverUrl) {
+    const stack = await openNodeStack(settings, redis, settings.nodeName);
+    return { driver: stack.driver, schedulerOptions: stack.schedulerOptions, stack, close: () => stack.close() };
+  }
   if (settings.driver === 'fake') {
     const d = new NodeFakeDriver({
       deliverRoot: join(settings.stateDir, 'fake-headnodes'),
       headnodes: new Set(),
       snapshotDir: join(settings.stateDir, 'fake-snapshots'),
     });
-    return { driver: d, close: () => d.close() };
+    return { driver: d, schedulerOptions: { driver: d }, close: () => d.close() };
   }
   const { qemuBackend } = await import('../server/qemu-backend.js');
   const b = await qemuBackend(settings, channels, () => quotas.current());
-  return { driver: b.driver, close: () => b.close() };
+  return { driver: b.driver, schedulerOptions: { driver: b.driver }, close: () => b.close() };
 }
 
 export interface NodeGcd {
@@ -88,11 +107,22 @@ export async function composeNode(settings: Settings): Promise<NodeGcd> {
     });
     const initial = quotas.start();
     cleanups.push(() => quotas.close());
-    const d = await nodeDriver(settings, channels, quotas);
+    const d = await nodeDriver(settings, channels, quotas, redis);
     cleanups.push(() => d.close());
     const keys = keysFor(settings.keyPrefix);
     const capacity = defaultCapacity();
-    const grid = new GridParts({ redis, keys, settings, role: 'node', runsJobs: true, capacity, accel: hostAccel(settings) });
+    let controlUrl: string | undefined;
+    const grid = new GridParts({
+      redis,
+      keys,
+      settings,
+      role: 'node',
+      runsJobs: true,
+      capacity,
+      accel: hostAccel(settings),
+      controlUrl: () => controlUrl,
+      cachedSnapshots: () => d.stack?.cache.cached() ?? [],
+    });
     const scheduler = new Scheduler({
       redis,
       connection: bullConnection(target),
@@ -109,7 +139,10 @@ export async function composeNode(settings: Settings): Promise<NodeGcd> {
       host: grid.host,
       largestHost: () => grid.largestHost(),
       cron: false,
+      ...d.schedulerOptions,
     });
+    // Listening before the registry record is written: it carries the URL the server controls jobs at.
+    if (d.stack) controlUrl = await d.stack.startControl(scheduler.localRunning());
     await grid.join(scheduler);
     cleanups.push(() => grid.close());
     await scheduler.start();

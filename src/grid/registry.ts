@@ -35,6 +35,8 @@ export interface NodeUsage {
   usedNcpus: number;
   usedMemMiB: number;
   jobs: string[];
+  /** Snapshots in this host's cache (placement prefers a host holding the job's). */
+  cachedSnapshots?: string[];
 }
 
 export interface NodeRecord extends NodeInfo, NodeUsage {
@@ -73,7 +75,7 @@ const BEAT_LUA = `
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'gone' end
 if state == 'down' then return 'down' end
-redis.call('HSET', KEYS[1], 'usedNcpus', ARGV[3], 'usedMemMiB', ARGV[4], 'jobs', ARGV[5], 'heartbeatAt', ARGV[2])
+redis.call('HSET', KEYS[1], 'usedNcpus', ARGV[3], 'usedMemMiB', ARGV[4], 'jobs', ARGV[5], 'heartbeatAt', ARGV[2], 'cachedSnapshots', ARGV[6])
 if state == 'draining' and ARGV[5] == '' then
   redis.call('HSET', KEYS[1], 'state', 'offline', 'adminState', 'offline')
   state = 'offline'
@@ -106,7 +108,7 @@ return 1
 
 interface RegistryScripts {
   gcNodeRegister(rec: string, alive: string, set: string, name: string, deadMs: number, ...fields: string[]): Promise<string>;
-  gcNodeBeat(rec: string, alive: string, deadMs: number, now: number, ncpus: number, mem: number, jobs: string): Promise<string>;
+  gcNodeBeat(rec: string, alive: string, deadMs: number, now: number, ncpus: number, mem: number, jobs: string, cached: string): Promise<string>;
   gcNodeMarkDown(rec: string, alive: string, now: number): Promise<number>;
   gcNodeSetAdmin(rec: string, admin: AdminState, comment: string): Promise<number>;
 }
@@ -214,6 +216,7 @@ export class NodeRegistry {
       u.usedNcpus,
       u.usedMemMiB,
       u.jobs.join(','),
+      (u.cachedSnapshots ?? []).join(','),
     );
     return r === 'gone' ? 'gone' : (r as NodeState);
   }

@@ -48,6 +48,18 @@ describe('grid registry, run guard and placement (real redis-server)', function 
     expect((await reg.get('n1'))?.adminState).to.equal('offline');
   });
 
+  it("a beat records the host's cached snapshots and its control URL stays from registration", async function () {
+    const reg = new NodeRegistry(r.client, keys, 5000);
+    await reg.register({ ...info('n1'), controlUrl: 'http://10.0.0.2:9400' });
+    await reg.beat('n1', { usedNcpus: 1, usedMemMiB: 512, jobs: ['1.srv'], cachedSnapshots: ['hn.a', 'hn.b'] });
+    let rec = (await reg.list()).find((n) => n.name === 'n1');
+    expect([rec?.cachedSnapshots, rec?.controlUrl]).to.deep.equal([['hn.a', 'hn.b'], 'http://10.0.0.2:9400']);
+    // The last holder released them: the next beat says so, and placement no longer prefers this host.
+    await reg.beat('n1', { usedNcpus: 0, usedMemMiB: 0, jobs: [] });
+    rec = (await reg.list()).find((n) => n.name === 'n1');
+    expect(rec?.cachedSnapshots).to.deep.equal([]);
+  });
+
   it('largest host: per resource, over live hosts only', async function () {
     const reg = new NodeRegistry(r.client, keys, 300);
     await reg.register(info('big', 2, 8192));
