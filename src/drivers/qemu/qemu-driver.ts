@@ -20,6 +20,7 @@ import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
+import { archiveOffersOf, optionalArchives } from '../../stageout/archive-offers.js';
 import { packToHostFile } from './stage-out-clone.js';
 import { placeHostArchive } from './stage-out-headnode.js';
 import type {
@@ -236,6 +237,7 @@ export class QemuDriver extends VmHost implements Driver {
         headnode,
         cloneStartMs: rec.createdAt,
         snapshotAtMs: meta.createdAt,
+        ...optionalArchives(archiveOffersOf(this.opts.channels)),
         ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}),
       },
       req,

@@ -9,6 +9,7 @@ import { stat } from 'node:fs/promises';
 import type { StageOutRequest } from '../../stageout/types.js';
 import type { AgentClient } from '../../vm/agent.js';
 import { copyToGuest, DEFAULT_CHUNK } from '../../vm/guest-files.js';
+import { GUEST_GCD_ADDR } from '../../stageout/archive-offers.js';
 import { ACCOUNT, archiveBound, oneLine, stageOutScripts, StageOutError } from './stage-out-common.js';
 
 export interface PlaceContext {
@@ -42,8 +43,12 @@ export function headnodeArchivePath(): string {
   return `/var/tmp/.copper-stageout-${randomBytes(6).toString('hex')}.tar`;
 }
 
-/** Unpack `archive` (already in the headnode) with place.py; the caller removes it on a throw. */
-export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: PlaceRequest): Promise<PlaceReport> {
+/**
+ * Unpack `archive` (already in the headnode) with place.py; the caller removes it on a throw.
+ * With `fetchPath`, there is no archive file: place.py GETs it from gcd over the headnode's API
+ * channel at that one-time path (src/stageout/archive-offers.ts) and unpacks it as it comes.
+ */
+export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: PlaceRequest, fetchPath?: string): Promise<PlaceReport> {
   if (!ACCOUNT.test(req.account)) throw new StageOutError(`invalid account '${req.account}'`);
   const { place } = stageOutScripts();
   const agent = ctx.headnode;
@@ -54,8 +59,11 @@ export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: P
       ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
       : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
   // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
-  const args = ['-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
-  const st = await agent.run('/usr/bin/python3', args, { timeoutMs: ctx.timeoutMs ?? 30 * 60_000 });
+  const args = ['-I', '-S', '-c', place, fetchPath === undefined ? archive : '-', req.jobId, snapNs.toString(), req.account, ...req.paths];
+  // The fetch path goes in the environment, not argv: other accounts in the headnode can read
+  // a process's argv, not its environment.
+  const env = fetchPath === undefined ? undefined : { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', COPPER_STAGEOUT_FETCH: `${GUEST_GCD_ADDR}${fetchPath}` };
+  const st = await agent.run('/usr/bin/python3', args, { timeoutMs: ctx.timeoutMs ?? 30 * 60_000, ...(env ? { env } : {}) });
   const text = st.out?.toString().trim().split('\n').pop() ?? '';
   const report = parseReport(text);
   if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
