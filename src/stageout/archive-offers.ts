@@ -150,3 +150,8 @@ export function archiveOffersOf(channels: object): ArchiveOffers | undefined {
 export function optionalArchives(archives: ArchiveOffers | undefined): { archives?: ArchiveOffers } {
   return archives ? { archives } : {};
 }
+
+/** placeHostArchive's last arguments: the offers and the headnode's VM id, when there are offers. */
+export function optionalHeadnodeOffers(archives: ArchiveOffers | undefined, headnodeVmId: string): [] | [{ offers: ArchiveOffers; headnodeVmId: string }] {
+  return archives ? [{ offers: archives, headnodeVmId }] : [];
+}

@@ -5,11 +5,12 @@
  * host, stage-out.ts) or arrives as a host file from a compute node (placeHostArchive).
  */
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { StageOutRequest } from '../../stageout/types.js';
 import type { AgentClient } from '../../vm/agent.js';
 import { copyToGuest, DEFAULT_CHUNK } from '../../vm/guest-files.js';
-import { GUEST_GCD_ADDR } from '../../stageout/archive-offers.js';
+import { GUEST_GCD_ADDR, type ArchiveOffers } from '../../stageout/archive-offers.js';
+import { errorMessage } from '../../errors.js';
 import { ACCOUNT, archiveBound, oneLine, stageOutScripts, StageOutError } from './stage-out-common.js';
 
 export interface PlaceContext {
@@ -80,9 +81,11 @@ export async function placeHostArchive(
   hostArchive: string,
   req: PlaceRequest & Pick<StageOutRequest, 'capBytes'>,
   chunk = DEFAULT_CHUNK,
+  archives?: { offers: ArchiveOffers; headnodeVmId: string },
 ): Promise<PlaceReport & { bytes: number }> {
   const size = (await stat(hostArchive)).size;
   if (size > archiveBound(req.capBytes)) throw new StageOutError(`the clone's archive is larger than ${archiveBound(req.capBytes)} bytes`);
+  if (archives) return placeFetched(ctx, archives.offers, archives.headnodeVmId, hostArchive, size, req);
   const archive = headnodeArchivePath();
   try {
     const bytes = await copyToGuest(ctx.headnode, hostArchive, archive, chunk);
@@ -90,6 +93,43 @@ export async function placeHostArchive(
   } catch (err) {
     await ctx.headnode.run('/bin/rm', ['-f', '--', archive], { timeoutMs: 10_000 }).catch(() => undefined);
     throw err;
+  }
+}
+
+/** A host archive of `size` bytes offered to the headnode, which fetches it over its channel. */
+async function placeFetched(
+  ctx: PlaceContext,
+  offers: ArchiveOffers,
+  headnodeVmId: string,
+  hostArchive: string,
+  size: number,
+  req: PlaceRequest,
+): Promise<PlaceReport & { bytes: number }> {
+  const fh = await open(hostArchive, 'r');
+  try {
+    const offer = offers.offer(headnodeVmId, size, async (sink) => {
+      let total = 0;
+      while (total < size) {
+        const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, size - total));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, total);
+        if (bytesRead === 0) throw new StageOutError(`the archive ended after ${total} of ${size} bytes`);
+        await sink.write(buf.subarray(0, bytesRead));
+        total += bytesRead;
+      }
+      return total;
+    });
+    let report: PlaceReport;
+    try {
+      report = await placeInHeadnode(ctx, '-', req, offer.path);
+    } finally {
+      offer.withdraw();
+    }
+    const bytes = await offer.served.catch((err: unknown) => {
+      throw new StageOutError(`the archive did not reach the headnode: ${errorMessage(err)}${report.errors.length ? `; ${report.errors.join('; ')}` : ''}`);
+    });
+    return { ...report, bytes };
+  } finally {
+    await fh.close();
   }
 }
 
