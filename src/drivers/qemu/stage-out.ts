@@ -9,6 +9,7 @@ import type { StageOutRequest, StageOutResult } from '../../stageout/types.js';
 import type { AgentClient } from '../../vm/agent.js';
 import { DEFAULT_CHUNK } from '../../vm/guest-files.js';
 import { errorMessage } from '../../errors.js';
+import { ReadAhead } from './read-ahead.js';
 import { archiveBound, StageOutError } from './stage-out-common.js';
 import { CLONE_ARCHIVE, keepExcess, packInClone } from './stage-out-clone.js';
 import { headnodeArchivePath, placeInHeadnode, type PlaceReport } from './stage-out-headnode.js';
@@ -136,6 +137,9 @@ async function writeAll(agent: AgentClient, handle: number, data: Buffer): Promi
  * clone file's at offer time, at most maxBytes: the headnode gets exactly that many bytes or a
  * short body (then places nothing), however the clone's file changes meanwhile.
  */
+/** How much of the clone's archive may wait on the host for the headnode. */
+const READ_AHEAD_BYTES = 32 * 1024 * 1024;
+
 export async function fetchedByHeadnode(
   clone: AgentClient,
   archives: ArchiveOffers,
@@ -145,24 +149,19 @@ export async function fetchedByHeadnode(
   place: (fetchPath: string) => Promise<PlaceReport>,
 ): Promise<{ bytes: number; report: PlaceReport }> {
   const rh = await clone.fileOpen(CLONE_ARCHIVE, 'rb');
+  const readers: ReadAhead[] = [];
   try {
     const size = await guestFileSize(clone, rh);
     if (size > maxBytes) throw new StageOutError(`the clone's archive is larger than ${maxBytes} bytes`);
+    // Read from the clone while place.py starts in the headnode; the headnode drains it.
+    const reader = new ReadAhead(clone, rh, size, chunk, READ_AHEAD_BYTES);
+    readers.push(reader);
     const offer = archives.offer(headnodeVmId, size, async (sink) => {
       let total = 0;
-      let pending: Promise<void> = Promise.resolve();
-      while (total < size) {
-        const { data, eof } = await clone.fileRead(rh, Math.min(chunk, size - total));
-        const part = data.length > size - total ? data.subarray(0, size - total) : data;
-        if (part.length) {
-          total += part.length;
-          await pending;
-          pending = sink.write(part);
-          pending.catch(() => undefined);
-        }
-        if (total < size && (eof || data.length === 0)) throw new StageOutError(`the clone's archive ended after ${total} of ${size} bytes`);
+      for (let part = await reader.next(); part; part = await reader.next()) {
+        await sink.write(part);
+        total += part.length;
       }
-      await pending;
       return total;
     });
     let report: PlaceReport;
@@ -176,6 +175,10 @@ export async function fetchedByHeadnode(
     });
     return { bytes, report };
   } finally {
+    for (const r of readers) {
+      r.stop();
+      await r.finished;
+    }
     await clone.fileClose(rh).catch(() => undefined);
   }
 }
