@@ -2,7 +2,8 @@
  * Stage-out figures under the accelerator this host offers (TCG here). One headnode, clones of
  * one snapshot. Prints progress lines; the last line is one JSON object:
  *   small / big     1,000 files of 1 KiB, and one 256 MiB file, written by a job in a clone:
- *                   stageOutMs  driver.stageOut (pack in the clone, stream into the headnode,
+ *                   stageOutMs  driver.stageOut (pack in the clone, the headnode fetches it
+ *                               over its API channel while the host reads it from the clone,
  *                               unpack there as the job's account)
  *                   plainTarMs  `tar -c` of the same files in the same clone, read back to the
  *                               host through the same guest agent (copyFromGuest), same run
@@ -21,7 +22,7 @@ import { copyFromGuest } from '../src/vm/guest-files.js';
 import { QemuDriver } from '../src/drivers/qemu/qemu-driver.js';
 import { defaultImageSource } from '../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
-import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
+import { ChannelServer } from '../src/api/channels.js';
 import type { JobSpec } from '../src/queue/job.js';
 import { Scheduler } from '../src/scheduler/scheduler.js';
 import type { StageOutRequest } from '../src/stageout/types.js';
@@ -30,14 +31,6 @@ import { startBenchRedis } from './bench-redis.js';
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const BIG_MIB = Number(process.env.BENCH_BIG_MIB ?? 256);
 const HN = 'bso';
-
-const channelsDir = { path: '' };
-const channels: GuestChannels = {
-  async open(id: GuestIdentity): Promise<string> {
-    return join(channelsDir.path, `${id.vmId}.sock`);
-  },
-  async close(): Promise<void> {},
-};
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -48,7 +41,11 @@ const r1 = (x: number): number => Math.round(x * 10) / 10;
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'gcb-so-'));
   const settings = { stateDir: join(root, 'st'), ramDir: `/dev/shm/gcb-so-${process.pid}` };
-  channelsDir.path = join(settings.stateDir, 'run', 'channels');
+  // Real channels as gcd has them (the headnode fetches stage-out archives on its own); gcd's
+  // API itself is not part of this figure.
+  const channels = new ChannelServer(settings.stateDir, (_req, res) => {
+    res.writeHead(404).end();
+  });
   const images = defaultImageSource({ stateDir: process.env.GC_STATE_DIR ?? '/var/tmp/copper-test', log: (l) => console.log(`image: ${l}`) });
   const mgr = new QemuHeadnodeManager({ settings, channels, images });
   const drv = new QemuDriver({ settings, channels, headnodes: mgr });
@@ -185,6 +182,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await drv.close();
+    await channels.closeAll();
     for (const id of await drv.listSnapshots()) await drv.releaseSnapshot(id);
     await mgr.destroy(HN).catch(() => undefined);
     await mgr.close();

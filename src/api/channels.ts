@@ -5,6 +5,7 @@ import type { GuestChannels, GuestIdentity } from '../headnodes/types.js';
 import { log } from '../log.js';
 import { closeGracefully } from './close-server.js';
 import type { Actor } from '../scheduler/actor.js';
+import { ArchiveOffers } from '../stageout/archive-offers.js';
 
 export type ApiHandler = (req: IncomingMessage, res: ServerResponse, actor: Actor) => void;
 
@@ -16,6 +17,8 @@ export type ApiHandler = (req: IncomingMessage, res: ServerResponse, actor: Acto
 export class ChannelServer implements GuestChannels {
   private readonly servers = new Map<string, { server: Server; path: string }>();
   readonly dir: string;
+  /** Stage-out archives a headnode fetches on its own channel (src/stageout/archive-offers.ts). */
+  readonly archives = new ArchiveOffers();
 
   constructor(
     stateDir: string,
@@ -36,7 +39,9 @@ export class ChannelServer implements GuestChannels {
     const path = this.pathFor(identity.vmId);
     rmSync(path, { force: true });
     const actor: Actor = { kind: 'guest', identity: { ...identity } };
-    const server = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => this.handler(req, res, actor));
+    const server = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
+      if (!this.archives.handle(req, res, actor)) this.handler(req, res, actor);
+    });
     server.maxConnections = 64;
     server.on('clientError', (_e, sock) => sock.destroy());
     await new Promise<void>((resolve, reject) => {
@@ -58,6 +63,7 @@ export class ChannelServer implements GuestChannels {
   }
 
   async closeAll(): Promise<void> {
+    this.archives.clear();
     for (const id of [...this.servers.keys()]) await this.close(id);
   }
 }

@@ -20,6 +20,7 @@ import { readGuestFileAt } from '../../vm/guest-peek.js';
 import { VmHost, type VmHostOptions } from '../../vm/host.js';
 import { CLONE_RECORD } from '../../vm/records.schema.js';
 import { stageOutJob } from './stage-out.js';
+import { archiveOffersOf, optionalArchives, optionalHeadnodeOffers } from '../../stageout/archive-offers.js';
 import { packToHostFile } from './stage-out-clone.js';
 import { placeHostArchive } from './stage-out-headnode.js';
 import { treeBytes } from '../../tree-bytes.js';
@@ -238,6 +239,7 @@ export class QemuDriver extends VmHost implements Driver {
         headnode,
         cloneStartMs: rec.createdAt,
         snapshotAtMs: meta.createdAt,
+        ...optionalArchives(archiveOffersOf(this.opts.channels)),
         ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}),
       },
       req,
@@ -260,6 +262,8 @@ export class QemuDriver extends VmHost implements Driver {
       { headnode: agent, snapshotAtMs: meta.createdAt, ...(meta.frozenAtGuestMs !== undefined ? { frozenAtGuestMs: meta.frozenAtGuestMs } : {}) },
       hostArchive,
       req,
+      undefined,
+      ...optionalHeadnodeOffers(archiveOffersOf(this.opts.channels), req.headnode),
     );
     return { ...placed, timingsMs: { place: Math.round(performance.now() - t0) } };
   }

@@ -5,10 +5,12 @@
  * host, stage-out.ts) or arrives as a host file from a compute node (placeHostArchive).
  */
 import { randomBytes } from 'node:crypto';
-import { stat } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import type { StageOutRequest } from '../../stageout/types.js';
 import type { AgentClient } from '../../vm/agent.js';
 import { copyToGuest, DEFAULT_CHUNK } from '../../vm/guest-files.js';
+import { GUEST_GCD_ADDR, type ArchiveOffers } from '../../stageout/archive-offers.js';
+import { errorMessage } from '../../errors.js';
 import { ACCOUNT, archiveBound, oneLine, stageOutScripts, StageOutError } from './stage-out-common.js';
 
 export interface PlaceContext {
@@ -42,8 +44,12 @@ export function headnodeArchivePath(): string {
   return `/var/tmp/.copper-stageout-${randomBytes(6).toString('hex')}.tar`;
 }
 
-/** Unpack `archive` (already in the headnode) with place.py; the caller removes it on a throw. */
-export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: PlaceRequest): Promise<PlaceReport> {
+/**
+ * Unpack `archive` (already in the headnode) with place.py; the caller removes it on a throw.
+ * With `fetchPath`, there is no archive file: place.py GETs it from gcd over the headnode's API
+ * channel at that one-time path (src/stageout/archive-offers.ts) and unpacks it as it comes.
+ */
+export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: PlaceRequest, fetchPath?: string): Promise<PlaceReport> {
   if (!ACCOUNT.test(req.account)) throw new StageOutError(`invalid account '${req.account}'`);
   const { place } = stageOutScripts();
   const agent = ctx.headnode;
@@ -54,8 +60,11 @@ export async function placeInHeadnode(ctx: PlaceContext, archive: string, req: P
       ? BigInt(Math.floor(ctx.frozenAtGuestMs * 1000)) * 1000n - COARSE_CLOCK_NS
       : await snapshotInGuestClock(agent, ctx.snapshotAtMs);
   // One guest process: it becomes the account itself (-I -S: no PYTHON* variables, faster start).
-  const args = ['-I', '-S', '-c', place, archive, req.jobId, snapNs.toString(), req.account, ...req.paths];
-  const st = await agent.run('/usr/bin/python3', args, { timeoutMs: ctx.timeoutMs ?? 30 * 60_000 });
+  const args = ['-I', '-S', '-c', place, fetchPath === undefined ? archive : '-', req.jobId, snapNs.toString(), req.account, ...req.paths];
+  // The fetch path goes in the environment, not argv: other accounts in the headnode can read
+  // a process's argv, not its environment.
+  const env = fetchPath === undefined ? undefined : { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', COPPER_STAGEOUT_FETCH: `${GUEST_GCD_ADDR}${fetchPath}` };
+  const st = await agent.run('/usr/bin/python3', args, { timeoutMs: ctx.timeoutMs ?? 30 * 60_000, ...(env ? { env } : {}) });
   const text = st.out?.toString().trim().split('\n').pop() ?? '';
   const report = parseReport(text);
   if (!report) throw new StageOutError(`unpacking in the headnode failed (${st.exitCode ?? `signal ${st.signal}`}): ${oneLine(st.err?.toString() ?? text)}`);
@@ -72,9 +81,11 @@ export async function placeHostArchive(
   hostArchive: string,
   req: PlaceRequest & Pick<StageOutRequest, 'capBytes'>,
   chunk = DEFAULT_CHUNK,
+  archives?: { offers: ArchiveOffers; headnodeVmId: string },
 ): Promise<PlaceReport & { bytes: number }> {
   const size = (await stat(hostArchive)).size;
   if (size > archiveBound(req.capBytes)) throw new StageOutError(`the clone's archive is larger than ${archiveBound(req.capBytes)} bytes`);
+  if (archives) return placeFetched(ctx, archives.offers, archives.headnodeVmId, hostArchive, size, req);
   const archive = headnodeArchivePath();
   try {
     const bytes = await copyToGuest(ctx.headnode, hostArchive, archive, chunk);
@@ -82,6 +93,43 @@ export async function placeHostArchive(
   } catch (err) {
     await ctx.headnode.run('/bin/rm', ['-f', '--', archive], { timeoutMs: 10_000 }).catch(() => undefined);
     throw err;
+  }
+}
+
+/** A host archive of `size` bytes offered to the headnode, which fetches it over its channel. */
+async function placeFetched(
+  ctx: PlaceContext,
+  offers: ArchiveOffers,
+  headnodeVmId: string,
+  hostArchive: string,
+  size: number,
+  req: PlaceRequest,
+): Promise<PlaceReport & { bytes: number }> {
+  const fh = await open(hostArchive, 'r');
+  try {
+    const offer = offers.offer(headnodeVmId, size, async (sink) => {
+      let total = 0;
+      while (total < size) {
+        const buf = Buffer.allocUnsafe(Math.min(4 * 1024 * 1024, size - total));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, total);
+        if (bytesRead === 0) throw new StageOutError(`the archive ended after ${total} of ${size} bytes`);
+        await sink.write(buf.subarray(0, bytesRead));
+        total += bytesRead;
+      }
+      return total;
+    });
+    let report: PlaceReport;
+    try {
+      report = await placeInHeadnode(ctx, '-', req, offer.path);
+    } finally {
+      offer.withdraw();
+    }
+    const bytes = await offer.served.catch((err: unknown) => {
+      throw new StageOutError(`the archive did not reach the headnode: ${errorMessage(err)}${report.errors.length ? `; ${report.errors.join('; ')}` : ''}`);
+    });
+    return { ...report, bytes };
+  } finally {
+    await fh.close();
   }
 }
 

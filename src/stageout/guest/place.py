@@ -23,6 +23,9 @@ import json, os, stat, sys
 arch, job, account = sys.argv[1], sys.argv[2], sys.argv[4]
 snap_ns = int(sys.argv[3])
 wanted = [p.rstrip('/') for p in sys.argv[5:]]
+# ARCHIVE '-': no file; GET it from gcd at COPPER_STAGEOUT_FETCH (HOST:PORT/PATH, a one-time
+# offer on this headnode's own API channel) and unpack it as it comes.
+fetch = os.environ.get('COPPER_STAGEOUT_FETCH') if arch == '-' else None
 ledger_dir = os.path.join(os.environ.get('COPPER_STAGEOUT_LEDGERS', '/var/lib/copper/stageout'), account)
 ledger = os.path.join(ledger_dir, 'ledger')
 
@@ -35,9 +38,10 @@ def become(account):
         os.mkdir(ledger_dir, 0o700)
     except FileExistsError:
         pass
-    for p in (ledger_dir, arch):
+    for p in (ledger_dir,) + (() if fetch else (arch,)):
         os.lchown(p, pw.pw_uid, pw.pw_gid)
-    os.chmod(arch, 0o600)
+    if not fetch:
+        os.chmod(arch, 0o600)
     if pw.pw_uid != 0:
         os.initgroups(account, pw.pw_gid)
         os.setgid(pw.pw_gid)
@@ -168,15 +172,89 @@ def rmtree(path):
     os.rmdir(path)
 
 
+def fetch_into(cmd):
+    # GET the archive (plain HTTP/1.0 on a socket: http.client's imports cost seconds under
+    # TCG) and pipe its body, exactly Content-Length bytes, into tar. Returns (tar's status,
+    # whether the whole body came).
+    import socket
+    hostport, _, path = fetch.partition('/')
+    host, _, port = hostport.rpartition(':')
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.dup2(r, 0)
+            os.execvp('tar', cmd)
+        finally:
+            os._exit(127)
+    os.close(r)
+    whole = False
+    try:
+        s = socket.create_connection((host, int(port)), timeout=600)
+        s.sendall(('GET /%s HTTP/1.0\r\nHost: gcd\r\n\r\n' % path).encode())
+        buf = b''
+        while b'\r\n\r\n' not in buf and len(buf) < 16384:
+            b = s.recv(65536)
+            if not b:
+                break
+            buf += b
+        head, _, body = buf.partition(b'\r\n\r\n')
+        lines = head.decode('latin-1').split('\r\n')
+        if len(lines[0].split()) < 2 or lines[0].split()[1] != '200':
+            raise OSError(0, 'gcd answered %r' % lines[0][:80])
+        length = -1
+        for h in lines[1:]:
+            k, _, v = h.partition(':')
+            if k.strip().lower() == 'content-length':
+                length = int(v.strip())
+        if length < 0:
+            raise OSError(0, 'no Content-Length')
+        got = 0
+        while True:
+            body = body[:length - got]
+            if body:
+                writeall(w, body)
+                got += len(body)
+            if got >= length:
+                break
+            body = s.recv(1 << 20)
+            if not body:
+                break
+        s.close()
+        whole = got == length
+        if not whole:
+            err('archive fetch: %d of %d bytes came' % (got, length))
+    except (OSError, ValueError) as e:
+        err('archive fetch: %s' % (getattr(e, 'strerror', None) or e))
+    finally:
+        os.close(w)
+    _, status = os.waitpid(pid, 0)
+    return (os.waitstatus_to_exitcode(status) if hasattr(os, 'waitstatus_to_exitcode') else status >> 8), whole
+
+
+def writeall(fd, data):
+    v = memoryview(data)
+    while v:
+        v = v[os.write(fd, v):]
+
+
 stage = '/var/tmp/.copper-stage-' + os.urandom(6).hex()
 os.mkdir(stage, 0o700)
 try:
     cmd = ['tar', '-x', '-f', arch, '-C', stage, '-p', '--delay-directory-restore']
     cmd += ['--numeric-owner', '--same-owner'] if root else ['--no-same-owner']
     # tar's own messages go to this program's stderr (the host logs them).
-    rc = os.spawnvp(os.P_WAIT, 'tar', cmd)
+    if fetch:
+        rc, whole = fetch_into(cmd)
+    else:
+        rc, whole = os.spawnvp(os.P_WAIT, 'tar', cmd), True
     if rc != 0:
         err('tar ended with status %d' % rc)
+    if not whole:
+        # A short archive: its last member may be cut. Nothing of it is placed.
+        rmtree(stage)
+        os.mkdir(stage, 0o700)
     purge(stage)
     try:
         with open(ledger) as f:
@@ -198,8 +276,9 @@ finally:
         rmtree(stage)
     except OSError:
         pass
-    try:
-        os.unlink(arch)
-    except OSError:
-        pass
+    if not fetch:
+        try:
+            os.unlink(arch)
+        except OSError:
+            pass
 print(json.dumps({'placed': placed, 'conflicts': conflicts, 'nconflicts': nconflicts, 'errors': errors}))
