@@ -62,8 +62,8 @@ function kv(pairs: Array<[string, string | number | undefined]>): string {
 
 const sec = (ms: number | undefined): number | undefined => (ms === undefined ? undefined : Math.floor(ms / 1000));
 
-/** The clone a job ran in, named as the runner names its hostname. */
-export function execHost(r: JobRecord): string {
+/** The clone a job ran in, named as the runner names its hostname (PBS exec_vnode). */
+export function cloneOf(r: JobRecord): string {
   const task = r.arrayIndex !== undefined ? `-${r.arrayIndex}` : '';
   return `${r.spec.headnode}-${r.seq}${task}`;
 }
@@ -82,8 +82,9 @@ function jobAttrs(r: JobRecord): Array<[string, string | number | undefined]> {
     ['qtime', sec(r.queuedAt)],
     ['etime', sec(r.beginAt !== undefined && r.beginAt > r.queuedAt ? r.beginAt : r.queuedAt)],
     ['start', sec(r.startedAt)],
-    ['exec_host', started ? `${execHost(r)}/0${ncpus > 1 ? `*${ncpus}` : ''}` : undefined],
-    ['exec_vnode', started ? `(${execHost(r)}:ncpus=${ncpus}${memMiB ? `:mem=${memMiB * 1024}kb` : ''})` : undefined],
+    // exec_host: the compute host (gc nodes' name); exec_vnode: the clone on it.
+    ['exec_host', started ? `${r.execHost ?? cloneOf(r)}/0${ncpus > 1 ? `*${ncpus}` : ''}` : undefined],
+    ['exec_vnode', started ? `(${cloneOf(r)}:ncpus=${ncpus}${memMiB ? `:mem=${memMiB * 1024}kb` : ''})` : undefined],
     ['Resource_List.mem', memMiB ? `${memMiB}mb` : undefined],
     ['Resource_List.ncpus', ncpus],
     ['Resource_List.nodect', 1],

@@ -23,6 +23,8 @@ export interface QstatJob extends JobRecord {
   usage?: JobUsage;
   /** Where it runs or ran: PBS's `host/0[*ncpus]`, the clone's hostname. */
   execHost?: string;
+  /** PBS exec_vnode: the clone, `(<clone>:ncpus=N:mem=Mkb)`. */
+  execVnode?: string;
 }
 
 export interface QstatFormatOptions {
@@ -282,6 +284,7 @@ export function jobAttributes(job: QstatJob, opts: QstatFormatOptions): QstatAtt
   add('ctime', time(job.queuedAt));
   add('Error_Path', pathAttr(s.headnode, job.errorPath ?? s.stderrPath));
   add('exec_host', job.execHost);
+  add('exec_vnode', job.execVnode);
   add('group_list', s.groupList);
   add('Hold_Types', job.state === 'H' ? 'u' : 'n');
   add('interactive', s.interactive ? 'True' : undefined); // PBS shows it for -I jobs only

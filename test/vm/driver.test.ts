@@ -216,8 +216,13 @@ describe('QemuDriver end to end under TCG @vm', function () {
       await cmd.kill('TERM');
       const r = await cmd.done;
       expect(r.signal).to.equal(15);
-      const left = await run(c, ['/bin/sh', '-c', 'ps -eo comm | grep -c "^sleep" || true']);
-      expect(left.out.trim()).to.equal('0');
+      // The group got the signal; under a loaded TCG host a killed sleep may take a moment to be reaped.
+      let left = '';
+      for (let i = 0; i < 10 && left !== '0'; i++) {
+        if (i) await new Promise((r) => setTimeout(r, 500));
+        left = (await run(c, ['/bin/sh', '-c', 'ps -eo stat=,comm= | grep -v "^Z" | grep -c " sleep$" || true'])).out.trim();
+      }
+      expect(left).to.equal('0');
       await drv.destroy(c.cloneId);
       // Stopped at once, while the fresh clone is still taking its identity: the stop waits for
       // the command's process group, then ends it.
@@ -427,7 +432,7 @@ describe('QemuDriver end to end under TCG @vm', function () {
   it('survives a full disk while snapshotting: DriverError, headnode resumed, nothing left', async function () {
     // A 1 MiB tmpfs over the snapshot RAM folder: the RAM copy runs out of space mid-pause.
     const ramSnaps = join(settings.ramDir, 'snapshots');
-    const mounted = await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', ramSnaps]).then(
+    const mounted = await execFileP('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', ramSnaps]).then(
       () => true,
       () => false,
     );

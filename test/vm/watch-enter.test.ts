@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { hostname as osHostname } from 'node:os';
 import { spawn, spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,10 +72,12 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
 
     // Where it runs and what it has used so far, while it runs.
     const full = (await g.toolAsync('gcqstat', ['-f', id])).stdout;
-    expect(full).to.include(`    exec_host = hn-${seq}/0\n`);
+    // exec_host: the compute host (GC_NODE_NAME: the host name); exec_vnode: the clone, named as its hostname.
+    expect(full).to.include(`    exec_host = ${osHostname().split('.')[0]}/0\n`);
+    expect(full).to.match(new RegExp(`\\n    exec_vnode = \\(hn-${seq}:ncpus=1:mem=\\d+kb\\)\\n`));
     const live = qstat(id).Jobs[id];
     expect(live.job_state).to.equal('R');
-    expect(live.exec_host).to.equal(`hn-${seq}/0`);
+    expect(live.exec_host).to.equal(`${osHostname().split('.')[0]}/0`);
     expect(live.resources_used?.walltime)
       .to.match(/^\d\d:\d\d:\d\d$/)
       .and.not.equal('00:00:00');
@@ -112,7 +115,7 @@ describe('gcqpeek, gcqexec and live gcqstat with real clones @vm', function () {
 
     const done = qstat(id).Jobs[id];
     await until('job finished', () => qstat(id).Jobs[id]?.job_state === 'F', 120_000);
-    expect(done.exec_host).to.equal(`hn-${seq}/0`);
+    expect(done.exec_host).to.equal(`${osHostname().split('.')[0]}/0`);
     // Once it ended: nothing to enter.
     const after = await g.toolAsync('gcqexec', [id, '--', 'true']);
     expect([after.stderr, after.status]).to.deep.equal([`gcqexec: Request invalid for state of job ${id} (F): it is not running\n`, 1]);

@@ -4,7 +4,7 @@ import type { JobRecord } from '../../queue/job.js';
 import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 import { jobTable, queueView, selectJobs, serverView } from './qstat-views.js';
-import { execHost } from './exec-host.js';
+import { execHost, execVnode } from './exec-host.js';
 
 interface QstatArgs {
   f?: boolean;
@@ -38,6 +38,8 @@ function withUsage(j: JobRecord, now: number): QstatJob {
   if (j.state !== 'F' && j.comment) q.reason = j.comment;
   const exec = execHost(j);
   if (exec) q.execHost = exec;
+  const vnode = execVnode(j);
+  if (vnode) q.execVnode = vnode;
   // PBS shows a finished array task as X.
   if (j.arrayParent && j.state === 'F') q.state = 'X';
   return q;

@@ -1,5 +1,5 @@
 import { findJobHistory } from '../../accounting/job-history.js';
-import { accountingTime, execHost } from '../../accounting/record-format.js';
+import { accountingTime, cloneOf } from '../../accounting/record-format.js';
 import { UsageError } from '../../errors.js';
 import type { JobRecord } from '../../queue/job.js';
 import type { Tool } from './tool.js';
@@ -21,7 +21,7 @@ function recordEvents(r: JobRecord, now: number): Event[] {
     },
   ];
   if (r.startedAt !== undefined)
-    out.push({ at: r.startedAt, source: 'S', text: `Job Run (run ${r.runCount}) in clone ${execHost(r)}, ncpus=${r.spec.resources.ncpus}` });
+    out.push({ at: r.startedAt, source: 'S', text: `Job Run (run ${r.runCount}) in clone ${cloneOf(r)}${r.execHost ? ` on ${r.execHost}` : ''}, ncpus=${r.spec.resources.ncpus}` });
   if (r.endedAt !== undefined) {
     const status = r.exitStatus !== undefined ? `Exit_status=${r.exitStatus}` : 'never ran';
     out.push({ at: r.endedAt, source: 'S', text: `Job ended: ${status}${r.comment ? `; ${r.comment}` : ''}` });
