@@ -142,7 +142,7 @@ export class TransitionConsumer {
     const r = this.reader!;
     while (!this.stopped) {
       try {
-        const res = (await r.xread('COUNT', 200, 'BLOCK', this.o.blockMs ?? 2000, 'STREAMS', this.o.keys.events, this.cursor));
+        const res = await r.xread('COUNT', 200, 'BLOCK', this.o.blockMs ?? 2000, 'STREAMS', this.o.keys.events, this.cursor);
         for (const [, entries] of res ?? []) {
           for (const [id, flat] of entries) {
             if (this.stopped) return;

@@ -365,7 +365,14 @@ export class JobStore {
   async transitionOnHost(id: string, execHost: string | undefined, event: JobEvent, patch: FieldPatch = {}): Promise<TransitionResult> {
     if (execHost === undefined) return this.transition(id, event, patch);
     const fields = encode(patch);
-    const [ok, cur, flat] = await this.scripts.gcTransitionIf(this.keys.job(id), this.keys.usage, JSON.stringify(JOB_TRANSITIONS[event]), 'execHost', execHost, ...fields);
+    const [ok, cur, flat] = await this.scripts.gcTransitionIf(
+      this.keys.job(id),
+      this.keys.usage,
+      JSON.stringify(JOB_TRANSITIONS[event]),
+      'execHost',
+      execHost,
+      ...fields,
+    );
     const from = cur === '' ? undefined : (cur as JobState);
     if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
     const record = decode(id, pairs(flat ?? []));

@@ -21,7 +21,11 @@ function recordEvents(r: JobRecord, now: number): Event[] {
     },
   ];
   if (r.startedAt !== undefined)
-    out.push({ at: r.startedAt, source: 'S', text: `Job Run (run ${r.runCount}) in clone ${cloneOf(r)}${r.execHost ? ` on ${r.execHost}` : ''}, ncpus=${r.spec.resources.ncpus}` });
+    out.push({
+      at: r.startedAt,
+      source: 'S',
+      text: `Job Run (run ${r.runCount}) in clone ${cloneOf(r)}${r.execHost ? ` on ${r.execHost}` : ''}, ncpus=${r.spec.resources.ncpus}`,
+    });
   if (r.endedAt !== undefined) {
     const status = r.exitStatus !== undefined ? `Exit_status=${r.exitStatus}` : 'never ran';
     out.push({ at: r.endedAt, source: 'S', text: `Job ended: ${status}${r.comment ? `; ${r.comment}` : ''}` });
