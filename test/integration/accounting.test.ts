@@ -89,7 +89,7 @@ describe('accounting: PBS accounting files, gctracejob and gcseff (test-double d
     expect(e['Resource_List.ncpus']).to.equal('1');
     // exec_host: the compute host (this gcd, GC_NODE_NAME: the host name); exec_vnode: the clone.
     expect(e.exec_host).to.equal(`${hostname().split('.')[0]}/0`);
-    expect(e.exec_vnode).to.equal('(hn1-1:ncpus=1)');
+    expect(e.exec_vnode).to.equal('(hn1-1:ncpus=1:mem=524288kb)');
     expect(e['resources_used.walltime']).to.match(/^\d\d:\d\d:\d\d$/);
     for (const t of ['ctime', 'qtime', 'etime', 'start', 'end']) expect(Number(e[t]), t).to.be.within(Date.now() / 1000 - 120, Date.now() / 1000 + 1);
     expect(Number(e.ctime)).to.be.at.most(Number(e.start));
