@@ -135,6 +135,8 @@ export class JobRunner {
       crashPoint('run:after-exec');
       this.o.onCloneStarted?.(job, Date.now() - startedAt);
       const result = await this.supervise(job, cloneId, running, stop);
+      // The command has ended: no live sample (the whole VM's figures) may land after, or over, its own usage.
+      await sampler?.stop();
       ended = result.ended;
       requeue = result.requeue;
       if (result.usage) {
