@@ -30,6 +30,8 @@ export interface EntityLimits extends Limits {
   snapshotMiB?: number;
   stageoutMiB?: number;
   undeliveredMiB?: number;
+  /** Virtual disk sizes of all the user's headnodes (headnodes/disk-quota.ts). */
+  headnodeDiskMiB?: number;
   /** /shared (the shared-volume sandbox enforces it). */
   sharedMiB?: number;
 }

@@ -112,6 +112,12 @@ export const BYTE_FIELDS: readonly FieldSpec[] = [
     'size',
     "Most bytes of a user's output kept on the host (output that could not be delivered, stage-out excess). Output that would go above it is dropped, and the job's comment says so.",
   ),
+  limit(
+    'headnode_disk_bytes',
+    'headnodeDiskMiB',
+    'size',
+    "Most bytes of disk (the virtual sizes, which a qcow2 never grows past) of all a user's headnodes together. A `gc headnode create` that would go above it is refused.",
+  ),
 ];
 
 /** Keys of `defaults:` (PBS u:PBS_GENERIC, every user without a value of their own). */

@@ -28,6 +28,7 @@ import { ensurePrivateDir } from '../vm/private-dir.js';
 import { assertSelfContainedImage } from '../vm/image-trust.js';
 import { latestGeneration, pruneGenerations } from '../vm/disk-generations.js';
 import { incarnationOf, newIncarnation } from './incarnation.js';
+import { checkHeadnodeDisk, type HeadnodeDiskLimit } from './disk-quota.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { SharedVolumes } from '../vm/shared-volumes.js';
 import { vmCgroupSpec } from '../vm/vm-cgroup.js';
@@ -55,6 +56,8 @@ export interface ManagerOptions {
   capacityMemMiB?: number;
   /** Owners' /shared volumes and their sftp gate; default: without quotas. */
   shared?: SharedVolumes;
+  /** quotas.yaml headnode_disk_bytes of an owner (disk-quota.ts); default: none. */
+  diskLimit?: HeadnodeDiskLimit;
 }
 
 /** A running headnode as the VM floor sees it (vm/snapshots freezes it). */
@@ -75,6 +78,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
   readonly layout: Layout;
   private readonly live = new Map<string, Live>();
   private readonly lock = new KeyedLock();
+  /** Per owner, around create: two creates of one owner cannot both pass headnode_disk_bytes. */
+  private readonly ownerLock = new KeyedLock();
   private readonly accel: () => Accel;
   private readonly bootTimeoutMs: number;
   private readonly stopTimeoutMs: number;
@@ -91,6 +96,10 @@ export class QemuHeadnodeManager implements HeadnodeManager {
   async create(spec: HeadnodeSpec): Promise<HeadnodeInfo> {
     validateSpec(spec);
     (spec.sshKeys ?? []).forEach((k, i) => parseSshKey(k, `SSH key ${i + 1}`));
+    return this.ownerLock.run(spec.owner, () => this.createLocked(spec));
+  }
+
+  private async createLocked(spec: HeadnodeSpec): Promise<HeadnodeInfo> {
     return this.lock.run(spec.name, async () => {
       const paths = this.layout.headnode(spec.name);
       await mkdir(this.layout.headnodesDir, { recursive: true });
@@ -101,6 +110,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         throw err;
       }
       try {
+        // Before any disk, record or port is made (the folder goes with a refusal, below).
+        checkHeadnodeDisk(this.opts.diskLimit?.(spec.owner), await this.list(), spec);
         const boot = await bootFiles(spec, this.opts.images);
         const base = await imageInfo(boot.base);
         if (base.format !== 'qcow2') throw new UsageError(`image ${boot.base} is ${base.format}, not qcow2`);

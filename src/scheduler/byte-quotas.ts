@@ -16,8 +16,13 @@ import type { JobRecord, JobSpec } from '../queue/job.js';
 
 const MiB = 1024 * 1024;
 
-type ByteProp = 'snapshotMiB' | 'stageoutMiB' | 'undeliveredMiB';
-const KEY: Record<ByteProp, string> = { snapshotMiB: 'snapshot_bytes', stageoutMiB: 'stageout_bytes', undeliveredMiB: 'undelivered_bytes' };
+type ByteProp = 'snapshotMiB' | 'stageoutMiB' | 'undeliveredMiB' | 'headnodeDiskMiB';
+const KEY: Record<ByteProp, string> = {
+  snapshotMiB: 'snapshot_bytes',
+  stageoutMiB: 'stageout_bytes',
+  undeliveredMiB: 'undelivered_bytes',
+  headnodeDiskMiB: 'headnode_disk_bytes',
+};
 
 /** The user's limit in bytes (own value, else `defaults`); undefined or Infinity: none. */
 export function userBytes(cfg: QuotaConfig, user: string, prop: ByteProp): number | undefined {

@@ -4,6 +4,7 @@ import { QemuDriver } from '../drivers/qemu/qemu-driver.js';
 import { snapshotRamFromEnv } from '../vm/migration.js';
 import { defaultImageSource } from '../image/default-image.js';
 import { QemuHeadnodeManager } from '../headnodes/manager.js';
+import { headnodeDiskLimit } from '../headnodes/disk-quota.js';
 import { log } from '../log.js';
 import type { HeadnodeExec } from './commands/gc.js';
 import type { ToolResult } from './commands/tool.js';
@@ -25,6 +26,7 @@ export async function qemuBackend(settings: Settings, channels: ChannelServer, q
     shared: new SharedVolumes({ stateDir: settings.stateDir, maxSessions: settings.sharedMaxSessions, quotaMiB: (owner) => sharedQuotaMiB(quotas(), owner) }),
     images: defaultImageSource({ stateDir: settings.stateDir, log: (line) => log.info(line) }),
     capacityMemMiB: settings.capacityMemMiB,
+    diskLimit: headnodeDiskLimit(quotas),
   });
   // Headnodes outlive gcd: find the ones still running, and say which died meanwhile.
   await headnodes.reattach();
