@@ -1,4 +1,5 @@
 import type { Driver, SnapshotInfo } from '../drivers/driver.js';
+import { KeyedLock } from '../vm/keyed-lock.js';
 import { UsageError } from '../errors.js';
 import { incarnationMismatch } from '../headnodes/incarnation.js';
 import type { JobDependency, JobRecord, JobSpec, JobState } from '../queue/job.js';
@@ -48,7 +49,16 @@ function initialState(opts: SubmitOptions, now: number, dependsOn: string[]): { 
  * gcqsub time), then write the records. One snapshot serves every job of one submission,
  * array tasks included. If anything fails before the records exist, nothing is left behind.
  */
+/** `fn` under every key of `keys` at once, taken in sorted order (two callers cannot deadlock). */
+function underAll<T>(lock: KeyedLock, keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const sorted = [...new Set(keys)].sort();
+  const step = (i: number): Promise<T> => (i === sorted.length ? fn() : lock.run(sorted[i], () => step(i + 1)));
+  return step(0);
+}
+
 export class Submitter {
+  private readonly userLock = new KeyedLock();
+
   constructor(
     private readonly driver: Driver,
     private readonly store: JobStore,
@@ -89,47 +99,13 @@ export class Submitter {
         if (other) throw other;
       }
       crashPoint('submit:after-snapshot');
-      await this.afterSnapshots?.(specs, [...byHeadnode.values()]);
-      const first = await this.store.nextSeqs(specs.length);
-      const now = Date.now();
-      const init = initialState(opts, now, dependsOn);
-      const records: JobRecord[] = [];
-      const runnable: JobRecord[] = [];
-      const waiting: Submitted['waiting'] = [];
-      specs.forEach((spec, i) => {
-        const snap = byHeadnode.get(spec.headnode)!;
-        const resolved = this.resolveSpec(spec, snap);
-        const seq = first + i;
-        const common = {
-          seq,
-          spec: resolved,
-          state: init.state,
-          queuedAt: now,
-          runCount: 0,
-          ...(init.holds ? { holds: init.holds } : {}),
-          ...(init.comment ? { comment: init.comment } : {}),
-          ...(opts.beginAt !== undefined ? { beginAt: opts.beginAt } : {}),
-          ...(opts.depend?.length ? { depend: opts.depend } : {}),
-        };
-        if (!opts.array) {
-          const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };
-          records.push(r);
-          if (nextState('run', init.state)) runnable.push(r);
-          if (dependsOn.length) waiting.push({ child: r.id, on: dependsOn });
-          return;
-        }
-        const parent: JobRecord = { id: `${seq}[].${this.store.serverName}`, ...common, array: opts.array };
-        records.push(parent);
-        if (dependsOn.length) waiting.push({ child: parent.id, on: dependsOn });
-        for (const index of opts.array.indices) {
-          const t: JobRecord = { ...common, id: `${seq}[${index}].${this.store.serverName}`, snapshotId: snap.id, arrayParent: parent.id, arrayIndex: index };
-          delete t.depend; // the array's record carries the dependency for all its tasks
-          records.push(t);
-          if (nextState('run', init.state)) runnable.push(t);
-        }
-      });
-      await this.store.create(records, opts.checks?.(records) ?? []);
-      return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
+      // The byte-quota check and the write are one step per user: two submissions of one user
+      // cannot both pass snapshot_bytes on counts that hold neither (snapshots are slow: outside).
+      return await underAll(
+        this.userLock,
+        specs.map((s) => s.user),
+        () => this.checkAndCreate(specs, opts, byHeadnode, dependsOn),
+      );
     } catch (e) {
       // Snapshots no record points at would never be released: release them now.
       const refs = await this.store.snapshotRefs().catch(() => new Map<string, number>());
@@ -138,6 +114,50 @@ export class Submitter {
       }
       throw e;
     }
+  }
+
+  private async checkAndCreate(specs: JobSpec[], opts: SubmitOptions, byHeadnode: Map<string, SnapshotInfo>, dependsOn: string[]): Promise<Submitted> {
+    await this.afterSnapshots?.(specs, [...byHeadnode.values()]);
+    const first = await this.store.nextSeqs(specs.length);
+    const now = Date.now();
+    const init = initialState(opts, now, dependsOn);
+    const records: JobRecord[] = [];
+    const runnable: JobRecord[] = [];
+    const waiting: Submitted['waiting'] = [];
+    specs.forEach((spec, i) => {
+      const snap = byHeadnode.get(spec.headnode)!;
+      const resolved = this.resolveSpec(spec, snap);
+      const seq = first + i;
+      const common = {
+        seq,
+        spec: resolved,
+        state: init.state,
+        queuedAt: now,
+        runCount: 0,
+        ...(init.holds ? { holds: init.holds } : {}),
+        ...(init.comment ? { comment: init.comment } : {}),
+        ...(opts.beginAt !== undefined ? { beginAt: opts.beginAt } : {}),
+        ...(opts.depend?.length ? { depend: opts.depend } : {}),
+      };
+      if (!opts.array) {
+        const r: JobRecord = { id: this.store.idFor(seq), snapshotId: snap.id, ...common };
+        records.push(r);
+        if (nextState('run', init.state)) runnable.push(r);
+        if (dependsOn.length) waiting.push({ child: r.id, on: dependsOn });
+        return;
+      }
+      const parent: JobRecord = { id: `${seq}[].${this.store.serverName}`, ...common, array: opts.array };
+      records.push(parent);
+      if (dependsOn.length) waiting.push({ child: parent.id, on: dependsOn });
+      for (const index of opts.array.indices) {
+        const t: JobRecord = { ...common, id: `${seq}[${index}].${this.store.serverName}`, snapshotId: snap.id, arrayParent: parent.id, arrayIndex: index };
+        delete t.depend; // the array's record carries the dependency for all its tasks
+        records.push(t);
+        if (nextState('run', init.state)) runnable.push(t);
+      }
+    });
+    await this.store.create(records, opts.checks?.(records) ?? []);
+    return { records, runnable, waiting, snapshots: [...byHeadnode.values()] };
   }
 
   /**

@@ -70,6 +70,15 @@ describe('byte quotas (issue 13 item 9)', function () {
     await sched.submit([testSpec({ argv: ['true'] })], { hold: true });
   });
 
+  it('lets exactly 2 of 6 parallel submissions through snapshot_bytes=1gb (512 MiB snapshots)', async function () {
+    const runs = await Promise.allSettled(Array.from({ length: 6 }, () => sched.submit([testSpec({ argv: ['true'] })], { hold: true })));
+    const refused = runs.filter((r) => r.status === 'rejected');
+    expect(runs.filter((r) => r.status === 'fulfilled')).to.have.length(2);
+    for (const r of refused) expect(String(r.reason)).to.match(/would exceed snapshot_bytes=1gb for user alice \(holds 1gb in 2 snapshots, adding 512mb\)/);
+    expect(driver.snapshots.size).to.equal(2, "the refused submissions' snapshots are released");
+    expect((await sched.list(ADMIN, { includeFinished: true })).length).to.equal(2);
+  });
+
   it('counts output kept on the host toward undelivered_bytes and drops what goes above it', async function () {
     const sixHundredKiB = ['sh', '-c', 'head -c 614400 /dev/zero | tr "\\0" x'];
     const [a] = await sched.submit([testSpec({ argv: sixHundredKiB, name: 'a' })], { hold: true });
