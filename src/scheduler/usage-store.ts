@@ -26,19 +26,26 @@ export function usageKeys(keys: Keys, user: string, group: string, queue: string
 
 type LimitKey = 'maxQueued' | 'maxRunning' | 'maxRunningNcpus' | 'maxRunningMemMiB';
 
-/** One limit for each of the five entities (undefined: none), as policy.ts resolves them. */
+/**
+ * One limit for each of the five entities (undefined: none), as policy.ts resolves them, in
+ * usageKeys order (user, group, queue, user in queue, system): the Lua scripts pair them by index.
+ */
 function limitsOf(cfg: QuotaConfig, user: string, group: string, queue: string, k: LimitKey): Array<number | undefined> {
   const q: QueueConfig | undefined = cfg.queues.get(queue);
-  return [userLimit(cfg, user, k), cfg.groups.get(group)?.[k], q?.perUser[k], q?.[k], cfg.system[k]];
+  return [userLimit(cfg, user, k), cfg.groups.get(group)?.[k], q?.[k], q?.perUser[k], cfg.system[k]];
 }
 
+/** The entities' names for messages, in usageKeys order. */
 const LABELS = (user: string, group: string, queue: string): string[] => [
   `user ${user}`,
   `group ${group}`,
-  `user ${user} in queue ${queue}`,
   `queue ${queue}`,
+  `user ${user} in queue ${queue}`,
   'the system',
 ];
+
+/** The order policy.ts names a limit in (user, group, user in queue, queue, system), as usageKeys indices. */
+const POLICY_ORDER = [0, 1, 3, 2, 4] as const;
 
 /** The running limits of a job's five entities, for JobStore.start. */
 export function runLimits(cfg: QuotaConfig, rec: Pick<JobRecord, 'spec'>): RunLimits[] {
@@ -56,13 +63,15 @@ export function queuedChecks(keys: Keys, cfg: QuotaConfig, jobs: Array<Pick<JobR
     const { user, group, queue } = j.spec;
     const max = limitsOf(cfg, user, group, queue, 'maxQueued');
     const labels = LABELS(user, group, queue);
-    usageKeys(keys, user, group, queue).forEach((key, i) => {
+    const entityKeys = usageKeys(keys, user, group, queue);
+    for (const i of POLICY_ORDER) {
+      const key = entityKeys[i];
       const m = max[i];
-      if (m === undefined || m === Infinity) return;
+      if (m === undefined || m === Infinity) continue;
       const c = byKey.get(key);
       if (c) c.amount++;
       else byKey.set(key, { key, max: m, amount: 1, label: labels[i] });
-    });
+    }
   }
   return [...byKey.values()];
 }
