@@ -5,7 +5,7 @@ import { JobEvents } from './job-events.js';
 import { JOB_TRANSITIONS, JobStateError, type JobEvent } from './job-states.js';
 import type { Keys } from './keys.js';
 import { ScriptCache, storedSpec } from './shared-script.js';
-import { CREATE_LUA, REBUILD_LUA, START_LUA, TRANSITION_IF_LUA, TRANSITION_LUA } from './usage-lua.js';
+import { CREATE_LUA, MOVE_LUA, REBUILD_LUA, START_LUA, TRANSITION_IF_LUA, TRANSITION_LUA } from './usage-lua.js';
 
 /**
  * Job records in Redis, one hash per job: PBS state lives here, BullMQ only carries the
@@ -68,6 +68,7 @@ interface StoreScripts {
   gcTransition(key: string, usage: string, map: string, ...fields: string[]): Promise<[number, string, string[]?]>;
   gcStart(key: string, usage: string, map: string, limits: string, throttle: string, ...fields: string[]): Promise<[number, string, ...unknown[]]>;
   gcCreate(usage: string, jobs: string, jobsTop: string, refs: string, checks: string, records: string): Promise<[number, number?, number?]>;
+  gcMove(usage: string, map: string, checks: string, jobs: string): Promise<[number, ...unknown[]]>;
   gcRebuildUsage(usage: string, jobs: string, jobKeyPrefix: string): Promise<number>;
   gcTransitionIf(key: string, usage: string, map: string, field: string, value: string, ...fields: string[]): Promise<[number, string, string[]?]>;
   gcUpdate(key: string, ...fields: string[]): Promise<number>;
@@ -157,6 +158,20 @@ export class QueuedLimitError extends Error {
   }
 }
 
+/** One job of JobStore.move: the spec it was read with, and the spec it gets. */
+export interface QueueMove {
+  id: string;
+  was: JobSpec;
+  spec: JobSpec;
+}
+
+/** JobStore.move: all moved, or why none was. */
+export type MoveResult =
+  | { ok: true; records: JobRecord[] }
+  | { ok: false; why: 'state'; id: string; state: JobState | undefined }
+  | { ok: false; why: 'changed'; id: string }
+  | { ok: false; why: 'limit'; error: QueuedLimitError };
+
 /** Running limits of one entity, for JobStore.start (undefined or Infinity: none). */
 export interface RunLimits {
   maxRunning?: number;
@@ -193,6 +208,7 @@ export class JobStore {
     redis.defineCommand('gcTransition', { numberOfKeys: 2, lua: TRANSITION_LUA });
     redis.defineCommand('gcStart', { numberOfKeys: 2, lua: START_LUA });
     redis.defineCommand('gcCreate', { numberOfKeys: 4, lua: CREATE_LUA });
+    redis.defineCommand('gcMove', { numberOfKeys: 1, lua: MOVE_LUA });
     redis.defineCommand('gcRebuildUsage', { numberOfKeys: 2, lua: REBUILD_LUA });
     redis.defineCommand('gcTransitionIf', { numberOfKeys: 2, lua: TRANSITION_IF_LUA });
     redis.defineCommand('gcUpdate', { numberOfKeys: 1, lua: UPDATE_LUA });
@@ -252,6 +268,35 @@ export class JobStore {
       JSON.stringify(out),
     );
     if (ok !== 1) throw new QueuedLimitError(checks[(index ?? 1) - 1], held ?? 0);
+  }
+
+  /**
+   * gcqmove: every job of `moves` goes to its new spec's queue in one atomic step (usage-lua.ts
+   * MOVE_LUA), or none does: each must still be movable and hold the spec it was read with,
+   * and `checks` (max_queued of the destination entities, with the moved jobs as the amount)
+   * must hold. An array's record (no acct) moves without being counted.
+   */
+  async move(moves: QueueMove[], checks: QueuedCheck[], patch: FieldPatch = {}): Promise<MoveResult> {
+    const jobs = moves.map((m) => ({
+      k: this.keys.job(m.id),
+      was: JSON.stringify(m.was),
+      f: [...encode(patch), 'spec', JSON.stringify(m.spec), 'acct', acctOf(m.id, m.spec)],
+    }));
+    const [ok, ...rest] = await this.scripts.gcMove(
+      this.keys.usage,
+      JSON.stringify(JOB_TRANSITIONS.move),
+      JSON.stringify(checks.map((c) => [c.key, c.max, c.amount])),
+      JSON.stringify(jobs),
+    );
+    if (ok === 2) return { ok: false, why: 'limit', error: new QueuedLimitError(checks[Number(rest[0]) - 1], Number(rest[1])) };
+    if (ok === 0) return { ok: false, why: 'state', id: moves[Number(rest[0]) - 1].id, state: rest[1] === '' ? undefined : (rest[1] as JobState) };
+    if (ok === 3) return { ok: false, why: 'changed', id: moves[Number(rest[0]) - 1].id };
+    const records = moves.map((m, i) => decode(m.id, pairs(rest[i] as string[])));
+    moves.forEach((m, i) => {
+      const record = records[i];
+      this.events.emit({ jobId: m.id, event: 'move', from: record.state, to: record.state, record });
+    });
+    return { ok: true, records };
   }
 
   /**
@@ -343,6 +388,29 @@ export class JobStore {
     const record = decode(id, pairs(flat ?? []));
     const t = { jobId: id, event, from, to: record.state, record };
     this.events.emit(t);
+    return { ok: true, from, to: record.state, record };
+  }
+
+  /**
+   * transition() with a new spec, written only if the record still holds `was` (the spec it was
+   * read with): a gcqalter cannot write back a spec a concurrent gcqmove or gcqalter has changed
+   * meanwhile (which would undo the other, queue and counts included). A refusal has the same
+   * shape as transition()'s; the caller reads the record again to tell the two apart.
+   */
+  async transitionSpec(id: string, event: JobEvent, patch: FieldPatch, was: JobSpec, spec: JobSpec): Promise<TransitionResult> {
+    const fields = [...encode(patch), 'spec', JSON.stringify(spec), 'acct', acctOf(id, spec)];
+    const [ok, cur, flat] = await this.scripts.gcTransitionIf(
+      this.keys.job(id),
+      this.keys.usage,
+      JSON.stringify(JOB_TRANSITIONS[event]),
+      'spec',
+      JSON.stringify(was),
+      ...fields,
+    );
+    const from = cur === '' ? undefined : (cur as JobState);
+    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
+    const record = decode(id, pairs(flat ?? []));
+    this.events.emit({ jobId: id, event, from, to: record.state, record });
     return { ok: true, from, to: record.state, record };
   }
 

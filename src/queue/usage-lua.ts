@@ -224,3 +224,39 @@ end
 gcFairReset(KEYS[1])
 return n
 `;
+
+/**
+ * gcqmove / gcqalter -q of a job or an array's tasks, one step: every job must still be in a
+ * from-state of `move` and hold the spec it was read with (a concurrent gcqalter or gcqmove
+ * wins, and the caller reads again), and the destination's max_queued must hold with the moved
+ * jobs counted; then all move, counts with them. KEYS[1] the usage prefix. ARGV[1] the move
+ * map; ARGV[2] JSON [[entity key, max_queued, amount]...]; ARGV[3] JSON [{k, was, f: [field,
+ * value...]}]. Returns {1, record...}, {0, index, state} (not movable), {2, index of the check,
+ * queued+running it holds} or {3, index, state} (changed meanwhile).
+ */
+export const MOVE_LUA = `${ACCOUNT_LUA}
+local map = cjson.decode(ARGV[1])
+local jobs = cjson.decode(ARGV[3])
+for i, j in ipairs(jobs) do
+  local cur = redis.call('HGET', j.k, 'state')
+  if not cur or not map[cur] then return {0, i, cur or ''} end
+  if redis.call('HGET', j.k, 'spec') ~= j.was then return {3, i, cur} end
+end
+for i, c in ipairs(cjson.decode(ARGV[2])) do
+  local v = redis.call('HMGET', c[1], 'queued', 'running')
+  local held = tonumber(v[1] or 0) + tonumber(v[2] or 0)
+  if held + c[3] > c[2] then return {2, i, held} end
+end
+local out = {1}
+for _, j in ipairs(jobs) do
+  local old = redis.call('HMGET', j.k, 'acct', 'uc')
+  redis.call('HSET', j.k, 'state', map[redis.call('HGET', j.k, 'state')])
+  for i = 1, #j.f, 2 do
+    if j.f[i] == 'acct' and not old[1] then
+    elseif j.f[i+1] == '' then redis.call('HDEL', j.k, j.f[i]) else redis.call('HSET', j.k, j.f[i], j.f[i+1]) end
+  end
+  gcAccount(KEYS[1], j.k, old[1], old[2])
+  table.insert(out, redis.call('HGETALL', j.k))
+end
+return out
+`;

@@ -1,5 +1,5 @@
 import { StateError, UsageError } from '../errors.js';
-import type { JobRecord, JobState } from '../queue/job.js';
+import type { JobRecord, JobSpec, JobState } from '../queue/job.js';
 import type { FieldPatch, JobStore } from '../queue/job-store.js';
 import { nextState, type JobEvent } from '../queue/job-states.js';
 import type { RunQueue } from '../queue/run-queue.js';
@@ -75,7 +75,11 @@ export class JobControl {
     return n;
   }
 
-  async alter(rec: JobRecord, c: JobChanges): Promise<void> {
+  /**
+   * `validate` judges each new spec against the limits submission enforces (its queue's may have
+   * changed under a concurrent gcqmove: a target that changed meanwhile is read and judged again).
+   */
+  async alter(rec: JobRecord, c: JobChanges, validate: (spec: JobSpec) => void = () => undefined): Promise<void> {
     if (c.throttle !== undefined) {
       if (!rec.array) throw new UsageError(`--throttle applies to array jobs (${rec.id} is not one)`);
       await this.store.setArray(rec.id, { ...rec.array, ...(c.throttle > 0 ? { max: c.throttle } : { max: undefined }) });
@@ -83,15 +87,27 @@ export class JobControl {
     const specChange = c.name !== undefined || c.priority !== undefined || c.walltimeSec !== undefined;
     const timing = c.beginAt !== undefined;
     if (!specChange && !timing && c.hold === undefined) return;
-    for (const t of await this.targets(rec)) {
+    for (const first of await this.targets(rec)) {
+      await this.alterOne(rec, first, c, validate);
+    }
+    if (c.hold === 'u') await this.hold(await this.store.get(rec.id), 'u');
+    if (c.hold === '') await this.release(await this.store.get(rec.id), 'u');
+  }
+
+  /** One target of alter(): compare-and-set on its spec, read again when another change won. */
+  private async alterOne(rec: JobRecord, first: JobRecord, c: JobChanges, validate: (spec: JobSpec) => void): Promise<void> {
+    const timing = c.beginAt !== undefined;
+    let t: JobRecord | undefined = first;
+    for (let attempt = 1; t; attempt++) {
       if (nextState('alter', t.state) === undefined) {
         if (t.id === rec.id) throw new StateError(`job ${rec.id} is ${t.state}: only jobs that have not started can be altered`);
-        continue;
+        return;
       }
       const spec = { ...t.spec };
       if (c.name !== undefined) spec.name = c.name;
       if (c.priority !== undefined) spec.priority = c.priority;
       if (c.walltimeSec !== undefined) spec.walltimeSec = c.walltimeSec;
+      validate(spec);
       const now = Date.now();
       let state = t.state;
       let beginAt = t.beginAt;
@@ -103,15 +119,19 @@ export class JobControl {
           event = state === 'W' ? 'alter-wait' : 'alter-ready';
         }
       }
-      const r = await this.store.transition(t.id, event, { beginAt }, spec);
-      if (!r.ok) continue;
+      const r = await this.store.transitionSpec(t.id, event, { beginAt }, t.spec, spec);
+      if (!r.ok) {
+        // Not alterable any more (it started: the check above says so), or its spec changed.
+        if (attempt >= 5) throw new StateError(`job ${t.id} changed while it was being altered; try again`);
+        t = await this.store.tryGet(t.id);
+        continue;
+      }
       if (!t.array && state !== 'H') {
         // BullMQ keeps priority and delay per job: put it back with the new ones.
         await this.queue.remove(t.id);
-        await this.queue.add([{ ...t, spec, state, ...(beginAt !== undefined ? { beginAt } : {}) }]);
+        await this.queue.add([{ ...r.record, spec, state, ...(beginAt !== undefined ? { beginAt } : {}) }]);
       }
+      return;
     }
-    if (c.hold === 'u') await this.hold(await this.store.get(rec.id), 'u');
-    if (c.hold === '') await this.release(await this.store.get(rec.id), 'u');
   }
 }

@@ -339,7 +339,15 @@ export class Scheduler {
   /** gcqmove / gcqalter -q: a job that has not started goes to another queue; returns the queue. */
   async move(actor: Actor, idText: string, dest: string): Promise<string> {
     const rec = await this.get(actor, idText);
-    return moveJob({ store: this.store, queue: this.queue, usage: this.usage, quotas: this.quotas() }, rec, await this.control.targets(rec), dest);
+    const deps = {
+      store: this.store,
+      queue: this.queue,
+      usage: this.usage,
+      keys: this.o.keys,
+      quotas: this.quotas(),
+      targets: (r: JobRecord) => this.control.targets(r),
+    };
+    return moveJob(deps, rec, dest);
   }
 
   private runningOps(): RunningOpsDeps {
@@ -365,9 +373,10 @@ export class Scheduler {
 
   async alter(actor: Actor, idText: string, changes: JobChanges): Promise<void> {
     const rec = await this.get(actor, idText);
-    if (changes.walltimeSec !== undefined) {
-      // A limit submission enforces holds for gcqalter too (issue 13 item 11): max_job_walltime.
-      const s = rec.spec;
+    // A limit submission enforces holds for gcqalter too (issue 13 item 11): max_job_walltime,
+    // judged on the spec written (in the queue the job is in then, should a gcqmove race it).
+    const validate = (s: JobSpec): void => {
+      if (changes.walltimeSec === undefined) return;
       checkSubmit(
         this.quotas(),
         usageOf(s.user, s.group, s.queue, []), // per-job limits only: counts do not matter
@@ -381,11 +390,12 @@ export class Scheduler {
         },
         0,
       );
-    }
+    };
+    validate(rec.spec);
     if (changes.priority !== undefined && (!Number.isInteger(changes.priority) || changes.priority < -1024 || changes.priority > 1023)) {
       throw new UsageError(`-p ${changes.priority}: the priority must be a whole number from -1024 to 1023`);
     }
-    await this.control.alter(rec, changes);
+    await this.control.alter(rec, changes, validate);
   }
 
   /** Resolve when the job has finished (for -W block=true). */
