@@ -34,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
         'gc headnode start|stop|destroy NAME | gc headnode list',
         "gc headnode ssh-key add|remove|list NAME [FILE]   the owner's SSH keys (create takes --ssh-key FILE too)",
         'gc headnode exec NAME [--timeout SEC] -- CMD...  run a command as root in the headnode (admin)',
+        "gc quota [USER]                                  byte quotas and their use: headnode disks (in a headnode: its owner's)",
         "gc console NAME (or gc ssh NAME)                 a root shell on the headnode's console",
         'gc clone N [--ttl DUR]                           fork this VM into N live clones (in a headnode; --headnode NAME on the host)',
         "gc clones | gc kill ID...|--generation G|--all   list / kill this headnode's clones; gc whoami: what this VM is",

@@ -88,6 +88,21 @@ describe('headnode_disk_bytes: gc headnode create against the quota (gcd process
     expect(headnodeDirs().filter((n) => n.startsWith('a'))).to.have.length(3);
   });
 
+  it("gc quota shows each owner's headnode disks against the quota", async function () {
+    const q = g.tool('gc', ['quota']);
+    expect(q.status, q.stderr).to.equal(0);
+    expect(q.stdout).to.equal(
+      [
+        'USER   QUOTA                USED               LIMIT',
+        'alice  headnode_disk_bytes  3gb (3 headnodes)  3gb',
+        'bob    headnode_disk_bytes  2gb (1 headnode)   3gb',
+        'carol  headnode_disk_bytes  8gb (1 headnode)   -',
+        '',
+      ].join('\n'),
+    );
+    expect(g.tool('gc', ['quota', 'dave']).stdout.split('\n')[1]).to.equal('dave  headnode_disk_bytes  0 (0 headnodes)  3gb');
+  });
+
   it('applies a lowered quota to the next create at once (the file is watched)', async function () {
     const reloads = (): number => g.log.split('quota settings reloaded').length;
     const before = reloads();

@@ -7,6 +7,7 @@ import type { Tool, ToolRequest, ToolResult, ToolServices } from './tool.js';
 import { parseArgs } from './args.js';
 import { readKeyFiles, sshKeyCommand } from './gc-ssh-key.js';
 import { mergeSshKeys } from '../../headnodes/ssh-keys.js';
+import { quotaCommand } from './gc-quota.js';
 
 function table(rows: HeadnodeInfo[]): string {
   const head = ['NAME', 'OWNER', 'GROUP', 'STATE', 'ACCEL', 'MEM', 'VCPUS', 'DISK', 'SSH', 'NOTE'];
@@ -55,9 +56,10 @@ export async function gcTool(
 ): Promise<ToolResult> {
   const [group, verb, ...rest] = req.argv;
   if (clusters && group !== undefined && clusters.commands.has(group)) return clusters.tool(req, _s);
+  if (group === 'quota') return quotaCommand(req, _s.scheduler.quotaConfig(), () => headnodes.list(), req.argv.slice(1));
   if (group !== 'headnode' && group !== 'headnodes') {
     throw new UsageError(
-      `unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc clone|clones|kill|whoami, gc image build, gc console NAME`,
+      `unknown command '${group ?? ''}': try gc headnode create|start|stop|destroy|list, gc quota [USER], gc clone|clones|kill|whoami, gc image build, gc console NAME`,
     );
   }
   const guest = req.actor.kind === 'guest' ? req.actor.identity : undefined;
