@@ -150,7 +150,8 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
 /** Start redis-server on the written configuration and wait until it answers. */
 async function launch(server: string, dir: string, target: RedisTarget): Promise<ChildProcess> {
   const sock = target.path ?? '';
-  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', server, join(dir, 'redis.conf')], {
+  // umask 077: what Redis writes (the ACL file on ACL SAVE, the AOF) is its owner's alone.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', 'sh', '-c', 'umask 077 && exec "$0" "$@"', server, join(dir, 'redis.conf')], {
     stdio: 'ignore',
     detached: false,
   });
