@@ -20,16 +20,13 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { QemuDriver } from '../src/drivers/qemu/qemu-driver.js';
-import { RedisExportDirectory } from '../src/grid/export-directory.js';
-import { NbdClientKey } from '../src/grid/nbd-fetch.js';
-import { SnapshotCache, type FetchStats } from '../src/grid/snapshot-cache.js';
-import { SnapshotExporter } from '../src/grid/snapshot-export.js';
+import type { FetchStats } from '../src/grid/snapshot-cache.js';
+import type { SnapshotExporter } from '../src/grid/snapshot-export.js';
 import { nbdPskOf } from '../src/grid/snapshot-export-info.js';
 import { QemuHeadnodeManager } from '../src/headnodes/manager.js';
 import type { GuestChannels, GuestIdentity } from '../src/headnodes/types.js';
@@ -38,6 +35,8 @@ import { Clones } from '../src/vm/clones/clones.js';
 import { Layout } from '../src/vm/layout.js';
 import { backingChain } from '../src/vm/qemu-img.js';
 import { SnapshotStore } from '../src/vm/snapshots/store.js';
+import type { Redis } from 'ioredis';
+import { openNodeCache, startLoopbackExporter } from '../test/helpers/grid-transfer.js';
 import { startBenchRedis } from './bench-redis.js';
 
 const execFileP = promisify(execFile);
@@ -57,18 +56,6 @@ const channels: GuestChannels = {
   async close(): Promise<void> {},
 };
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'gcb-gt-'));
   const server = { stateDir: join(root, 'server'), ramDir: `/dev/shm/gcb-gt-server-${process.pid}` };
@@ -78,7 +65,7 @@ async function main(): Promise<void> {
   const mgr = new QemuHeadnodeManager({ settings: server, channels, images });
   const drv = new QemuDriver({ settings: server, channels, headnodes: mgr });
   const redis = await startBenchRedis(join(root, 'redis'));
-  const sub = redis.redis.duplicate();
+  let sub: Redis | undefined;
   let exporter: SnapshotExporter | undefined;
   const result: Record<string, unknown> = { ramMiB: MEM_MIB };
   try {
@@ -86,20 +73,10 @@ async function main(): Promise<void> {
     await mgr.start(HN);
     console.log(`headnode ${HN} up (${MEM_MIB} MiB)`);
     const serverLayout = new Layout(server);
-    exporter = await SnapshotExporter.start({
-      layout: serverLayout,
-      store: new SnapshotStore(serverLayout),
-      host: '127.0.0.1',
-      port: await freePort(),
-      dir: join(server.stateDir, 'run', 'nbd'),
-      redis: redis.redis,
-      keyPrefix: 'bgt',
-    });
-    await exporter.serveRequests(sub);
+    ({ exporter, sub } = await startLoopbackExporter({ layout: serverLayout, stateDir: server.stateDir, redis: redis.redis, keyPrefix: 'bgt' }));
     await exporter.allowNode(NODE, nbdPskOf(TOKEN));
     const nodeLayout = new Layout(node);
-    const key = await NbdClientKey.write(join(node.stateDir, 'nbd-key'), NODE, nbdPskOf(TOKEN));
-    const cache = new SnapshotCache({ layout: nodeLayout, directory: new RedisExportDirectory({ redis: redis.redis, keyPrefix: 'bgt' }), key });
+    const cache = await openNodeCache({ layout: nodeLayout, stateDir: node.stateDir, redis: redis.redis, keyPrefix: 'bgt', nodeName: NODE, nodeToken: TOKEN });
     await cache.sweep();
     const ex = exporter;
 
@@ -162,7 +139,7 @@ async function main(): Promise<void> {
     Object.assign(result, { cold, warm, filled, fillMiB: FILL_MIB });
   } finally {
     await exporter?.close();
-    sub.disconnect();
+    sub?.disconnect();
     await drv.close();
     for (const id of await drv.listSnapshots().catch(() => [])) await drv.releaseSnapshot(id);
     await mgr.destroy(HN).catch(() => undefined);

@@ -1,9 +1,7 @@
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { join } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { GuestChannels, GuestIdentity } from '../headnodes/types.js';
 import { log } from '../log.js';
-import { closeGracefully } from './close-server.js';
+import { VmSockets } from './vm-sockets.js';
 import type { Actor } from '../scheduler/actor.js';
 import { ArchiveOffers } from '../stageout/archive-offers.js';
 
@@ -15,7 +13,7 @@ export type ApiHandler = (req: IncomingMessage, res: ServerResponse, actor: Acto
  * request can change it. A flood or garbage on one VM's socket only touches that server.
  */
 export class ChannelServer implements GuestChannels {
-  private readonly servers = new Map<string, { server: Server; path: string }>();
+  private readonly sockets: VmSockets;
   readonly dir: string;
   /** Stage-out archives a headnode fetches on its own channel (src/stageout/archive-offers.ts). */
   readonly archives = new ArchiveOffers();
@@ -24,46 +22,29 @@ export class ChannelServer implements GuestChannels {
     stateDir: string,
     private readonly handler: ApiHandler,
   ) {
-    this.dir = join(stateDir, 'run', 'channels');
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    chmodSync(this.dir, 0o700);
+    this.sockets = new VmSockets(stateDir);
+    this.dir = this.sockets.dir;
   }
 
   pathFor(vmId: string): string {
-    return join(this.dir, `${vmId}.sock`);
+    return this.sockets.pathFor(vmId);
   }
 
   async open(identity: GuestIdentity): Promise<string> {
-    const existing = this.servers.get(identity.vmId);
-    if (existing) return existing.path;
-    const path = this.pathFor(identity.vmId);
-    rmSync(path, { force: true });
     const actor: Actor = { kind: 'guest', identity: { ...identity } };
-    const server = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
+    const { path, opened } = await this.sockets.open(identity.vmId, (req, res) => {
       if (!this.archives.handle(req, res, actor)) this.handler(req, res, actor);
     });
-    server.maxConnections = 64;
-    server.on('clientError', (_e, sock) => sock.destroy());
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolve());
-    });
-    chmodSync(path, 0o600);
-    this.servers.set(identity.vmId, { server, path });
-    log.debug('guest channel open', { vm: identity.vmId, owner: identity.owner });
+    if (opened) log.debug('guest channel open', { vm: identity.vmId, owner: identity.owner });
     return path;
   }
 
   async close(vmId: string): Promise<void> {
-    const s = this.servers.get(vmId);
-    if (!s) return;
-    this.servers.delete(vmId);
-    await closeGracefully(s.server);
-    rmSync(s.path, { force: true });
+    await this.sockets.close(vmId);
   }
 
   async closeAll(): Promise<void> {
     this.archives.clear();
-    for (const id of [...this.servers.keys()]) await this.close(id);
+    await this.sockets.closeAll();
   }
 }

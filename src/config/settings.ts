@@ -527,7 +527,7 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     defaultText: '(none)',
     parse: word(/^[A-Za-z0-9_-]{16,128}$/, 'a node token (from `gc node token NAME`)'),
     fallback: none,
-    meaning: "a compute node: its token for the server's node API (`gc node token NAME` on the server)",
+    meaning: "a compute node: its token for the server's node API and its Redis user `node-NAME` (`gc node token NAME` on the server)",
   },
   nodeControlAddr: {
     name: 'GC_NODE_CONTROL_ADDR',
@@ -575,7 +575,8 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     defaultText: '(Unix socket only)',
     parse: word(/^[0-9A-Za-z.-]+:\d{1,5}$/, 'HOST:PORT (e.g. 10.254.0.1:6380)'),
     fallback: none,
-    meaning: 'the embedded Redis also listens here (password-protected) so that nodes can reach it; never set it to an address guests can reach',
+    meaning:
+      'the embedded Redis also listens here so that nodes can reach it, each as its own ACL user (`gc node token NAME`); never set it to an address guests can reach',
   },
   placementDeferMs: {
     name: 'GC_PLACEMENT_DEFER_MS',

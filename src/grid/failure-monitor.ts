@@ -25,6 +25,13 @@ export interface FailureMonitorOptions {
   queue: RunQueue;
   /** Scheduler.finishLost: F and settled, guarded by the record's execHost. */
   finishLost(job: JobRecord, end: JobEnd): Promise<boolean>;
+  /**
+   * Scheduler.settleLeft: settle a job whose host wrote F (marked `settling`) and died before
+   * its snapshot reference, array and dependents were settled.
+   */
+  settleLeft?(job: JobRecord): Promise<void>;
+  /** How often jobs F and still settling on a host that is down are looked for (0: never). */
+  sweepMs?: number;
   intervalMs: number;
   /**
    * After the server starts, hosts get this long (GC_NODE_DEAD_MS) to reach its Redis again
@@ -38,6 +45,8 @@ export interface FailureMonitorOptions {
 export interface LostRuns {
   requeued: string[];
   failed: string[];
+  /** Jobs it had ended (F) but not settled: settled here. */
+  settled: string[];
 }
 
 /** How many ticks a requeued job is checked to be in the run queue. */
@@ -50,6 +59,7 @@ export class FailureMonitor {
   /** Requeued jobs still to be checked for a BullMQ entry, with the ticks left. */
   private readonly pending = new Map<string, number>();
   private graceUntil = 0;
+  private lastSweep = Date.now();
 
   constructor(private readonly o: FailureMonitorOptions) {}
 
@@ -89,15 +99,21 @@ export class FailureMonitor {
     }
     if (downed.length) await this.settle(new Set(downed));
     await this.ensureQueued();
+    await this.sweepUnsettled();
     return downed;
   }
 
   private async settle(hosts: ReadonlySet<string>): Promise<void> {
-    const outcome = new Map<string, LostRuns>([...hosts].map((h) => [h, { requeued: [], failed: [] }]));
+    const outcome = new Map<string, LostRuns>([...hosts].map((h) => [h, { requeued: [], failed: [], settled: [] }]));
     for (const j of await this.o.store.list({ tasks: true })) {
       const host = j.execHost;
-      if (host === undefined || !hosts.has(host) || !(j.state === 'R' || j.state === 'S' || j.state === 'E')) continue;
+      if (host === undefined || !hosts.has(host)) continue;
       const out = outcome.get(host)!;
+      if (j.state === 'F' && j.settling) {
+        if (await this.settleLeft(j, host)) out.settled.push(j.id);
+        continue;
+      }
+      if (!(j.state === 'R' || j.state === 'S' || j.state === 'E')) continue;
       try {
         if (j.state === 'E') {
           // The command had ended; its output was on its way home from that host and is lost.
@@ -122,10 +138,39 @@ export class FailureMonitor {
       }
     }
     for (const [host, o] of outcome) {
-      log.info('jobs of a dead node settled', { node: host, requeued: o.requeued, failed: o.failed });
+      log.info('jobs of a dead node settled', { node: host, requeued: o.requeued, failed: o.failed, settled: o.settled });
       this.o.onDown?.(host, o);
     }
     await this.ensureQueued();
+  }
+
+  /** Settle a job the dead host ended but did not settle; true when this call did. */
+  private async settleLeft(j: JobRecord, host: string): Promise<boolean> {
+    if (!this.o.settleLeft) return false;
+    try {
+      await this.o.settleLeft(j);
+      log.info('job ended on a dead node settled by the server', { job: j.id, node: host });
+      return true;
+    } catch (e) {
+      log.error('could not settle a job a dead node ended', { job: j.id, node: host, error: errorMessage(e) });
+      return false;
+    }
+  }
+
+  /**
+   * Now and then: a host marked down may still have written F (it ran on between the monitor's
+   * look at the job and its own death); such a job would otherwise wait for that host to come
+   * back. Only hosts down and without a heartbeat: a live host settles its own.
+   */
+  private async sweepUnsettled(): Promise<void> {
+    const every = this.o.sweepMs ?? 0;
+    if (!every || !this.o.settleLeft || Date.now() - this.lastSweep < every) return;
+    this.lastSweep = Date.now();
+    const down = new Set((await this.o.registry.list()).filter((n) => n.state === 'down' && !n.alive).map((n) => n.name));
+    if (!down.size) return;
+    for (const j of await this.o.store.list({ tasks: true })) {
+      if (j.state === 'F' && j.settling && j.execHost !== undefined && down.has(j.execHost)) await this.settleLeft(j, j.execHost);
+    }
   }
 
   /** A requeued job whose BullMQ entry was dropped meanwhile is added again. */

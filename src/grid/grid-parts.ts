@@ -135,6 +135,8 @@ export class GridParts {
       store: scheduler.store,
       queue: scheduler.queue,
       finishLost: (job, end) => scheduler.finishLost(job, end),
+      settleLeft: (job) => scheduler.settleLeft(job),
+      sweepMs: 30_000,
       // A host is found dead within GC_NODE_DEAD_MS plus one of these.
       intervalMs: Math.max(100, Math.min(this.o.settings.nodeHeartbeatMs, Math.floor(this.o.settings.nodeDeadMs / 3))),
       graceMs: this.o.settings.nodeDeadMs,

@@ -13,13 +13,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { sendError, sendJson } from '../api/http-util.js';
+import { sendJson } from '../api/http-util.js';
 import { closeGracefully } from '../api/close-server.js';
 import type { Driver } from '../drivers/driver.js';
-import { CopperError, NotFoundError, PermissionError, StateError, UnavailableError, UsageError } from '../errors.js';
+import { NotFoundError, PermissionError, StateError, UnavailableError, UsageError } from '../errors.js';
 import { log } from '../log.js';
 import type { JobRecord } from '../queue/job.js';
 import type { JobStore } from '../queue/job-store.js';
@@ -30,6 +30,7 @@ import { stageOutLimits, stageOutRequest, type StageOutLimits } from '../stageou
 import { NO_STAGE_OUT } from '../stageout/types.js';
 import { jobIdOfClone } from './clone-job.js';
 import { receiveToFile } from './http-body.js';
+import { decodePathPart, listenForRoutes } from './node-listener.js';
 import { presentedCredentials, type NodeTokens } from './node-tokens.js';
 
 /** The same handler the local guest channels use (ApiServer.handle). */
@@ -68,22 +69,8 @@ export class NodeApi {
 
   async listen(): Promise<string> {
     await mkdir(this.o.incomingDir, { recursive: true, mode: 0o700 });
-    const [host, port] = splitAddr(this.o.addr);
-    const server = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
-      this.route(req, res).catch((e: unknown) => {
-        if (!(e instanceof CopperError)) log.error('node API request failed', { url: req.url?.slice(0, 200), error: String(e) });
-        req.resume();
-        sendError(res, e);
-      });
-    });
-    server.on('clientError', (_e, sock) => sock.destroy());
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
+    const { server, url } = await listenForRoutes(this.o.addr, 'node API', (req, res) => this.route(req, res));
     this.server = server;
-    const a = server.address() as AddressInfo;
-    const url = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
     log.info('node API listening', { url });
     return url;
   }
@@ -119,12 +106,12 @@ export class NodeApi {
     const url = new URL(req.url ?? '/', 'http://gcd');
     const p = url.pathname;
     let m: RegExpExecArray | null;
-    if ((m = /^\/node\/v1\/clones\/([^/]+)(\/api\/.*)$/.exec(p))) return this.guestCall(node, decode(m[1]), m[2] + url.search, req, res);
-    if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/output$/.exec(p))) return this.output(node, decode(m[1]), url, req, res);
-    if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/stageout$/.exec(p))) return this.stageOut(node, decode(m[1]), req, res);
-    if (req.method === 'POST' && (m = /^\/node\/v1\/jobs\/([^/]+)\/dependents$/.exec(p))) return this.dependents(node, decode(m[1]), res);
+    if ((m = /^\/node\/v1\/clones\/([^/]+)(\/api\/.*)$/.exec(p))) return this.guestCall(node, decodePathPart(m[1]), m[2] + url.search, req, res);
+    if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/output$/.exec(p))) return this.output(node, decodePathPart(m[1]), url, req, res);
+    if (req.method === 'PUT' && (m = /^\/node\/v1\/jobs\/([^/]+)\/stageout$/.exec(p))) return this.stageOut(node, decodePathPart(m[1]), req, res);
+    if (req.method === 'POST' && (m = /^\/node\/v1\/jobs\/([^/]+)\/dependents$/.exec(p))) return this.dependents(node, decodePathPart(m[1]), res);
     if (req.method === 'POST' && (m = /^\/node\/v1\/snapshots\/([^/]+)\/release$/.exec(p)))
-      return this.releaseSnapshot(node, decode(m[1]), url.searchParams.get('job') ?? '', res);
+      return this.releaseSnapshot(node, decodePathPart(m[1]), url.searchParams.get('job') ?? '', res);
     throw new NotFoundError(`no such node endpoint ${req.method} ${p.slice(0, 100)}`);
   }
 
@@ -234,19 +221,4 @@ export class NodeApi {
   get address(): AddressInfo | undefined {
     return (this.server?.address() as AddressInfo | null) ?? undefined;
   }
-}
-
-function decode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    throw new UsageError('malformed %-escape in the path');
-  }
-}
-
-/** `host:port` (an IPv6 host in brackets) -> [host, port]. */
-export function splitAddr(addr: string): [string, number] {
-  const m = /^\[?([^\]]*)\]?:(\d{1,5})$/.exec(addr);
-  if (!m) throw new UsageError(`address '${addr}' is not host:port`);
-  return [m[1], Number(m[2])];
 }

@@ -13,19 +13,18 @@
  *   POST /control/v1/terminals/:session/round {input(b64)}               -> {output(b64), exitCode?}
  *   POST /control/v1/terminals/:session/close                            -> {}
  */
-import { randomBytes, createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { closeGracefully } from '../api/close-server.js';
-import { asObject, asStringArray, asStringMap, readJson, sendError, sendJson } from '../api/http-util.js';
+import { asObject, asStringArray, asStringMap, readJson, sendJson } from '../api/http-util.js';
 import type { Driver, EnterSpec, OutputStream, TerminalSession } from '../drivers/driver.js';
 import { parseSignal } from '../drivers/signals.js';
-import { CopperError, NotFoundError, PermissionError, StateError, UsageError } from '../errors.js';
-import { log } from '../log.js';
+import { NotFoundError, PermissionError, StateError, UsageError } from '../errors.js';
 import type { LiveJobs } from '../scheduler/live-jobs.js';
 import type { StopReason } from '../scheduler/runner.js';
-import { splitAddr } from './node-api.js';
-import { presentedCredentials } from './node-tokens.js';
+import { decodePathPart, listenForRoutes } from './node-listener.js';
+import { presentedCredentials, sameToken } from './node-tokens.js';
 
 export interface NodeControlOptions {
   addr: string;
@@ -52,25 +51,12 @@ export class NodeControl {
 
   /** Listens; returns the URL to put in the registry record (controlUrl). */
   async listen(): Promise<string> {
-    const [host, port] = splitAddr(this.o.addr);
-    const server = createServer({ requestTimeout: 0, headersTimeout: 10_000 }, (req, res) => {
-      this.route(req, res).catch((e: unknown) => {
-        if (!(e instanceof CopperError)) log.error('node control request failed', { url: req.url?.slice(0, 200), error: String(e) });
-        req.resume();
-        sendError(res, e);
-      });
-    });
-    server.on('clientError', (_e, sock) => sock.destroy());
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => resolve());
-    });
+    const { server, url } = await listenForRoutes(this.o.addr, 'node control', (req, res) => this.route(req, res));
     this.server = server;
     const idle = this.o.terminalIdleMs ?? 120_000;
     this.sweeper = setInterval(() => void this.sweepTerminals(idle), Math.min(idle, 30_000));
     this.sweeper.unref();
-    const a = server.address() as AddressInfo;
-    return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+    return url;
   }
 
   async close(): Promise<void> {
@@ -91,11 +77,7 @@ export class NodeControl {
 
   private authenticate(req: IncomingMessage): void {
     const c = presentedCredentials(req.headers);
-    const a = createHash('sha256').update(this.o.token).digest();
-    const b = createHash('sha256')
-      .update(c?.token ?? randomBytes(16))
-      .digest();
-    if (!c || c.name !== this.o.node || !timingSafeEqual(a, b)) throw new PermissionError(`node ${this.o.node} control: wrong token`);
+    if (!c || c.name !== this.o.node || !sameToken(c.token, this.o.token)) throw new PermissionError(`node ${this.o.node} control: wrong token`);
   }
 
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -107,10 +89,10 @@ export class NodeControl {
     if ((m = /^\/control\/v1\/jobs\/([^/]+)\/cancel$/.exec(p))) {
       const reason = String(body.reason);
       if (!REASONS.has(reason)) throw new UsageError(`bad stop reason '${reason.slice(0, 20)}'`);
-      return sendJson(res, 200, { cancelled: this.o.running.cancel(decode(m[1]), reason as StopReason) });
+      return sendJson(res, 200, { cancelled: this.o.running.cancel(decodePathPart(m[1]), reason as StopReason) });
     }
     if ((m = /^\/control\/v1\/jobs\/([^/]+)\/signal$/.exec(p))) {
-      const id = decode(m[1]);
+      const id = decodePathPart(m[1]);
       const live = this.o.running.live.get(id);
       if (!live) throw new StateError(`job ${id} has no command running on node ${this.o.node}`);
       const sig = String(body.signal);
@@ -126,12 +108,12 @@ export class NodeControl {
       const maxBytes = Number(body.maxBytes);
       if (!STREAMS.has(stream) || !Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(maxBytes) || maxBytes < 0 || maxBytes > 4 * 1024 * 1024)
         throw new UsageError('bad peek request');
-      const r = await this.o.clones.peek(decode(m[1]), stream as OutputStream, offset, maxBytes);
+      const r = await this.o.clones.peek(decodePathPart(m[1]), stream as OutputStream, offset, maxBytes);
       return sendJson(res, 200, { data: r.data.toString('base64'), next: r.next, started: r.started });
     }
     if ((m = /^\/control\/v1\/clones\/([^/]+)\/enter$/.exec(p))) {
       if (!this.o.clones.enter) throw new StateError("this node's driver cannot run commands beside a job");
-      const r = await this.o.clones.enter(decode(m[1]), enterSpec(body));
+      const r = await this.o.clones.enter(decodePathPart(m[1]), enterSpec(body));
       return sendJson(res, 200, { exitCode: r.exitCode, signal: r.signal, stdout: r.stdout.toString('base64'), stderr: r.stderr.toString('base64') });
     }
     if ((m = /^\/control\/v1\/clones\/([^/]+)\/terminal$/.exec(p))) {
@@ -139,7 +121,7 @@ export class NodeControl {
       const rows = Number(body.rows);
       const cols = Number(body.cols);
       if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 1 || cols < 1 || rows > 1000 || cols > 1000) throw new UsageError('bad terminal size');
-      const session = await this.o.clones.openTerminal(decode(m[1]), { ...enterSpec(body), rows, cols });
+      const session = await this.o.clones.openTerminal(decodePathPart(m[1]), { ...enterSpec(body), rows, cols });
       const id = randomBytes(16).toString('hex');
       this.terminals.set(id, { session, seen: Date.now() });
       return sendJson(res, 200, { session: id });
@@ -168,12 +150,4 @@ export class NodeControl {
 function enterSpec(body: Record<string, unknown>): EnterSpec {
   if (typeof body.cwd !== 'string' || typeof body.user !== 'string') throw new UsageError('bad enter request');
   return { argv: asStringArray(body.argv ?? [], 'argv'), cwd: body.cwd, env: asStringMap(body.env, 'env'), user: body.user };
-}
-
-function decode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    throw new UsageError('malformed %-escape in the path');
-  }
 }

@@ -20,6 +20,7 @@ import { Scheduler, type SchedulerOptions } from '../scheduler/scheduler.js';
 import { detectAccel } from '../vm/accel.js';
 import { GridParts } from './grid-parts.js';
 import { openNodeStack, type NodeStack } from './node-stack.js';
+import { nodeRedisUrl } from './node-redis-users.js';
 
 /** The accelerator a host records in the registry. */
 export function hostAccel(settings: Pick<Settings, 'accel' | 'driver'>): string {
@@ -80,7 +81,9 @@ export interface NodeGcd {
 
 export async function composeNode(settings: Settings): Promise<NodeGcd> {
   if (!settings.redisUrl) {
-    throw new UsageError("gcd --node needs GC_REDIS_URL: the server's Redis (redis://:PASSWORD@HOST:PORT, in $GC_STATE_DIR/redis/node-url on the server)");
+    throw new UsageError(
+      "gcd --node needs GC_REDIS_URL: the server's Redis (redis://HOST:PORT, in $GC_STATE_DIR/redis/node-url on the server) and GC_NODE_TOKEN",
+    );
   }
   const cleanups: Array<() => Promise<void> | void> = [];
   const close = async (): Promise<void> => {
@@ -91,7 +94,8 @@ export async function composeNode(settings: Settings): Promise<NodeGcd> {
     }
   };
   try {
-    const target = { url: settings.redisUrl };
+    // Its own ACL user, node-<name>, its password from GC_NODE_TOKEN (node-redis-users.ts).
+    const target = { url: nodeRedisUrl(settings.redisUrl, settings.nodeName, settings.nodeToken) };
     const redis: Redis = await connectRedis(target);
     // A node outlives the server's restarts (its embedded Redis restarts with it): its runners'
     // transitions wait for Redis to come back rather than fail after two retries and strand the job.

@@ -60,14 +60,18 @@ export class NodeTokens {
 
   /** True when `presented` is the node's token. */
   async verify(name: string, presented: string): Promise<boolean> {
-    const want = await this.get(name);
-    // Hash both: timingSafeEqual needs equal lengths, and the length must not leak either.
-    const a = createHash('sha256')
-      .update(want ?? randomBytes(32))
-      .digest();
-    const b = createHash('sha256').update(presented).digest();
-    return timingSafeEqual(a, b) && want !== undefined;
+    return sameToken(presented, await this.get(name));
   }
+}
+
+/** `presented` is `want`, compared in constant time; false when there is nothing to want. */
+export function sameToken(presented: string, want: string | undefined): boolean {
+  // Hash both: timingSafeEqual needs equal lengths, and the length must not leak either.
+  const a = createHash('sha256')
+    .update(want ?? randomBytes(32))
+    .digest();
+  const b = createHash('sha256').update(presented).digest();
+  return timingSafeEqual(a, b) && want !== undefined;
 }
 
 /** The headers a node (or the server, to a node) authenticates with. */

@@ -13,6 +13,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { Layout } from '../vm/layout.js';
 import { SnapshotStore } from '../vm/snapshots/store.js';
+import { type NodeRedisUsers, RedisAclError, nodeRedisPassword, nodeRedisUser, setUserCommand } from './node-redis-users.js';
 import { nodeTokenTool } from './node-token-cmd.js';
 import type { NodeTokens } from './node-tokens.js';
 import { nbdPskOf } from './snapshot-export-info.js';
@@ -46,14 +47,67 @@ export function unexportingFirst(driver: Driver, exporter: Pick<SnapshotExporter
   });
 }
 
+/** The node a `gc node token [--revoke] NAME` call names. */
+function tokenCallNode(argv: readonly string[]): string | undefined {
+  const rest = argv.slice(2);
+  return rest[0] === '--revoke' ? rest[1] : rest[0];
+}
+
+/**
+ * Every node holding a token gets its Redis user, none other keeps one. On a Redis where gcd
+ * may not change users (an external one), said once in the log: the administrator makes them.
+ */
+async function reconcileRedisUsers(users: NodeRedisUsers, tokens: NodeTokens): Promise<void> {
+  const held = new Map<string, string>();
+  for (const name of await tokens.list()) {
+    const token = await tokens.get(name);
+    if (token) held.set(name, token);
+  }
+  try {
+    await users.reconcile(held);
+  } catch (e) {
+    if (!(e instanceof RedisAclError)) throw e;
+    log.warn('nodes’ Redis users not managed by gcd: create them on the Redis (docs/scale.md)', { error: e.message });
+  }
+}
+
+/** `gc node token`'s Redis half: the node's user made, re-keyed or removed; what happened, for its stderr. */
+async function syncRedisUser(users: NodeRedisUsers, prefix: string, name: string, token: string | undefined): Promise<string> {
+  const user = nodeRedisUser(name);
+  try {
+    if (token) await users.apply(name, token);
+    else await users.remove(name);
+  } catch (e) {
+    if (!(e instanceof RedisAclError)) throw e;
+    if (!token) return `Redis user ${user} not removed (${e.reason}): run ACL DELUSER ${user} on the Redis\n`;
+    return `Redis user ${user} not made (${e.reason}): run on the Redis: ${setUserCommand(prefix, name, nodeRedisPassword(token))}\n`;
+  }
+  return token
+    ? `Redis user ${user} ready: the node signs in with its GC_NODE_TOKEN (GC_REDIS_URL without a password)\n`
+    : `Redis user ${user} removed and its connections cut\n`;
+}
+
 export async function startServerGrid(o: {
   settings: Pick<Settings, 'stateDir' | 'ramDir' | 'keyPrefix' | 'nbdAddr'>;
   redis: Redis;
   tokens: NodeTokens;
   driver: Driver;
+  /** The nodes' Redis ACL users (node-redis-users.ts); the server's Redis, as gcd's user reaches it. */
+  redisUsers?: NodeRedisUsers;
 }): Promise<ServerGrid> {
+  const users = o.redisUsers;
+  if (users) await reconcileRedisUsers(users, o.tokens);
   const exporter = await startSnapshotExports({ settings: o.settings, store: new SnapshotStore(new Layout(o.settings)), redis: o.redis });
-  if (!exporter) return { driver: o.driver, exporter, tokenTool: (call) => nodeTokenTool(call, o.tokens), close: async () => undefined };
+  /** The token tool with the node's Redis user kept in step. */
+  const tokenTool = async (call: Pick<CliCall, 'actor' | 'argv'>): Promise<{ answer: CliAnswer; name?: string; token?: string }> => {
+    const answer = await nodeTokenTool(call, o.tokens);
+    const name = tokenCallNode(call.argv);
+    if (name === undefined) return { answer };
+    const token = await o.tokens.get(name);
+    if (users) answer.stderr += await syncRedisUser(users, o.settings.keyPrefix, name, token);
+    return { answer, name, token };
+  };
+  if (!exporter) return { driver: o.driver, exporter, tokenTool: async (call) => (await tokenTool(call)).answer, close: async () => undefined };
   try {
     for (const name of await o.tokens.list()) {
       const token = await o.tokens.get(name);
@@ -67,13 +121,11 @@ export async function startServerGrid(o: {
     driver: unexportingFirst(o.driver, exporter),
     exporter,
     async tokenTool(call) {
-      const answer = await nodeTokenTool(call, o.tokens);
-      const rest = call.argv.slice(2);
-      const name = rest[0] === '--revoke' ? rest[1] : rest[0];
-      const token = name === undefined ? undefined : await o.tokens.get(name);
+      const { answer, name, token } = await tokenTool(call);
       // A new token replaces the node's key; a revoked one takes it out.
+      if (name === undefined) return answer;
       if (token) await exporter.allowNode(name, nbdPskOf(token));
-      else if (name !== undefined) await exporter.revokeNode(name);
+      else await exporter.revokeNode(name);
       return answer;
     },
     close: () => exporter.close(),

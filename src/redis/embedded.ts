@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
@@ -78,7 +78,7 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
   await waitForExit(pidFile, 15_000);
 
   const server = redisServerPath();
-  // GC_REDIS_BIND: also TCP on exactly that address, for the grid's nodes (password as ever).
+  // GC_REDIS_BIND: also TCP on exactly that address, for the grid's nodes (each signs in as its own ACL user).
   const tcp = opts.bind ? splitHostPort(opts.bind) : undefined;
   const conf = [
     tcp ? `port ${tcp.port}` : `port 0`,
@@ -87,7 +87,9 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
     `unixsocketperm 700`,
     `dir ${dir}`,
     `pidfile ${pidFile}`,
-    `requirepass ${target.password}`,
+    // Users (the default one, gcd's, with the password; one per compute node) live in an ACL
+    // file, so that nodes' users survive a restart of this Redis (ACL SAVE writes it).
+    `aclfile ${join(dir, ACL_FILE)}`,
     `appendonly yes`,
     `appendfsync everysec`,
     // A ceiling, so a flood of records is refused (OOM error) rather than Redis killed by the
@@ -99,8 +101,9 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
     `logfile ${join(dir, 'redis.log')}`,
   ].join('\n');
   writeFileSync(join(dir, 'redis.conf'), conf + '\n', { mode: 0o600 });
+  writeAclFile(dir, target.password ?? '');
   const first = await launch(server, dir, target);
-  writeNodeUrl(dir, tcp, target.password ?? '');
+  writeNodeUrl(dir, tcp);
   // A server that dies (kill -9, OOM killer) is started again on the same AOF, so that gcd and
   // the jobs it runs carry on: its clients wait for it (they reconnect and replay; see
   // connection.ts) instead of failing. A SIGKILLed server loses nothing it acknowledged: each
@@ -147,7 +150,8 @@ export async function startEmbeddedRedis(stateDir: string, opts: { maxMemoryMiB?
 /** Start redis-server on the written configuration and wait until it answers. */
 async function launch(server: string, dir: string, target: RedisTarget): Promise<ChildProcess> {
   const sock = target.path ?? '';
-  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', server, join(dir, 'redis.conf')], {
+  // umask 077: what Redis writes (the ACL file on ACL SAVE, the AOF) is its owner's alone.
+  const child = spawn('setpriv', ['--pdeathsig', 'SIGTERM', '--', 'sh', '-c', 'umask 077 && exec "$0" "$@"', server, join(dir, 'redis.conf')], {
     stdio: 'ignore',
     detached: false,
   });
@@ -170,22 +174,45 @@ async function launch(server: string, dir: string, target: RedisTarget): Promise
   throw new UnavailableError(`embedded redis-server did not answer within 10 s; see ${join(dir, 'redis.log')}`);
 }
 
+/** The ACL file of the embedded Redis, in its folder (0700). */
+export const ACL_FILE = 'users.acl';
+
+/**
+ * The default user (gcd's own, every right) with the password, then the users a former run
+ * saved (nodes'), kept as they were: the server re-applies them from the node tokens at start.
+ */
+function writeAclFile(dir: string, password: string): void {
+  const file = join(dir, ACL_FILE);
+  const kept = existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('user ') && !l.startsWith('user default '))
+    : [];
+  const hash = createHash('sha256').update(password).digest('hex');
+  const lines = [`user default on #${hash} ~* &* +@all`, ...kept];
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(tmp, lines.join('\n') + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
 function splitHostPort(bind: string): { host: string; port: number } {
   const i = bind.lastIndexOf(':');
   return { host: bind.slice(0, i), port: Number(bind.slice(i + 1)) };
 }
 
 /**
- * The GC_REDIS_URL a node uses (`redis://:password@host:port`), 0600 in the redis folder;
- * removed when Redis is not on TCP, so no stale address is handed out.
+ * The GC_REDIS_URL a node uses (`redis://host:port`), in the redis folder; removed when Redis
+ * is not on TCP, so no stale address is handed out. It holds no password: a node signs in as
+ * its own ACL user, `node-<name>`, with the password its GC_NODE_TOKEN gives it
+ * (src/grid/node-redis-users.ts).
  */
-function writeNodeUrl(dir: string, tcp: { host: string; port: number } | undefined, password: string): void {
+function writeNodeUrl(dir: string, tcp: { host: string; port: number } | undefined): void {
   const file = join(dir, 'node-url');
   if (!tcp) {
     rmSync(file, { force: true });
     return;
   }
-  writeFileSync(file, `redis://:${encodeURIComponent(password)}@${tcp.host}:${tcp.port}\n`, { mode: 0o600 });
+  writeFileSync(file, `redis://${tcp.host}:${tcp.port}\n`, { mode: 0o600 });
 }
 
 function isRedis(pid: number): boolean {

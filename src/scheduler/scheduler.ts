@@ -515,12 +515,22 @@ export class Scheduler {
         const comment = `${j.comment ?? 'Job run'}; gcd stopped while its output was delivered${note ? `; ${note}` : ''}`;
         await this.runner.finish(j, { exitStatus: status, comment, endReason: 'exit' });
       } else if (j.state === 'F' && j.settling) {
-        // Listeners (accounting) may not have heard of this F before the crash: tell them again.
-        const event = j.array ? 'array-end' : j.endReason === 'deleted' && j.startedAt === undefined ? 'delete' : 'finish';
-        this.store.events.emit({ jobId: j.id, event, from: j.startedAt === undefined ? 'Q' : 'E', to: 'F', record: j, replay: true });
-        await this.runner.settle(j);
+        await this.settleLeft(j);
       }
     }
+  }
+
+  /**
+   * Settle again a job F still marked `settling`: the gcd that wrote F died before its snapshot
+   * reference, array and dependents were settled (at start for any host's; the failure monitor
+   * for a dead node's). Each settle step is idempotent, so a second settler changes nothing.
+   */
+  async settleLeft(j: JobRecord): Promise<void> {
+    if (j.state !== 'F' || !j.settling) return;
+    // Listeners (accounting) may not have heard of this F before the crash: tell them again.
+    const event = j.array ? 'array-end' : j.endReason === 'deleted' && j.startedAt === undefined ? 'delete' : 'finish';
+    this.store.events.emit({ jobId: j.id, event, from: j.startedAt === undefined ? 'Q' : 'E', to: 'F', record: j, replay: true });
+    await this.runner.settle(j);
   }
 
   /** Whether a job's run (R, S, E) belongs to this gcd: its host, or no host and this is the server. */

@@ -32,6 +32,7 @@ import { jobsOf, RemoteJobControl } from '../grid/remote-jobs.js';
 import { isNodeTokenCall } from '../grid/node-token-cmd.js';
 import { startServerGrid } from '../grid/server-grid.js';
 import { NodeTokens } from '../grid/node-tokens.js';
+import { NodeRedisUsers } from '../grid/node-redis-users.js';
 import { GridParts } from '../grid/grid-parts.js';
 import { hostAccel } from '../grid/node-role.js';
 import { gcNodesTool, NODE_COMMANDS } from './commands/gc-nodes.js';
@@ -117,7 +118,9 @@ export async function composeGcd(settings: Settings): Promise<Gcd> {
     const observers = startObservers(settings);
     const nodeTokens = new NodeTokens(settings.stateDir);
     // Snapshots exported to nodes over NBD (GC_NBD_ADDR); `driver` unexports before releasing.
-    const serverGrid = await startServerGrid({ settings, redis, tokens: nodeTokens, driver: backend.driver });
+    // Each node's Redis ACL user (node-<name>) follows its token; saved to the embedded Redis's ACL file.
+    const redisUsers = new NodeRedisUsers(redis, settings.keyPrefix, !settings.redisUrl);
+    const serverGrid = await startServerGrid({ settings, redis, tokens: nodeTokens, driver: backend.driver, redisUsers });
     cleanups.push(() => serverGrid.close());
     const driver = serverGrid.driver;
     // A grid (GC_NODE_API_ADDR): jobs running on other hosts are controlled there (src/grid).

@@ -110,10 +110,26 @@ export class NetnsGrid {
     return this.server;
   }
 
-  /** The URL nodes reach the server's Redis at (written 0600 by the server). */
-  redisUrl(): string {
+  /** The URL nodes reach the server's Redis at (written by the server; no password: each node signs in as its own user). */
+  nodeRedisUrl(): string {
     if (!this.server) throw new Error('server not started');
     return readFileSync(join(this.server.stateDir, 'redis', 'node-url'), 'utf8').trim();
+  }
+
+  /** The same address as the server's own (default) user: every right, for the test's own looks. */
+  redisUrl(): string {
+    if (!this.server) throw new Error('server not started');
+    const u = new URL(this.nodeRedisUrl());
+    u.password = readFileSync(join(this.server.stateDir, 'redis', 'password'), 'utf8').trim();
+    return u.toString();
+  }
+
+  /** `gc node token NAME` on the server: the node's token (its Redis user is made with it). */
+  mintToken(name: string): string {
+    if (!this.server) throw new Error('server not started');
+    const t = this.server.tool('gc', ['node', 'token', name]);
+    if (t.status !== 0) throw new Error(`gc node token ${name}: ${t.stderr}`);
+    return t.stdout.trim();
   }
 
   /** A namespace with a veth to the bridge, and `gcd --node` in it. */
@@ -137,7 +153,9 @@ export class NetnsGrid {
       GC_LOG_LEVEL: 'info',
       ...(this.server?.env ?? {}),
       GC_REDIS_BIND: '',
-      GC_REDIS_URL: this.redisUrl(),
+      GC_REDIS_URL: this.nodeRedisUrl(),
+      // A node given no token gets one here (tests that pass their own minted it on the server).
+      GC_NODE_TOKEN: o.env?.GC_NODE_TOKEN ?? this.mintToken(name),
       GC_CAPACITY_NCPUS: String(o.ncpus),
       GC_CAPACITY_MEM_MIB: String(o.memMiB),
       GC_SOCKET: '',

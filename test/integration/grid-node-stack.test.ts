@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { access, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ApiServer } from '../../src/api/server.js';
@@ -19,29 +18,13 @@ import { Layout } from '../../src/vm/layout.js';
 import type { SnapshotMeta } from '../../src/vm/snapshots/types.js';
 import { SnapshotStore } from '../../src/vm/snapshots/store.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
+import { exists, freePort, writeSnapshotFolder } from '../helpers/grid-transfer.js';
 import { until } from '../helpers/gcd-process.js';
 import { testSpec } from '../helpers/jobs.js';
 import { schedulerOptions } from '../helpers/scheduler.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
-const exists = (p: string): Promise<boolean> =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * The server's test double, except that each snapshot is a real snapshot folder (qemu-img
@@ -60,26 +43,15 @@ class FolderSnapshots extends FakeDriver {
   }
   override async snapshot(headnode: string): Promise<SnapshotInfo> {
     const info = await super.snapshot(headnode);
-    const sp = this.layout.snapshot(info.id);
-    await mkdir(sp.dir, { recursive: true });
-    await mkdir(this.layout.ramSnapshotsDir, { recursive: true });
-    await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', this.base, '-F', 'qcow2', sp.disk]);
-    await writeFile(sp.state, Buffer.alloc(999, 3));
-    const ram = await open(sp.ramFile, 'w');
-    await ram.truncate(32 * MiB);
-    await ram.write(Buffer.alloc(MiB, 5), 0, MiB, 4 * MiB);
-    await ram.close();
-    const meta: SnapshotMeta = {
-      version: 1,
-      id: info.id,
-      headnode,
-      owner: 'alice',
-      group: 'users',
-      createdAt: Date.now(),
-      pauseMs: 1,
-      vm: { accel: 'tcg', memMiB: 32, vcpus: 1 },
-    };
-    await writeFile(sp.meta, JSON.stringify(meta));
+    await writeSnapshotFolder(this.layout, info.id, {
+      base: this.base,
+      stateBytes: 999,
+      stateByte: 3,
+      ramMiB: 32,
+      ramByte: 5,
+      ramDataAtMiB: 4,
+      meta: { headnode, owner: 'alice', group: 'users', vm: { accel: 'tcg', memMiB: 32, vcpus: 1 } },
+    });
     this.taken.push({ id: info.id, at: Date.now() });
     return info;
   }

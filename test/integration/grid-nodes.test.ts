@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { until, type GcdProcess } from '../helpers/gcd-process.js';
@@ -76,13 +76,19 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
     rmSync(marks, { recursive: true, force: true });
   });
 
-  it("the server's Redis is on the bridge address only, with a password", function () {
-    const url = new URL(grid.redisUrl());
+  it("the server's Redis is on the bridge address only; each node has its own user, the server a password", function () {
+    const url = new URL(grid.nodeRedisUrl());
     expect(url.hostname).to.equal(grid.serverAddress);
-    expect(url.password.length).to.be.greaterThan(20);
+    expect(url.username + url.password, 'the nodes’ URL carries no credential').to.equal('');
     const conf = readFileSync(join(g.stateDir, 'redis', 'redis.conf'), 'utf8');
     expect(conf).to.match(new RegExp(`^bind ${grid.serverAddress.replace(/\./g, '\\.')}$`, 'm'));
-    expect(conf).to.match(/^requirepass \S+$/m);
+    expect(conf).to.match(/^aclfile \S+users\.acl$/m);
+    const acl = join(g.stateDir, 'redis', 'users.acl');
+    expect(statSync(acl).mode & 0o777).to.equal(0o600);
+    const users = readFileSync(acl, 'utf8');
+    expect(users).to.match(/^user default on #[0-9a-f]{64} /m);
+    expect(users).to.not.match(/nopass/);
+    for (const n of ['n1', 'n2', 'n3']) expect(users).to.match(new RegExp(`^user node-${n} on .*#[0-9a-f]{64} .*-@all`, 'm'));
   });
 
   it('gc nodes lists the three hosts up, with their cores and memory', async function () {

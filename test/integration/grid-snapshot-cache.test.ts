@@ -1,7 +1,6 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { access, mkdir, mkdtemp, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +15,7 @@ import { backingChain } from '../../src/vm/qemu-img.js';
 import type { SnapshotMeta } from '../../src/vm/snapshots/types.js';
 import { SnapshotStore } from '../../src/vm/snapshots/store.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
+import { exists, freePort, writeSnapshotFolder } from '../helpers/grid-transfer.js';
 
 /**
  * The transfer machinery without VMs: snapshot folders made with qemu-img (a shared base
@@ -24,24 +24,6 @@ import { startTestRedis, type TestRedis } from '../helpers/env.js';
  */
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const exists = (p: string): Promise<boolean> =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 describe('grid snapshot export and node cache (qemu-storage-daemon, no VM)', function () {
   this.timeout(60_000);
@@ -54,29 +36,22 @@ describe('grid snapshot export and node cache (qemu-storage-daemon, no VM)', fun
   const ramDirs: string[] = [];
 
   /** A snapshot folder as vm/snapshots leaves it, its overlay written with `pattern`. */
-  const makeSnapshot = async (id: string, pattern: number): Promise<void> => {
-    const sp = serverLayout.snapshot(id);
-    await mkdir(sp.dir, { recursive: true });
-    await mkdir(serverLayout.ramSnapshotsDir, { recursive: true });
-    await execFileP('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(root, 'base.qcow2'), '-F', 'qcow2', sp.disk]);
-    await execFileP('qemu-io', ['-c', `write -P ${pattern} 1M 512k`, sp.disk]);
-    await writeFile(sp.state, Buffer.alloc(1001, pattern));
-    const ram = await open(sp.ramFile, 'w');
-    await ram.truncate(64 * MiB);
-    await ram.write(Buffer.alloc(MiB, pattern), 0, MiB, 8 * MiB);
-    await ram.close();
-    const meta: SnapshotMeta = {
-      version: 1,
-      id,
-      headnode: 'hn',
-      owner: 'alice',
-      group: 'alice',
-      createdAt: Date.now(),
-      pauseMs: 1,
-      vm: { accel: 'tcg', memMiB: 64, vcpus: 1, kernel: join(root, 'vmlinuz'), initrd: join(root, 'initrd.img') },
-    };
-    await writeFile(sp.meta, JSON.stringify(meta));
-  };
+  const makeSnapshot = (id: string, pattern: number): Promise<void> =>
+    writeSnapshotFolder(serverLayout, id, {
+      base: join(root, 'base.qcow2'),
+      diskPattern: pattern,
+      stateBytes: 1001,
+      stateByte: pattern,
+      ramMiB: 64,
+      ramByte: pattern,
+      ramDataAtMiB: 8,
+      meta: {
+        headnode: 'hn',
+        owner: 'alice',
+        group: 'alice',
+        vm: { accel: 'tcg', memMiB: 64, vcpus: 1, kernel: join(root, 'vmlinuz'), initrd: join(root, 'initrd.img') },
+      },
+    });
 
   before(async () => {
     root = await mkdtemp(join(tmpdir(), 'gs-int-'));

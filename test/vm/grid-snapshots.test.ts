@@ -1,15 +1,13 @@
 import { expect } from 'chai';
 import { access, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { QemuDriver } from '../../src/drivers/qemu/qemu-driver.js';
 import { NotFoundError } from '../../src/errors.js';
-import { RedisExportDirectory } from '../../src/grid/export-directory.js';
 import { fetchExport, NbdClientKey, NbdFetchError } from '../../src/grid/nbd-fetch.js';
-import { SnapshotCache } from '../../src/grid/snapshot-cache.js';
-import { SnapshotExporter } from '../../src/grid/snapshot-export.js';
+import type { SnapshotCache } from '../../src/grid/snapshot-cache.js';
+import type { SnapshotExporter } from '../../src/grid/snapshot-export.js';
 import { nbdPskOf, snapExportKey } from '../../src/grid/snapshot-export-info.js';
 import { defaultImageSource } from '../../src/image/default-image.js';
 import { QemuHeadnodeManager } from '../../src/headnodes/manager.js';
@@ -18,6 +16,7 @@ import { Clones } from '../../src/vm/clones/clones.js';
 import { Layout } from '../../src/vm/layout.js';
 import { SnapshotStore } from '../../src/vm/snapshots/store.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
+import { openNodeCache, startLoopbackExporter } from '../helpers/grid-transfer.js';
 
 /**
  * Snapshot transfer to a compute host under TCG: a real headnode snapshotted on the "server",
@@ -31,18 +30,6 @@ class FakeChannels implements GuestChannels {
     return join(this.dir, `${identity.vmId}.sock`);
   }
   async close(): Promise<void> {}
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -96,24 +83,11 @@ describe('grid snapshot transfer over NBD @vm', function () {
     snapId = (await drv.snapshot(hn)).id;
 
     redis = await startTestRedis();
-    sub = redis.client.duplicate();
-    port = await freePort();
-    const serverLayout = new Layout(server);
-    exporter = await SnapshotExporter.start({
-      layout: serverLayout,
-      store: new SnapshotStore(serverLayout),
-      host: '127.0.0.1',
-      port,
-      dir: join(server.stateDir, 'run', 'nbd'),
-      redis: redis.client,
-      keyPrefix: 'gs',
-    });
-    await exporter.serveRequests(sub);
+    ({ exporter, sub, port } = await startLoopbackExporter({ layout: new Layout(server), stateDir: server.stateDir, redis: redis.client, keyPrefix: 'gs' }));
     await exporter.allowNode(nodeName, nbdPskOf(nodeToken));
 
     nodeLayout = new Layout(node);
-    const key = await NbdClientKey.write(join(node.stateDir, 'nbd-key'), nodeName, nbdPskOf(nodeToken));
-    cache = new SnapshotCache({ layout: nodeLayout, directory: new RedisExportDirectory({ redis: redis.client, keyPrefix: 'gs' }), key });
+    cache = await openNodeCache({ layout: nodeLayout, stateDir: node.stateDir, redis: redis.client, keyPrefix: 'gs', nodeName, nodeToken });
     await cache.sweep();
     clones = new Clones({ layout: nodeLayout, store: new SnapshotStore(nodeLayout), channels: new FakeChannels(join(node.stateDir, 'run', 'channels')) });
   });
@@ -197,8 +171,7 @@ describe('grid snapshot transfer over NBD @vm', function () {
   it('a fresh node sweeps what a killed one left; a released export is gone', async () => {
     await cache.acquire(snapId, 'job-d');
     // The node process dies holding it: a new cache on the same folders sweeps at start.
-    const key = await NbdClientKey.write(join(node.stateDir, 'nbd-key'), nodeName, nbdPskOf(nodeToken));
-    const again = new SnapshotCache({ layout: nodeLayout, directory: new RedisExportDirectory({ redis: redis.client, keyPrefix: 'gs' }), key });
+    const again = await openNodeCache({ layout: nodeLayout, stateDir: node.stateDir, redis: redis.client, keyPrefix: 'gs', nodeName, nodeToken });
     await again.sweep();
     expect(await exists(nodeLayout.snapshot(snapId).dir)).to.equal(false);
     expect(await exists(nodeLayout.snapshot(snapId).ramFile)).to.equal(false);
@@ -207,11 +180,7 @@ describe('grid snapshot transfer over NBD @vm', function () {
     await exporter.release(snapId);
     expect(exporter.list()).to.deep.equal([]);
     expect(await redis.client.exists(snapExportKey('gs', snapId))).to.equal(0);
-    const short = new SnapshotCache({
-      layout: nodeLayout,
-      directory: new RedisExportDirectory({ redis: redis.client, keyPrefix: 'gs', waitMs: 300 }),
-      key,
-    });
+    const short = await openNodeCache({ layout: nodeLayout, stateDir: node.stateDir, redis: redis.client, keyPrefix: 'gs', nodeName, nodeToken, waitMs: 300 });
     // Asked for again once the server no longer has the snapshot: a clear not-found, nothing left.
     await drv.releaseSnapshot(snapId);
     const err = await short.acquire(snapId, 'job-e').catch((e: unknown) => e);
