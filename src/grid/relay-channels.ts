@@ -51,7 +51,8 @@ export class RelayChannels implements VmChannels {
 
   async close(vmId: string): Promise<void> {
     const s = this.servers.get(vmId);
-    if (!s) return;
+    // Not open here: a killed gcd's socket, found by the clone sweep at restart.
+    if (!s) return rmSync(this.pathFor(vmId), { force: true });
     this.servers.delete(vmId);
     await closeGracefully(s.server);
     rmSync(s.path, { force: true });
