@@ -271,9 +271,7 @@ describe('grid: real clones on three remote hosts (netns harness) @vm', function
 
     const y = await waitDone(yes);
     const n = await waitDone(no);
-    process.stderr.write(
-      `      after the kill: ${no} F in ${Math.round((Date.now() - t0) / 1000)} s or less; ${yes}: ${JSON.stringify(y)}; ${no}: ${JSON.stringify(n)}\n`,
-    );
+    process.stderr.write(`      both ended ${Math.round((Date.now() - t0) / 1000)} s after the kill; ${yes} reran on ${hostOf(y)}\n`);
     expect(y.Exit_status, y.comment).to.equal(0);
     expect(others.map((o) => o.name)).to.include(hostOf(y));
     expect(y.run_count, 'ran twice: on the dead host, then elsewhere').to.equal(2);
@@ -302,5 +300,53 @@ describe('grid: real clones on three remote hosts (netns harness) @vm', function
     expect(jobs(yes, no)[yes].run_count).to.equal(2);
     expect(accountingOf(g.stateDir, yes).E).to.equal(1);
     expect(accountingOf(g.stateDir, no).E).to.equal(1);
+  });
+
+  it("a host's link cut mid-job: its -r y job reruns elsewhere once; mended, it stops the stale run, keeps nothing and rejoins", async function () {
+    const victim = nodes[1];
+    const others = [nodes[0], nodes[2]];
+    for (const n of others) gcOk('node', 'offline', n.name, '-C', 'test: the job goes to ge2');
+    const sub = inside('cd /root/w && gcqsub -N cut -r y -- sh -c "sleep 40; echo cut-y-done"');
+    expect(sub.status, sub.stderr).to.equal(0);
+    const id = sub.stdout.trim();
+    for (let i = 0; !(jobs(id)[id]?.job_state === 'R' && processesUnder([victim.stateDir]).length > 0); i++) {
+      if (i > 600) throw new Error(`job did not start on ${victim.name}: ${JSON.stringify(jobs(id)[id])}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(hostOf(jobs(id)[id])).to.equal(victim.name);
+    await new Promise((r) => setTimeout(r, 5000));
+    for (const n of others) gcOk('node', 'online', n.name);
+    grid.link(victim, false);
+    try {
+      // The server marks it down and requeues the job (execHost cleared); its clone still runs there.
+      for (let i = 0; ; i++) {
+        const j = jobs(id)[id];
+        if (j && hostOf(j) !== victim.name) break;
+        if (i > 120) throw new Error(`job not requeued after the cut: ${JSON.stringify(j)}`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      expect(nodeStates()).to.deep.include([victim.name, 'down']);
+      expect(processesUnder([victim.stateDir]).length, 'the cut host still runs the stale clone').to.be.above(0);
+    } finally {
+      grid.link(victim, true);
+    }
+    const j = await waitDone(id);
+    expect(j.Exit_status, j.comment).to.equal(0);
+    expect(others.map((o) => o.name)).to.include(hostOf(j));
+    expect(j.run_count).to.equal(2);
+    expect(accountingOf(g.stateDir, id)).to.deep.include({ S: 2, R: 1, E: 1 });
+    expect(inside(`cd /root/w && cat cut.o${id.split('.')[0]}`).stdout).to.equal('cut-y-done\n');
+    // Back on the network: it finds itself declared down, drops the stale run and registers again.
+    const until = Date.now() + 120_000;
+    let left = jobLeftovers(victim);
+    while (!(nodeStates().some(([name, state]) => name === victim.name && state === 'up') && Object.values(left).every((v) => v.length === 0))) {
+      if (Date.now() > until) throw new Error(`${victim.name}: ${JSON.stringify(nodeStates())} ${JSON.stringify(left)}`);
+      await new Promise((r) => setTimeout(r, 1000));
+      left = jobLeftovers(victim);
+    }
+    // The stale run changed nothing the server had settled.
+    expect(jobs(id)[id].run_count).to.equal(2);
+    expect(accountingOf(g.stateDir, id).E).to.equal(1);
+    expect(inside(`cd /root/w && cat cut.o${id.split('.')[0]}`).stdout).to.equal('cut-y-done\n');
   });
 });
