@@ -9,12 +9,11 @@
  * Prints progress lines; the last line is one JSON object:
  *   execOverheadMs   `gc headnode exec <hn> -- true` (in every sample; not subtracted)
  *   local, remote    per sample: submitMs (gcqsub returned: the snapshot is taken), startMs
- *                    (first seen R), outputHomeMs (F); and the medians
+ *                    (first seen R), outputHomeMs (F), runMs (R to F); and the medians
  *   ratio            median outputHomeMs remote / local
  *   remoteFetches    per remote sample, the node cache's fetch record (ms, MiB moved, RAM MiB)
  * Run as root: node dist/bench/grid-vm.js   (BENCH_REPEATS default 2, BENCH_MEM_MIB default 512)
  */
-import { spawnSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { type GcdProcess } from '../test/helpers/gcd-process.js';
 import { NetnsGrid, type GridNode } from '../test/helpers/netns-grid.js';
@@ -29,11 +28,18 @@ interface Sample {
   submitMs: number;
   startMs: number | null;
   outputHomeMs: number;
+  /** From first seen R to F: the clone's start (and, remote, the snapshot's fetch), the job, its output home. */
+  runMs: number | null;
   host: string;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** The middle sample, or the mean of the two middle ones. */
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : Math.round((s[m - 1] + s[m]) / 2);
+}
 
 function ok(g: GcdProcess, name: string, args: string[]): string {
   const r = g.tool(name, args);
@@ -71,7 +77,7 @@ async function sample(g: GcdProcess, n: number): Promise<Sample> {
       if (s.exit !== 0) throw new Error(`${id} ended with ${s.exit}`);
       const out = inside(g, `cat /root/b/fo${n}.o${id.split('.')[0]}`);
       if (out !== 'first-output\n') throw new Error(`${id}: output ${JSON.stringify(out)}`);
-      return { submitMs, startMs, outputHomeMs: at, host: s.host };
+      return { submitMs, startMs, outputHomeMs: at, runMs: startMs === null ? null : at - startMs, host: s.host };
     }
     if (at > 600_000) throw new Error(`${id} did not finish`);
     await sleep(250);
@@ -141,15 +147,16 @@ async function main(): Promise<void> {
     for (const s of remote) if (s.host !== NODE) throw new Error(`a remote sample ran on ${s.host}`);
     const lm = median(local.map((s) => s.outputHomeMs));
     const rm = median(remote.map((s) => s.outputHomeMs));
-    const accel = spawnSync('sh', ['-c', 'test -w /dev/kvm && echo kvm || echo tcg'], { encoding: 'utf8' }).stdout.trim();
+    // What the hosts run their VMs with, as they registered it.
+    const accel = [...new Set((JSON.parse(ok(g, 'gc', ['nodes', '--json'])) as Array<{ accel: string }>).map((n) => n.accel))].join(',');
     console.log(
       JSON.stringify({
         driver: 'qemu',
         accel,
         headnodeMemMiB: MEM_MIB,
         execOverheadMs,
-        local: { outputHomeMs: lm, samples: local },
-        remote: { outputHomeMs: rm, samples: remote },
+        local: { outputHomeMs: lm, runMs: median(local.map((x) => x.runMs ?? NaN)), samples: local },
+        remote: { outputHomeMs: rm, runMs: median(remote.map((x) => x.runMs ?? NaN)), samples: remote },
         ratio: +(rm / lm).toFixed(2),
         remoteFetches,
       }),
