@@ -11,6 +11,7 @@
  *   local, remote    per sample: submitMs (gcqsub returned: the snapshot is taken), startMs
  *                    (first seen R), outputHomeMs (F), runMs (R to F); and the medians
  *   ratio            median outputHomeMs remote / local
+ *   runRatio         median runMs remote / local (the snapshot, taken alike for both, left out)
  *   remoteFetches    per remote sample, the node cache's fetch record (ms, MiB moved, RAM MiB)
  * Run as root: node dist/bench/grid-vm.js   (BENCH_REPEATS default 2, BENCH_MEM_MIB default 512)
  */
@@ -158,6 +159,8 @@ async function main(): Promise<void> {
         local: { outputHomeMs: lm, runMs: median(local.map((x) => x.runMs ?? NaN)), samples: local },
         remote: { outputHomeMs: rm, runMs: median(remote.map((x) => x.runMs ?? NaN)), samples: remote },
         ratio: +(rm / lm).toFixed(2),
+        // Without the snapshot (alike on both, and the noisiest part here): what running remotely adds.
+        runRatio: +(median(remote.map((x) => x.runMs ?? NaN)) / median(local.map((x) => x.runMs ?? NaN))).toFixed(2),
         remoteFetches,
       }),
     );
