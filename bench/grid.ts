@@ -16,17 +16,22 @@
  *   queuedBytesPerTask  Redis memory per task of a held 1000-task array (what queued jobs cost)
  *   transfer          with BENCH_TRANSFER=1, the last JSON line of bench/grid-transfer.js (real
  *                     headnode and NBD: snapshot transfer to a new host); otherwise absent
- * Run as root: npm run bench:grid   (BENCH_REPEATS default 5)
+ *   array64.threeHostsPerHost  per host of the 3-host array: tasks it ran, its first start and
+ *                     last end (ms after submission)
+ * Run as root: npm run bench:grid   (BENCH_REPEATS default 5; BENCH_ARRAY_ONLY=1: the array only)
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
 import { ROOT, type GcdProcess } from '../test/helpers/gcd-process.js';
 import { NetnsGrid } from '../test/helpers/netns-grid.js';
 
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
+/** BENCH_ARRAY_ONLY=1: only the 64-task array, 1 host then 3 (firstOutputMs and queuedBytesPerTask absent). */
+const ARRAY_ONLY = process.env.BENCH_ARRAY_ONLY === '1';
 const HOSTS = ['gb1', 'gb2', 'gb3'];
 
 function median(xs: number[]): number {
@@ -93,11 +98,40 @@ async function firstOutput(g: GcdProcess, marks: string, label: string): Promise
   return ms;
 }
 
-async function array64(g: GcdProcess): Promise<number> {
+interface HostShare {
+  tasks: number;
+  /** ms after submission: the host's first task started, its last one ended. */
+  firstStartMs: number;
+  lastEndMs: number;
+}
+
+/** Per host: how many tasks it ran, and when (from the task records' startedAt/endedAt). */
+async function shares(url: string, arrayId: string, t0: number): Promise<Record<string, HostShare>> {
+  const redis = new Redis(url);
+  try {
+    const [seq, server] = arrayId.split('[]');
+    const out: Record<string, HostShare> = {};
+    for (let i = 1; i <= 64; i++) {
+      const h = await redis.hgetall(`copper:job:${seq}[${i}]${server}`);
+      const host = h.execHost ?? '?';
+      const s = (out[host] ??= { tasks: 0, firstStartMs: Infinity, lastEndMs: 0 });
+      s.tasks++;
+      s.firstStartMs = Math.min(s.firstStartMs, Number(h.startedAt) - t0);
+      s.lastEndMs = Math.max(s.lastEndMs, Number(h.endedAt) - t0);
+    }
+    return out;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function array64(g: GcdProcess): Promise<{ ms: number; perHost: Record<string, HostShare> }> {
   const t0 = performance.now();
+  const wall0 = Date.now();
   const id = tool(g, 'gcqsub', ['--headnode', 'hn1', '-J', '1-64', '--', 'true']).trim();
   await waitFinished(g, id);
-  return performance.now() - t0;
+  const ms = performance.now() - t0;
+  return { ms, perHost: await shares(readFileSync(join(g.stateDir, 'redis', 'node-url'), 'utf8').trim(), id, wall0) };
 }
 
 async function main(): Promise<void> {
@@ -120,25 +154,30 @@ async function main(): Promise<void> {
     const all = ['gbsrv', ...HOSTS];
     console.log(`grid up: server gbsrv and ${HOSTS.join(', ')} (test-double driver)`);
 
-    onlyUp(g, all, ['gbsrv']);
-    const local = await firstOutput(g, marks, 'local');
-    onlyUp(g, all, ['gb1']);
-    const remote = await firstOutput(g, marks, 'remote');
-    const firstOutputMs = { local: median(local), remote: median(remote), ratio: +(median(remote) / median(local)).toFixed(2), samples: { local, remote } };
-    console.log(`submit to first output: local ${firstOutputMs.local} ms, remote ${firstOutputMs.remote} ms`);
+    let firstOutputMs: unknown;
+    if (!ARRAY_ONLY) {
+      onlyUp(g, all, ['gbsrv']);
+      const local = await firstOutput(g, marks, 'local');
+      onlyUp(g, all, ['gb1']);
+      const remote = await firstOutput(g, marks, 'remote');
+      firstOutputMs = { local: median(local), remote: median(remote), ratio: +(median(remote) / median(local)).toFixed(2), samples: { local, remote } };
+      console.log(`submit to first output: local ${median(local)} ms, remote ${median(remote)} ms`);
+    }
 
     onlyUp(g, all, ['gb1']);
-    const oneHostMs = Math.round(await array64(g));
-    console.log(`64-task array on 1 host: ${oneHostMs} ms`);
+    const one = await array64(g);
+    const oneHostMs = Math.round(one.ms);
+    console.log(`64-task array on 1 host: ${oneHostMs} ms ${JSON.stringify(one.perHost)}`);
     onlyUp(g, all, HOSTS);
     const url = grid.redisUrl();
     const r0 = redisInfo(url);
     const c0 = cpuMsOf(g.proc!.pid!);
-    const threeHostsMs = Math.round(await array64(g));
+    const three = await array64(g);
+    const threeHostsMs = Math.round(three.ms);
     const r1 = redisInfo(url);
     const c1 = cpuMsOf(g.proc!.pid!);
-    console.log(`64-task array on 3 hosts: ${threeHostsMs} ms`);
-    const array = { oneHostMs, threeHostsMs, ratio: +(threeHostsMs / oneHostMs).toFixed(2) };
+    console.log(`64-task array on 3 hosts: ${threeHostsMs} ms ${JSON.stringify(three.perHost)}`);
+    const array = { oneHostMs, threeHostsMs, ratio: +(threeHostsMs / oneHostMs).toFixed(2), threeHostsPerHost: three.perHost };
     // The window includes the status polls (gcqstat every 100 ms) and heartbeats: an upper bound per task.
     const redisCpuMsPerTask = +((r1.cpuMs - r0.cpuMs) / 64).toFixed(3);
     const perJob = {
@@ -150,12 +189,15 @@ async function main(): Promise<void> {
     console.log(`per task: ${perJob.redisCommands} Redis commands, ${perJob.redisCpuMs} ms Redis CPU, ${perJob.serverCpuMs} ms server CPU`);
 
     // What a queued job costs the server's Redis: a held 1000-task array, then deleted.
-    const m0 = redisInfo(url).memBytes;
-    const held = tool(g, 'gcqsub', ['--headnode', 'hn1', '-h', '-J', '1-1000', '--', 'true']).trim();
-    const m1 = redisInfo(url).memBytes;
-    tool(g, 'gcqdel', [held]);
-    const queuedBytesPerTask = Math.round((m1 - m0) / 1000);
-    console.log(`a queued (held) task: ${queuedBytesPerTask} bytes of Redis memory`);
+    let queuedBytesPerTask: number | undefined;
+    if (!ARRAY_ONLY) {
+      const m0 = redisInfo(url).memBytes;
+      const held = tool(g, 'gcqsub', ['--headnode', 'hn1', '-h', '-J', '1-1000', '--', 'true']).trim();
+      const m1 = redisInfo(url).memBytes;
+      tool(g, 'gcqdel', [held]);
+      queuedBytesPerTask = Math.round((m1 - m0) / 1000);
+      console.log(`a queued (held) task: ${queuedBytesPerTask} bytes of Redis memory`);
+    }
 
     let transfer: unknown;
     if (process.env.BENCH_TRANSFER === '1') {

@@ -44,7 +44,8 @@ export class VmSockets {
   /** Stop listening (requests being answered get closeGracefully's grace) and remove the socket. */
   async close(vmId: string): Promise<void> {
     const s = this.servers.get(vmId);
-    if (!s) return;
+    // Not open here: a killed gcd's socket, found by the clone sweep at restart.
+    if (!s) return rmSync(this.pathFor(vmId), { force: true });
     this.servers.delete(vmId);
     await closeGracefully(s.server);
     rmSync(s.path, { force: true });

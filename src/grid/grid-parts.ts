@@ -79,6 +79,7 @@ export class GridParts {
         if (state !== 'up') return `node ${s.nodeName} is ${state ?? 'unregistered'}`;
         return this.placement.shouldDefer(rec, s.nodeName);
       },
+      othersTakeJobs: () => this.view.all().some((n) => n.name !== s.nodeName && n.alive && n.state === 'up'),
     };
   }
 

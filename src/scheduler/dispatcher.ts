@@ -17,7 +17,10 @@ export interface DispatcherOptions {
   store: JobStore;
   runner: JobRunner;
   capacity: Capacity;
-  /** Most jobs running at once in this gcd (a job holds a slot for its whole run). */
+  /**
+   * Most jobs this gcd's worker holds at once (a job holds a slot for its whole run). The worker
+   * takes fewer while the host is full: see `slots()`.
+   */
   concurrency: number;
   /** BullMQ lock: renewed every half of it while the job runs, so hours-long jobs never stall. */
   lockDurationMs: number;
@@ -52,6 +55,11 @@ export interface DispatchHost {
    */
   gate(rec: JobRecord): Promise<string | undefined>;
   gateDelayMs: number;
+  /**
+   * Another live host takes jobs now (as of the last look at the grid). Then this host leaves
+   * a job it has no room for in the queue, to them, instead of looking at it (see `slots()`).
+   */
+  othersTakeJobs?(): boolean;
 }
 
 /**
@@ -69,6 +77,8 @@ export class Dispatcher {
   private readonly running = new Map<string, AbortController>();
   /** Runs stopped by dropAll(). */
   private readonly dropped = new Set<string>();
+  /** Jobs holding a capacity reservation now. */
+  private holding = 0;
 
   constructor(private readonly o: DispatcherOptions) {}
 
@@ -76,7 +86,7 @@ export class Dispatcher {
     this.worker = new Worker<RunQueueData>(QUEUE_NAME, (job, token) => this.process(job, token), {
       connection: this.o.connection,
       prefix: this.o.keys.bullPrefix,
-      concurrency: this.o.concurrency,
+      concurrency: this.slots(),
       lockDuration: this.o.lockDurationMs,
       stalledInterval: Math.max(1000, Math.floor(this.o.lockDurationMs / 2)),
       // Lost runs are judged by our own run counter and -r y|n, not by BullMQ's stall limit.
@@ -85,6 +95,25 @@ export class Dispatcher {
     });
     this.worker.on('error', (e) => log.error('worker error', { error: errorMessage(e) }));
     this.queue = new Queue<RunQueueData>(QUEUE_NAME, { connection: this.o.connection, prefix: this.o.keys.bullPrefix });
+  }
+
+  /**
+   * How many jobs the worker may hold now: those holding capacity and one more per free cpu,
+   * so a host takes no job it has no room for. Alone (no other host takes jobs), one more: a
+   * full host looks at one waiting job at a time, which then says why it waits (its comment)
+   * and goes back delayed. On a grid it does not: a job it looked at went back delayed by
+   * `retryDelayMs` while other hosts had room (a 64-task array on 3 hosts took 2-4x as long
+   * as on one; with this, less: docs/scale.md).
+   */
+  private slots(): number {
+    const look = this.o.host?.othersTakeJobs?.() ? 0 : 1;
+    return Math.max(1, Math.min(this.o.concurrency, this.holding + this.o.capacity.free.ncpus + look));
+  }
+
+  private reserved(by: number): void {
+    this.holding += by;
+    // Read by the worker before it fetches again (also in the job's completion, which comes after).
+    if (this.worker) this.worker.concurrency = this.slots();
   }
 
   /** Stop a job running in this gcd. False if it is not running here. */
@@ -154,12 +183,23 @@ export class Dispatcher {
     let forCapacity = blocked === undefined;
     let t: Awaited<ReturnType<JobStore['start']>> | undefined;
     if (!why) {
+      this.reserved(1);
       crashPoint('dispatch:before-run');
       // The one compare-and-set that decides who runs it, with the quota counts of every gcd:
       // exactly one runner wins Q/W -> R, and only while every running limit holds.
-      t = await store.start(rec.id, this.o.policy?.limits(rec) ?? [], throttle, { comment: undefined, ...(this.o.host ? { execHost: this.o.host.name } : {}) });
+      try {
+        t = await store.start(rec.id, this.o.policy?.limits(rec) ?? [], throttle, {
+          comment: undefined,
+          ...(this.o.host ? { execHost: this.o.host.name } : {}),
+        });
+      } catch (e) {
+        capacity.release(ncpus, mem);
+        this.reserved(-1);
+        throw e;
+      }
       if (!t.ok) {
         capacity.release(ncpus, mem);
+        this.reserved(-1);
         if (!t.limited) {
           this.line.forget(rec.id);
           return;
@@ -211,6 +251,7 @@ export class Dispatcher {
       }
     } finally {
       capacity.release(ncpus, mem);
+      this.reserved(-1);
       // Freed capacity goes to the best deferred job now, not to whichever delay ends first.
       const next = this.line.ahead(capacity.free, undefined);
       if (next) await this.promote(next.id);
@@ -243,7 +284,9 @@ export class Dispatcher {
 
   /**
    * Bring a deferred job out of the delayed set so the worker takes it next. One that is no
-   * longer in BullMQ (deleted, held) leaves the line; one already waiting or active needs nothing.
+   * longer in BullMQ (deleted, held) leaves the line, and so does one a worker holds: on a grid
+   * another host may have taken it, and while it stayed in this host's line every job this host
+   * looked at stepped back for it ("Priority: ... goes first") until it ended there.
    */
   private async promote(id: string): Promise<void> {
     try {
@@ -252,7 +295,9 @@ export class Dispatcher {
         this.line.forget(id);
         return;
       }
-      if (await job.isDelayed()) await job.promote();
+      const state = await job.getState();
+      if (state === 'active') this.line.forget(id);
+      else if (state === 'delayed') await job.promote();
     } catch (e) {
       // It left the delayed set meanwhile (taken, removed): its own turn settles it.
       log.debug('promote deferred job', { id, error: errorMessage(e) });

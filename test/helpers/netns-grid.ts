@@ -2,12 +2,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { removeStateCgroups } from '../../src/vm/vm-cgroup.js';
 import { GcdProcess, BIN } from './gcd-process.js';
 
 /**
  * A grid on one machine: the server gcd in the root network namespace, listening for nodes on
- * a bridge made by the test (`gnb<tag>`, 10.254.<x>.1/24, nothing routed elsewhere), and each
- * compute host in its own namespace `gn<tag>-<n>` joined to the bridge by a veth pair, running
+ * a bridge made by the test (`<tag>b`, 10.254.<x>.1/24, nothing routed elsewhere), and each
+ * compute host in its own namespace `<tag>-<n>` (tag: prefix `gn` and the pid) joined to the bridge by a veth pair, running
  * `gcd --node` with its own state and RAM folders. Test traffic stays on that bridge.
  * Needs root (ip netns). teardown() kills every process and deletes every link and namespace.
  */
@@ -78,22 +79,38 @@ export class GridNode {
     clearTimeout(t);
   }
 
-  cleanup(): void {
+  async cleanup(): Promise<void> {
+    // A killed node leaves its clones' cgroups (outside the state folder) until it restarts.
+    await removeStateCgroups(this.stateDir);
     rmSync(this.stateDir, { recursive: true, force: true });
     rmSync(this.ramDir, { recursive: true, force: true });
   }
 }
 
+export interface NetnsGridOptions {
+  /** Prefix of every bridge, namespace and veth name (default `gn`); a test suite's own keeps runs of different suites apart. */
+  prefix?: string;
+  /** The bridge's /24 (default 10.254.<20 + pid % 200>): suites running at once need different ones. */
+  subnet?: string;
+}
+
 export class NetnsGrid {
   /** A short tag so that concurrent runs (and other lanes' harness runs) do not collide. */
-  readonly tag = String(process.pid % 10000);
-  readonly subnet = `10.254.${20 + (process.pid % 200)}`;
-  readonly bridge = `gnb${this.tag}`;
-  readonly serverAddress = `${this.subnet}.1`;
+  readonly tag: string;
+  readonly subnet: string;
+  readonly bridge: string;
+  readonly serverAddress: string;
   readonly redisPort = 6400 + (process.pid % 1000);
   server: GcdProcess | undefined;
   readonly nodes: GridNode[] = [];
   private readonly namespaces: string[] = [];
+
+  constructor(o: NetnsGridOptions = {}) {
+    this.tag = `${o.prefix ?? 'gn'}${process.pid % 10000}`;
+    this.subnet = o.subnet ?? `10.254.${20 + (process.pid % 200)}`;
+    this.bridge = `${this.tag}b`;
+    this.serverAddress = `${this.subnet}.1`;
+  }
 
   /** The bridge, with the server's address on it. */
   up(): void {
@@ -135,9 +152,9 @@ export class NetnsGrid {
   /** A namespace with a veth to the bridge, and `gcd --node` in it. */
   async addNode(name: string, o: GridNodeOptions): Promise<GridNode> {
     const n = this.nodes.length + 1;
-    const ns = `gn${this.tag}-${n}`;
-    const hostEnd = `gn${this.tag}h${n}`;
-    const nsEnd = `gn${this.tag}n${n}`;
+    const ns = `${this.tag}-${n}`;
+    const hostEnd = `${this.tag}h${n}`;
+    const nsEnd = `${this.tag}n${n}`;
     ip('netns', 'add', ns);
     this.namespaces.push(ns);
     ip('link', 'add', hostEnd, 'type', 'veth', 'peer', 'name', nsEnd);
@@ -169,14 +186,14 @@ export class NetnsGrid {
   /** Cut a node's link (its gcd lives on but reaches nothing), or mend it. */
   link(node: GridNode, on: boolean): void {
     const n = this.nodes.indexOf(node) + 1;
-    ip('link', 'set', `gn${this.tag}h${n}`, on ? 'up' : 'down');
+    ip('link', 'set', `${this.tag}h${n}`, on ? 'up' : 'down');
   }
 
   /** Every process stopped, every link and namespace deleted, every folder removed. */
   async teardown(): Promise<void> {
     for (const n of this.nodes) await n.kill9().catch(() => undefined);
     await this.server?.cleanup().catch(() => undefined);
-    for (const n of this.nodes) n.cleanup();
+    for (const n of this.nodes) await n.cleanup();
     this.down();
   }
 

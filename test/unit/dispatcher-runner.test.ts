@@ -8,7 +8,7 @@ import { JobStore } from '../../src/queue/job-store.js';
 import { keysFor } from '../../src/queue/keys.js';
 import { RunQueue } from '../../src/queue/run-queue.js';
 import { Capacity } from '../../src/scheduler/capacity.js';
-import { Dispatcher } from '../../src/scheduler/dispatcher.js';
+import { Dispatcher, type DispatchHost } from '../../src/scheduler/dispatcher.js';
 import { JobRunner } from '../../src/scheduler/runner.js';
 import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
 import { until } from '../helpers/gcd-process.js';
@@ -58,7 +58,7 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
     return heard.filter((t) => t.jobId === id).map((t) => `${t.from}>${t.to}:${t.event}`);
   }
 
-  function dispatcher(o: { capacity?: Capacity; retryDelayMs?: number } = {}): { d: Dispatcher; queue: RunQueue } {
+  function dispatcher(o: { capacity?: Capacity; retryDelayMs?: number; host?: DispatchHost } = {}): { d: Dispatcher; queue: RunQueue } {
     const queue = new RunQueue(redisOptions(r.target), keys);
     const d = new Dispatcher({
       connection: redisOptions(r.target),
@@ -69,6 +69,7 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
       concurrency: 4,
       lockDurationMs: 4000,
       retryDelayMs: o.retryDelayMs ?? 200,
+      ...(o.host ? { host: o.host } : {}),
     });
     dispatchers.push(d);
     queues.push(queue);
@@ -173,6 +174,35 @@ describe('JobRunner and Dispatcher (test-double driver, real redis-server)', fun
         expect(eventsOf(x.id).filter((e) => e.endsWith(':run'))).to.have.length(1);
         expect(eventsOf(x.id).filter((e) => e.endsWith(':finish'))).to.have.length(1);
       }
+    });
+
+    it('on a grid, a full host leaves waiting jobs to the others: none is taken, delayed or commented; a host with room runs them', async function () {
+      const gate = join(r.dir, 'go-grid');
+      const one = { ncpus: 1, memMiB: 0 };
+      const host = (name: string): DispatchHost => ({ name, gate: async () => undefined, gateDelayMs: 200, othersTakeJobs: () => true });
+      const blocker = await make('Q', { resources: one, argv: ['sh', '-c', `while [ ! -e ${gate} ]; do sleep 0.05; done`] });
+      const waiting = [await make('Q', { resources: one, argv: ['true'] }), await make('Q', { resources: one, argv: ['true'] })];
+      // A long retry delay: a job this host looked at and sent back would wait 30 s.
+      const a = dispatcher({ capacity: new Capacity({ ncpus: 1, memMiB: 4096 }), retryDelayMs: 30_000, host: host('a') });
+      a.d.start();
+      await a.queue.add([blocker]);
+      await until('blocker running on a', async () => (await store.get(blocker.id)).state === 'R');
+      await a.queue.add(waiting);
+      await new Promise((res) => setTimeout(res, 1000));
+      for (const w of waiting) {
+        expect(eventsOf(w.id), 'the full host did not take it').to.deep.equal([]);
+        expect((await store.get(w.id)).comment).to.equal(undefined);
+      }
+      // Another host with room takes both, at once (not 30 s later).
+      const b = dispatcher({ capacity: new Capacity({ ncpus: 2, memMiB: 4096 }), retryDelayMs: 30_000, host: host('b') });
+      b.d.start();
+      await until(
+        'both ran on b',
+        async () => (await Promise.all(waiting.map((w) => store.get(w.id)))).every((w) => w.state === 'F' && w.execHost === 'b'),
+        10_000,
+      );
+      writeFileSync(gate, '');
+      await until('blocker finished', async () => (await store.get(blocker.id)).state === 'F');
     });
 
     it('a job that does not fit is deferred with its reason and stays Q (a W job becomes Q)', async function () {
