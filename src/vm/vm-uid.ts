@@ -135,10 +135,15 @@ export function vmDirMode(): 0o700 | 0o711 {
   return vmUidsEnabled() ? 0o711 : 0o700;
 }
 
+/** The state folder's entries VM uids pass through (each 0711, root's); the grid cache is cache-ownership.ts's. */
+const VM_ENTRIES = new Set(['headnodes', 'snapshots', 'clones', 'run', 'grid-cache']);
+
 /**
  * Let every VM uid reach files of this state folder by name: the state folder and its VM
  * folders become 0711 (root's, not listable), and each ancestor gets o+x if it lacks it (a
- * state folder inside a 0700 temporary folder: tests). Nothing is made readable.
+ * state folder inside a 0700 temporary folder: tests). Nothing is made readable: every other
+ * entry of the state folder (records, Redis, tokens, job output, the pid file) loses its
+ * group and other bits, so a VM uid cannot open it by name either.
  */
 export async function openStateDir(stateDir: string): Promise<void> {
   if (!vmUidsEnabled()) return;
@@ -150,6 +155,12 @@ export async function openStateDir(stateDir: string): Promise<void> {
   const inner = ['headnodes', 'snapshots', 'clones', 'run', 'run/h', 'run/c', 'run/t', 'run/channels', 'run/sftp'];
   await mkdir(abs, { recursive: true, mode: 0o711 });
   await chmod(abs, 0o711);
+  for (const e of await readdir(abs, { withFileTypes: true })) {
+    if (VM_ENTRIES.has(e.name) || e.isSymbolicLink()) continue;
+    const p = join(abs, e.name);
+    const st = await stat(p).catch(() => undefined);
+    if (st && (st.mode & 0o077) !== 0) await chmod(p, st.mode & 0o7700).catch(() => undefined);
+  }
   for (const d of inner) {
     await mkdir(join(abs, d), { recursive: true, mode: 0o711 });
     await chmod(join(abs, d), 0o711);

@@ -31,15 +31,26 @@ function asUid(uid: number, argv: string[]): { status: number; stderr: string; s
   return { status: r.status ?? -1, stderr: r.stderr, stdout: r.stdout };
 }
 
-/** Every regular file under dir. */
-function filesUnder(dir: string): string[] {
+/** Every regular file (or Unix socket) under dir. */
+function filesUnder(dir: string, kind: 'file' | 'socket' = 'file'): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...filesUnder(p));
-    else if (e.isFile()) out.push(p);
+    if (e.isDirectory()) out.push(...filesUnder(p, kind));
+    else if (kind === 'file' ? e.isFile() : e.isSocket()) out.push(p);
   }
   return out;
+}
+
+/** Paths under the state and RAM folders not owned by uid. */
+function notOwnedBy(uid: number, paths: string[]): string[] {
+  return paths.filter((f) => {
+    try {
+      return statSync(f).uid !== uid;
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
 }
 
 describe('QEMU runs as a uid of its headnode (issue 13 item 7) @vm', function () {
@@ -145,17 +156,17 @@ describe('QEMU runs as a uid of its headnode (issue 13 item 7) @vm', function ()
     const ua = uidOf(A);
     const ub = uidOf(B);
     for (const uid of [ua, ub]) {
-      const others = [...filesUnder(g.stateDir), ...filesUnder(ramDir)].filter((f) => {
-        try {
-          return statSync(f).uid !== uid;
-        } catch {
-          return false; // gone meanwhile
-        }
-      });
+      const others = notOwnedBy(uid, [...filesUnder(g.stateDir), ...filesUnder(ramDir)]);
       expect(others.length).to.be.at.least(5);
       const script = 'for f in "$@"; do head -c 1 "$f" >/dev/null 2>&1 && echo "$f"; done; true';
       const r = asUid(uid, ['sh', '-c', script, 'probe', ...others]);
       expect(r.stdout.split('\n').filter(Boolean), `readable by uid ${uid}`).to.deep.equal([]);
+      // Nor connect to a socket of gcd's that is not its own VM's (gcd's API, other VMs' channels and gates).
+      const sockets = notOwnedBy(uid, filesUnder(g.stateDir, 'socket'));
+      expect(sockets.some((s) => s.endsWith('gcd.sock'))).to.equal(true);
+      const connect = 'for s in "$@"; do socat -u OPEN:/dev/null UNIX-CONNECT:"$s" >/dev/null 2>&1 && echo "$s"; done; true';
+      const c = asUid(uid, ['sh', '-c', connect, 'probe', ...sockets]);
+      expect(c.stdout.split('\n').filter(Boolean), `connectable by uid ${uid}`).to.deep.equal([]);
     }
   });
 });
