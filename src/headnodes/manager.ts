@@ -31,7 +31,7 @@ import { incarnationOf, newIncarnation } from './incarnation.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { SharedVolumes } from '../vm/shared-volumes.js';
 import { vmCgroupSpec } from '../vm/vm-cgroup.js';
-import { giveHeadnodeFiles } from '../vm/vm-files.js';
+import { giveApiSocket, giveHeadnodeFiles } from '../vm/vm-files.js';
 import { pickVmUid, takenVmUids, vmDirMode, vmUidsEnabled } from '../vm/vm-uid.js';
 import { installSshKeys, pickSshPort, portFree, sshAccessInfo, type SshSettings } from './ssh-access.js';
 import { parseSshKey } from './ssh-keys.js';
@@ -239,6 +239,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         await this.repairAfterCrash(name, rec, paths, vm);
         const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
         const config = this.configOf(rec, paths, rec.accel ?? this.accel(), apiSocket);
+        await giveApiSocket(config); // a new socket: the running QEMU's uid must reach it again
         const live: Live = { state: 'running', vm, agent: undefined, config, stopping: false };
         this.live.set(name, live);
         this.watchExit(name, paths, live);

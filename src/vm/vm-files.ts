@@ -56,8 +56,12 @@ export async function giveFile(path: string, uid: number | undefined): Promise<v
   await giveToVm(path, uid);
 }
 
-/** gcd's API socket of this VM: the VM's socat (a child of QEMU, same uid) connects to it. */
-async function giveApiSocket(cfg: VmConfig): Promise<void> {
+/**
+ * gcd's API socket of this VM: the VM's socat (a child of QEMU, same uid) connects to it.
+ * Also after a gcd restart, when the channel of a VM that kept running is listened on again.
+ */
+export async function giveApiSocket(cfg: Pick<VmConfig, 'apiSocket' | 'uid'>): Promise<void> {
+  if (cfg.uid === undefined || !vmUidsEnabled()) return;
   // A channel that does not listen (tests' stand-ins) has nothing to give.
   await traversable(dirname(cfg.apiSocket)).catch(ignoreMissing);
   await giveToVm(cfg.apiSocket, cfg.uid, 0o600).catch(ignoreMissing);

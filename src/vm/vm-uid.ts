@@ -135,8 +135,11 @@ export function vmDirMode(): 0o700 | 0o711 {
   return vmUidsEnabled() ? 0o711 : 0o700;
 }
 
-/** The state folder's entries VM uids pass through (each 0711, root's); the grid cache is cache-ownership.ts's. */
-const VM_ENTRIES = new Set(['headnodes', 'snapshots', 'clones', 'run', 'grid-cache']);
+/**
+ * The state folder's entries VM uids pass through (each 0711, root's); the grid cache is
+ * cache-ownership.ts's; `clusters` holds the cluster clones' own state folder (`clusters/vm`).
+ */
+const VM_ENTRIES = new Set(['headnodes', 'snapshots', 'clones', 'run', 'grid-cache', 'clusters']);
 
 /**
  * Let every VM uid reach files of this state folder by name: the state folder and its VM

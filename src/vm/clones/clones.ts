@@ -26,7 +26,7 @@ import { growMemory } from '../mem-hotplug.js';
 import { buildVmArgs, type VmConfig } from '../vm-args.js';
 import { vmCgroupSpec } from '../vm-cgroup.js';
 import { pidAlive, VmProcess, type VmLifetime } from '../vm-process.js';
-import { giveCloneFiles } from '../vm-files.js';
+import { giveApiSocket, giveCloneFiles } from '../vm-files.js';
 import { readdirSafe, type SnapshotStore } from '../snapshots/store.js';
 import type { SnapshotMeta } from '../snapshots/types.js';
 import { cloneInit } from './identity.js';
@@ -229,7 +229,8 @@ export class Clones {
       try {
         agent = await AgentClient.connect(cp.qga, { deadline: Date.now() + 5000, isAlive: () => vm.isAlive() });
         await agent.waitReady(Date.now() + 15_000);
-        await this.o.channels.open({ vmId: cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group });
+        const apiSocket = await this.o.channels.open({ vmId: cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group });
+        await giveApiSocket({ apiSocket, uid: meta.vm.uid }); // a new socket: the running QEMU's uid must reach it again
       } catch (err) {
         agent?.destroy();
         vm.qmp.destroy();
