@@ -137,9 +137,10 @@ export function vmDirMode(): 0o700 | 0o711 {
 
 /**
  * The state folder's entries VM uids pass through (each 0711, root's); the grid cache is
- * cache-ownership.ts's; `clusters` holds the cluster clones' own state folder (`clusters/vm`).
+ * cache-ownership.ts's; `clusters` holds the cluster clones' own state folder (`clusters/vm`);
+ * `images` is the default GC_IMAGE_DIR, whose base images and kernels every headnode reads.
  */
-const VM_ENTRIES = new Set(['headnodes', 'snapshots', 'clones', 'run', 'grid-cache', 'clusters']);
+const VM_ENTRIES = new Set(['headnodes', 'snapshots', 'clones', 'run', 'grid-cache', 'clusters', 'images']);
 
 /**
  * Let every VM uid reach files of this state folder by name: the state folder and its VM
