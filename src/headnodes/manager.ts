@@ -128,13 +128,13 @@ export class QemuHeadnodeManager implements HeadnodeManager {
           want: 'stopped',
           ...(vmUid !== undefined ? { vmUid } : {}),
         };
-        const port = await this.newSshPort(spec.name);
-        if (port !== undefined) rec.sshPort = port;
-        // The record is written last: a folder without one is a create that did not finish.
         try {
+          const port = await this.newSshPort(spec.name);
+          if (port !== undefined) rec.sshPort = port;
+          // The record is written last: a folder without one is a create that did not finish.
           await writeJsonAtomic(paths.record, rec);
         } finally {
-          if (vmUid !== undefined) this.reservedUids.delete(vmUid);
+          if (vmUid !== undefined) this.reservedUids.delete(vmUid); // recorded, or never will be
         }
         return this.info(rec);
       } catch (err) {
