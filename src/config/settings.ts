@@ -83,6 +83,10 @@ export interface Settings {
   guestAllow: string;
   /** Group id every QEMU runs with: the host firewall (guest-egress.ts) matches guest traffic by it. */
   vmGid: number;
+  /** First uid of the range QEMUs run as: one uid per headnode, shared by its clones (vm-uid.ts). */
+  vmUidBase: number;
+  /** How many uids the range holds (at most this many headnodes per state folder). */
+  vmUidCount: number;
   /** pids.max of each VM's cgroup (QEMU threads, guestfwd helpers). */
   vmPidsMax: number;
   /** memory.max of each VM's cgroup: its largest RAM plus this many MiB. */
@@ -462,6 +466,23 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     fallback: () => 60513,
     meaning: "group id every QEMU runs with (no account needs it): the host firewall matches guests' traffic by it",
   },
+  vmUidBase: {
+    name: 'GC_VM_UID_BASE',
+    type: 'uid',
+    defaultText: '`1000000000`',
+    parse: wholeNumber(1000),
+    fallback: () => 1_000_000_000,
+    meaning:
+      'first uid of the range QEMUs run as: each headnode gets one of its own, its clones and snapshots share it (no account needs it; docs/security.md)',
+  },
+  vmUidCount: {
+    name: 'GC_VM_UID_COUNT',
+    type: 'count',
+    defaultText: '`65536`',
+    parse: wholeNumber(16),
+    fallback: () => 65536,
+    meaning: 'how many uids from GC_VM_UID_BASE headnodes take (the most headnodes one state folder can hold)',
+  },
   vmPidsMax: {
     name: 'GC_VM_PIDS_MAX',
     type: 'count',
@@ -652,6 +673,8 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     webSampleSec: r('webSampleSec'),
     guestAllow: r('guestAllow'),
     vmGid: r('vmGid'),
+    vmUidBase: r('vmUidBase'),
+    vmUidCount: r('vmUidCount'),
     vmPidsMax: r('vmPidsMax'),
     vmMemOverheadMiB: r('vmMemOverheadMiB'),
     sharedMaxSessions: r('sharedMaxSessions'),

@@ -25,6 +25,7 @@ import { writeJsonAtomic } from '../vm/json-file.js';
 import { KeyedLock } from '../vm/keyed-lock.js';
 import { assertId, type Layout } from '../vm/layout.js';
 import type { SnapshotMeta } from '../vm/snapshots/types.js';
+import { CacheOwnership } from './cache-ownership.js';
 import type { ExportDirectory } from './export-directory.js';
 import { fetchExport, type NbdClientKey } from './nbd-fetch.js';
 import type { ExportedFile, SnapshotExportInfo } from './snapshot-export-info.js';
@@ -70,6 +71,8 @@ export class SnapshotCache {
   private readonly dir: string;
   private totalBytes = 0;
   private readonly fetchLog: FetchStats[] = [];
+  /** Clones run as the snapshot's uid: its files are given to it (cache-ownership.ts). */
+  private readonly owners = new CacheOwnership();
 
   constructor(private readonly o: SnapshotCacheOptions) {
     this.dir = o.cacheDir ?? join(o.layout.runDir, '..', 'grid-cache');
@@ -173,6 +176,7 @@ export class SnapshotCache {
         const path = await this.blob(info, layer, stats, async (tmp) => {
           if (layer.format === 'qcow2' && parent) await rebaseUnsafe(tmp, parent.path, parent.format);
         });
+        await this.owners.blob(layer.key, path, info.meta.vm.uid);
         parent = { path, format: layer.format };
       }
       if (!parent) throw new DriverError(`snapshot ${snapshotId}: no disk layers`);
@@ -184,11 +188,13 @@ export class SnapshotCache {
         blobs.push(f.key);
         this.use(f.key, snapshotId);
         meta.vm[part] = await this.blob(info, f, stats);
+        await this.owners.blob(f.key, meta.vm[part], info.meta.vm.uid);
       }
       await checkRamRoom(layout.ramSnapshotsDir, snapshotId, info.ram.allocated ?? info.ram.bytes);
       stats.bytes += await this.copy(info, info.state, sp.state);
       stats.ramBytes = await this.copy(info, info.ram, sp.ramFile);
       stats.bytes += stats.ramBytes;
+      await this.owners.snapshot(sp, info.meta.vm.uid);
       await writeJsonAtomic(sp.meta, meta);
     } catch (err) {
       await this.removeSnapshot(snapshotId, blobs);
@@ -259,6 +265,7 @@ export class SnapshotCache {
       users?.delete(snapshotId);
       if (users && users.size > 0) continue;
       this.blobUsers.delete(key);
+      this.owners.forget(key);
       await rm(join(this.blobsDir, key), { force: true });
     }
   }

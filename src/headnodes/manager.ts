@@ -32,6 +32,8 @@ import { checkHeadnodeDisk, type HeadnodeDiskLimit } from './disk-quota.js';
 import { readRecord, type HeadnodeRecord } from './record.js';
 import { SharedVolumes } from '../vm/shared-volumes.js';
 import { vmCgroupSpec } from '../vm/vm-cgroup.js';
+import { giveApiSocket, giveHeadnodeFiles } from '../vm/vm-files.js';
+import { pickVmUid, takenVmUids, vmDirMode, vmUidsEnabled } from '../vm/vm-uid.js';
 import { installSshKeys, pickSshPort, portFree, sshAccessInfo, type SshSettings } from './ssh-access.js';
 import { parseSshKey } from './ssh-keys.js';
 import { bootFiles, defaultMaxMemMiB, headnodeVmConfig, maxMemFor, validateSpec, DEFAULT_MAX_VCPUS, NAME_RE, type ImageSource } from './spec.js';
@@ -84,6 +86,8 @@ export class QemuHeadnodeManager implements HeadnodeManager {
   private readonly bootTimeoutMs: number;
   private readonly stopTimeoutMs: number;
   private readonly shared: SharedVolumes;
+  /** VM uids picked for records not written yet (vm-uid.ts). */
+  private readonly reservedUids = new Set<number>();
 
   constructor(private readonly opts: ManagerOptions) {
     this.layout = new Layout(opts.settings);
@@ -120,6 +124,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
           throw new UsageError(`diskGiB ${spec.diskGiB} is smaller than the image (${(base.virtualSize / 1024 ** 3).toFixed(1)} GiB)`);
         }
         await createOverlay(paths.disk(0), boot.base, size);
+        const vmUid = await this.reserveVmUid();
         const rec: HeadnodeRecord = {
           version: 1,
           spec: {
@@ -132,11 +137,16 @@ export class QemuHeadnodeManager implements HeadnodeManager {
           boot,
           diskGen: 0,
           want: 'stopped',
+          ...(vmUid !== undefined ? { vmUid } : {}),
         };
-        const port = await this.newSshPort(spec.name);
-        if (port !== undefined) rec.sshPort = port;
-        // The record is written last: a folder without one is a create that did not finish.
-        await writeJsonAtomic(paths.record, rec);
+        try {
+          const port = await this.newSshPort(spec.name);
+          if (port !== undefined) rec.sshPort = port;
+          // The record is written last: a folder without one is a create that did not finish.
+          await writeJsonAtomic(paths.record, rec);
+        } finally {
+          if (vmUid !== undefined) this.reservedUids.delete(vmUid); // recorded, or never will be
+        }
         return this.info(rec);
       } catch (err) {
         await rm(paths.stateDir, { recursive: true, force: true });
@@ -240,6 +250,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
         await this.repairAfterCrash(name, rec, paths, vm);
         const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
         const config = this.configOf(rec, paths, rec.accel ?? this.accel(), apiSocket);
+        await giveApiSocket(config); // a new socket: the running QEMU's uid must reach it again
         const live: Live = { state: 'running', vm, agent: undefined, config, stopping: false };
         this.live.set(name, live);
         this.watchExit(name, paths, live);
@@ -338,6 +349,7 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     const cfg = headnodeVmConfig(rec, paths, accel, apiSocket, this.layout.shared(rec.spec.owner), this.opts.tcgTbMiB);
     const ssh = this.sshSettings();
     if (ssh.addr !== undefined && rec.sshPort !== undefined) cfg.sshForward = { addr: ssh.addr, port: rec.sshPort };
+    if (rec.vmUid !== undefined && vmUidsEnabled()) cfg.uid = rec.vmUid;
     return cfg;
   }
 
@@ -413,6 +425,21 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     });
   }
 
+  /**
+   * A uid of its own for a new headnode (vm-uid.ts), none other in this state folder holds or
+   * is being given; undefined when gcd is not root. Released by the caller once recorded.
+   */
+  private async reserveVmUid(): Promise<number | undefined> {
+    if (!vmUidsEnabled()) return undefined;
+    return this.lock.run('#vm-uids', async () => {
+      const taken = await takenVmUids(this.opts.settings.stateDir);
+      for (const u of this.reservedUids) taken.add(u);
+      const uid = pickVmUid(taken);
+      this.reservedUids.add(uid);
+      return uid;
+    });
+  }
+
   /** maxMemMiB of a headnode created without --max-mem. */
   private defaultMaxMem(memMiB: number): number {
     return defaultMaxMemMiB(memMiB, this.opts.capacityMemMiB ?? envSettings().capacityMemMiB);
@@ -442,22 +469,35 @@ export class QemuHeadnodeManager implements HeadnodeManager {
     await pruneGenerations(paths, rec.diskGen);
     await this.removeRuntimeFiles(paths);
     await mkdir(paths.dir, { recursive: true, mode: 0o700 });
-    await ensurePrivateDir(this.layout.ramHeadnodesDir);
+    await ensurePrivateDir(this.layout.ramHeadnodesDir, vmDirMode());
     await truncate(paths.consoleLog).catch(() => undefined);
+    if (rec.vmUid === undefined && vmUidsEnabled()) {
+      // Created before VM uids: it gets its own now (its snapshots from before keep running as root).
+      const uid = await this.reserveVmUid();
+      rec.vmUid = uid;
+      try {
+        await writeJsonAtomic(paths.record, rec);
+      } finally {
+        if (uid !== undefined) this.reservedUids.delete(uid);
+      }
+    }
 
     // The owner's shared volume: root-only on the host, its quota mounted, served to the guest
     // by gcd's sftp gate (vm/shared-volumes.ts); clones get the same folder (snapshot meta).
-    await this.shared.prepare(rec.spec.owner);
+    await this.shared.prepare(rec.spec.owner, rec.vmUid);
     await this.checkSshPort(rec, paths);
     const accel = this.accel();
     const apiSocket = await this.opts.channels.open(this.identity(rec.spec));
     const config = this.configOf(rec, paths, accel, apiSocket);
+    // Everything QEMU opens after start, given to the headnode's uid (vm/vm-uid.ts).
+    await giveHeadnodeFiles(this.layout, paths, rec.diskGen, config);
     let vm: VmProcess | undefined;
     try {
       vm = await VmProcess.spawn({
         vmId: name,
         args: buildVmArgs(config),
         lifetime: 'detached',
+        uid: config.uid,
         cgroup: vmCgroupSpec(this.opts.settings.stateDir, config),
         qmpSocket: paths.qmp,
         logFile: paths.qemuLog,

@@ -41,4 +41,5 @@ export const HEADNODE_RECORD: z.ZodType<HeadnodeRecord> = z.looseObject({
   crash: z.looseObject({ reason: z.string(), at: z.number() }).optional(),
   sshPort: z.number().int().min(1).max(65535).optional(),
   sshHostKey: z.string().optional(),
+  vmUid: z.number().int().positive().optional(),
 });

@@ -36,6 +36,8 @@ export interface HeadnodeRecord {
   sshPort?: number;
   /** Its SSH host key line as the guest reported it (made on its first boot). */
   sshHostKey?: string;
+  /** The uid its QEMU, its snapshots' receivers and its clones run as (vm/vm-uid.ts), kept for its life. */
+  vmUid?: number;
 }
 
 export async function readRecord(path: string, name: string): Promise<HeadnodeRecord> {

@@ -18,7 +18,7 @@ export class EndedOutputs {
   /** Take over a finished job's spool folder (its `stdout` and `stderr` files). */
   async keep(jobId: string, spool: string): Promise<void> {
     const to = join(this.dir, jobId);
-    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 }); // jobs' output: root's alone (VM uids traverse the state folder)
     await rm(to, { recursive: true, force: true });
     await rename(spool, to);
     const t = setTimeout(() => void rm(to, { recursive: true, force: true }).catch(() => undefined), this.keepMs);

@@ -5,6 +5,8 @@
  * RAM where they choose). Every component from the first world-writable ancestor down must be
  * a real directory (not a symlink), owned by gcd's user, writable by nobody else; the last one
  * is mode 0700. A component that breaks this is refused, never repaired: it was not ours.
+ * With `mode` 0711 (VM uids, vm-uid.ts) the folders gcd makes are traversable by others but
+ * still listable and writable by gcd alone: each VM's uid reaches its own files by name.
  */
 import { chmod, lstat, mkdir, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
@@ -28,7 +30,7 @@ function euid(): number {
 }
 
 /** Make (or check) `path` and its missing ancestors; returns when it is safe to use. */
-export async function ensurePrivateDir(path: string): Promise<void> {
+export async function ensurePrivateDir(path: string, mode: 0o700 | 0o711 = 0o700): Promise<void> {
   const abs = resolve(path);
   const parts: string[] = [];
   for (let p = abs; p !== dirname(p); p = dirname(p)) parts.unshift(p);
@@ -42,7 +44,7 @@ export async function ensurePrivateDir(path: string): Promise<void> {
     if (!st) {
       // Not recursive: each new component is made, then checked like an old one (a racer who
       // made it first is caught by the lstat below).
-      await mkdir(p, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      await mkdir(p, { mode }).catch((err: NodeJS.ErrnoException) => {
         if (err.code !== 'EEXIST') throw err;
       });
       st = await lstat(p);
@@ -67,7 +69,9 @@ export async function ensurePrivateDir(path: string): Promise<void> {
       }
       if (last && target.uid !== me) throw new UnsafeDirError(p, `it is owned by uid ${target.uid}, not ${me}`);
     }
-    if (last && (st.mode & 0o777) !== 0o700) await chmod(p, 0o700);
+    if (last && (st.mode & 0o777) !== mode) await chmod(p, mode);
+    // Our own folder on the way down (below the shared place): traversable too when asked.
+    else if (!last && shared && mode === 0o711 && st.uid === me && (st.mode & 0o011) !== 0o011) await chmod(p, (st.mode & 0o777) | 0o011);
   }
 }
 

@@ -22,6 +22,15 @@ export async function createOverlay(path: string, backing: string, sizeBytes?: n
   await qemuImg(args);
 }
 
+/**
+ * An overlay on a layer a running QEMU holds open read-write (`-u`: the backing is not opened;
+ * the size is given). For QEMU to take over with blockdev-snapshot-sync mode=existing: QEMU,
+ * running as the VM's uid, cannot make files in the VM's root-owned folder.
+ */
+export async function createOverlayUnsafe(path: string, backing: string, sizeBytes: number): Promise<void> {
+  await qemuImg(['create', '-q', '-f', 'qcow2', '-u', '-b', backing, '-F', 'qcow2', path, String(sizeBytes)]);
+}
+
 /** An empty qcow2 of `sizeBytes` (a disk that only has to exist, e.g. a RamReceiver's). */
 export async function createBlank(path: string, sizeBytes: number): Promise<void> {
   await qemuImg(['create', '-q', '-f', 'qcow2', path, String(sizeBytes)]);

@@ -16,6 +16,7 @@ import type { QmpClient } from './qmp.js';
 import { createBlank } from './qemu-img.js';
 import { buildVmArgs, type VmConfig } from './vm-args.js';
 import { VmProcess } from './vm-process.js';
+import { giveReceiverDir } from './vm-files.js';
 
 /** The machine layout a receiver needs; the same as a snapshot's FrozenVm. */
 export type ReceiverVm = Omit<
@@ -60,6 +61,8 @@ export class RamReceiver {
     let vm: VmProcess | undefined;
     try {
       await createBlank(disk, opts.diskBytes);
+      // It runs as its source VM's uid (vm-uid.ts): its folder (sockets), disk and the RAM file are that uid's.
+      await giveReceiverDir(opts.dir, disk, opts.ramFile, opts.vm.uid);
       const cfg: VmConfig = {
         ...opts.vm,
         vmId: `recv.${opts.id}`,
@@ -79,6 +82,7 @@ export class RamReceiver {
         vmId: cfg.vmId,
         args: buildVmArgs(cfg),
         lifetime: 'job',
+        uid: cfg.uid,
         qmpSocket: cfg.qmpSocket,
         logFile: join(opts.dir, 'qemu.log'),
         pidFile: join(opts.dir, 'qemu.pid'),

@@ -29,6 +29,7 @@ const FROZEN_VM: z.ZodType<FrozenVm> = z.looseObject({
   tcgTbMiB: count.optional(),
   clusterNic: CLUSTER_NIC.optional(),
   sharedSftp: z.looseObject({ dir: z.string() }).optional(),
+  uid: z.number().int().positive().optional(),
 });
 
 export const SNAPSHOT_META: z.ZodType<SnapshotMeta> = z.looseObject({

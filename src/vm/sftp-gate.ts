@@ -7,13 +7,14 @@
  * files the sessions hold (not by a count in gcd, which a restart would forget).
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { chmodSync, chownSync, mkdirSync, rmSync } from 'node:fs';
+import { readFile, readdir } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { sftpGateSocket, sftpSandboxArgv, sftpSlotsDir } from './vm-args.js';
+import { vmUidsEnabled } from './vm-uid.js';
 
 const OWNER = /^[A-Za-z0-9_.@-]+$/;
 
@@ -35,16 +36,34 @@ export class SftpGate {
   async serveAll(): Promise<void> {
     const owners = await readdir(this.sharedDir, { withFileTypes: true }).catch(() => []);
     for (const d of owners) if (d.isDirectory() && OWNER.test(d.name)) await this.serve(d.name);
+    // Each headnode's own socket (its uid's), for it and its clones after a gcd restart.
+    const headnodes = join(dirname(this.sharedDir), 'headnodes');
+    for (const name of await readdir(headnodes).catch(() => [] as string[])) {
+      try {
+        const rec = JSON.parse(await readFile(join(headnodes, name, 'headnode.json'), 'utf8')) as { vmUid?: unknown; spec?: { owner?: unknown } };
+        const owner = rec.spec?.owner;
+        if (typeof rec.vmUid === 'number' && typeof owner === 'string' && OWNER.test(owner) && owners.some((d) => d.name === owner)) {
+          await this.serve(owner, rec.vmUid);
+        }
+      } catch {
+        // no record (yet): nothing to serve
+      }
+    }
   }
 
-  /** Listen on the owner's socket (once); returns its path. */
-  async serve(owner: string): Promise<string> {
+  /**
+   * Listen on the owner's socket (once); returns its path. With `vmUid`: the socket the VMs of
+   * that uid connect to, owned by it (0600) in a folder every VM uid may traverse but not list.
+   */
+  async serve(owner: string, vmUid?: number): Promise<string> {
     const dir = join(this.sharedDir, owner);
-    const path = sftpGateSocket(dir);
-    const existing = this.servers.get(owner);
+    const path = sftpGateSocket(dir, vmUid);
+    const key = vmUid !== undefined ? `${owner}#${vmUid}` : owner;
+    const existing = this.servers.get(key);
     if (existing) return existing.path;
+    const uids = vmUidsEnabled();
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    chmodSync(dirname(path), 0o700);
+    chmodSync(dirname(path), uids ? 0o711 : 0o700);
     mkdirSync(sftpSlotsDir(dir), { recursive: true, mode: 0o700 });
     rmSync(path, { force: true });
     const server = createServer((sock) => this.session(owner, dir, sock));
@@ -54,7 +73,8 @@ export class SftpGate {
       server.listen(path, () => resolve());
     });
     chmodSync(path, 0o600);
-    this.servers.set(owner, { server, path });
+    if (vmUid !== undefined && uids) chownSync(path, vmUid, 0);
+    this.servers.set(key, { server, path });
     return path;
   }
 

@@ -50,13 +50,14 @@ export class SharedVolumes {
   }
 
   /** The owner's folder, with its quota mounted and its gate listening: before a VM of theirs starts. */
-  async prepare(owner: string): Promise<string> {
+  async prepare(owner: string, vmUid?: number): Promise<string> {
     const dir = join(this.dir, owner);
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const mib = this.o.quotaMiB?.(owner);
     if (mib !== undefined) await this.withQuota(owner, dir, mib);
     await this.gate.serve(owner);
+    if (vmUid !== undefined) await this.gate.serve(owner, vmUid);
     return dir;
   }
 

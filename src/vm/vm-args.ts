@@ -138,6 +138,12 @@ export interface VmConfig {
   pidFile?: string;
   /** Executable QEMU runs for the guestfwd channel (default `socat`, found on PATH). */
   socat?: string;
+  /**
+   * The unprivileged uid QEMU runs as (vm-uid.ts): the headnode's, shared by its snapshots
+   * and clones. Not on the command line (VmProcess.spawn runs QEMU as it); also names the
+   * shared volume's gate socket this VM may reach.
+   */
+  uid?: number;
 }
 
 /** Longest path a Unix socket address can hold (sun_path is 108 bytes incl. NUL). */
@@ -193,7 +199,7 @@ export function buildVmArgs(cfg: VmConfig): string[] {
   const socat = cfg.socat ?? 'socat';
   const sftp =
     cfg.sharedSftp !== undefined
-      ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${sftpGateSocket(cfg.sharedSftp.dir)}`
+      ? `,guestfwd=tcp:${SHARED_SFTP_ADDR}:${SHARED_SFTP_PORT}-cmd:${socat} -lf /dev/null - UNIX-CONNECT:${sftpGateSocket(cfg.sharedSftp.dir, cfg.uid)}`
       : '';
   const ssh = cfg.sshForward !== undefined ? `,hostfwd=tcp:${cfg.sshForward.addr}:${cfg.sshForward.port}-${GUEST_ADDR}:22` : '';
   args.push(
@@ -255,9 +261,13 @@ function sftpServerLibs(arch: string = process.arch): string[] {
   return ['/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/libc.so.6'];
 }
 
-/** Where gcd serves an owner's shared volume (sftp-gate.ts): `<state>/run/sftp/<owner>.sock` for `<state>/shared/<owner>`. */
-export function sftpGateSocket(dir: string): string {
-  return join(dirname(dirname(dir)), 'run', 'sftp', `${basename(dir)}.sock`);
+/**
+ * Where gcd serves an owner's shared volume (sftp-gate.ts): `<state>/run/sftp/<owner>.sock` for
+ * `<state>/shared/<owner>`; a VM running as its own uid reaches it through
+ * `<owner>.u<uid>.sock`, owned by that uid alone (vm-uid.ts): no other user's VM can connect.
+ */
+export function sftpGateSocket(dir: string, uid?: number): string {
+  return join(dirname(dirname(dir)), 'run', 'sftp', `${basename(dir)}${uid !== undefined ? `.u${uid}` : ''}.sock`);
 }
 
 /** The folder of an owner's session slots (one lock file per allowed session). */

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { setting } from '../config/settings.js';
 import { DriverError, errorMessage } from '../errors.js';
 import { QmpClient } from './qmp.js';
+import { setprivIds } from './vm-uid.js';
 import { createVmCgroup, removeVmCgroup, vmCgroupOfPid, type VmCgroup, type VmLimits } from './vm-cgroup.js';
 
 export const QEMU_BINARY = setting('qemuBinary');
@@ -38,6 +39,11 @@ export interface SpawnOptions {
    * firewall matches (guest-egress.ts).
    */
   cgroup?: { stateDir: string; limits: VmLimits };
+  /**
+   * The unprivileged uid QEMU runs as (vm-uid.ts): the VM's files must be given to it before
+   * the spawn. Undefined: gcd's own uid (a VM from before uids, or gcd not root).
+   */
+  uid?: number;
 }
 
 export type ReattachResult = { ok: true; vm: VmProcess } | { ok: false; reason: string; pid?: number };
@@ -79,7 +85,7 @@ export class VmProcess {
   static async spawn(opts: SpawnOptions): Promise<VmProcess> {
     await rm(opts.qmpSocket, { force: true });
     const cgroup = opts.cgroup ? await createVmCgroup(opts.cgroup.stateDir, opts.vmId, opts.cgroup.limits) : undefined;
-    const log = await open(opts.logFile, 'w').catch(async (e: unknown) => {
+    const log = await open(opts.logFile, 'w', 0o600).catch(async (e: unknown) => {
       if (cgroup) await removeVmCgroup(cgroup);
       throw e;
     });
@@ -212,13 +218,15 @@ export class VmProcess {
 
 /**
  * The command that runs QEMU: `sh` joins the VM's cgroup (writing its own pid, so QEMU never
- * runs a thread outside it) and execs `setpriv`, which sets the guests' group id (the host
- * firewall's mark, guest-egress.ts), drops supplementary groups and, for a job clone, asks
- * for SIGKILL when gcd dies; setpriv execs QEMU: the pid gcd holds is QEMU's.
+ * runs a thread outside it) and execs `setpriv`, which sets the VM's own uid (vm-uid.ts) and
+ * the guests' group id (the host firewall's mark, guest-egress.ts), drops supplementary groups
+ * and, for a job clone, asks for SIGKILL when gcd dies; setpriv execs QEMU: the pid gcd holds
+ * is QEMU's.
  */
 function qemuCommand(opts: SpawnOptions, cgroup: VmCgroup | undefined): [string, string[]] {
-  const gid = String(setting('vmGid'));
-  const priv = ['setpriv', ...(opts.lifetime === 'job' ? ['--pdeathsig', 'SIGKILL'] : []), '--regid', gid, '--clear-groups', '--', QEMU_BINARY, ...opts.args];
+  const ai = opts.args.indexOf('-accel');
+  const kvm = ai >= 0 && opts.args[ai + 1] === 'kvm';
+  const priv = ['setpriv', ...(opts.lifetime === 'job' ? ['--pdeathsig', 'SIGKILL'] : []), ...setprivIds(opts.uid, kvm), '--', QEMU_BINARY, ...opts.args];
   if (!cgroup) return [priv[0] ?? 'setpriv', priv.slice(1)];
   const join = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift; exec "$@"';
   return ['sh', ['-c', join, 'copper-cgroup-join', ...cgroup.procsFiles, '--', ...priv]];
@@ -254,7 +262,7 @@ function readFileSyncSafe(path: string): string | undefined {
 }
 
 async function writePid(path: string, pid: number): Promise<void> {
-  await writeFile(path, `${pid}\n`);
+  await writeFile(path, `${pid}\n`, { mode: 0o600 });
 }
 
 async function logTail(path: string, max = 600): Promise<string> {

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { access, cp, link, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, chown, cp, link, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -348,6 +348,11 @@ describe('QemuDriver end to end under TCG @vm', function () {
     // A copy of the snapshot whose kernel is gone: QEMU exits at once.
     const bad = `${snapId}x`;
     await cp(join(settings.stateDir, 'snapshots', snapId), join(settings.stateDir, 'snapshots', bad), { recursive: true });
+    // The copy is root's; the clone's QEMU runs as the snapshot's uid (vm-uid.ts): give it the same owners.
+    for (const f of await readdir(join(settings.stateDir, 'snapshots', snapId))) {
+      const st = await stat(join(settings.stateDir, 'snapshots', snapId, f));
+      await chown(join(settings.stateDir, 'snapshots', bad, f), st.uid, st.gid);
+    }
     await link(join(settings.ramDir, 'snapshots', `${snapId}.ram`), join(settings.ramDir, 'snapshots', `${bad}.ram`));
     const metaPath = join(settings.stateDir, 'snapshots', bad, 'meta.json');
     const meta = JSON.parse(await readFile(metaPath, 'utf8')) as { vm: { kernel?: string } };

@@ -26,6 +26,7 @@ import { growMemory } from '../mem-hotplug.js';
 import { buildVmArgs, type VmConfig } from '../vm-args.js';
 import { vmCgroupSpec } from '../vm-cgroup.js';
 import { pidAlive, VmProcess, type VmLifetime } from '../vm-process.js';
+import { giveApiSocket, giveCloneFiles } from '../vm-files.js';
 import { readdirSafe, type SnapshotStore } from '../snapshots/store.js';
 import type { SnapshotMeta } from '../snapshots/types.js';
 import { cloneInit } from './identity.js';
@@ -120,11 +121,14 @@ export class Clones {
           else delete cfg.tcgTbMiB;
         }
         if (cfg.clusterNic) cfg.clusterNic = opts.clusterNic ?? { kind: 'isolated', mac: cfg.clusterNic.mac };
+        // QEMU runs as the snapshot's uid (its headnode's, vm-uid.ts): its files are given to it.
+        await giveCloneFiles(this.layout, cp, cfg);
         mark('overlay');
         const vm = await VmProcess.spawn({
           vmId: opts.cloneId,
           args: buildVmArgs(cfg),
           lifetime: this.o.lifetime ?? 'job',
+          uid: cfg.uid,
           cgroup: vmCgroupSpec(this.o.layout.stateDir, cfg),
           qmpSocket: cp.qmp,
           logFile: cp.qemuLog,
@@ -225,7 +229,8 @@ export class Clones {
       try {
         agent = await AgentClient.connect(cp.qga, { deadline: Date.now() + 5000, isAlive: () => vm.isAlive() });
         await agent.waitReady(Date.now() + 15_000);
-        await this.o.channels.open({ vmId: cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group });
+        const apiSocket = await this.o.channels.open({ vmId: cloneId, kind: 'clone', headnode: meta.headnode, owner: meta.owner, group: meta.group });
+        await giveApiSocket({ apiSocket, uid: meta.vm.uid }); // a new socket: the running QEMU's uid must reach it again
       } catch (err) {
         agent?.destroy();
         vm.qmp.destroy();

@@ -30,6 +30,8 @@ import type { LiveCloneAccess } from '../clones/types.js';
 import { activeNode, virtualSize } from '../disk-chain.js';
 import { writeJsonAtomic } from '../json-file.js';
 import { ensurePrivateDir } from '../private-dir.js';
+import { giveFile, giveSnapshotFiles } from '../vm-files.js';
+import { placeForVm, vmDirMode } from '../vm-uid.js';
 import type { Layout } from '../layout.js';
 import { setMigrationCaps, shellQuote, waitMigration, whilePaused } from '../migration.js';
 import { fileSource, RamReceiver } from '../ram-receiver.js';
@@ -80,7 +82,11 @@ export async function snapshotClone(layout: Layout, clones: CloneLender, vmId: s
   const sp = layout.snapshot(id);
   const fullState = join(layout.ramSnapshotsDir, `${id}.full`);
   await mkdir(sp.dir, { recursive: true, mode: 0o700 });
-  await ensurePrivateDir(layout.ramSnapshotsDir);
+  await ensurePrivateDir(layout.ramSnapshotsDir, vmDirMode());
+  // The clone's QEMU (its headnode's uid, vm-uid.ts) writes the state file and the next layer.
+  const uid = origin.vm.uid;
+  await giveSnapshotFiles(layout, sp, uid);
+  await placeForVm(fullState, uid);
   let diskFrozen = false;
   let diskBytes = 0;
   try {
@@ -93,6 +99,7 @@ export async function snapshotClone(layout: Layout, clones: CloneLender, vmId: s
       let added = false;
       try {
         await createOverlayUnsafe(next.file, sp.disk, diskBytes);
+        await giveFile(next.file, uid);
         await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': next.node, file: { driver: 'file', filename: next.file }, backing: null });
         added = true;
         await setMigrationCaps(qmp, { ignoreShared: false });

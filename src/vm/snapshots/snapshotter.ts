@@ -14,9 +14,12 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, rm } from 'node:fs/promises';
 import { CopperError, DriverError, errorMessage } from '../../errors.js';
 import { log } from '../../log.js';
-import { activeNode } from '../disk-chain.js';
+import { activeNode, virtualSize } from '../disk-chain.js';
+import { createOverlayUnsafe } from '../qemu-img.js';
+import { giveFile, giveSnapshotFiles } from '../vm-files.js';
 import { writeJsonAtomic } from '../json-file.js';
 import { ensurePrivateDir } from '../private-dir.js';
+import { vmDirMode } from '../vm-uid.js';
 import { assertId, type Layout } from '../layout.js';
 import { enableIgnoreShared, saveDeviceState, whilePaused, type SnapshotRamMethod } from '../migration.js';
 import type { ClusterNic } from '../vm-args.js';
@@ -86,7 +89,7 @@ export class Snapshotter {
     const layout = this.o.layout;
     const sp = layout.snapshot(id);
     await mkdir(sp.dir, { recursive: true, mode: 0o700 });
-    await ensurePrivateDir(layout.ramSnapshotsDir);
+    await ensurePrivateDir(layout.ramSnapshotsDir, vmDirMode());
     const qmp = h.vm.qmp;
     const frozenGen = h.diskGen;
     const frozenDisk = h.paths.disk(frozenGen);
@@ -94,6 +97,11 @@ export class Snapshotter {
     const nextDisk = h.paths.disk(nextGen);
     await rm(nextDisk, { force: true }); // left by a failed attempt
     const { node: frozenNode } = await activeNode(qmp);
+    // QEMU runs as the VM's uid (vm-uid.ts): gcd makes the files it will write and gives them to it.
+    const uid = h.config.uid;
+    await giveSnapshotFiles(layout, sp, uid);
+    await createOverlayUnsafe(nextDisk, frozenDisk, await virtualSize(qmp, frozenNode));
+    await giveFile(nextDisk, uid);
     const clusterNic = await this.pluggedClusterNic(h);
     const vm: FrozenVm = clusterNic ? { ...frozenVm(h.config), clusterNic } : frozenVm(h.config);
     await checkRamSpace(h, layout.ramSnapshotsDir, this.policy.expected);
@@ -104,6 +112,7 @@ export class Snapshotter {
         'snapshot-file': nextDisk,
         'snapshot-node-name': `ov${nextGen}`,
         format: 'qcow2',
+        mode: 'existing',
       });
       switched = true;
       mark('disk');
@@ -123,6 +132,7 @@ export class Snapshotter {
         await saveDeviceState(qmp, sp.state);
         mark('state');
         await copySparse(h.paths.ramFile, sp.ramFile);
+        await giveFile(sp.ramFile, uid);
         mark('ram');
       }));
     }

@@ -27,6 +27,7 @@ export type FrozenVm = Pick<
   | 'tcgTbMiB'
   | 'clusterNic'
   | 'sharedSftp'
+  | 'uid'
 >;
 
 /** <snapshot>/meta.json: written last, so a folder without it is an unfinished snapshot. */
@@ -99,5 +100,6 @@ export function frozenVm(cfg: VmConfig): FrozenVm {
   if (cfg.append !== undefined) f.append = cfg.append;
   if (cfg.tcgTbMiB !== undefined) f.tcgTbMiB = cfg.tcgTbMiB;
   if (cfg.sharedSftp !== undefined) f.sharedSftp = { dir: cfg.sharedSftp.dir };
+  if (cfg.uid !== undefined) f.uid = cfg.uid;
   return f;
 }
