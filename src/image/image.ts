@@ -8,6 +8,7 @@ import { DriverError, UsageError, errorMessage } from '../errors.js';
 import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
 import { duBytes, hostMirror, newestKernel, requireTool, run, secs } from './host-tools.js';
 import { extractPvhKernel, hasPvhNote } from './pvh-kernel.js';
+import { installExtraPackages } from './extra-packages.js';
 import { buildInitramfs, configureTree, copyTree, installModules, SUITE, type Plan } from './guest-tree.js';
 
 /**
@@ -325,8 +326,7 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
     let t = Date.now();
     log('debootstrap (about a minute)...');
     try {
-      const include = [...PACKAGES, ...plan.extraPackages];
-      await run('debootstrap', ['--variant=minbase', `--include=${include.join(',')}`, `--cache-dir=${cacheDir}`, SUITE, tree, plan.mirror]);
+      await run('debootstrap', ['--variant=minbase', `--include=${PACKAGES.join(',')}`, `--cache-dir=${cacheDir}`, SUITE, tree, plan.mirror]);
     } catch (err) {
       // debootstrap says "see debootstrap.log" and that log is inside the tree we delete.
       const detail = await readFile(join(tree, 'debootstrap', 'debootstrap.log'), 'utf8').catch(() => '');
@@ -334,6 +334,12 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
       throw new DriverError(`${errorMessage(err)}${tail ? `\ndebootstrap.log:\n${tail}` : ''}`, { cause: err });
     }
     log(`debootstrap done in ${secs(t)}`);
+    if (plan.extraPackages.length > 0) {
+      t = Date.now();
+      log(`apt-get install ${plan.extraPackages.join(' ')} (GC_IMAGE_PACKAGES)...`);
+      await installExtraPackages(tree, plan.extraPackages);
+      log(`extra packages installed in ${secs(t)}`);
+    }
 
     t = Date.now();
     await copyTree(join(plan.recipeDir, 'guest'), tree);
