@@ -27,6 +27,9 @@ rule gather:
     input: expand("out/{s}.txt", s=SAMPLES)
     output: "gathered.txt"
     shell: "cat {input} > {output}; hostname >> {output}"
+rule boom:
+    output: "boom.txt"
+    shell: "echo partial > {output}; exit 3"
 `;
 
 /** --cluster-status: PBS Pro's finished-job view (qstat -x) and its JSON, as common profiles read it. */
@@ -148,5 +151,30 @@ describe('snakemake --cluster qsub inside a headnode @vm', function () {
   it('--cluster-status with qstat -x -f -F json: a scatter and a gather complete', async function () {
     const secs = await runWorkflow('--cluster "qsub -l walltime=00:10:00" --cluster-status ./status.py', ['a']);
     console.log(`      snakemake --cluster qsub --cluster-status, 1+1 jobs: ${secs.toFixed(0)} s`);
+  });
+
+  it('a failing rule: snakemake names the Copper job, exits 1; the job is F with status 1, nothing left', async function () {
+    const before = new Set(Object.keys(jobs()));
+    const run = inside(
+      'cd /root/wf && rm -rf .snakemake && snakemake boom.txt --cluster "qsub" --jobs 1 --latency-wait 10 > sm.log 2>&1; echo rc=$?; cat sm.log',
+    );
+    expect(run.stdout.split('\n')[0], run.stdout).to.equal('rc=1');
+    const ours = await until(
+      'the job to be F',
+      () => {
+        const all = Object.entries(jobs()).filter(([id]) => !before.has(id));
+        return all.length === 1 && all[0][1].job_state === 'F' ? all[0] : undefined;
+      },
+      120_000,
+    );
+    const [id, job] = ours;
+    expect(job.Exit_status, job.comment).to.equal(1);
+    expect(run.stdout).to.contain('Error in rule boom:');
+    expect(run.stdout).to.match(new RegExp(`cluster_jobid: ${id.replace('.', '\\.')}\\b`));
+    await until('the clone to be destroyed', () => cloneDirs().length === 0, 60_000);
+    // The partial output of the failed rule is not left looking complete.
+    expect(inside("cd /root/wf && ls boom.txt 2>&1; find . -name '*.copper-*'; ls -d .snakemake/tmp.* 2>/dev/null; true").stdout).to.equal(
+      "ls: cannot access 'boom.txt': No such file or directory\n",
+    );
   });
 });
