@@ -171,6 +171,10 @@ describe('snakemake --cluster qsub inside a headnode @vm', function () {
     expect(job.Exit_status, job.comment).to.equal(1);
     expect(run.stdout).to.contain('Error in rule boom:');
     expect(run.stdout).to.match(new RegExp(`cluster_jobid: ${id.replace('.', '\\.')}\\b`));
+    // The rule's own failure (not snakemake's in the clone), in the job's stderr file.
+    const seq = id.split('.')[0];
+    const jobErr = inside(`cat /root/wf/snakejob.boom.*.sh.e${seq}`).stdout;
+    expect(jobErr, jobErr).to.contain('Error in rule boom:').and.contain('one of the commands exited with non-zero exit code');
     await until('the clone to be destroyed', () => cloneDirs().length === 0, 60_000);
     // The partial output of the failed rule is not left looking complete.
     expect(inside("cd /root/wf && ls boom.txt 2>&1; find . -name '*.copper-*'; ls -d .snakemake/tmp.* 2>/dev/null; true").stdout).to.equal(
