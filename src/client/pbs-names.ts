@@ -1,6 +1,6 @@
 /**
  * `gc install-pbs-names [--prefix DIR] [--remove]`: small wrappers named qsub, qstat, qdel,
- * qselect, qhold, qrls and qalter that run Copper's gcq* tools, for workflow managers and
+ * qselect, qhold, qrls, qalter, qsig, qrerun and qmove that run Copper's gcq* tools, for workflow managers and
  * portals that call the PBS names (Snakemake, Nextflow, dask-jobqueue, Open OnDemand).
  * Optional: nothing is installed unless asked. A file of that name that is not one of ours
  * is never overwritten.
@@ -19,6 +19,9 @@ export const PBS_NAMES: Readonly<Record<string, string>> = {
   qhold: 'gcqhold',
   qrls: 'gcqrls',
   qalter: 'gcqalter',
+  qsig: 'gcqsig',
+  qrerun: 'gcqrerun',
+  qmove: 'gcqmove',
 };
 
 const MARK = '// copper: PBS name wrapper (gc install-pbs-names)';

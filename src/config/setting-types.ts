@@ -82,3 +82,15 @@ export function word(pattern: RegExp, what: string): SettingParser<string> {
     return t;
   };
 }
+
+/**
+ * Debian package names, separated by commas or spaces; sorted and without repeats, so the
+ * same set written in another order is the same image. Versions and suites are refused:
+ * the image follows its suite, as the built-in packages do.
+ */
+export const debianPackages: SettingParser<readonly string[]> = (t, variable) => {
+  const names = t.split(/[\s,]+/).filter((n) => n !== '');
+  const bad = names.find((n) => !/^[a-z0-9][a-z0-9+.-]+$/.test(n));
+  if (bad !== undefined) throw new SettingError(variable, t, `'${bad}' is not a Debian package name (lowercase letters, digits, + . -)`);
+  return [...new Set(names)].sort();
+};

@@ -1,7 +1,7 @@
 // One table of every GC_* setting; longer than 400 lines because each variable is declared once, here.
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { byteSize, choice, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';
+import { byteSize, choice, debianPackages, milliseconds, path, SettingError, text, url, wholeNumber, word, type SettingParser } from './setting-types.js';
 
 export { SettingError } from './setting-types.js';
 
@@ -57,6 +57,8 @@ export interface Settings {
   imageRecipeDir: string | undefined;
   /** Debian mirror, or undefined for the host's apt source (else deb.debian.org). */
   debianMirror: string | undefined;
+  /** Debian packages added to the headnode image beyond the built-in ones (snakemake, ...). */
+  imagePackages: readonly string[];
   /** Per job, bytes of file content a stage-out writes into the headnode; the rest is kept on the host. */
   stageoutMaxBytes: number;
   /** Per job, most bytes kept on the host beyond stageoutMaxBytes (the rest stays in the clone, said in the comment). */
@@ -352,6 +354,15 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
     parse: url('http:', 'https:'),
     fallback: none,
     meaning: 'mirror for the image build',
+  },
+  imagePackages: {
+    name: 'GC_IMAGE_PACKAGES',
+    type: 'list',
+    defaultText: '(none)',
+    parse: debianPackages,
+    fallback: () => [],
+    meaning:
+      'extra Debian packages in the headnode image, comma or space separated (`snakemake,r-base-core`); a new list is a new image (old headnodes keep theirs)',
   },
   stageoutMaxBytes: {
     name: 'GC_STAGEOUT_MAX',
@@ -656,6 +667,7 @@ export function loadSettings(env: NodeJS.ProcessEnv = process.env): Settings {
     imageDir: r('imageDir'),
     imageRecipeDir: r('imageRecipeDir'),
     debianMirror: r('debianMirror'),
+    imagePackages: r('imagePackages'),
     stageoutMaxBytes: r('stageoutMaxBytes'),
     stageoutKeepMaxBytes: r('stageoutKeepMaxBytes'),
     headnode: r('headnode'),

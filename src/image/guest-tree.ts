@@ -17,6 +17,8 @@ export interface Plan {
   kernelPath: string;
   modulesDir: string;
   sizeMiB: number;
+  /** GC_IMAGE_PACKAGES: Debian packages installed beyond the built-in PACKAGES. */
+  extraPackages: readonly string[];
   recipeHash: string;
 }
 

@@ -8,6 +8,7 @@ import { DriverError, UsageError, errorMessage } from '../errors.js';
 import { GUEST_CLONE_INIT, GUEST_INIT, GUEST_RUN_JOB } from '../vm/guest-programs.js';
 import { duBytes, hostMirror, newestKernel, requireTool, run, secs } from './host-tools.js';
 import { extractPvhKernel, hasPvhNote } from './pvh-kernel.js';
+import { installExtraPackages } from './extra-packages.js';
 import { buildInitramfs, configureTree, copyTree, installModules, SUITE, type Plan } from './guest-tree.js';
 
 /**
@@ -71,6 +72,8 @@ export interface ImageInfo {
   kernelVersion: string;
   recipeHash: string;
   mirror: string;
+  /** GC_IMAGE_PACKAGES when it was built (absent in images built before the setting). */
+  extraPackages?: readonly string[];
   builtAt: number;
   buildSeconds: number;
   sizes: ImageSizes;
@@ -85,6 +88,8 @@ export interface ImageOptions {
   /** Host kernel to boot, e.g. 6.1.0-56-amd64; default the newest one with modules installed. */
   kernelVersion?: string;
   sizeMiB?: number;
+  /** Debian packages beyond PACKAGES; default GC_IMAGE_PACKAGES. */
+  extraPackages?: readonly string[];
   /** Progress lines; default stderr. */
   log?: (line: string) => void;
   env?: NodeJS.ProcessEnv;
@@ -142,6 +147,11 @@ export async function findImage(opts: ImageOptions): Promise<ImageInfo | undefin
   return readImageInfo(plan.finalDir);
 }
 
+/** The folder the current recipe's image has (or will have) in the cache; builds nothing. */
+export async function imageFolder(opts: ImageOptions): Promise<string> {
+  return (await planImage(opts)).finalDir;
+}
+
 /** The image for the current recipe, built first if needed (or if `force`). */
 export async function buildImage(opts: ImageOptions): Promise<ImageInfo> {
   const log = opts.log ?? ((line: string) => process.stderr.write(`image: ${line}\n`));
@@ -176,13 +186,16 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
   const sizeMiB = opts.sizeMiB ?? DEFAULT_SIZE_MIB;
   if (!Number.isInteger(sizeMiB) || sizeMiB < 1024) throw new UsageError(`image size ${sizeMiB} MiB: must be an integer >= 1024`);
   const mirror = opts.mirror ?? settings(env).debianMirror ?? ((await hostMirror(SUITE)) || DEFAULT_MIRROR);
+  const extraPackages = opts.extraPackages ?? settings(env).imagePackages;
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ RECIPE_VERSION, SUITE, PACKAGES, sizeMiB, kernelVersion }));
+  // Only when set, so that images built without extra packages keep their hash (and cache).
+  if (extraPackages.length > 0) hash.update(JSON.stringify({ extraPackages }));
   hash.update(await readFile(kernelPath));
   hash.update(await readFile('/usr/bin/busybox').catch(() => Buffer.from('no busybox')));
   await hashTree(hash, recipeDir, '');
   const recipeHash = hash.digest('hex').slice(0, 16);
-  const imagesDirPath = imagesDir(resolve(opts.stateDir));
+  const imagesDirPath = imagesDir(resolve(opts.stateDir), env);
   return {
     imagesDir: imagesDirPath,
     finalDir: join(imagesDirPath, `debian-${SUITE}-${recipeHash}`),
@@ -192,6 +205,7 @@ async function planImage(opts: ImageOptions): Promise<Plan> {
     kernelPath,
     modulesDir,
     sizeMiB,
+    extraPackages,
     recipeHash,
   };
 }
@@ -305,7 +319,8 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
   await mkdir(tmp, { recursive: true });
   let done = false;
   try {
-    log(`building debian-${SUITE}-${plan.recipeHash} (kernel ${plan.kernelVersion}, mirror ${plan.mirror})`);
+    const extra = plan.extraPackages.length > 0 ? `, extra packages ${plan.extraPackages.join(' ')}` : '';
+    log(`building debian-${SUITE}-${plan.recipeHash} (kernel ${plan.kernelVersion}, mirror ${plan.mirror}${extra})`);
     const cacheDir = join(plan.imagesDir, 'deb-cache');
     await mkdir(cacheDir, { recursive: true });
     let t = Date.now();
@@ -319,6 +334,12 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
       throw new DriverError(`${errorMessage(err)}${tail ? `\ndebootstrap.log:\n${tail}` : ''}`, { cause: err });
     }
     log(`debootstrap done in ${secs(t)}`);
+    if (plan.extraPackages.length > 0) {
+      t = Date.now();
+      log(`apt-get install ${plan.extraPackages.join(' ')} (GC_IMAGE_PACKAGES)...`);
+      await installExtraPackages(tree, plan.extraPackages);
+      log(`extra packages installed in ${secs(t)}`);
+    }
 
     t = Date.now();
     await copyTree(join(plan.recipeDir, 'guest'), tree);
@@ -354,6 +375,7 @@ async function runBuild(plan: Plan, log: (l: string) => void): Promise<ImageInfo
       kernelVersion: plan.kernelVersion,
       recipeHash: plan.recipeHash,
       mirror: plan.mirror,
+      extraPackages: plan.extraPackages,
       builtAt: Date.now(),
       buildSeconds: Math.round((Date.now() - started) / 100) / 10,
       sizes: {

@@ -112,6 +112,43 @@ describe('stage-out guest scripts (bash, GNU tar, python3 on this host)', functi
     expect(readFileSync(join(work, 'res.txt'), 'utf8')).to.equal('two', 'the last stage-out wins over the first');
   });
 
+  it('place writes entries in the order the job wrote them: a marker written last appears last', function () {
+    // Snakemake's generic cluster mode: the job script touches .snakemake/tmp.*/N.jobfinished
+    // after the rule wrote its outputs, and the headnode's snakemake takes the outputs as done
+    // once the marker is there. Placed in path order, the marker came before out/ and z.txt.
+    const work = join(dir, 'work');
+    mkdirSync(join(work, '.snakemake', 'tmp.x'), { recursive: true }); // made by the headnode's snakemake
+    const w = work.slice(1);
+    const py = [
+      'import io, sys, tarfile',
+      't = tarfile.open(sys.argv[1], "w")',
+      'def add(name, mtime, data=None, dir=False):',
+      '    i = tarfile.TarInfo(name)',
+      '    i.mtime = mtime',
+      '    if dir: i.type, i.mode = tarfile.DIRTYPE, 0o755',
+      '    else: i.size = len(data)',
+      '    t.addfile(i, None if dir else io.BytesIO(data))',
+      `add("${w}/.snakemake/tmp.x/3.jobfinished", 1700000300, b"")`,
+      `add("${w}/out", 1700000100, dir=True)`,
+      `add("${w}/out/a.txt", 1700000200, b"a")`, // written after out/ was made: out/ goes in at 200
+      `add("${w}/z.txt", 1700000150, b"z")`,
+      't.close()',
+    ].join('\n');
+    const archive = join(dir, 'a.tar');
+    expect(run('/usr/bin/python3', ['-c', py, archive]).status).to.equal(0);
+    const r = placeRun(archive, '3.srv', Date.now(), 'root', work);
+    expect(r.status, r.err).to.equal(0);
+    expect(JSON.parse(r.out) as { placed: number; errors: string[] }).to.include({ placed: 3 });
+    // The account's ledger lists what was placed (dev:ino:ctime), in the order it was placed.
+    const order = readFileSync(join(dir, 'ledgers', 'root', 'ledger'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((k) => Number(k.split(':')[1]));
+    const ino = (p: string) => lstatSync(join(work, p)).ino;
+    const placed = order.filter((i) => [ino('z.txt'), ino('out'), ino('.snakemake/tmp.x/3.jobfinished')].includes(i));
+    expect(placed).to.deep.equal([ino('z.txt'), ino('out'), ino('.snakemake/tmp.x/3.jobfinished')]);
+  });
+
   it("place becomes the job's account: its files are the account's, and it cannot write where the account cannot", function () {
     if (process.getuid?.() !== 0) this.skip(); // needs root to change user, as the headnode's agent is
     const nobody = Number(run('id', ['-u', 'nobody']).out.trim());

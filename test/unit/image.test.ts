@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { DriverError, UsageError } from '../../src/errors.js';
-import { guestKernelCmdline, hasPvhNote } from '../../src/image/image.js';
+import { guestKernelCmdline, hasPvhNote, imageFolder } from '../../src/image/image.js';
 import { moduleName, parseModulesDep, resolveModules } from '../../src/image/image-modules.js';
 
 const DEP = `kernel/drivers/virtio/virtio.ko:
@@ -83,5 +83,23 @@ describe('hasPvhNote', () => {
     expect(hasPvhNote(elfWithNote('Xen', 6))).to.equal(false);
     expect(hasPvhNote(elfWithNote('GNU', 18))).to.equal(false);
     expect(hasPvhNote(Buffer.from('not an elf at all, clearly not one, no no no no no no no no no no no'))).to.equal(false);
+  });
+});
+
+describe('image cache folder and GC_IMAGE_PACKAGES', () => {
+  const env = { GC_IMAGE_DIR: '/nonexistent/copper-images' };
+  it('extra packages make another image; none keeps the built-in image (and its cache)', async () => {
+    const plain = await imageFolder({ stateDir: '/nonexistent', env });
+    const none = await imageFolder({ stateDir: '/nonexistent', env: { ...env, GC_IMAGE_PACKAGES: '' } });
+    const snake = await imageFolder({ stateDir: '/nonexistent', env: { ...env, GC_IMAGE_PACKAGES: 'snakemake' } });
+    const same = await imageFolder({ stateDir: '/nonexistent', env, extraPackages: ['snakemake'] });
+    const other = await imageFolder({ stateDir: '/nonexistent', env: { ...env, GC_IMAGE_PACKAGES: 'snakemake,r-base-core' } });
+    const reordered = await imageFolder({ stateDir: '/nonexistent', env: { ...env, GC_IMAGE_PACKAGES: 'r-base-core snakemake' } });
+    expect(plain).to.match(/^\/nonexistent\/copper-images\/debian-bookworm-[0-9a-f]{16}$/);
+    expect(none).to.equal(plain);
+    expect(snake).to.not.equal(plain);
+    expect(same).to.equal(snake);
+    expect(other).to.not.equal(snake);
+    expect(reordered).to.equal(other);
   });
 });

@@ -263,11 +263,23 @@ describe('qstat -f: the attributes PBS scripts set', () => {
 });
 
 describe('gc install-pbs-names', () => {
-  it('writes executable qsub..qalter wrappers that run the gcq* tools, and removes only its own', () => {
+  it('writes executable qsub..qmove wrappers that run the gcq* tools, and removes only its own', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pbs-names-'));
     try {
       const r = installPbsNames(dir, '/opt/copper/dist/src/client/cli-client.js');
-      expect(r.written.map((p) => p.slice(dir.length + 1)).sort()).to.deep.equal(['qalter', 'qdel', 'qhold', 'qrls', 'qselect', 'qstat', 'qsub']);
+      expect(r.written.map((p) => p.slice(dir.length + 1)).sort()).to.deep.equal([
+        'qalter',
+        'qdel',
+        'qhold',
+        'qmove',
+        'qrerun',
+        'qrls',
+        'qselect',
+        'qsig',
+        'qstat',
+        'qsub',
+      ]);
+      expect(readFileSync(join(dir, 'qsig'), 'utf8')).to.contain('main("gcqsig", process.argv.slice(2), "qsig")');
       expect(statSync(join(dir, 'qstat')).mode & 0o111).to.not.equal(0);
       expect(readFileSync(join(dir, 'qstat'), 'utf8')).to.equal(wrapperText('qstat', '/opt/copper/dist/src/client/cli-client.js'));
       expect(readFileSync(join(dir, 'qstat'), 'utf8')).to.contain('main("gcqstat", process.argv.slice(2), "qstat")');

@@ -45,7 +45,7 @@ describe('settings (GC_* environment variables)', () => {
       if (!file.includes(`${join('src', 'config')}`)) expect(text, file).not.to.match(/process\.env\.GC_|process\.env\[['"]GC_/);
     }
     expect([...named].filter((n) => !declared.has(n))).to.deep.equal([]);
-    expect(declared.size).to.equal(56);
+    expect(declared.size).to.equal(57);
   });
 
   it('defaults: everything under the state folder, which GC_STATE_DIR moves', () => {
@@ -75,6 +75,9 @@ describe('settings (GC_* environment variables)', () => {
     });
     expect(s).to.include({ killDelayMs: 500, lockDurationMs: 3000, capacityNcpus: 16, maxClones: 0, accel: 'tcg', driver: 'fake' });
     expect(s).to.include({ redisUrl: 'rediss://:pw@db:6380/1', serverName: 'srv-2', stateDir: join(process.cwd(), 'rel') });
+    // Extra image packages: commas or spaces, one order and no repeats (one image per set).
+    expect(loadSettings({ GC_IMAGE_PACKAGES: 'snakemake, r-base-core snakemake,g++' }).imagePackages).to.deep.equal(['g++', 'r-base-core', 'snakemake']);
+    expect(loadSettings({}).imagePackages).to.deep.equal([]);
   });
 
   it('a bad value is refused in one line naming the variable, as a SettingError with its fields', () => {
@@ -93,6 +96,11 @@ describe('settings (GC_* environment variables)', () => {
       [{ GC_LOG_LEVEL: 'loud' }, "GC_LOG_LEVEL=loud: must be one of 'error', 'warn', 'info', 'debug'"],
       [{ GC_DRIVER: 'kvm' }, "GC_DRIVER=kvm: must be 'qemu' or 'fake'"],
       [{ GC_SERVER_NAME: 'a b' }, 'GC_SERVER_NAME=a b: not a host name (letters, digits, -)'],
+      [
+        { GC_IMAGE_PACKAGES: 'snakemake=7.21.0-1' },
+        "GC_IMAGE_PACKAGES=snakemake=7.21.0-1: 'snakemake=7.21.0-1' is not a Debian package name (lowercase letters, digits, + . -)",
+      ],
+      [{ GC_IMAGE_PACKAGES: 'curl;rm' }, "GC_IMAGE_PACKAGES=curl;rm: 'curl;rm' is not a Debian package name (lowercase letters, digits, + . -)"],
       [{ GC_DEBIAN_MIRROR: 'ftp://x/debian' }, 'GC_DEBIAN_MIRROR=ftp://x/debian: must be a http:// or https:// URL'],
       // The password of a Redis URL never reaches a message or a log.
       [{ GC_REDIS_URL: 'http://:secret@db:6379' }, 'GC_REDIS_URL=http://***@db:6379: must be a redis:// or rediss:// URL'],

@@ -15,7 +15,9 @@
 #   is in the account's ledger): then the later job wins, as on a shared filesystem;
 # - anything else (device files, FIFOs, sockets a hostile archive may carry) is dropped, and so
 #   is what lies outside the PATHs the job was to bring home (a hostile clone may add more).
-# Symlinks are moved as links, never followed. Deletions do not propagate.
+# Symlinks are moved as links, never followed. Deletions do not propagate. Entries are placed
+# in the order of their mtime in the clone, so a marker written last (a workflow manager's
+# "job finished" file) appears after the files written before it.
 # Prints one JSON object: placed, conflicts (first 20), nconflicts, errors (first 5).
 # One process, few imports (run with -I -S): under TCG every program and module costs time.
 import json, os, stat, sys
@@ -119,7 +121,20 @@ def above(dest):
     return any(p.startswith(dest + '/') for p in wanted)
 
 
-def walk(stage, rel, known):
+def newest(path):
+    # A folder moved in whole shows its contents at once: it goes in at its newest entry's time.
+    t = os.lstat(path).st_mtime_ns
+    for top, dirs, files in os.walk(path):
+        for n in dirs + files:
+            try:
+                t = max(t, os.lstat(os.path.join(top, n)).st_mtime_ns)
+            except OSError:
+                pass
+    return t
+
+
+def walk(stage, rel, known, todo):
+    # Decides where each entry goes; todo gets (mtime, src, target) and is placed afterwards.
     global nconflicts
     here = os.path.join(stage, rel)
     for name in sorted(os.listdir(here)):
@@ -137,16 +152,16 @@ def walk(stage, rel, known):
                     if dst is None:
                         os.mkdir(dest, stat.S_IMODE(sst.st_mode))
                     if os.path.isdir(dest) and not os.path.islink(dest):
-                        walk(stage, r, known)
+                        walk(stage, r, known, todo)
                         continue
                 err('%s: outside the stage-out paths, not written' % dest)
                 continue
             if stat.S_ISDIR(sst.st_mode):
                 if dst is not None and stat.S_ISDIR(dst.st_mode):
-                    walk(stage, r, known)
+                    walk(stage, r, known, todo)
                     continue
                 if dst is None:
-                    move(src, dest)
+                    todo.append((newest(src), src, dest))
                     continue
             target = dest
             if dst is not None and (stat.S_ISDIR(dst.st_mode) or (dst.st_ctime_ns > snap_ns and key(dst) not in known)):
@@ -154,9 +169,20 @@ def walk(stage, rel, known):
                 nconflicts += 1
                 if len(conflicts) < 20:
                     conflicts.append(dest)
-            move(src, target)
+            todo.append((sst.st_mtime_ns, src, target))
         except OSError as e:
             err('%s: %s' % (dest, e.strerror or e))
+
+
+def place(todo):
+    # In the order the job wrote them (mtime, then path): a marker a workflow manager polls for
+    # (Snakemake's .jobfinished, Nextflow's .exitcode), written after the outputs, appears
+    # after them, never before (a path-ordered walk put .snakemake/ before the outputs).
+    for _, src, target in sorted(todo, key=lambda e: (e[0], e[2])):
+        try:
+            move(src, target)
+        except OSError as e:
+            err('%s: %s' % (target, e.strerror or e))
 
 
 def rmtree(path):
@@ -261,7 +287,9 @@ try:
             old = f.read().split('\n')
     except OSError:
         old = []
-    walk(stage, '', set(old))
+    todo = []
+    walk(stage, '', set(old), todo)
+    place(todo)
     if new_keys:
         try:
             keep = [k for k in old if k][-20000:] + new_keys

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The guest's gcqsub, gcqstat, gcqdel, gcqselect, gcqhold, gcqrls, gcqalter, gctracejob, gcseff, gcqpeek, gcqexec and gc: thin clients of gcd.
 
-Also installed as the PBS names qsub, qstat, qdel, qselect, qhold, qrls and qalter (same tools).
+Also installed as the PBS names qsub, qstat, qdel, qselect, qhold, qrls, qalter, qsig, qrerun
+and qmove (same tools).
 
 /usr/local/bin/<tool> is a symlink to this file; the tool is the name it was called by.
 Exit status: the command's, 3 if gcd cannot be reached, 2 for a local usage problem.
@@ -13,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import copper  # noqa: E402
 
 PBS_NAMES = {"qsub": "gcqsub", "qstat": "gcqstat", "qdel": "gcqdel", "qselect": "gcqselect",
-             "qhold": "gcqhold", "qrls": "gcqrls", "qalter": "gcqalter"}
+             "qhold": "gcqhold", "qrls": "gcqrls", "qalter": "gcqalter", "qsig": "gcqsig",
+             "qrerun": "gcqrerun", "qmove": "gcqmove"}
 
 
 def _renamed(stderr, called, tool):
