@@ -10,6 +10,7 @@ import { formatLimit } from '../config/quotas.js';
 import type { Driver, SnapshotInfo } from '../drivers/driver.js';
 import { QuotaError } from '../errors.js';
 import { treeBytes } from '../tree-bytes.js';
+import { KeyedLock } from '../vm/keyed-lock.js';
 
 export { treeBytes };
 import type { JobRecord, JobSpec } from '../queue/job.js';
@@ -124,6 +125,16 @@ export class SnapshotBytesCheck {
       checkSnapshotBytes(cfg, user, held, fresh);
     }
   }
+}
+
+const keeping = new KeyedLock();
+
+/**
+ * `fn` (an undeliveredRoom check and the write it allows) alone for `user` in this gcd: two
+ * jobs of one user ending at once cannot both pass on a count that holds neither's output.
+ */
+export function keepingOutput<T>(user: string, fn: () => Promise<T>): Promise<T> {
+  return keeping.run(user, fn);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
-import { OWNER_FILE, undeliveredRoom } from './byte-quotas.js';
+import { keepingOutput, OWNER_FILE, undeliveredRoom } from './byte-quotas.js';
 import type { QuotaConfig } from '../config/quotas.js';
 import { jobHeadnodeChanged } from '../headnodes/incarnation.js';
 import { join } from 'node:path';
@@ -404,17 +404,21 @@ export class JobRunner {
         const keep = join(undelivered, job.id);
         const size = (await stat(host)).blocks * 512;
         const ownerOf = async (id: string): Promise<string | undefined> => (await store.tryGet(id).catch(() => undefined))?.spec.user;
-        const over = this.o.quotas ? await undeliveredRoom(this.o.quotas(), job.spec.user, undelivered, size, ownerOf) : undefined;
+        const kept = join(keep, guest.split('/').pop() ?? 'output');
+        const over = await keepingOutput(job.spec.user, async () => {
+          const full = this.o.quotas ? await undeliveredRoom(this.o.quotas(), job.spec.user, undelivered, size, ownerOf) : undefined;
+          if (full) return full;
+          await mkdir(keep, { recursive: true });
+          await writeFile(join(keep, OWNER_FILE), `${job.spec.user}\n`);
+          const { rename } = await import('node:fs/promises');
+          await rename(host, kept);
+          return undefined;
+        });
         if (over) {
           await rm(host, { force: true });
           note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); dropped: ${over.message}`].filter(Boolean).join('; ');
           continue;
         }
-        await mkdir(keep, { recursive: true });
-        await writeFile(join(keep, OWNER_FILE), `${job.spec.user}\n`);
-        const kept = join(keep, guest.split('/').pop() ?? 'output');
-        const { rename } = await import('node:fs/promises');
-        await rename(host, kept);
         const where = driver.nodeName ? `node ${driver.nodeName}` : 'the host';
         note = [note, `output not delivered to ${job.spec.headnode}:${guest} (${errorMessage(e)}); kept on ${where} at ${kept}`].filter(Boolean).join('; ');
       }

@@ -102,6 +102,21 @@ describe('byte quotas (issue 13 item 9)', function () {
     expect(await undeliveredBytes(undelivered, 'alice', async () => undefined)).to.be.below(1024 * 1024, 'alice stays within her quota');
   });
 
+  it('keeps one of 4 outputs of 600 KiB ending at once under undelivered_bytes=1mb, drops 3', async function () {
+    const sixHundredKiB = ['sh', '-c', 'head -c 614400 /dev/zero | tr "\\0" x'];
+    // One array (one snapshot under alice's snapshot_bytes): its 4 tasks run and end together.
+    const [arr, ...tasks] = await sched.submit([testSpec({ argv: sixHundredKiB, name: 'p' })], { hold: true, array: { indices: [1, 2, 3, 4] } });
+    incarnations.set('hn1', 'second');
+    await sched.release(ADMIN, arr.id);
+    const done = await Promise.all(tasks.map((j) => sched.waitFor(j.id)));
+    // Each comment says what became of the task's stdout (its empty stderr is kept: 0 bytes).
+    const kept = done.filter((d) => /p\.o1\.\d[^;]*; kept on the host at/.test(d.comment ?? ''));
+    const dropped = done.filter((d) => /p\.o1\.\d[^;]*; dropped: would exceed undelivered_bytes=1mb for user alice/.test(d.comment ?? ''));
+    expect(kept, done.map((d) => d.comment).join('\n')).to.have.length(1);
+    expect(dropped).to.have.length(3);
+    expect(await undeliveredBytes(join(r.dir, 'undelivered'), 'alice', async () => undefined)).to.be.below(1024 * 1024);
+  });
+
   it("caps a job's stage-out at stageout_bytes", async function () {
     const [a] = await sched.submit([testSpec({ argv: ['true'] })]);
     await sched.waitFor(a.id);
