@@ -91,20 +91,20 @@ export function setUserCommand(prefix: string, node: string, password: string): 
   return ['ACL', 'SETUSER', nodeRedisUser(node), 'reset', 'on', `>${password}`, ...nodeAclRules(prefix, node)].map(quote).join(' ');
 }
 
-/** Why gcd could not change the users of a Redis (its own user lacks the ACL rights). */
+/** Why gcd could not read or change the users of a Redis (its own user lacks the ACL rights); node '*': all. */
 export class RedisAclError extends Error {
   constructor(
     readonly node: string,
     readonly reason: string,
   ) {
-    super(`Redis user ${nodeRedisUser(node)} not changed: ${reason}`);
+    super(`Redis user ${node === '*' ? 'list' : nodeRedisUser(node)} not read or changed: ${reason}`);
     this.name = 'RedisAclError';
   }
 }
 
 /**
- * The server's side: creates, re-keys and removes nodes' users on its Redis. `persist`: save
- * the users to the server's ACL file (the embedded Redis has one; an external one may not).
+ * The server's side: creates, re-keys and removes nodes' users on its Redis, then ACL SAVE.
+ * `persist`: that save must work (the embedded Redis has an ACL file; an external one may not).
  */
 export class NodeRedisUsers {
   constructor(
@@ -141,7 +141,12 @@ export class NodeRedisUsers {
 
   /** Names of the nodes that have a user now. */
   async list(): Promise<string[]> {
-    const users = (await this.redis.call('ACL', 'USERS')) as string[];
+    let users: string[];
+    try {
+      users = (await this.redis.call('ACL', 'USERS')) as string[];
+    } catch (e) {
+      throw new RedisAclError('*', errorMessage(e));
+    }
     return users.filter((u) => u.startsWith('node-')).map((u) => u.slice('node-'.length));
   }
 
@@ -160,11 +165,12 @@ export class NodeRedisUsers {
   }
 
   private async save(): Promise<void> {
-    if (!this.persist) return;
     try {
       await this.redis.call('ACL', 'SAVE');
     } catch (e) {
-      log.error('Redis ACL file not saved: node users last until Redis restarts', { error: errorMessage(e) });
+      // A site's Redis may have no ACL file: gcd's start re-applies the users then.
+      if (this.persist) log.error('Redis ACL file not saved: node users last until Redis restarts', { error: errorMessage(e) });
+      else log.debug('Redis ACL SAVE refused (no aclfile?)', { error: errorMessage(e) });
     }
   }
 }

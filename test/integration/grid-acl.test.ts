@@ -1,10 +1,12 @@
 import { expect } from 'chai';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { nodeRedisPassword, nodeRedisUser } from '../../src/grid/node-redis-users.js';
-import { until, type GcdProcess } from '../helpers/gcd-process.js';
+import { GcdProcess, until } from '../helpers/gcd-process.js';
+import { freePort } from '../helpers/grid-transfer.js';
 import { NetnsGrid, type GridNode } from '../helpers/netns-grid.js';
 
 interface QstatJob {
@@ -250,5 +252,61 @@ describe('grid: a Redis ACL user per node (real redis-server, gcd and gcd --node
     const id = sub('-N', 'after', '--', 'sh', '-c', 'true');
     await until('job done on n1', () => jobs(id)[id]?.job_state === 'F', 30_000);
     expect(jobs(id)[id]).to.include({ Exit_status: 0 });
+  });
+});
+
+/**
+ * A site's own Redis (GC_REDIS_URL) where gcd's user may not manage users: gcd starts anyway,
+ * and `gc node token` prints the ACL SETUSER the administrator runs (docs/scale.md); once run,
+ * the node signs in with its token and has a node's rights only. Real redis-server and gcd.
+ */
+describe('grid: node users on an external Redis that gcd may not change (real redis-server, gcd)', function () {
+  this.timeout(60_000);
+
+  it('gc node token prints the ACL SETUSER to run; with it, the node signs in as a node', async function () {
+    const port = await freePort();
+    // The default user goes off last: the set-up itself runs as it.
+    const users = ['user admin on >adminpw ~* &* +@all', 'user gcd on >gcdpw ~* &* +@all -acl', 'user default off'];
+    const redis = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+      { stdio: 'ignore' },
+    );
+    const cli = (...args: string[]): string =>
+      spawnSync('redis-cli', ['-p', String(port), '--user', 'admin', '--pass', 'adminpw', '--no-auth-warning', ...args], { encoding: 'utf8' }).stdout.trim();
+    const ext = new GcdProcess({ GC_DRIVER: 'fake', GC_FAKE_HEADNODES: 'hn1:alice:physics', GC_REDIS_URL: `redis://gcd:gcdpw@127.0.0.1:${port}/0` });
+    let node: Redis | undefined;
+    try {
+      await until('redis up', () => spawnSync('redis-cli', ['-p', String(port), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG');
+      for (const u of users) spawnSync('redis-cli', ['-p', String(port), 'ACL', 'SETUSER', ...u.split(' ').slice(1)], { encoding: 'utf8' });
+      await ext.start();
+      const t = ext.tool('gc', ['node', 'token', 'n9']);
+      expect(t.status, t.stderr).to.equal(0);
+      const m = /Redis user node-n9 not made \(.*NOPERM.*\): run on the Redis: (ACL SETUSER .*)$/m.exec(t.stderr);
+      expect(m, t.stderr).to.not.equal(null);
+      const words = (m![1].match(/'[^']*'|\S+/g) ?? []).map((w) => w.replace(/^'(.*)'$/, '$1'));
+      expect(cli(...words)).to.equal('OK');
+      node = new Redis({
+        host: '127.0.0.1',
+        port,
+        username: 'node-n9',
+        password: nodeRedisPassword(t.stdout.trim()),
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+      });
+      node.on('error', () => undefined);
+      await node.connect();
+      expect(await node.hset('copper:node:n9', 'probe', '1')).to.equal(1);
+      const refused = await node.call('CONFIG', 'GET', '*').then(
+        () => 'ran',
+        (e: Error) => e.message,
+      );
+      expect(refused).to.match(/NOPERM/);
+      expect(ext.log).to.contain('Redis users not managed by gcd');
+    } finally {
+      node?.disconnect();
+      await ext.cleanup();
+      redis.kill('SIGTERM');
+    }
   });
 });
