@@ -45,7 +45,7 @@ describe('settings (GC_* environment variables)', () => {
       if (!file.includes(`${join('src', 'config')}`)) expect(text, file).not.to.match(/process\.env\.GC_|process\.env\[['"]GC_/);
     }
     expect([...named].filter((n) => !declared.has(n))).to.deep.equal([]);
-    expect(declared.size).to.equal(56);
+    expect(declared.size).to.equal(58);
   });
 
   it('defaults: everything under the state folder, which GC_STATE_DIR moves', () => {
