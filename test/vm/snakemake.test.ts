@@ -94,6 +94,11 @@ describe('snakemake --cluster qsub inside a headnode @vm', function () {
     expect(g.processesLeft(), 'no qemu or helper left running for this state folder').to.equal('');
   });
 
+  it('the PBS names qsig, qrerun and qmove are there too, and speak as PBS', function () {
+    const r = inside('{ qsig 999.srv; echo "qsig rc=$?"; qrerun 999.srv; echo "qrerun rc=$?"; qmove workq 999.srv; echo "qmove rc=$?"; } 2>&1');
+    for (const n of ['qsig', 'qrerun', 'qmove']) expect(r.stdout, r.stdout).to.match(new RegExp(`^${n}: .*\\n${n} rc=[1-9]\\d*$`, 'm'));
+  });
+
   /** Runs the workflow with `flags`; checks outputs, clones, job states and leftovers; returns seconds. */
   async function runWorkflow(flags: string, samples: string[]): Promise<number> {
     const before = new Set(Object.keys(jobs()));
