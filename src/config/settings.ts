@@ -513,10 +513,13 @@ export const SETTING_DECLS: { readonly [K in keyof Settings]: SettingDecl<K> } =
   sharedMaxSessions: {
     name: 'GC_SHARED_MAX_SESSIONS',
     type: 'count',
-    defaultText: '8',
+    // Every VM of a user (headnode, each array task's clone, each cluster clone) holds one
+    // session: the cap must exceed the clones a user can run at once over every host, or an
+    // array's later tasks fail to mount /shared. It bounds processes, about 3 MB each.
+    defaultText: '256',
     parse: wholeNumber(1),
-    fallback: () => 8,
-    meaning: 'concurrent /shared (sftp) sessions per user over all their VMs; more connections are closed at once',
+    fallback: () => 256,
+    meaning: 'concurrent /shared (sftp) sessions per user over all their VMs (one per VM); more connections are closed at once',
   },
   sshAddr: {
     name: 'GC_SSH_ADDR',

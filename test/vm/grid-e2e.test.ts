@@ -124,9 +124,6 @@ describe('grid: real clones on three remote hosts (netns harness) @vm', function
       // A dead host is found within 6 s; its -r y job's BullMQ lock lapses within 10 s (nodes too).
       GC_NODE_DEAD_MS: '6000',
       GC_LOCK_MS: '10000',
-      // The headnode and 8 clones of one user each hold a /shared session: above the default 8,
-      // a 9th is refused and its clone's job fails (clone-init cannot mount /shared).
-      GC_SHARED_MAX_SESSIONS: '16',
       GC_KILL_DELAY_MS: '2000',
       GC_PLACEMENT_DEFER_MS: '3000',
     });
