@@ -122,11 +122,12 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
     };
     const held = [];
     for (let i = 0; i < MAX; i++) held.push(await open());
-    // Each held connection has its sandbox (an idle sftp-server waiting for SFTP's init).
-    await sleep(1000);
     // One `flock` holds each session's slot for as long as its sandbox runs.
     const servers = (): string =>
       spawnSync('pgrep', ['-f', '-c', `^flock -n -E 75 ${sftpSlotsDir(join(state, 'shared', 'bob'))}`], { encoding: 'utf8' }).stdout.trim();
+    // Each held connection gets its sandbox (an idle sftp-server waiting for SFTP's init); polled,
+    // not slept on: a loaded machine starts them late.
+    await until(() => Number(servers()) === MAX);
     expect(Number(servers())).to.equal(MAX);
     // Beyond the cap: the gate closes the connection at once, no sandbox is made.
     const extra = await open();
@@ -140,7 +141,7 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
     // One session ends: its slot is free again and a real SFTP session works.
     held[0]?.s.destroy();
     await held[0]?.closed;
-    await sleep(500);
+    await until(() => Number(servers()) === MAX - 1);
     const r = await sftp('bob', 'ls -1 /shared\n');
     expect(r.status, r.out).to.equal(0);
     for (const h of held) h.s.destroy();
@@ -152,7 +153,7 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
 
   it('a session outlives nothing: sftp-server exits when its connection closes (no process left)', async function () {
     const child = spawn('socat', ['-', `UNIX-CONNECT:${sftpGateSocket(join(state, 'shared', 'alice'))}`], { stdio: ['pipe', 'ignore', 'ignore'] });
-    await sleep(800);
+    await until(() => spawnSync('pgrep', ['-f', `^flock -n -E 75 ${sftpSlotsDir(join(state, 'shared', 'alice'))}`]).status === 0);
     expect(spawnSync('pgrep', ['-f', `^flock -n -E 75 ${sftpSlotsDir(join(state, 'shared', 'alice'))}`]).status).to.equal(0);
     child.kill();
     await new Promise((r) => child.once('exit', r));
@@ -162,3 +163,9 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
     expect(spawnSync('pgrep', ['-f', `^flock -n -E 75 ${sftpSlotsDir(join(state, 'shared', 'alice'))}`]).status).to.equal(1);
   });
 });
+
+/** Waits until cond holds, at most 15 s; the caller's expect then says what did not happen. */
+async function until(cond: () => boolean): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!cond() && Date.now() < deadline) await sleep(100);
+}
