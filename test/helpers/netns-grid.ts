@@ -203,3 +203,22 @@ export class NetnsGrid {
     ipQuiet('link', 'del', this.bridge);
   }
 }
+
+/**
+ * The server of a grid test on the test-double driver: it runs no jobs itself (nodes do), with
+ * heartbeats, locks and kills quick enough for a test to see a host die within seconds.
+ */
+export function fakeGridServerEnv(deadMs: number, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return {
+    GC_DRIVER: 'fake',
+    GC_FAKE_HEADNODES: 'hn1:alice:physics',
+    GC_SERVER_NAME: 'srv',
+    GC_SERVER_RUNS_JOBS: '0',
+    GC_NODE_HEARTBEAT_MS: '300',
+    GC_NODE_DEAD_MS: String(deadMs),
+    GC_LOCK_MS: '2000',
+    GC_KILL_DELAY_MS: '500',
+    GC_PLACEMENT_DEFER_MS: '0',
+    ...extra,
+  };
+}

@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { nodeRedisPassword, nodeRedisUser } from '../../src/grid/node-redis-users.js';
 import { GcdProcess, until } from '../helpers/gcd-process.js';
 import { freePort } from '../helpers/grid-transfer.js';
-import { NetnsGrid, type GridNode } from '../helpers/netns-grid.js';
+import { NetnsGrid, type GridNode, fakeGridServerEnv } from '../helpers/netns-grid.js';
 
 interface QstatJob {
   job_state: string;
@@ -90,17 +90,7 @@ describe('grid: a Redis ACL user per node (real redis-server, gcd and gcd --node
   before(async function () {
     if (process.getuid?.() !== 0) throw new Error('the grid harness makes network namespaces: run as root');
     grid.up();
-    g = await grid.startServer({
-      GC_DRIVER: 'fake',
-      GC_FAKE_HEADNODES: 'hn1:alice:physics',
-      GC_SERVER_NAME: 'srv',
-      GC_SERVER_RUNS_JOBS: '0',
-      GC_NODE_HEARTBEAT_MS: '300',
-      GC_NODE_DEAD_MS: '3000',
-      GC_LOCK_MS: '2000',
-      GC_KILL_DELAY_MS: '500',
-      GC_PLACEMENT_DEFER_MS: '0',
-    });
+    g = await grid.startServer(fakeGridServerEnv(3000));
     for (const n of ['n1', 'n2', 'n3']) tokens[n] = grid.mintToken(n);
     nodes.n1 = await grid.addNode('n1', { ncpus: 2, memMiB: 2048, env: { GC_NODE_TOKEN: tokens.n1 } });
     nodes.n2 = await grid.addNode('n2', { ncpus: 2, memMiB: 2048, env: { GC_NODE_TOKEN: tokens.n2 } });

@@ -13,7 +13,7 @@ import { keysFor } from '../../src/queue/keys.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { startTestRedis, type TestRedis } from '../helpers/env.js';
 import { until, type GcdProcess } from '../helpers/gcd-process.js';
-import { NetnsGrid } from '../helpers/netns-grid.js';
+import { NetnsGrid, fakeGridServerEnv } from '../helpers/netns-grid.js';
 import { testSpec } from '../helpers/jobs.js';
 import { schedulerOptions } from '../helpers/scheduler.js';
 import { SmtpRecorder } from '../helpers/smtp-recorder.js';
@@ -219,18 +219,7 @@ describe('grid: gcd server and gcd --node processes, the node’s job in the ser
     if (process.getuid?.() !== 0) throw new Error('the grid harness makes network namespaces: run as root');
     smtp = await SmtpRecorder.start();
     grid.up();
-    g = await grid.startServer({
-      GC_DRIVER: 'fake',
-      GC_FAKE_HEADNODES: 'hn1:alice:physics',
-      GC_SERVER_NAME: 'srv',
-      GC_SERVER_RUNS_JOBS: '0',
-      GC_NODE_HEARTBEAT_MS: '300',
-      GC_NODE_DEAD_MS: '2000',
-      GC_LOCK_MS: '2000',
-      GC_KILL_DELAY_MS: '500',
-      GC_PLACEMENT_DEFER_MS: '0',
-      GC_SMTP_URL: smtp.url,
-    });
+    g = await grid.startServer(fakeGridServerEnv(2000, { GC_SMTP_URL: smtp.url }));
     await grid.addNode('n1', { ncpus: 2, memMiB: 2048 });
   });
   after(async function () {

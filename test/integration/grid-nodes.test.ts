@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { until, type GcdProcess } from '../helpers/gcd-process.js';
-import { NetnsGrid, type GridNode } from '../helpers/netns-grid.js';
+import { NetnsGrid, type GridNode, fakeGridServerEnv } from '../helpers/netns-grid.js';
 
 interface QstatJob {
   job_state: string;
@@ -51,17 +51,7 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
   before(async function () {
     if (process.getuid?.() !== 0) throw new Error('the grid harness makes network namespaces: run as root');
     grid.up();
-    g = await grid.startServer({
-      GC_DRIVER: 'fake',
-      GC_FAKE_HEADNODES: 'hn1:alice:physics',
-      GC_SERVER_NAME: 'srv',
-      GC_SERVER_RUNS_JOBS: '0',
-      GC_NODE_HEARTBEAT_MS: '300',
-      GC_NODE_DEAD_MS: '3000',
-      GC_LOCK_MS: '2000',
-      GC_KILL_DELAY_MS: '500',
-      GC_PLACEMENT_DEFER_MS: '0',
-    });
+    g = await grid.startServer(fakeGridServerEnv(3000));
     nodes.n1 = await grid.addNode('n1', { ncpus: 3, memMiB: 4096 });
     nodes.n2 = await grid.addNode('n2', { ncpus: 3, memMiB: 8192 });
     nodes.n3 = await grid.addNode('n3', { ncpus: 3, memMiB: 2048 });
