@@ -399,19 +399,7 @@ export class JobStore {
    */
   async transitionSpec(id: string, event: JobEvent, patch: FieldPatch, was: JobSpec, spec: JobSpec): Promise<TransitionResult> {
     const fields = [...encode(patch), 'spec', JSON.stringify(spec), 'acct', acctOf(id, spec)];
-    const [ok, cur, flat] = await this.scripts.gcTransitionIf(
-      this.keys.job(id),
-      this.keys.usage,
-      JSON.stringify(JOB_TRANSITIONS[event]),
-      'spec',
-      JSON.stringify(was),
-      ...fields,
-    );
-    const from = cur === '' ? undefined : (cur as JobState);
-    if (ok !== 1 || from === undefined) return { ok: false, from, error: new JobStateError(id, from, event) };
-    const record = decode(id, pairs(flat ?? []));
-    this.events.emit({ jobId: id, event, from, to: record.state, record });
-    return { ok: true, from, to: record.state, record };
+    return this.transitionIf(id, event, 'spec', JSON.stringify(was), fields);
   }
 
   /** The script a job runs: its own, or its array's (stored once; shared-script.ts). */
@@ -432,13 +420,17 @@ export class JobStore {
    */
   async transitionOnHost(id: string, execHost: string | undefined, event: JobEvent, patch: FieldPatch = {}): Promise<TransitionResult> {
     if (execHost === undefined) return this.transition(id, event, patch);
-    const fields = encode(patch);
+    return this.transitionIf(id, event, 'execHost', execHost, encode(patch));
+  }
+
+  /** The compare-and-set transition guarded by one more field holding `expected` (one Lua step). */
+  private async transitionIf(id: string, event: JobEvent, field: string, expected: string, fields: string[]): Promise<TransitionResult> {
     const [ok, cur, flat] = await this.scripts.gcTransitionIf(
       this.keys.job(id),
       this.keys.usage,
       JSON.stringify(JOB_TRANSITIONS[event]),
-      'execHost',
-      execHost,
+      field,
+      expected,
       ...fields,
     );
     const from = cur === '' ? undefined : (cur as JobState);
