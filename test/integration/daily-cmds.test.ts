@@ -246,7 +246,7 @@ describe('PBS daily commands: gcqsig, gcqrerun, gcqmove, gcqstat views, gcqdel -
     const wa = g.tool('gcqstat', ['-a', '-w']).stdout.split('\n');
     expect(wa[3]).to.equal('Job ID                         Username        Queue           Jobname         SessID   NDS  TSK   Memory Time  S Time');
     expect(wa[2]).to.equal(`${' '.repeat(99)}Req'd  Req'd   Elap`);
-    expect(g.tool('gcqstat', ['-1']).stderr.trim()).to.equal('gcqstat: -1 goes with -n or -s');
+    expect(g.tool('gcqstat', ['-1']).stderr.trim()).to.equal('gcqstat: -1 goes with -n, -s or -f');
   });
 
   it('gcqstat -s gives a plain verdict for a job that can never run, and what would change that', async function () {

@@ -5,6 +5,7 @@ import type { Tool } from './tool.js';
 import { parseArgs } from './args.js';
 import { jobTable, queueView, selectJobs, serverView } from './qstat-views.js';
 import { execHost, execVnode } from './exec-host.js';
+import { inDestinations, isDestination, knownQueues, parseDestination } from './qstat-destinations.js';
 
 interface QstatArgs {
   f?: boolean;
@@ -51,7 +52,7 @@ function oneLineFlag(argv: string[]): string[] {
 }
 
 /**
- * gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [ID...], -Q [-f]
+ * gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n|-f [-1]] [-w] [ID|queue|@server...], -Q [-f]
  * [queue...], -B [-f]: jobs, queues and the server as PBS's qstat shows them.
  */
 export const gcqstat: Tool = async (req, s) => {
@@ -60,7 +61,7 @@ export const gcqstat: Tool = async (req, s) => {
     oneLineFlag(req.argv),
     (y) =>
       y
-        .usage('gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n [-1]] [-w] [job_id...] | -Q [-f] [queue...] | -B [-f]')
+        .usage('gcqstat [-f [-F json]] [-x] [-u user] [-a|-H|-i|-r] [-s] [-n|-f [-1]] [-w] [job_id|queue|@server...] | -Q [-f] [queue...] | -B [-f]')
         .option('Q', { type: 'boolean', describe: 'queues: their limits and jobs by state' })
         .option('B', { type: 'boolean', describe: 'the server: its limits and jobs by state' })
         .option('n', { type: 'boolean', describe: "the exec host (the job's clone) under each job" })
@@ -101,13 +102,22 @@ export const gcqstat: Tool = async (req, s) => {
   if (a.Q) return { stdout: await queueView(s.scheduler, a._.map(String), a.f === true), stderr: '', exitCode: 0 };
   if (a.B) return { stdout: await serverView(s.scheduler, s.serverName, a.f === true), stderr: '', exitCode: 0 };
   if ([a.H, a.i, a.r].filter(Boolean).length > 1) throw new UsageError('-H, -i and -r do not go together');
-  if (a.one && !a.n && !a.s) throw new UsageError('-1 goes with -n or -s');
-  const ids = a._.map(String);
+  // With -f, -1 is Torque's "do not fold long values" (Nextflow's `qstat -f -1`): -w's effect.
+  if (a.one && a.f) a.w = true;
+  else if (a.one && !a.n && !a.s) throw new UsageError('-1 goes with -n, -s or -f');
+  const operands = a._.map(String);
+  const ids = operands.filter((o) => !isDestination(o));
+  const queues = knownQueues(s.scheduler);
+  const dests = operands.filter(isDestination).map((o) => parseDestination(o, s.serverName, queues));
   let jobs: JobRecord[];
   let stderr = '';
   let exitCode = 0;
-  if (ids.length) {
+  if (ids.length || dests.length) {
     jobs = [];
+    if (dests.length) {
+      const all = await s.scheduler.list(req.actor, { includeFinished: a.x === true || a.H === true, user: a.u, tasks: a.t === true });
+      jobs.push(...all.filter((j) => inDestinations(j, dests)));
+    }
     for (const id of ids) {
       try {
         jobs.push(await s.scheduler.get(req.actor, id));
@@ -119,7 +129,7 @@ export const gcqstat: Tool = async (req, s) => {
   } else {
     jobs = await s.scheduler.list(req.actor, { includeFinished: a.x === true || a.H === true, user: a.u, tasks: a.t === true });
   }
-  jobs = selectJobs(jobs, a.H ? 'H' : a.i ? 'i' : a.r ? 'r' : undefined, ids.length > 0);
+  jobs = selectJobs(jobs, a.H ? 'H' : a.i ? 'i' : a.r ? 'r' : undefined, ids.length > 0 && dests.length === 0);
   const shown = jobs.map((j) => withUsage(j, now));
   const opts = { server: s.serverName, now, wide: a.w === true };
   let out: string;
