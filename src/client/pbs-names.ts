@@ -22,6 +22,7 @@ export const PBS_NAMES: Readonly<Record<string, string>> = {
   qsig: 'gcqsig',
   qrerun: 'gcqrerun',
   qmove: 'gcqmove',
+  pbsnodes: 'gcpbsnodes',
 };
 
 const MARK = '// copper: PBS name wrapper (gc install-pbs-names)';

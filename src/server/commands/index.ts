@@ -13,6 +13,7 @@ import { gcqselect } from './gcqselect.js';
 import { gctracejob } from './gctracejob.js';
 import { gcseff } from './gcseff.js';
 import { gcqmove, gcqrerun, gcqsig } from './running-cmds.js';
+import { gcpbsnodes } from './gcpbsnodes.js';
 
 const TOOLS: Record<string, Tool> = {
   gcqsub,
@@ -29,6 +30,7 @@ const TOOLS: Record<string, Tool> = {
   gcqmove,
   gcqpeek,
   gcqexec,
+  gcpbsnodes,
 };
 
 /** Run a tool for a client; every failure becomes one stderr line and a non-zero exit. */

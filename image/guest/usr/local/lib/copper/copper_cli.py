@@ -15,7 +15,7 @@ import copper  # noqa: E402
 
 PBS_NAMES = {"qsub": "gcqsub", "qstat": "gcqstat", "qdel": "gcqdel", "qselect": "gcqselect",
              "qhold": "gcqhold", "qrls": "gcqrls", "qalter": "gcqalter", "qsig": "gcqsig",
-             "qrerun": "gcqrerun", "qmove": "gcqmove"}
+             "qrerun": "gcqrerun", "qmove": "gcqmove", "pbsnodes": "gcpbsnodes"}
 
 
 def _renamed(stderr, called, tool):
