@@ -7,7 +7,5 @@
 const PATH_VARIABLE = /\$(?:\{(PBS_JOBID|PBS_JOBNAME)\}|(PBS_JOBID|PBS_JOBNAME)(?![A-Za-z0-9_]))/g;
 
 export function expandPathVariables(path: string, job: { id: string; name: string }): string {
-  return path.replace(PATH_VARIABLE, (_m, braced: string | undefined, bare: string | undefined) =>
-    (braced ?? bare) === 'PBS_JOBID' ? job.id : job.name,
-  );
+  return path.replace(PATH_VARIABLE, (_m, braced: string | undefined, bare: string | undefined) => ((braced ?? bare) === 'PBS_JOBID' ? job.id : job.name));
 }
