@@ -154,7 +154,7 @@ describe('PBS/Torque/Slurm-style script corpus through gcqsub and gcqstat -f -F 
   });
 
   function stat(id: string): Attrs {
-    const r = g.tool('gcqstat', ['-f', '-F', 'json', id]);
+    const r = g.tool('gcqstat', ['-x', '-f', '-F', 'json', id]);
     expect(r.status).to.equal(0, r.stderr);
     const doc = JSON.parse(r.stdout) as { Jobs: Record<string, Attrs> };
     return doc.Jobs[id];

@@ -296,7 +296,7 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
       const a = lastLine(ok(`qsub  -q workq -A physics ${submitScript('parsl.1700000000.1')}`));
       const b = lastLine(ok(`qsub  -q workq -A physics ${submitScript('parsl.1700000000.2')}`));
       const status = (): Map<string, string> => {
-        const doc = JSON.parse(ok(`qstat -f -F json ${a} ${b}`)) as { Jobs?: Record<string, { job_state?: string }> };
+        const doc = JSON.parse(sh(`qstat -f -F json ${a} ${b}`).stdout) as { Jobs?: Record<string, { job_state?: string }> };
         const m = new Map<string, string>();
         for (const [jid, job] of Object.entries(doc.Jobs ?? {})) {
           // Parsl coerces the (possibly short) id back to the one it submitted.
@@ -308,13 +308,15 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
       await until('both running', () => status().get(a) === 'R' && status().get(b) === 'R');
       // cancel(): one qdel for all; retcode 0 means every one was cancelled.
       expect(sh(`qdel ${a} ${b}`).status).to.equal(0);
+      // _status() afterwards: stdout is still JSON; a job missing from Jobs is COMPLETED.
+      await until('both gone from the JSON (COMPLETED for Parsl)', () => status().size === 0);
     });
 
     it("TorqueProvider: status from the 'qstat IDS' table, column 5", async function () {
       const id = lastLine(ok(`qsub  -q workq ${submitScript('parsl.parsl.torque.1700000000.3')}`));
       const states = (): Map<string, string> => {
         const m = new Map<string, string>();
-        for (const line of ok(`qstat ${id}`).split('\n')) {
+        for (const line of sh(`qstat ${id}`).stdout.split('\n')) {
           const parts = line.split(/\s+/).filter(Boolean);
           if (!parts.length || parts[0].toUpperCase().startsWith('JOB') || parts[0].startsWith('---')) continue;
           m.set([id].find((l) => l.startsWith(parts[0])) ?? parts[0], parts[4]);
@@ -323,6 +325,8 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
       };
       await until('running', () => states().get(id) === 'R');
       ok(`qdel ${id}`);
+      // A finished job leaves the table (Parsl then calls it COMPLETED); qstat says why on stderr.
+      await until('gone from the table', () => !states().has(id));
     });
   });
 
@@ -330,7 +334,7 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
     const cwd = join(wd, 'cromwell-executions', 'hello', 'call-say');
     mkdirSync(join(cwd, 'execution'), { recursive: true });
     const scr = join(cwd, 'execution', 'script');
-    writeFileSync(scr, '#!/bin/bash\npwd\necho 0 > execution/rc\n', { mode: 0o755 });
+    writeFileSync(scr, '#!/bin/bash\npwd\nsleep 3\necho 0 > execution/rc\n', { mode: 0o755 });
     const out = ok(
       `qsub -N cromwell_1a2b3c4d_say -lwalltime=1:00:00,nodes=1:ppn=1,mem=2048mb -d ${cwd} -o ${cwd}/execution/stdout -e ${cwd}/execution/stderr ${scr}`,
     );
@@ -346,6 +350,13 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
     );
     await until('stdout delivered', () => existsSync(inHn(join(cwd, 'execution', 'stdout'))));
     expect(readFileSync(inHn(join(cwd, 'execution', 'stdout')), 'utf8')).to.equal(`${cwd}\n`);
+    // check-alive once it has ended: PBS Pro's "Job has finished" and a non-zero exit.
+    const gone = await until('check-alive says ended', () => {
+      const r = sh(`qstat ${jobId}`);
+      return r.status !== 0 && r;
+    });
+    expect(gone.status).to.equal(35);
+    expect(gone.stderr).to.equal(`qstat: ${jobId}.srv Job has finished, use -x or -H to obtain historical job information\n`);
     expect(sh(`qdel ${jobId}`).status, 'kill of a finished job is refused').to.not.equal(0);
   });
 

@@ -268,6 +268,7 @@ describe('gc install-pbs-names', () => {
     try {
       const r = installPbsNames(dir, '/opt/copper/dist/src/client/cli-client.js');
       expect(r.written.map((p) => p.slice(dir.length + 1)).sort()).to.deep.equal([
+        'pbsnodes',
         'qalter',
         'qdel',
         'qhold',

@@ -105,7 +105,7 @@ PY`,
     );
     const [refusal, bobsJob] = forged.stdout.trim().split('\n');
     expect(refusal).to.match(/^2 gcqsub: --headnode/);
-    const owner = g.tool('gcqstat', ['-f', '-F', 'json', bobsJob]);
+    const owner = g.tool('gcqstat', ['-x', '-f', '-F', 'json', bobsJob]);
     expect(owner.stdout).to.match(/"Job_Owner":"bob@/);
     // alice's job is still there, and alice can delete it.
     expect(inside('alice-hn', `gcqdel ${id} && echo deleted`).stdout).to.equal('deleted\n');

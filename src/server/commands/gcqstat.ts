@@ -7,6 +7,9 @@ import { jobTable, queueView, selectJobs, serverView } from './qstat-views.js';
 import { execHost, execVnode } from './exec-host.js';
 import { inDestinations, isDestination, knownQueues, parseDestination } from './qstat-destinations.js';
 
+/** PBS Pro's exit status for a finished job asked for without -x (PBSE_HISTJOBID 15139, mod 256). */
+const JOB_FINISHED_EXIT = 35;
+
 interface QstatArgs {
   f?: boolean;
   F?: string;
@@ -120,7 +123,15 @@ export const gcqstat: Tool = async (req, s) => {
     }
     for (const id of ids) {
       try {
-        jobs.push(await s.scheduler.get(req.actor, id));
+        const j = await s.scheduler.get(req.actor, id);
+        // PBS Pro: a finished job named by id is history, shown only with -x or -H (exit 35
+        // otherwise). Cromwell's check-alive (`qstat ID`) and Parsl's providers rely on it.
+        if (j.state === 'F' && !a.x && !a.H) {
+          stderr += `gcqstat: ${j.id} Job has finished, use -x or -H to obtain historical job information\n`;
+          exitCode = exitCode || JOB_FINISHED_EXIT;
+          continue;
+        }
+        jobs.push(j);
       } catch (e) {
         stderr += `gcqstat: ${(e as Error).message}\n`;
         exitCode = 153;
