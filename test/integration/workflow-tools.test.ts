@@ -367,6 +367,25 @@ describe('workflow tools drive Copper through the PBS names (test-double driver)
     expect((await st()).Exit_status).to.equal(0);
   });
 
+  it('Snakemake-Profiles/pbs-torque pbs-submit.py: -l "nodes=1:ppn=N,mem=M,walltime=W" -W "depend=afterok:ID"', async function () {
+    const jobscript = script('snakejob.a.1.sh', '#!/bin/sh\n# properties = {"type": "single", "rule": "a", "threads": 4}\necho ran-$PBS_JOBNAME\n');
+    // The command line the profile assembles (its string concatenation, quoting included).
+    const first = ok(`qsub  -j oe -l "nodes=1:ppn=4,mem=1gb,walltime=01:00:00" ${jobscript}`).trim();
+    const second = ok(`qsub  -j oe -l "nodes=1:ppn=4,mem=1gb,walltime=01:00:00" -W "depend=afterok:${first}" ${jobscript}`).trim();
+    const state = (id: string) =>
+      (JSON.parse(ok(`qstat -x -f -F json ${id}`)) as { Jobs: Record<string, { job_state: string; Exit_status?: number }> }).Jobs[id];
+    await until(
+      'the dependent ran after its parent',
+      () => state(second).job_state === 'F',
+      30_000,
+      () => ok('qstat -x -s'),
+    );
+    expect(state(first).Exit_status).to.equal(0);
+    expect(state(second).Exit_status).to.equal(0);
+    // Its pbs-status.py reads Torque (a C in `qstat ID`, then <exit_status> XML): not PBS Pro's answers (README: known gaps).
+    expect(sh(`qstat ${second}`).status).to.equal(35);
+  });
+
   it('destinations: an unknown queue or server is one clear line and a non-zero exit', function () {
     const q = sh('qstat -f nosuchq');
     expect(q.status).to.not.equal(0);
