@@ -169,6 +169,10 @@ export class JobRunner {
     } catch (e) {
       if (stop.aborted && (stop.reason === 'shutdown' || stop.reason === 'rerun') && !exited) requeue = true;
       else if (stop.aborted && !running) ended = { comment: 'deleted by gcqdel while its clone was starting', endReason: 'deleted' };
+      // A delete asked while the guest stopped answering: the user's delete is why it ended,
+      // whatever error the dead agent gave first.
+      else if (stop.aborted && (stop.reason === 'deleted' || stop.reason === 'forced') && !ended)
+        ended = { exitStatus: EXIT.LOST, comment: `deleted by gcqdel while running; ${errorMessage(e)}`, endReason: 'deleted' };
       else if (!ended || !running) ended = { exitStatus: EXIT.START_FAILED, comment: `job failed to run: ${errorMessage(e)}`, endReason: 'failed' };
       log.warn('job did not complete normally', { job: job.id, error: errorMessage(e) });
     } finally {
