@@ -33,7 +33,8 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
   const grid = new NetnsGrid();
   let g: GcdProcess;
   const nodes: Record<string, GridNode> = {};
-  const marks = mkdtempSync(join(tmpdir(), 'copper-gn-marks-'));
+  // Made in before(): made at load time it would leak whenever mocha filters this suite out.
+  let marks = '';
 
   const jobs = (...ids: string[]): Record<string, QstatJob> => {
     const r = g.tool('gcqstat', ['-x', '-t', '-f', '-F', 'json', ...ids]);
@@ -49,6 +50,7 @@ describe('grid: nodes in network namespaces, real Redis over TCP (test-double dr
   };
 
   before(async function () {
+    marks = mkdtempSync(join(tmpdir(), 'copper-gn-marks-'));
     if (process.getuid?.() !== 0) throw new Error('the grid harness makes network namespaces: run as root');
     grid.up();
     g = await grid.startServer(fakeGridServerEnv(3000));
