@@ -22,16 +22,19 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
   const MAX = 3;
 
   /** Runs sftp batch commands as the owner's guest would, through the gate. */
-  async function sftp(owner: string, batch: string): Promise<{ status: number; out: string }> {
+  async function sftp(owner: string, batch: string): Promise<{ status: number; out: string; stdout: string }> {
     const file = join(state, `batch-${owner}`);
     writeFileSync(file, batch);
     // Not spawnSync: the gate runs in this process and must go on accepting.
     const p = spawn('sftp', ['-b', file, '-D', `socat - UNIX-CONNECT:${sftpGateSocket(join(state, 'shared', owner))}`]);
+    // Both streams in `out` (errors are on stderr), and stdout alone: the two pipes interleave
+    // in no fixed order, so a listing is read from stdout only.
     let out = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let stdout = '';
+    p.stdout.on('data', (d: Buffer) => ((out += d.toString()), (stdout += d.toString())));
     p.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const status = await new Promise<number>((r) => p.once('exit', (code) => r(code ?? -1)));
-    return { status, out };
+    return { status, out, stdout };
   }
 
   before(async function () {
@@ -58,7 +61,7 @@ describe('shared-volume sandbox: /dev, session cap and the /shared quota (issue 
     expect(r.out).to.match(/dest open "\/dev\/flood": Failure/);
     expect(r.out).to.match(/remote mkdir "\/dev\/d": Failure/);
     expect(r.out).to.match(/dest open "\/dev\/shm\/flood": Failure/);
-    const listing = r.out.split('sftp> ls -1 /dev')[1] ?? '';
+    const listing = r.stdout.split('sftp> ls -1 /dev')[1] ?? '';
     expect(listing).not.to.contain('flood');
     expect(r.out).to.contain('/dev/null');
   });
