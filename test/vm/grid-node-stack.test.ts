@@ -1,6 +1,5 @@
 import { expect } from 'chai';
 import { access, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiServer } from '../../src/api/server.js';
@@ -18,6 +17,7 @@ import { keysFor } from '../../src/queue/keys.js';
 import { Scheduler, type SchedulerOptions } from '../../src/scheduler/scheduler.js';
 import { Layout } from '../../src/vm/layout.js';
 import { redisOptions, startTestRedis, type TestRedis } from '../helpers/env.js';
+import { freePort } from '../helpers/grid-transfer.js';
 import { until } from '../helpers/gcd-process.js';
 import { testSpec } from '../helpers/jobs.js';
 
@@ -34,18 +34,6 @@ class HeadnodeChannels implements GuestChannels {
     return join(this.dir, `${identity.vmId}.sock`);
   }
   async close(): Promise<void> {}
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const exists = (p: string): Promise<boolean> =>
